@@ -1,0 +1,1 @@
+"""Data sources, transforms, synthetic sets and Grain pipelines."""

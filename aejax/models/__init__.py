@@ -1,0 +1,1 @@
+"""Flax Linen models: one file per family, shared blocks in layers.py."""

@@ -1,0 +1,1 @@
+"""One experiment per paper: `python -m experiments.<name> --help`."""
