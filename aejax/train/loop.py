@@ -1,0 +1,201 @@
+"""`fit()`: the one training loop every experiment uses."""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import numpy as np
+from clu import metrics as clu_metrics
+
+from aejax.train.checkpoint import CheckpointIO
+from aejax.train.step import make_train_step
+from aejax.train.writer import Writer
+
+
+class TrainingDiverged(RuntimeError):
+  """A non-finite loss; the message is one line naming the step and the last good checkpoint."""
+
+
+def _fmt_time(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(seconds)
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class _Progress:
+  """One line per log step: step, metrics, steps/s and ETA (no terminal tricks, logs stay clean)."""
+
+  def __init__(self, total: int, start: int):
+    self.total, self.start = total, start
+    self.t0 = time.perf_counter()
+    self.last_t, self.last_step = self.t0, start
+
+  def line(self, step: int, metrics: dict) -> str:
+    now = time.perf_counter()
+    rate = (step - self.last_step) / max(now - self.last_t, 1e-9)
+    overall = (step - self.start) / max(now - self.t0, 1e-9)
+    self.last_t, self.last_step = now, step
+    eta = (self.total - step) / overall if overall > 0 else float("inf")
+    keys = sorted(metrics, key=lambda k: (k != "loss", k))[:4]
+    shown = " ".join(f"{k} {metrics[k]:.4g}" for k in keys)
+    pct = 100.0 * step / max(self.total, 1)
+    return (f"[{step}/{self.total} {pct:3.0f}%] {shown} | {rate:.2f} steps/s | "
+            f"elapsed {_fmt_time(now - self.t0)} | ETA {_fmt_time(eta)}")
+
+
+class _Stop:
+  """Turns SIGTERM/SIGINT into a flag the loop checks between steps."""
+
+  def __init__(self):
+    self.requested = None
+    self._old = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    if self.requested is not None:  # second signal: stop now
+      raise KeyboardInterrupt
+    self.requested = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+    return False
+
+
+def _accumulate(acc: dict, metrics: dict) -> dict:
+  for k, v in metrics.items():
+    m = clu_metrics.Average.from_model_output(np.asarray(v, np.float32))
+    acc[k] = m if k not in acc else acc[k].merge(m)
+  return acc
+
+
+def fit(*, workdir, config, model, loss_fn, tx, train_iter, init_fn: Callable,
+        eval_fn: Callable | None = None, artefact_fn: Callable | None = None,
+        num_steps: int, seed: int = 0, log_every: int = 50, eval_every: int = 0,
+        checkpoint_every: int = 1000, keep_checkpoints: int = 3, parallel: str = "jit",
+        ema_decay: float | None = None, verbose: bool = True):
+  """Trains `model` for `num_steps` steps, resuming from `workdir/checkpoints` if present.
+
+  Args:
+    workdir: the run folder (created): `metrics.jsonl`, `config.json`, `tb/`, `checkpoints/`,
+      `artefacts/`.
+    config: the experiment's ConfigDict (saved to `config.json`).
+    model, loss_fn, tx: see `make_train_step`.
+    train_iter: an iterator of host batches (dicts of numpy arrays, process-local). A Grain
+      `DatasetIterator` is checkpointed with the state and resumed exactly.
+    init_fn: `init_fn(rng) -> TrainState` (jitted here).
+    eval_fn: `eval_fn(state, step) -> dict[str, float]`, logged under `eval/`.
+    artefact_fn: `artefact_fn(state, step, writer)`, for pictures and videos.
+    num_steps: total training steps (a resumed run does the rest).
+    seed: root seed of the init and of every step's RNG (the step folds in its counter).
+    log_every: read metrics on the host, check the loss, log and print every this many steps.
+    eval_every: run eval/artefacts every this many steps (0: only at the end).
+    checkpoint_every: save every this many steps (and always at the end).
+    keep_checkpoints: how many checkpoints to keep.
+    parallel: "jit" (sharded over all devices), "pmap" or "none".
+    ema_decay: keep an EMA of the parameters (needs an `init_fn` that creates `ema_params`).
+    verbose: print the progress lines.
+
+  Returns:
+    The final `TrainState` (one replicated copy).
+
+  Raises:
+    TrainingDiverged: on a non-finite loss (the last good checkpoint is kept).
+  """
+  workdir = Path(workdir)
+  writer = Writer(workdir)
+  writer.write_config(config)
+  root = jax.random.PRNGKey(seed)
+  init_rng, step_rng = jax.random.split(root)
+  state = jax.jit(init_fn)(init_rng)
+  ckpt = CheckpointIO(workdir / "checkpoints", max_to_keep=keep_checkpoints)
+  start = ckpt.latest_step()
+  if start is not None:
+    state = ckpt.restore(state, step=start, data_iter=train_iter)
+    _say(verbose, f"resumed from {ckpt.directory / str(start)}")
+  start = int(jax.device_get(state.step))
+  runner = make_train_step(model, loss_fn, tx, parallel=parallel, ema_decay=ema_decay)
+  dstate = runner.put_state(state)
+  del state
+  progress = _Progress(num_steps, start)
+  pending: list[dict] = []
+  last_good = start if ckpt.latest_step() is not None else None
+
+  def flush(step: int) -> dict:
+    acc: dict = {}
+    for m in pending:
+      _accumulate(acc, jax.device_get(m))
+    pending.clear()
+    values = {k: float(v.compute()) for k, v in acc.items()}
+    bad = [k for k, v in values.items() if k == "loss" and not math.isfinite(v)]
+    if bad:
+      where = (f"last good checkpoint: step {last_good} in {ckpt.directory}" if last_good is not None
+               else "no checkpoint was saved yet")
+      raise TrainingDiverged(f"non-finite loss ({values['loss']}) by step {step}; {where}")
+    return values
+
+  def evaluate(step: int, host_state) -> None:
+    if eval_fn is not None:
+      res = eval_fn(host_state, step) or {}
+      if res:
+        writer.scalars(step, {f"eval/{k}": v for k, v in res.items()})
+        _say(verbose, "eval @ %d: %s" % (step, " ".join(f"{k} {v:.4g}" for k, v in res.items())))
+    if artefact_fn is not None:
+      artefact_fn(host_state, step, writer)
+    writer.flush()
+
+  step = start
+  try:
+    with _Stop() as stop:
+      while step < num_steps:
+        try:
+          batch = next(train_iter)
+        except StopIteration:
+          raise ValueError(f"the training data ran out at step {step} of {num_steps}") from None
+        dstate, metrics = runner(dstate, batch, step_rng)
+        step += 1
+        pending.append(metrics)
+        at_end = step == num_steps
+        if step % log_every == 0 or at_end or stop.requested or step % checkpoint_every == 0:
+          values = flush(step)
+          writer.scalars(step, values)
+          if step % log_every == 0 or at_end:
+            _say(verbose, progress.line(step, values))
+        if eval_every and step % eval_every == 0 and not at_end:
+          evaluate(step, runner.get_state(dstate))
+        if step % checkpoint_every == 0 or at_end or stop.requested:
+          ckpt.save(step, runner.get_state(dstate), train_iter)
+          last_good = step
+        if stop.requested:
+          ckpt.wait()
+          _say(True, f"{stop.requested}: saved a checkpoint at step {step} in {ckpt.directory}; "
+                     "run the same command again to resume")
+          break
+    final = runner.get_state(dstate)
+    if step == num_steps:
+      evaluate(step, final)
+    return final
+  finally:
+    ckpt.close()
+    writer.close()
+
+
+def _say(verbose: bool, msg: str) -> None:
+  if verbose and jax.process_index() == 0:
+    print(msg, file=sys.stdout, flush=True)

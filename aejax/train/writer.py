@@ -1,0 +1,110 @@
+"""Where runs leave their traces: metrics.jsonl, config.json, TensorBoard events, artefacts."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+
+def _jsonable(x):
+  if isinstance(x, dict):
+    return {str(k): _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  if isinstance(x, (np.generic, np.ndarray)):
+    return x.tolist()
+  if isinstance(x, Path):
+    return str(x)
+  return x
+
+
+class Writer:
+  """Writes scalars to `metrics.jsonl` and TensorBoard, images to TensorBoard, files to artefacts/.
+
+  Only process 0 writes; on other processes every method is a no-op. TensorBoard files go to
+  `workdir/tb` (`tensorboard --logdir workdir`).
+  """
+
+  def __init__(self, workdir, *, tensorboard: bool = True):
+    self.workdir = Path(workdir)
+    self.active = jax.process_index() == 0
+    self._tb = None
+    self._jsonl = None
+    if self.active:
+      self.workdir.mkdir(parents=True, exist_ok=True)
+      self._jsonl = open(self.workdir / "metrics.jsonl", "a", buffering=1)
+      if tensorboard:
+        from tensorboardX import SummaryWriter
+
+        self._tb = SummaryWriter(logdir=str(self.workdir / "tb"), flush_secs=10)
+
+  def write_config(self, config) -> None:
+    """Saves the resolved config as `config.json` (a resumed run keeps the first one as well)."""
+    if not self.active:
+      return
+    data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    path = self.workdir / "config.json"
+    if path.exists():
+      old = json.loads(path.read_text())
+      if old != _jsonable(data):
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path.rename(self.workdir / f"config.{stamp}.json")
+    path.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=True))
+
+  def scalars(self, step: int, scalars: dict) -> None:
+    if not self.active:
+      return
+    scalars = {k: float(v) for k, v in scalars.items()}
+    self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **scalars}) + "\n")
+    if self._tb is not None:
+      for k, v in scalars.items():
+        self._tb.add_scalar(k, v, int(step))
+
+  def images(self, step: int, images: dict) -> None:
+    """`images`: name -> [H, W, C] (uint8 or float in [0, 1]) image."""
+    if not self.active or self._tb is None:
+      return
+    from aejax.viz import to_uint8
+
+    for k, im in images.items():
+      im = to_uint8(np.asarray(im))
+      if im.ndim == 2:
+        im = im[..., None]
+      self._tb.add_image(k, im, int(step), dataformats="HWC")
+
+  def histogram(self, step: int, name: str, values) -> None:
+    if self.active and self._tb is not None:
+      self._tb.add_histogram(name, np.asarray(values, np.float32).ravel(), int(step))
+
+  def video(self, step: int, name: str, frames, fps: float = 8.0) -> None:
+    """`frames`: [T, H, W, C] uint8 or float in [0, 1]."""
+    if not self.active or self._tb is None:
+      return
+    from aejax.viz import to_uint8
+
+    v = to_uint8(np.asarray(frames))
+    if v.shape[-1] == 1:
+      v = np.repeat(v, 3, -1)
+    self._tb.add_video(name, v.transpose(0, 3, 1, 2)[None], int(step), fps=fps)
+
+  def artefact_path(self, name: str) -> Path:
+    """A path under `workdir/artefacts/` (parent folders created)."""
+    path = self.workdir / "artefacts" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+  def flush(self) -> None:
+    if self._tb is not None:
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+    if self._jsonl is not None:
+      self._jsonl.close()
+      self._jsonl = None
