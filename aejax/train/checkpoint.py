@@ -64,13 +64,20 @@ class CheckpointIO:
 
   def _check_shapes(self, step: int, abstract_state) -> None:
     """Raises a one-line CheckpointError naming the first parameter whose shape differs."""
-    meta = self.mngr.item_metadata(step)
-    saved = meta["state"] if meta is not None and "state" in meta else None
-    if saved is None:
-      return
-    saved_flat = {_keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(
-        saved, is_leaf=lambda x: hasattr(x, "shape"))[0]}
-    want_flat = {_keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
+    state_dir = self.directory / str(step) / "state"
+    try:
+      saved = ocp.StandardCheckpointer().metadata(state_dir).item_metadata.tree
+    except Exception as e:  # noqa: BLE001 - unreadable metadata: report the folder, not a traceback
+      raise CheckpointError(f"{state_dir}: unreadable checkpoint ({type(e).__name__})") from None
+    model_part = lambda name: name.startswith(("params/", "batch_stats/"))
+    saved_flat = {
+        _keystr(p): v
+        for p, v in jax.tree_util.tree_flatten_with_path(
+            saved, is_leaf=lambda x: hasattr(x, "shape"))[0] if model_part(_keystr(p))}
+    want_flat = {
+        _keystr(p): v
+        for p, v in jax.tree_util.tree_flatten_with_path(abstract_state)[0]
+        if model_part(_keystr(p))}
     for name, want in want_flat.items():
       got = saved_flat.get(name)
       if got is None:

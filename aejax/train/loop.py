@@ -155,7 +155,8 @@ def fit(*, workdir, config, model, loss_fn, tx, train_iter, init_fn: Callable,
       res = eval_fn(host_state, step) or {}
       if res:
         writer.scalars(step, {f"eval/{k}": v for k, v in res.items()})
-        _say(verbose, "eval @ %d: %s" % (step, " ".join(f"{k} {v:.4g}" for k, v in res.items())))
+        shown = " ".join(f"{k} {v:.4g}" for k, v in res.items())
+        _say(verbose, f"eval @ {step}: {shown}")
     if artefact_fn is not None:
       artefact_fn(host_state, step, writer)
     writer.flush()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-
 import jax
 import optax
 from flax import traverse_util
-
 
 
 def decay_mask(params):
