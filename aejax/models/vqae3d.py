@@ -1,0 +1,181 @@
+"""3D convolutional compression autoencoder with a learned codebook (ae_compressed_vision).
+
+Gaurav Mitra's ae_compressed_vision (UT Austin, 2024), itself the 3D extension (Habibian et al.,
+"Video Compression with Rate-Distortion Autoencoders", ICCV 2019) of the Mentzer et al. (CVPR
+2018) image-compression autoencoder. For a clip [B, 20, 64, 64, 1]:
+
+  E1  conv k5 s(1,2,2) SAME -> 64, BN, ReLU            [B, 20, 32, 32, 64]
+  E2  conv k5 s(1,2,2) SAME -> 128, BN, ReLU           [B, 20, 16, 16, 128]
+  E3  residual stack: x + [5 x (y + 3 blocks(y)), 1 block](x)   (16 blocks, 32 convs 3^3)
+  E4  conv k5 s(1,2,2) SAME -> 32, BN                  [B, 20, 8, 8, 32] = latent z
+  Q   quantiser (K scalar centroids by default)
+  D1  conv-transpose k3 s(1,2,2) -> 128, BN, ReLU      [B, 20, 16, 16, 128]
+  D2  residual stack
+  D3  conv-transpose k5 s(1,2,2) -> 64, BN, ReLU       [B, 20, 32, 32, 64]
+  D4  conv-transpose k5 s(1,2,2) -> 1, BN (no output activation)   [B, 20, 64, 64, 1]
+
+PyTorch's ConvTranspose3d(padding p, output_padding (0,1,1)) is reproduced by explicit Flax
+padding (k-1-p, k-1-p+op) per axis. With separate encoder and decoder stacks (the author's final
+version) the model has 31,023,971 + K parameters; `share_residual_stack=True` (the earlier
+version) has 16,855,907 + K. Kernels and biases use PyTorch's default U(+-1/sqrt(fan_in)) init.
+
+Values: the original trains on 0..255 pixels; aejax feeds [0, 1] pixels (the output BatchNorm
+learns the gain either way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from aejax.models.layers import ResidualBlock, torch_uniform_init
+from aejax.models.quantizers import ScalarQuantizer, VectorQuantizer
+
+QUANTIZERS = ("scalar", "vq", "none")
+
+
+class ResidualStack(nn.Module):
+  """resblock_c: x + [num_stages x (y + blocks_per_stage blocks(y)), one block](x)."""
+
+  num_stages: int = 5
+  blocks_per_stage: int = 3
+  axis_name: str | None = None
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    def block(name):
+      return ResidualBlock(kernel_size=3, torch_init=True, axis_name=self.axis_name,
+                           dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+
+    y = x
+    for s in range(self.num_stages):
+      h = y
+      for b in range(self.blocks_per_stage):
+        h = block(f"stage{s}_block{b}")(h, train=train)
+      y = y + h
+    y = block("last_block")(y, train=train)
+    return x + y
+
+
+class VQAE3D(nn.Module):
+  """The ae_compressed_vision autoencoder; `__call__(x [B,T,H,W,C]) -> (recon, aux)`.
+
+  Attributes:
+    features: channels of E1 and E2 (and of D3 and D1).
+    latent_features: channels of the latent z.
+    kernel_size: kernel of E1, E2, E4, D3 and D4 (D1 is always 3).
+    num_stages, blocks_per_stage: shape of the residual stack (5 and 3 in the original).
+    share_residual_stack: one stack for encoder and decoder (earlier version) or two (final).
+    out_channels: channels of the reconstruction.
+    quantizer: `scalar` (K centroids), `vq` (vector quantiser over the latent channels, with
+      `num_codebooks` groups) or `none`.
+    num_codes: K (scalar centroids or entries per codebook).
+    quantizer_mode: scalar mode `ste` | `hard` | `legacy` (see `ScalarQuantizer`).
+    num_codebooks: VQ channel groups.
+    commitment_cost, ema_decay, restart_threshold: VQ settings.
+  """
+
+  features: Sequence[int] = (64, 128)
+  latent_features: int = 32
+  kernel_size: int = 5
+  num_stages: int = 5
+  blocks_per_stage: int = 3
+  share_residual_stack: bool = False
+  out_channels: int = 1
+  quantizer: str = "scalar"
+  num_codes: int = 128
+  quantizer_mode: str = "ste"
+  sigma: float = 1.0
+  num_codebooks: int = 1
+  commitment_cost: float = 0.25
+  ema_decay: float = 0.99
+  restart_threshold: float = 0.1
+  axis_name: str | None = None
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    if self.quantizer not in QUANTIZERS:
+      raise ValueError(f"VQAE3D: quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+    f1, f2 = self.features
+    k = self.kernel_size
+    common = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+    stride = (1, 2, 2)
+
+    def conv(cin, cout, name):
+      init = torch_uniform_init(cin * k**3)
+      return nn.Conv(cout, (k, k, k), strides=stride, padding="SAME", kernel_init=init,
+                     bias_init=init, name=name, **common)
+
+    def convt(cin, cout, kk, name):
+      # PyTorch: padding p = (kk-1)//2, output_padding (0, 1, 1); fan_in = cout * kk^3.
+      p = kk - 1 - (kk - 1) // 2
+      init = torch_uniform_init(cout * kk**3)
+      return nn.ConvTranspose(cout, (kk, kk, kk), strides=stride,
+                              padding=((p, p), (p, p + 1), (p, p + 1)), kernel_init=init,
+                              bias_init=init, name=name, **common)
+
+    def bn(name):
+      return nn.BatchNorm(momentum=0.9, epsilon=1e-5, axis_name=self.axis_name, name=name,
+                          **common)
+
+    def stack(name):
+      return ResidualStack(self.num_stages, self.blocks_per_stage, axis_name=self.axis_name,
+                           name=name, **common)
+
+    self.enc_conv1, self.enc_bn1 = conv(self.out_channels, f1, "enc_conv1"), bn("enc_bn1")
+    self.enc_conv2, self.enc_bn2 = conv(f1, f2, "enc_conv2"), bn("enc_bn2")
+    self.enc_stack = stack("residual_stack" if self.share_residual_stack else "enc_stack")
+    self.enc_conv3, self.enc_bn3 = conv(f2, self.latent_features, "enc_conv3"), bn("enc_bn3")
+    self.dec_conv1, self.dec_bn1 = convt(self.latent_features, f2, 3, "dec_conv1"), bn("dec_bn1")
+    self.dec_stack = self.enc_stack if self.share_residual_stack else stack("dec_stack")
+    self.dec_conv2, self.dec_bn2 = convt(f2, f1, k, "dec_conv2"), bn("dec_bn2")
+    self.dec_conv3, self.dec_bn3 = convt(f1, self.out_channels, k, "dec_conv3"), bn("dec_bn3")
+    if self.quantizer == "scalar":
+      self.quant = ScalarQuantizer(self.num_codes, mode=self.quantizer_mode, sigma=self.sigma,
+                                   commitment_cost=self.commitment_cost,
+                                   axis_name=self.axis_name)
+    elif self.quantizer == "vq":
+      self.quant = VectorQuantizer(self.num_codes, num_codebooks=self.num_codebooks,
+                                   commitment_cost=self.commitment_cost, decay=self.ema_decay,
+                                   restart_threshold=self.restart_threshold,
+                                   axis_name=self.axis_name)
+
+  def encode(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    """Clips [B, T, H, W, C] in [0, 1] -> continuous latent z [B, T, H/8, W/8, latent]."""
+    if x.ndim != 5:
+      raise ValueError(f"VQAE3D: expected clips [B, T, H, W, C], got shape {x.shape}")
+    ura = not train
+    h = nn.relu(self.enc_bn1(self.enc_conv1(x), use_running_average=ura))  # [B, T, H/2, W/2, 64]
+    h = nn.relu(self.enc_bn2(self.enc_conv2(h), use_running_average=ura))  # [B, T, H/4, W/4, 128]
+    h = self.enc_stack(h, train=train)
+    return self.enc_bn3(self.enc_conv3(h), use_running_average=ura)  # [B, T, H/8, W/8, 32]
+
+  def quantize(self, z: jax.Array, *, train: bool = False):
+    """z -> (quantised z, aux with indices, loss, perplexity, usage)."""
+    if self.quantizer == "none":
+      zero = jnp.zeros((), jnp.float32)
+      return z, {"indices": jnp.zeros(z.shape, jnp.int32), "loss": zero, "perplexity": zero,
+                 "usage": zero}
+    return self.quant(z, train=train)
+
+  def decode(self, zq: jax.Array, *, train: bool = False) -> jax.Array:
+    """Quantised latent [B, T, h, w, latent] -> reconstruction [B, T, 8h, 8w, C]."""
+    ura = not train
+    h = nn.relu(self.dec_bn1(self.dec_conv1(zq), use_running_average=ura))  # [B, T, 2h, 2w, 128]
+    h = self.dec_stack(h, train=train)
+    h = nn.relu(self.dec_bn2(self.dec_conv2(h), use_running_average=ura))  # [B, T, 4h, 4w, 64]
+    return self.dec_bn3(self.dec_conv3(h), use_running_average=ura)  # [B, T, 8h, 8w, C]
+
+  def __call__(self, x: jax.Array, *, train: bool = False):
+    z = self.encode(x, train=train)
+    zq, qaux = self.quantize(z, train=train)
+    recon = self.decode(zq, train=train)
+    aux = dict(qaux)
+    aux["z"], aux["zq"] = z, zq
+    return recon, aux

@@ -1,0 +1,164 @@
+"""The 3D compression autoencoder: exact parameter counts, padding, nesting, gradients."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aejax.models.layers import ResidualBlock
+from aejax.models.vqae3d import VQAE3D, ResidualStack
+
+TINY = dict(features=(4, 8), latent_features=4, num_stages=1, blocks_per_stage=1, num_codes=8)
+
+
+def _count(tree):
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+@pytest.mark.parametrize("share, expected", [(False, 31_023_971), (True, 16_855_907)])
+def test_faithful_parameter_counts(share, expected):
+  model = VQAE3D(num_codes=128, share_residual_stack=share)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 20, 64, 64, 1))))
+  assert _count(shapes["params"]) == expected + 128
+  # PyTorch's 17,288 buffer elements (two stacks) include 70 BatchNorm step counters.
+  if not share:
+    assert _count(shapes["batch_stats"]) == 17_288 - 70
+  out, aux = jax.eval_shape(
+      lambda v: model.apply(v, jnp.zeros((2, 20, 64, 64, 1))), shapes)
+  assert out.shape == (2, 20, 64, 64, 1)
+  assert aux["z"].shape == (2, 20, 8, 8, 32) and aux["indices"].shape == (2, 20, 8, 8, 32)
+
+
+def _np_conv_same(x, k, stride):  # x [T,H,W,Cin], k [kt,kh,kw,Cin,Cout]; TF 'SAME' padding
+  pads = []
+  for n, kk, s in zip(x.shape[:3], k.shape[:3], stride):
+    out = -(-n // s)
+    total = max((out - 1) * s + kk - n, 0)
+    pads.append((total // 2, total - total // 2))
+  xp = np.pad(x, pads + [(0, 0)])
+  outs = [-(-n // s) for n, s in zip(x.shape[:3], stride)]
+  y = np.zeros(outs + [k.shape[-1]])
+  for t in range(outs[0]):
+    for i in range(outs[1]):
+      for j in range(outs[2]):
+        patch = xp[t * stride[0]:t * stride[0] + k.shape[0], i * stride[1]:i * stride[1] + k.shape[1],
+                   j * stride[2]:j * stride[2] + k.shape[2]]
+        y[t, i, j] = np.einsum("abcd,abcde->e", patch, k)
+  return y, pads
+
+
+def _np_torch_conv_transpose(x, w, stride, pad, out_pad):  # w: torch layout [Cin,Cout,kt,kh,kw]
+  k = w.shape[2:]
+  outs = [(n - 1) * s - 2 * p + kk + op for n, s, p, kk, op in zip(x.shape[:3], stride, pad, k,
+                                                                      out_pad)]
+  full = np.zeros([(n - 1) * s + kk + op for n, s, kk, op in zip(x.shape[:3], stride, k, out_pad)]
+                  + [w.shape[1]])
+  for t in range(x.shape[0]):
+    for i in range(x.shape[1]):
+      for j in range(x.shape[2]):
+        contrib = np.einsum("c,cokhw->khwo", x[t, i, j], w)
+        full[t * stride[0]:t * stride[0] + k[0], i * stride[1]:i * stride[1] + k[1],
+             j * stride[2]:j * stride[2] + k[2]] += contrib
+  return full[pad[0]:pad[0] + outs[0], pad[1]:pad[1] + outs[1], pad[2]:pad[2] + outs[2]]
+
+
+def test_encoder_conv_is_tf_same_and_decoder_matches_torch_conv_transpose():
+  model = VQAE3D(**TINY)
+  x = jax.random.normal(jax.random.key(0), (1, 3, 8, 8, 1))
+  variables = model.init(jax.random.key(1), x)
+  p = variables["params"]
+  y = model.apply(variables, x, method=lambda m, x: m.enc_conv1(x))
+  ref, pads = _np_conv_same(np.asarray(x[0], np.float64), np.asarray(p["enc_conv1"]["kernel"]),
+                            (1, 2, 2))
+  assert pads == [(2, 2), (1, 2), (1, 2)]  # the original's same_pad() for k5 stride (1,2,2)
+  np.testing.assert_allclose(np.asarray(y[0]), ref + np.asarray(p["enc_conv1"]["bias"]),
+                             atol=1e-5)
+  for name, kk, cin in (("dec_conv1", 3, 4), ("dec_conv2", 5, 8)):
+    z = jax.random.normal(jax.random.key(2), (1, 3, 4, 4, cin))
+    y = model.apply(variables, z, method=lambda m, z, name=name: getattr(m, name)(z))
+    kernel = np.asarray(p[name]["kernel"], np.float64)  # [k,k,k,Cin,Cout], not flipped
+    w = np.flip(kernel, (0, 1, 2)).transpose(3, 4, 0, 1, 2)  # torch [Cin,Cout,k,k,k]
+    ref = _np_torch_conv_transpose(np.asarray(z[0], np.float64), w, (1, 2, 2),
+                                   ((kk - 1) // 2,) * 3, (0, 1, 1))
+    assert y.shape[1:4] == (3, 8, 8) == ref.shape[:3]
+    np.testing.assert_allclose(np.asarray(y[0]), ref + np.asarray(p[name]["bias"]), atol=1e-5)
+
+
+def test_residual_stack_nesting_closed_form():
+  # With zero convs every block is the identity, so each stage doubles its input:
+  # x + 2^S x after S stages (the last block and the skips are identities too).
+  stack = ResidualStack(num_stages=5, blocks_per_stage=3)
+  x = jax.random.normal(jax.random.key(0), (1, 2, 3, 3, 4))
+  variables = stack.init(jax.random.key(1), x)
+  zeroed = jax.tree_util.tree_map_with_path(
+      lambda path, v: jnp.zeros_like(v) if "conv" in jax.tree_util.keystr(path) else v,
+      variables["params"])
+  y = stack.apply({"params": zeroed, "batch_stats": variables["batch_stats"]}, x)
+  np.testing.assert_allclose(np.asarray(y), 33.0 * np.asarray(x), rtol=1e-5)
+  n_blocks = len([k for k in variables["params"] if "block" in k])
+  assert n_blocks == 16
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 3), (2, 4, 5, 3), (2, 3, 4, 5, 3)])
+def test_residual_block_any_rank_matches_numpy(shape):
+  block = ResidualBlock(kernel_size=1, use_norm=False, features=6)
+  x = jax.random.normal(jax.random.key(0), shape)
+  variables = block.init(jax.random.key(1), x)
+  p = jax.tree.map(np.asarray, variables["params"])
+  y = block.apply(variables, x)
+  xn = np.asarray(x)
+  h = np.maximum(xn @ p["conv1"]["kernel"].reshape(3, 6) + p["conv1"]["bias"], 0)
+  ref = (h @ p["conv2"]["kernel"].reshape(6, 6) + p["conv2"]["bias"]
+         + xn @ p["skip"]["kernel"].reshape(3, 6) + p["skip"]["bias"])
+  np.testing.assert_allclose(np.asarray(y), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("quantizer", ["scalar", "vq"])
+def test_tiny_model_shapes_and_batch_stats(quantizer):
+  model = VQAE3D(**TINY, quantizer=quantizer, num_codebooks=2)
+  x = jax.random.uniform(jax.random.key(0), (2, 3, 16, 16, 1))
+  variables = model.init(jax.random.key(1), x)
+  (recon, aux), state = model.apply(variables, x, train=True, mutable=["batch_stats"],
+                                    rngs={"sample": jax.random.key(2)})
+  assert recon.shape == x.shape and aux["z"].shape == (2, 3, 2, 2, 4)
+  assert np.isfinite(np.asarray(recon)).all()
+  expect_idx = (2, 3, 2, 2, 4) if quantizer == "scalar" else (2, 3, 2, 2, 2)
+  assert aux["indices"].shape == expect_idx
+  assert 0 < float(aux["usage"]) <= 1 and float(aux["perplexity"]) >= 1
+  # Training mode moved the BatchNorm running means away from their zero init.
+  assert float(jnp.abs(state["batch_stats"]["enc_bn1"]["mean"]).max()) > 0
+  recon_eval, _ = model.apply(variables, x, train=False)
+  assert recon_eval.shape == x.shape
+
+
+def _encoder_decoder_grad_norms(mode):
+  model = VQAE3D(**TINY, quantizer_mode=mode)
+  x = jax.random.uniform(jax.random.key(0), (2, 3, 16, 16, 1))
+  variables = model.init(jax.random.key(1), x)
+
+  def loss(params):
+    (recon, aux), _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
+                                  train=True, mutable=["batch_stats"])
+    return jnp.mean((recon - x) ** 2) + aux["loss"]
+
+  g = jax.grad(loss)(variables["params"])
+  norm = lambda t: float(jnp.sqrt(sum(jnp.sum(v**2) for v in jax.tree.leaves(t))))
+  return norm(g["enc_conv1"]["kernel"]), norm(g["dec_conv1"]["kernel"]), norm(g["quant"])
+
+
+def test_legacy_quantizer_starves_the_encoder_and_fixed_modes_do_not():
+  enc, dec, cb = _encoder_decoder_grad_norms("legacy")
+  assert dec > 1e-3 and enc < 1e-5 * dec and cb < 1e-5 * dec
+  for mode in ("ste", "hard"):
+    enc, dec, cb = _encoder_decoder_grad_norms(mode)
+    assert enc > 1e-3 * dec and cb > 0, mode
+
+
+def test_bad_input_is_a_clear_error():
+  model = VQAE3D(**TINY)
+  with pytest.raises(ValueError, match="clips"):
+    model.init(jax.random.key(0), jnp.zeros((2, 16, 16, 1)))
+  with pytest.raises(ValueError, match="quantizer"):
+    VQAE3D(**TINY, quantizer="bogus").init(jax.random.key(0), jnp.zeros((1, 2, 16, 16, 1)))
