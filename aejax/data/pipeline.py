@@ -1,0 +1,105 @@
+"""Grain input pipelines: source → seed → shard by JAX process → shuffle → transforms → batch.
+
+`make_loader` returns a `grain.DatasetIterator`; its state goes into the Orbax checkpoint with
+`grain.checkpoint.CheckpointSave(iterator)` and comes back with `CheckpointRestore(fresh_iterator)`
+(same source `repr`, same arguments), resuming exactly, random transforms included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import grain
+import numpy as np
+from absl import flags
+
+
+@dataclasses.dataclass
+class _RandomGet(grain.transforms.RandomMap):
+  """Index → element through `source.random_getitem(index, rng)` (new draws every epoch)."""
+
+  source: object
+
+  def random_map(self, index, rng: np.random.Generator):
+    return self.source.random_getitem(int(index), rng)
+
+
+def make_dataset(source, *, transforms: Sequence = (), seed: int = 0, shuffle: bool = True,
+                 num_epochs: int | None = None, shard: bool = True) -> grain.MapDataset:
+  """The unbatched `MapDataset`: seed → shard by process → shuffle → repeat → transforms.
+
+  Sources with `random_getitem(index, rng)` (random pairs, clips, generated sequences) are read
+  through it with Grain's per-element RNG, so every epoch draws afresh and resumes exactly.
+  `transforms` are `grain.transforms.Map` / `RandomMap` objects or plain callables (maps).
+  """
+  if len(source) == 0:
+    raise ValueError(f"{source!r}: empty data source")
+  sampled = hasattr(source, "random_getitem")
+  ds = grain.MapDataset.range(len(source)) if sampled else grain.MapDataset.source(source)
+  ds = ds.seed(seed)
+  if shard:
+    import jax
+    n, i = jax.process_count(), jax.process_index()
+    if n > 1:
+      ds = ds[i::n]
+  if shuffle:
+    ds = ds.shuffle()
+  ds = ds.repeat(num_epochs)
+  if sampled:
+    ds = ds.random_map(_RandomGet(source))
+  for t in transforms:
+    if isinstance(t, grain.transforms.RandomMap):
+      ds = ds.random_map(t)
+    elif isinstance(t, grain.transforms.Map):
+      ds = ds.map(t)
+    elif callable(t):
+      ds = ds.map(t)
+    else:
+      raise TypeError(f"not a transform: {t!r}")
+  return ds
+
+
+def make_loader(source, *, batch_size: int, transforms: Sequence = (), seed: int = 0,
+                shuffle: bool = True, num_epochs: int | None = None, drop_remainder: bool = True,
+                worker_count: int = 0, num_threads: int = 8, prefetch: int = 32,
+                worker_buffer_size: int = 1, shard: bool = True) -> grain.DatasetIterator:
+  """A checkpointable iterator of batches (dicts of stacked NumPy arrays).
+
+  Args:
+    source: a random-access source (`__len__`, `__getitem__`, deterministic `__repr__`).
+    batch_size: per-process batch size.
+    transforms: Grain `Map` / `RandomMap` transforms, applied in order before batching.
+    seed: seeds the shuffle and every random transform.
+    shuffle: shuffle each epoch (a different order per epoch).
+    num_epochs: None repeats forever.
+    drop_remainder: drop a last partial batch.
+    worker_count: > 0 runs everything up to batching in that many worker processes.
+    num_threads, prefetch: in-process read threads and their buffer (Grain `ReadOptions`).
+    worker_buffer_size: batches each worker process keeps ready.
+    shard: split the data between JAX processes (each process gets every n-th element).
+  """
+  if not flags.FLAGS.is_parsed():  # Grain worker processes read absl flags
+    flags.FLAGS.mark_as_parsed()
+  ds = make_dataset(source, transforms=transforms, seed=seed, shuffle=shuffle,
+                    num_epochs=num_epochs, shard=shard)
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
+                                            prefetch_buffer_size=prefetch))
+  if worker_count > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
+                                                     per_worker_buffer_size=worker_buffer_size))
+  return iter(it)
+
+
+def merge_repeats(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """[B, R, 2, H, W, C] repeated-sampling pairs → [B * R, 2, H, W, C] (and `gap` [B, R] → [B*R])."""
+  out = dict(batch)
+  f = batch["frames"]
+  if f.ndim == 6:
+    out["frames"] = f.reshape(-1, *f.shape[2:])
+    if "gap" in batch:
+      out["gap"] = np.asarray(batch["gap"]).reshape(-1)
+    if "index" in batch:
+      out["index"] = np.repeat(np.asarray(batch["index"]), f.shape[1])
+  return out
