@@ -38,7 +38,8 @@ from PIL import Image
 __all__ = [
     "DAVIS_PALETTE", "DavisDataset", "GLOBAL_KEYS", "db_eval_boundary", "db_eval_iou",
     "db_statistics", "disk", "evaluate", "evaluate_objects", "evaluate_sequence", "f_measure",
-    "format_tables", "read_indexed_png", "seg2bmap", "write_indexed_png",
+    "write_csvs",
+    "format_tables", "global_scores", "read_indexed_png", "seg2bmap", "write_indexed_png",
 ]
 
 GLOBAL_KEYS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
@@ -350,7 +351,8 @@ def evaluate_objects(pred_root: str | Path, gt_root: str | Path,
   return out
 
 
-def _global(per_object: dict) -> dict[str, float]:
+def global_scores(per_object: dict) -> dict[str, float]:
+  """Toolkit global scores: every statistic averaged over all objects of all sequences."""
   if not per_object:
     raise ValueError("no objects to score")
   stat = lambda m, i: float(np.mean([o[m][i] for o in per_object.values()]))
@@ -393,7 +395,7 @@ def evaluate(pred_root: str | Path, gt_root: str | Path, sequences: Sequence[str
     [0, 1] (decays may be negative).
   """
   per_object = evaluate_objects(pred_root, gt_root, sequences, split=split, resolution=resolution)
-  results = _global(per_object)
+  results = global_scores(per_object)
   if out_dir is not None:
     write_csvs(out_dir, results, per_object, split)
   return results
@@ -426,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     per_object = evaluate_objects(args.pred, args.gt, seqs, split=args.split,
                                   resolution=args.resolution)
-    results = _global(per_object)
+    results = global_scores(per_object)
     if args.out:
       write_csvs(args.out, results, per_object, args.split)
   except (OSError, ValueError) as e:
