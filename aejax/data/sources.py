@@ -305,7 +305,8 @@ class VideoPairSource(_VideoSampler):
   by fps / 30. Videos not longer than the (scaled) minimum gap are skipped and counted.
 
   Elements: `frames` [2, H, W, 3] uint8 (or [R, 2, H, W, 3] with `repeats=R`: R pairs from one
-  decoded video, the repeated sampling of MAE-ST/SiamMAE), `gap` int32 (or [R]), `index`.
+  decoded video, the repeated sampling of MAE-ST/SiamMAE), `gap` int32 (or [R]), `frame_index`
+  [2] int32 (or [R, 2]), `index`.
   """
 
   def __init__(self, videos, *, gap: tuple[int, int] = (4, 48), reference_fps: float | None = 30.0,
@@ -343,8 +344,8 @@ class VideoPairSource(_VideoSampler):
     frames = self.videos.read(v, idx.reshape(-1))  # [R * 2, H, W, 3]
     frames = frames.reshape(*idx.shape, *frames.shape[1:])  # [R, 2, H, W, 3]
     if self.repeats == 1:
-      return {"frames": frames[0], "gap": np.int32(gaps[0])}
-    return {"frames": frames, "gap": gaps.astype(np.int32)}
+      return {"frames": frames[0], "gap": np.int32(gaps[0]), "frame_index": idx[0].astype(np.int32)}
+    return {"frames": frames, "gap": gaps.astype(np.int32), "frame_index": idx.astype(np.int32)}
 
   def __repr__(self) -> str:
     return (f"VideoPairSource({self.videos!r}, gap={self.gap}, reference_fps={self.reference_fps}"

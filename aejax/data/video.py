@@ -287,7 +287,7 @@ def scan_videos(root: str | Path, *, extensions: Sequence[str] = VIDEO_EXTENSION
       info = dataclasses.replace(info, ok=False,
                                  reason=f"too short: {info.num_frames} < {min_frames} frames")
     if info.ok and fps is not None and abs(info.fps - fps) > fps_tolerance:
-      info = dataclasses.replace(info, ok=False, reason=f"fps {info.fps:g} != {fps:g}")
+      info = dataclasses.replace(info, ok=False, reason=f"fps {info.fps:.3g} != {fps:.3g}")
     (valid if info.ok else rejected).append(info)
   for info in rejected:
     log.warning("skipping %s: %s", info.path, info.reason)
