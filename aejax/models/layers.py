@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,3 +77,130 @@ class ResidualBlock(nn.Module):
     y = self._conv(y, features, self.kernel_size, "conv2")
     y = self._norm(y, train, "norm2") + skip
     return nn.relu(y) if self.post_activation else y
+
+
+# ------------------------------------------------------------------------------ transformers
+
+
+def sincos_1d(dim: int, pos: np.ndarray) -> np.ndarray:
+  """MAE's `get_1d_sincos_pos_embed_from_grid`: [..., dim] = concat(sin(pos·ω), cos(pos·ω))."""
+  if dim % 2:
+    raise ValueError(f"sin-cos embedding needs an even width, got {dim}")
+  omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+  out = np.asarray(pos, np.float64)[..., None] * omega  # [..., dim/2]
+  return np.concatenate([np.sin(out), np.cos(out)], axis=-1)
+
+
+def sincos_2d(dim: int, grid_hw: tuple[int, int], cls_token: bool = False) -> np.ndarray:
+  """Fixed 2D sin-cos position embeddings, [h*w (+1), dim] float32 (MAE `get_2d_sincos_pos_embed`).
+
+  As in MAE, the first half of the channels encodes the column (w) index and the second half the
+  row index (MAE's `np.meshgrid(grid_w, grid_h)` puts w first); rows are raster order. A leading
+  row of zeros stands for [CLS] when `cls_token`. Non-square grids are allowed.
+  """
+  if dim % 4:
+    raise ValueError(f"2D sin-cos embedding needs a width divisible by 4, got {dim}")
+  h, w = grid_hw
+  rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+  emb = np.concatenate([sincos_1d(dim // 2, cols.reshape(-1)),
+                        sincos_1d(dim // 2, rows.reshape(-1))], axis=-1)  # [h*w, dim]
+  if cls_token:
+    emb = np.concatenate([np.zeros((1, dim)), emb], axis=0)
+  return emb.astype(np.float32)
+
+
+def xavier_dense(features: int, name: str, dtype, param_dtype, use_bias: bool = True):
+  """A Dense layer with MAE's init: xavier-uniform kernel, zero bias."""
+  return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, name=name,
+                  kernel_init=nn.initializers.xavier_uniform())
+
+
+class Attention(nn.Module):
+  """Multi-head attention through `jax.nn.dot_product_attention` (timm `Attention` layout).
+
+  Self-attention (`kv=None`) uses one fused `qkv` projection, as timm, so timm weights load
+  one-to-one; cross-attention uses `q` and `kv` projections. `kv_lengths` [B] (int32) masks
+  padded keys (see `ViT.token_multiple`), which the cuDNN fused kernel also supports.
+
+  Attributes:
+    num_heads: number of heads; head width = features / num_heads.
+    qkv_bias: biases on the input projections (timm / MAE default True).
+    implementation: passed to `jax.nn.dot_product_attention` (None: XLA picks; "cudnn": fused).
+  """
+
+  num_heads: int
+  qkv_bias: bool = True
+  implementation: str | None = None
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, kv: jax.Array | None = None,
+               kv_lengths: jax.Array | None = None) -> jax.Array:
+    b, n, d = x.shape  # [B, N, D]
+    if d % self.num_heads:
+      raise ValueError(f"width {d} is not divisible by {self.num_heads} heads")
+    hd = d // self.num_heads
+    dense = functools.partial(xavier_dense, dtype=self.dtype, param_dtype=self.param_dtype)
+    if kv is None:
+      qkv = dense(3 * d, "qkv", use_bias=self.qkv_bias)(x).reshape(b, n, 3, self.num_heads, hd)
+      q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, N, H, hd]
+    else:
+      m = kv.shape[1]
+      q = dense(d, "q", use_bias=self.qkv_bias)(x).reshape(b, n, self.num_heads, hd)
+      kvp = dense(2 * d, "kv", use_bias=self.qkv_bias)(kv).reshape(b, m, 2, self.num_heads, hd)
+      k, v = kvp[:, :, 0], kvp[:, :, 1]  # [B, M, H, hd]
+    out = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=kv_lengths,
+                                       implementation=self.implementation)  # [B, N, H, hd]
+    return dense(d, "proj")(out.reshape(b, n, d))
+
+
+class Mlp(nn.Module):
+  """fc1 -> exact (erf) GELU -> fc2, as timm `Mlp`."""
+
+  hidden: int
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = xavier_dense(self.hidden, "fc1", self.dtype, self.param_dtype)(x)
+    y = nn.gelu(y, approximate=False)
+    return xavier_dense(x.shape[-1], "fc2", self.dtype, self.param_dtype)(y)
+
+
+def layer_norm(name: str, dtype, param_dtype, eps: float = 1e-6) -> nn.LayerNorm:
+  """LayerNorm over features, eps 1e-6 (timm ViT / MAE); statistics in float32."""
+  return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=param_dtype, name=name)
+
+
+class Block(nn.Module):
+  """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x)) (timm `Block` names).
+
+  With `cross=True` it is SiamMAE's cross-self decoder block: x + CrossAttn(LN(x), LN(ctx)), then
+  x + SelfAttn(LN(x)), then x + MLP(LN(x)); `self_attn=False` drops the self-attention (the
+  paper's cross-only decoder ablation).
+  """
+
+  num_heads: int
+  mlp_ratio: float = 4.0
+  cross: bool = False
+  self_attn: bool = True
+  implementation: str | None = None
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, ctx: jax.Array | None = None,
+               lengths: jax.Array | None = None, ctx_lengths: jax.Array | None = None):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    attn = functools.partial(Attention, self.num_heads, implementation=self.implementation, **kw)
+    if self.cross:
+      if ctx is None:
+        raise ValueError("a cross-attention block needs a context")
+      c = layer_norm("norm_ctx", **kw)(ctx)
+      x = x + attn(name="cross_attn")(layer_norm("norm_cross", **kw)(x), c, ctx_lengths)
+    if self.self_attn:
+      x = x + attn(name="attn")(layer_norm("norm1", **kw)(x), None, lengths)
+    x = x + Mlp(int(x.shape[-1] * self.mlp_ratio), **kw, name="mlp")(layer_norm("norm2", **kw)(x))
+    return x
