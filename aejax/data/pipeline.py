@@ -100,6 +100,8 @@ def merge_repeats(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out["frames"] = f.reshape(-1, *f.shape[2:])
     if "gap" in batch:
       out["gap"] = np.asarray(batch["gap"]).reshape(-1)
+    if "frame_index" in batch:
+      out["frame_index"] = np.asarray(batch["frame_index"]).reshape(-1, 2)
     if "index" in batch:
       out["index"] = np.repeat(np.asarray(batch["index"]), f.shape[1])
   return out
