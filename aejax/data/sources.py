@@ -295,7 +295,7 @@ class _VideoSampler:
         continue
       out["index"] = np.int32(index)
       return out
-    raise ValueError(f"{getattr(self.videos, 'root', '')}: no video could be decoded")
+    raise ValueError(f"{getattr(self.videos, 'root', '') or 'videos'}: no video could be decoded")
 
 
 class VideoPairSource(_VideoSampler):
@@ -408,8 +408,15 @@ class VideoClipSource(_VideoSampler):
   def random_getitem(self, index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     if self.hop is None:
       return super().random_getitem(index, rng)
-    v, s = self.clips[int(index)]
-    return {**self._sample(v, rng, start=s), "index": np.int32(index)}
+    n = len(self.clips)
+    for k in range(n):
+      v, s = self.clips[(int(index) + k) % n]
+      try:
+        return {**self._sample(v, rng, start=s), "index": np.int32(index)}
+      except (ValueError, OSError) as e:  # truncated / corrupt despite the scan: skip it
+        log.warning("skipping %s", e)
+        self.skipped.append((self.videos.info(v).path, str(e)))
+    raise ValueError(f"{getattr(self.videos, 'root', '') or 'videos'}: no video could be decoded")
 
   def __repr__(self) -> str:
     return (f"VideoClipSource({self.videos!r}, num_frames={self.num_frames}, stride={self.stride}"
