@@ -60,10 +60,13 @@ def neighbourhood_mask(h: int, w: int, radius: int | None, kind: str = "square")
   return di * di + dj * dj < radius * radius
 
 
-@functools.partial(jax.jit, static_argnames=("h", "w", "context", "topk", "radius", "kind"))
-def _propagate(feats, labels0, temperature, *, h, w, context, topk, radius, kind):
-  """feats [T, P, D] (normalised), labels0 [P, K] -> soft labels [T, P, K]."""
+@functools.partial(jax.jit,
+                   static_argnames=("h", "w", "context", "topk", "radius", "kind", "precision"))
+def _propagate(feats, labels0, temperature, *, h, w, context, topk, radius, kind, precision):
+  """feats [T, P, D], labels0 [P, K] -> soft labels [T, P, K]."""
   t_len, p, d = feats.shape
+  feats = feats.astype(jnp.float32)
+  feats = feats / jnp.maximum(jnp.linalg.norm(feats, axis=-1, keepdims=True), 1e-12)  # cosine
   k_cls = labels0.shape[-1]
   c = context + 1  # slot 0: the first frame, slots 1..context: the ring of predicted frames
   nb = neighbourhood_mask(h, w, radius, kind)  # [P, P]
@@ -77,7 +80,8 @@ def _propagate(feats, labels0, temperature, *, h, w, context, topk, radius, kind
     q, t = inputs  # q [P, D], t = 1..T-1
     filled = jnp.minimum(t - 1, context)  # predicted frames in the queue
     valid = jnp.arange(c) <= filled  # [C]
-    s = jnp.einsum("pd,cqd->pcq", q, bank_f, precision=jax.lax.Precision.HIGHEST)  # [P, C, P]
+    # One [P, C*P] matmul against the flattened bank: no transpose before the joint top-k.
+    s = jnp.dot(q, bank_f.reshape(c * p, d).T, precision=precision).reshape(p, c, p)
     allowed = valid[None, :, None] & (nb[:, None, :] | ~restrict[None, :, None])
     s = jnp.where(allowed, s.astype(jnp.float32) / temperature, -jnp.inf)
     vals, idx = jax.lax.top_k(s.reshape(p, c * p), topk)  # [P, k]: joint over all positions
@@ -95,7 +99,8 @@ def _propagate(feats, labels0, temperature, *, h, w, context, topk, radius, kind
 
 def propagate(features, first_labels, *, context: int = 20, topk: int = 7,
               radius: int | None = 20, temperature: float = 0.7,
-              neighbourhood: str = "square", num_classes: int | None = None) -> jax.Array:
+              neighbourhood: str = "square", num_classes: int | None = None,
+              precision: str = "highest") -> jax.Array:
   """Propagates the first frame's labels through a video by feature affinity.
 
   Args:
@@ -108,6 +113,11 @@ def propagate(features, first_labels, *, context: int = 20, topk: int = 7,
     temperature: softmax temperature over the top-k cosine similarities.
     neighbourhood: "square" (DINO) or "euclidean" (CRW, strict, first frame unrestricted).
     num_classes: K for integer labels (default max id + 1).
+    precision: matmul precision of the affinities ("highest" = true float32 as the PyTorch
+      references; "default" allows TF32/bf16 passes on accelerators).
+
+  Memory: the affinities of one target frame are float32 [h*w, (context + 1)*h*w] (229 MB for
+  a 30×55 grid and 20 context frames).
 
   Returns:
     Soft labels float32 [T, h, w, K]; frame 0 is the (one-hot) first-frame labels.
@@ -131,12 +141,12 @@ def propagate(features, first_labels, *, context: int = 20, topk: int = 7,
     raise ValueError(f"context and topk must be >= 1, got {context} and {topk}")
   if t_len == 1:
     return labels0[None]
-  feats = features.reshape(t_len, h * w, d).astype(jnp.float32)
-  feats = feats / jnp.maximum(jnp.linalg.norm(feats, axis=-1, keepdims=True), 1e-12)
+  feats = features.reshape(t_len, h * w, d)
   topk = min(topk, (context + 1) * h * w)
   out = _propagate(feats, labels0.reshape(h * w, -1), jnp.float32(temperature), h=h, w=w,
                    context=int(context), topk=int(topk),
-                   radius=None if radius is None else int(radius), kind=neighbourhood)
+                   radius=None if radius is None else int(radius), kind=neighbourhood,
+                   precision=precision)
   return out.reshape(t_len, h, w, -1)
 
 
