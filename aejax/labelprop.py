@@ -40,6 +40,8 @@ from aejax import davis as davis_lib
 
 __all__ = ["neighbourhood_mask", "overlay", "propagate", "propagate_davis", "write_overlay"]
 
+_BUCKET = 16  # the runner pads sequence lengths to a multiple of this (8 divides it)
+
 
 def neighbourhood_mask(h: int, w: int, radius: int | None, kind: str = "square"):
   """Which source positions each target position may use: bool [h*w (target), h*w (source)].
@@ -259,17 +261,23 @@ def propagate_davis(feature_fn: Callable[[np.ndarray], np.ndarray],
                   if f.shape[:2] != (hh, ww) else f for f in frames])
     x = x.astype(np.float32) / 255.0  # [T, H, W, 3]
     step = frames_per_call or len(x)
-    feats = np.concatenate([np.asarray(feature_fn(x[i:i + step])) for i in range(0, len(x), step)])
+    # Features stay where feature_fn puts them (the accelerator) until propagation.
+    feats = jnp.concatenate([jnp.asarray(feature_fn(x[i:i + step]))
+                             for i in range(0, len(x), step)])
     if feats.shape[:3] != (len(x), h, w):
       raise ValueError(f"{name}: feature_fn returned {feats.shape}, expected [{len(x)}, {h}, {w}, D]"
                        f" for {hh}x{ww} inputs at patch {patch}")
+    # Propagation is causal, so zero frames appended to a multiple of `_BUCKET` leave the real
+    # frames' labels unchanged and sequences of similar length share one compilation.
+    t_pad = -len(x) % _BUCKET
+    feats = jnp.pad(feats, ((0, t_pad), (0, 0), (0, 0), (0, 0)))
     labels0 = _nearest(first, (h, w))
     soft = propagate(feats, labels0, context=context, topk=topk, radius=radius,
                      temperature=temperature, neighbourhood=neighbourhood,
                      num_classes=int(first.max()) + 1)
     ids = np.concatenate([np.asarray(_soft_to_ids(soft[i:i + 8], size=(hh, ww),
                                                   norm_mask=norm_mask))
-                          for i in range(0, len(x), 8)])
+                          for i in range(0, len(soft), 8)])[:len(x)]  # [T, H, W]
     pred = np.stack([first] + [_nearest(m, ann_hw) for m in ids[1:]])  # [T, Ha, Wa]
     for nm, m in zip(names, pred):
       davis_lib.write_indexed_png(out_root / name / f"{nm}.png", m)

@@ -58,6 +58,18 @@ def test_matches_numpy_reference(kind):
   assert labelprop._propagate._cache_size() == n
 
 
+def test_causal_zero_padding_keeps_earlier_frames():
+  # The runner appends zero frames to bucket sequence lengths; frame t must not see later ones.
+  rng = np.random.default_rng(1)
+  feats = rng.normal(size=(5, 4, 4, 6)).astype(np.float32)
+  lab0 = rng.integers(0, 2, size=(4, 4))
+  padded = np.concatenate([feats, np.zeros((3, 4, 4, 6), np.float32)])
+  a = np.asarray(labelprop.propagate(feats, lab0, context=2, topk=3, radius=1))
+  b = np.asarray(labelprop.propagate(padded, lab0, context=2, topk=3, radius=1))
+  assert np.isfinite(b).all()
+  np.testing.assert_allclose(b[:5], a, atol=1e-6)
+
+
 def test_neighbourhood_masks():
   # 3x3 grid, radius 1. Square: the centre (index 4) reaches all 9 cells, a corner (0) reaches
   # its 2x2 block {0, 1, 3, 4}. Euclidean strict (d² < 1): only the cell itself.
