@@ -36,10 +36,10 @@ import numpy as np
 from PIL import Image
 
 __all__ = [
-    "DAVIS_PALETTE", "DavisDataset", "GLOBAL_KEYS", "db_eval_boundary", "db_eval_iou",
+    "DAVIS_PALETTE", "GLOBAL_KEYS", "DavisDataset", "db_eval_boundary", "db_eval_iou",
     "db_statistics", "disk", "evaluate", "evaluate_objects", "evaluate_sequence", "f_measure",
-    "write_csvs",
-    "format_tables", "global_scores", "read_indexed_png", "seg2bmap", "write_indexed_png",
+    "format_tables", "global_scores", "read_indexed_png", "seg2bmap", "write_csvs",
+    "write_indexed_png",
 ]
 
 GLOBAL_KEYS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
@@ -73,7 +73,7 @@ def read_indexed_png(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
   """
   path = Path(path)
   if not path.is_file():
-    raise FileNotFoundError(f"{path}: annotation PNG not found")
+    raise FileNotFoundError(f"{path}: PNG not found")
   try:
     with Image.open(path) as im:
       im.load()

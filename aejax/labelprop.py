@@ -130,7 +130,7 @@ def propagate(features, first_labels, *, context: int = 20, topk: int = 7,
   t_len, h, w, d = features.shape
   lab = np.asarray(first_labels) if not isinstance(first_labels, jax.Array) else first_labels
   if lab.ndim == 2:
-    lab = np.asarray(lab).astype(np.int64)
+    lab = np.asarray(lab).astype(np.int32)
     k_cls = int(lab.max()) + 1 if num_classes is None else int(num_classes)
     labels0 = jax.nn.one_hot(jnp.asarray(lab), k_cls, dtype=jnp.float32)
   elif lab.ndim == 3:

@@ -111,6 +111,15 @@ def test_identical_blobs_are_told_apart_by_the_square_window():
   np.testing.assert_array_equal(soft.argmax(-1), masks)
 
 
+def test_overlay_blends_palette_colours():
+  # Pixel (100, 100, 100) under object 1 (DAVIS colour (128, 0, 0)), alpha 0.5:
+  # 0.5 * 100 + 0.5 * (128, 0, 0) = (114, 50, 50). Background pixels are left untouched.
+  frames = np.full((1, 1, 2, 3), 100, np.uint8)
+  masks = np.array([[[1, 0]]], np.uint8)
+  np.testing.assert_array_equal(labelprop.overlay(frames, masks),
+                                [[[[114, 50, 50], [100, 100, 100]]]])
+
+
 def _colour_features(frames, patch=4):
   """feature_fn for the runner: mean colour per patch plus a weak position code."""
   t, hh, ww, _ = frames.shape
