@@ -1,0 +1,133 @@
+"""The key-frame autoencoder "AE_final" of Chen et al. 2021 (J. Phys.: Conf. Ser. 2025 012018),
+as implemented in ashrithjacob/Best-Frame-Retrieval (`keyframe/model.py`).
+
+Layers (`specs/seeds_keyframe_oval_vae.md` §1.3), LeakyReLU(0.01) everywhere, tanh output:
+
+  encoder: BN(input) -> 3x3 conv 32 -> BN -> 3x3 conv 64 -> BN -> 4x4/2 conv 128 -> BN
+           -> 4x4/2 conv 64 -> BN -> 4x4/2 conv 8 -> BN = latent [B, H/8, W/8, 8] (no activation)
+  decoder: 4x4/2 convT 64 -> BN -> 4x4/2 convT 128 -> BN -> 4x4/2 convT 64 -> BN
+           -> 3x3 convT 32 -> BN -> 3x3 convT 3 -> tanh
+
+Fully convolutional: any H, W divisible by 8 (96x192 for training, the video's own size for
+extraction). Inputs and outputs are in [-1, 1] (the original normalised with mean = std = 0.5).
+
+The original reuses the encoder's bn4, bn3, bn2, bn1 after the decoder's first four transposed
+convs, so those BatchNorms update their running statistics twice per step from two different
+distributions. By default the decoder has its own norms; `share_norms=True` reproduces the
+original (580,449 parameters: encoder convs 289,928, decoder convs 289,923, BN affine 598).
+
+BatchNorm momentum is Flax's decay of the running average: PyTorch's `momentum=m` is Flax's
+`1 - m` (`flax_momentum`); the final model used PyTorch 0.5, i.e. Flax 0.5 (PyTorch's default 0.1
+would be Flax 0.9). eps 1e-5 as PyTorch. One small difference stays: PyTorch updates the running
+variance with the unbiased batch variance, Flax with the biased one (a factor n/(n-1), n = B*H*W).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from aejax.models.layers import torch_uniform_init
+
+Dtype = Any
+
+
+def flax_momentum(torch_momentum: float) -> float:
+  """PyTorch BatchNorm momentum (weight of the new batch) -> Flax momentum (decay)."""
+  return 1.0 - float(torch_momentum)
+
+
+class KeyframeAE(nn.Module):
+  """AE_final (see the module docstring).
+
+  Attributes:
+    features: channels of the four feature convs (encoder order; the decoder mirrors them).
+    latent_channels: channels of the latent map.
+    share_norms: reuse the encoder's BatchNorms in the decoder (the original's behaviour).
+    input_norm: BatchNorm on the raw input (bn0 of the final model).
+    momentum: Flax BatchNorm momentum (0.5 == the original's PyTorch 0.5).
+    epsilon: BatchNorm epsilon.
+    negative_slope: LeakyReLU slope.
+    torch_init: PyTorch's default U(+-1/sqrt(fan_in)) init for kernels and biases.
+    axis_name: BatchNorm statistics are averaged over this mapped axis (pmap) when set.
+    dtype: computation dtype; param_dtype: parameter dtype.
+  """
+
+  features: Sequence[int] = (32, 64, 128, 64)
+  latent_channels: int = 8
+  share_norms: bool = False
+  input_norm: bool = True
+  momentum: float = 0.5
+  epsilon: float = 1e-5
+  negative_slope: float = 0.01
+  torch_init: bool = True
+  axis_name: str | None = None
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def _bn(self, name: str) -> nn.BatchNorm:
+    return nn.BatchNorm(momentum=self.momentum, epsilon=self.epsilon, axis_name=self.axis_name,
+                        dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+
+  def _conv(self, cls, features: int, k: int, stride: int, pad: int, fan_in: int, name: str):
+    kw = {}
+    if self.torch_init:
+      kw = {"kernel_init": torch_uniform_init(fan_in), "bias_init": torch_uniform_init(fan_in)}
+    return cls(features, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+               dtype=self.dtype, param_dtype=self.param_dtype, name=name, **kw)
+
+  def setup(self):
+    f1, f2, f3, f4 = self.features
+    lat = self.latent_channels
+    # (in, out, kernel, stride) of the encoder convs, PyTorch padding 1 each.
+    enc = [(3, f1, 3, 1), (f1, f2, 3, 1), (f2, f3, 4, 2), (f3, f4, 4, 2), (f4, lat, 4, 2)]
+    self.enc_convs = [self._conv(nn.Conv, o, k, s, 1, i * k * k, f"conv{j + 1}")
+                      for j, (i, o, k, s) in enumerate(enc)]
+    # Transposed convs: PyTorch (k, s, p=1) == Flax explicit padding k - 1 - p per side;
+    # PyTorch's fan_in for a ConvTranspose weight [in, out, k, k] is out * k * k.
+    dec = [(lat, f4, 4, 2), (f4, f3, 4, 2), (f3, f2, 4, 2), (f2, f1, 3, 1), (f1, 3, 3, 1)]
+    self.dec_convs = [self._conv(nn.ConvTranspose, o, k, s, k - 2, o * k * k, f"t_conv{j + 1}")
+                      for j, (i, o, k, s) in enumerate(dec)]
+    self.bn0 = self._bn("bn0") if self.input_norm else None
+    self.enc_norms = [self._bn(f"bn{j + 1}") for j in range(5)]
+    if self.share_norms:  # t_conv1..4 -> bn4, bn3, bn2, bn1 (the same modules)
+      self.dec_norms = [self.enc_norms[3], self.enc_norms[2], self.enc_norms[1], self.enc_norms[0]]
+    else:
+      self.dec_norms = [self._bn(f"dec_bn{j + 1}") for j in range(4)]
+
+  def _act(self, x):
+    return nn.leaky_relu(x, self.negative_slope)
+
+  def encode(self, x, *, train: bool = False):
+    """[B, H, W, 3] in [-1, 1] -> latent [B, H/8, W/8, latent_channels]."""
+    if x.ndim != 4 or x.shape[1] % 8 or x.shape[2] % 8:
+      raise ValueError(f"KeyframeAE: expected [B, H, W, 3] with H and W divisible by 8, got {x.shape}")
+    h = jnp.asarray(x, self.dtype)
+    if self.bn0 is not None:
+      h = self.bn0(h, use_running_average=not train)
+    for j, conv in enumerate(self.enc_convs):
+      h = self.enc_norms[j](conv(h), use_running_average=not train)
+      if j < len(self.enc_convs) - 1:
+        h = self._act(h)
+    return h
+
+  def decode(self, z, *, train: bool = False):
+    """Latent [B, h, w, latent_channels] -> reconstruction [B, 8h, 8w, 3] in [-1, 1]."""
+    h = z
+    for j, conv in enumerate(self.dec_convs[:-1]):
+      h = self._act(self.dec_norms[j](conv(h), use_running_average=not train))
+    return jnp.tanh(self.dec_convs[-1](h))
+
+  def __call__(self, x, *, train: bool):
+    """Returns `(reconstruction [B, H, W, 3], {"z": latent [B, H/8, W/8, C]})`."""
+    z = self.encode(x, train=train)
+    return self.decode(z, train=train), {"z": z}
+
+
+def param_count(params) -> int:
+  """Number of parameters in a params pytree."""
+  return int(sum(p.size for p in jax.tree.leaves(params)))
