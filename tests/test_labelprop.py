@@ -55,7 +55,10 @@ def test_matches_numpy_reference(kind):
   # Compiled once per shape: another call with other values but the same shapes reuses it.
   n = labelprop._propagate._cache_size()
   labelprop.propagate(feats[::-1].copy(), lab0[::-1].copy(), neighbourhood=kind, **kw)
+  kw["temperature"] = 0.07  # a temperature grid search reuses the compilation too
+  hot = np.asarray(labelprop.propagate(feats, lab0, neighbourhood=kind, **kw))
   assert labelprop._propagate._cache_size() == n
+  np.testing.assert_allclose(hot, reference_propagate(feats, lab0, kind=kind, **kw), atol=1e-5)
 
 
 def test_causal_zero_padding_keeps_earlier_frames():
