@@ -1,0 +1,306 @@
+"""Key-frame and key-clip selection, after Best-Frame-Retrieval (Chen et al. 2021).
+
+The pipeline (`specs/seeds_keyframe_oval_vae.md` §1.7, with the original's edge cases fixed):
+
+1. Sampling: keep the first frame of every 1/rate-second slot (`floor(i * rate / fps)` changes).
+   A video slower than `rate` keeps every frame (the original took `i % (fps // rate)`, a modulo by
+   zero below 5 fps).
+2. Sharpest frame per second: the sampled frame with the largest variance of the Laplacian of its
+   grey image, per second `floor(i / fps)`. The maximum is reset for every second (the original
+   carried it over, so a flat second returned the previous second's frame) and the last, partial
+   second is kept (the original dropped it). Seconds without sampled frames produce nothing.
+3. Novelty: the first candidate is always a key frame; every later candidate is scored by a
+   distance to a reference, either the last emitted key frame (default: slow drift accumulates
+   and triggers) or the previous candidate (the original), and is a key frame when its score is
+   above the threshold. Thresholds are absolute, a percentile of the consecutive-candidate
+   distances, or "top N" (exactly N key frames for the previous-candidate reference; the largest
+   count <= N found by bisection on the threshold for the last-key reference).
+4. Key clips: the video is cut at the key frames; clips shorter than `min_len` seconds merge into
+   the one before, clips longer than `max_len` are split evenly.
+
+The distances are functions of the candidates' features (see `experiments/keyframes.py`): the RMS
+difference of autoencoder latents, or the MS-SSIM + L1 loss between reconstructions, and the same
+on raw pixels for the baseline, all on frames resized and scaled to [-1, 1] the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import cv2
+import numpy as np
+
+REFERENCES = ("last", "previous")
+THRESHOLD_MODES = ("absolute", "percentile", "top")
+
+
+@dataclasses.dataclass
+class Candidate:
+  """The sharpest sampled frame of one second."""
+
+  index: int  # frame index in the video
+  time: float  # seconds
+  sharpness: float  # variance of the Laplacian
+  frame: np.ndarray | None = None  # [H, W, 3] uint8 RGB
+
+
+def sample_slot(index: int, fps: float, rate: float) -> int:
+  """Which 1/rate-second slot frame `index` falls in (frames are sampled at slot changes)."""
+  return int(math.floor(index * rate / fps + 1e-9))
+
+
+def is_sampled(index: int, fps: float, rate: float) -> bool:
+  """Whether frame `index` is the first of its 1/rate-second slot."""
+  return index == 0 or sample_slot(index, fps, rate) != sample_slot(index - 1, fps, rate)
+
+
+def sharpness(frame: np.ndarray) -> float:
+  """Variance of the Laplacian of the grey image (RGB or grey uint8 in; higher is sharper)."""
+  grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if frame.ndim == 3 else frame
+  return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+def sampled_frames(frames: Iterable[np.ndarray], fps: float, rate: float) -> Iterator[tuple[int, np.ndarray]]:
+  """`(index, frame)` for the sampled frames of a frame sequence (see `is_sampled`)."""
+  for i, f in enumerate(frames):
+    if is_sampled(i, fps, rate):
+      yield i, f
+
+
+def sharpest_per_second(sampled: Iterable[tuple[int, np.ndarray]], fps: float) -> Iterator[Candidate]:
+  """One `Candidate` per second that has sampled frames (the partial last second included)."""
+  if not fps > 0:
+    raise ValueError(f"sharpest_per_second: fps must be positive, got {fps}")
+  best: Candidate | None = None
+  for index, frame in sampled:
+    second = int(math.floor(index / fps + 1e-9))
+    if best is not None and int(math.floor(best.index / fps + 1e-9)) != second:
+      yield best
+      best = None
+    s = sharpness(frame)
+    if best is None or s > best.sharpness:
+      best = Candidate(index=int(index), time=index / fps, sharpness=s, frame=frame)
+  if best is not None:
+    yield best
+
+
+# ------------------------------------------------------------------------------ selection
+
+
+def consecutive_scores(n: int, dist_pairs: Callable) -> np.ndarray:
+  """[n] distances of every candidate to the one before (NaN for the first)."""
+  scores = np.full(n, np.nan, np.float64)
+  if n > 1:
+    scores[1:] = dist_pairs(np.arange(n - 1), np.arange(1, n))
+  return scores
+
+
+def _greedy_last(n: int, dist: Callable[[int, int], float], threshold: float):
+  keys, scores = [0], np.full(n, np.nan, np.float64)
+  for t in range(1, n):
+    scores[t] = dist(keys[-1], t)
+    if scores[t] > threshold:
+      keys.append(t)
+  return keys, scores
+
+
+def select_keyframes(n: int, dist_pairs: Callable, *, reference: str = "last",
+                     threshold_mode: str = "percentile", threshold: float = 80.0):
+  """Picks key frames among `n` candidates.
+
+  Args:
+    n: number of candidates (in time order).
+    dist_pairs: `dist_pairs(i [K], j [K]) -> [K]` distances between candidates.
+    reference: "last" (the last emitted key frame) or "previous" (the previous candidate).
+    threshold_mode: "absolute" (`threshold` is a distance), "percentile" (`threshold` in [0, 100]
+      of the consecutive-candidate distances) or "top" (`threshold` = number of key frames).
+    threshold: see `threshold_mode`.
+
+  Returns:
+    `(keys, scores, threshold_value)`: sorted candidate positions, [n] scores (each candidate's
+    distance to its reference at decision time; NaN for the first) and the distance threshold used.
+  """
+  if reference not in REFERENCES:
+    raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
+  if threshold_mode not in THRESHOLD_MODES:
+    raise ValueError(f"threshold_mode must be one of {THRESHOLD_MODES}, got {threshold_mode!r}")
+  if n == 0:
+    return [], np.zeros(0), float("nan")
+  if threshold_mode == "top" and (threshold < 1 or threshold != int(threshold)):
+    raise ValueError(f"threshold_mode 'top' needs a whole number >= 1, got {threshold}")
+  if threshold_mode == "percentile" and not 0 <= threshold <= 100:
+    raise ValueError(f"threshold_mode 'percentile' needs a value in [0, 100], got {threshold}")
+  consec = consecutive_scores(n, dist_pairs)
+  if reference == "previous":
+    if threshold_mode == "top":
+      order = np.argsort(-consec[1:], kind="stable")[: int(threshold) - 1] + 1
+      keys = sorted([0, *order.tolist()])
+      thr = float(consec[keys[1:]].min()) if len(keys) > 1 else float("inf")
+      return keys, consec, thr
+    thr = float(threshold) if threshold_mode == "absolute" else _percentile(consec, threshold)
+    keys = [0] + [t for t in range(1, n) if consec[t] > thr]
+    return keys, consec, thr
+
+  cache: dict[tuple[int, int], float] = {(t - 1, t): float(consec[t]) for t in range(1, n)}
+
+  def dist(i: int, j: int) -> float:
+    if (i, j) not in cache:
+      cache[(i, j)] = float(dist_pairs(np.array([i]), np.array([j]))[0])
+    return cache[(i, j)]
+
+  if threshold_mode != "top":
+    thr = float(threshold) if threshold_mode == "absolute" else _percentile(consec, threshold)
+    keys, scores = _greedy_last(n, dist, thr)
+    return keys, scores, thr
+  target = int(threshold)
+  if target >= n:
+    keys, scores = _greedy_last(n, dist, -np.inf)
+    return keys, scores, -np.inf
+  lo, hi = 0.0, float(np.nanmax(consec)) if n > 1 else 0.0
+  hi = max(hi, 1e-12)
+  while len(_greedy_last(n, dist, hi)[0]) > target:  # distances to a key can exceed consecutive ones
+    lo, hi = hi, hi * 2
+  best = (hi, *_greedy_last(n, dist, hi))
+  for _ in range(40):
+    mid = 0.5 * (lo + hi)
+    keys, scores = _greedy_last(n, dist, mid)
+    if len(keys) <= target:
+      hi, best = mid, (mid, keys, scores)
+      if len(keys) == target:
+        break
+    else:
+      lo = mid
+  thr, keys, scores = best
+  return keys, scores, float(thr)
+
+
+def _percentile(consec: np.ndarray, q: float) -> float:
+  vals = consec[1:]
+  return float(np.percentile(vals, q)) if len(vals) else float("inf")
+
+
+# ---------------------------------------------------------------------------------- clips
+
+
+def segment_clips(key_frames: Sequence[int], num_frames: int, fps: float, *, min_len: float = 1.0,
+                  max_len: float = 10.0) -> list[dict]:
+  """Cuts frames [0, num_frames) at the key frames into clips.
+
+  Args:
+    key_frames: frame indices of the key frames (any order).
+    num_frames: frames in the video.
+    fps: frames per second.
+    min_len: clips shorter than this (seconds) merge into the clip before (the first into the next).
+    max_len: clips longer than this (seconds) are split into equal parts (0 disables).
+
+  Returns:
+    Dicts `start`, `end` (frame indices, end exclusive) and `key_frames` (those inside), in order,
+    covering every frame exactly once.
+  """
+  if num_frames <= 0:
+    return []
+  cuts = sorted({int(k) for k in key_frames if 0 < int(k) < num_frames})
+  bounds = [0, *cuts, num_frames]
+  min_frames = max(1, int(math.ceil(min_len * fps - 1e-9)))
+  clips = [[a, b] for a, b in zip(bounds[:-1], bounds[1:])]
+  merged: list[list[int]] = []
+  for clip in clips:
+    if merged and clip[1] - clip[0] < min_frames:
+      merged[-1][1] = clip[1]
+    elif merged and merged[-1][1] - merged[-1][0] < min_frames:  # a short first clip
+      merged[-1][1] = clip[1]
+    else:
+      merged.append(list(clip))
+  out = []
+  max_frames = int(math.floor(max_len * fps + 1e-9)) if max_len > 0 else 0
+  for a, b in merged:
+    parts = int(math.ceil((b - a) / max_frames)) if max_frames > 0 else 1
+    edges = np.linspace(a, b, max(parts, 1) + 1).round().astype(int)
+    for s, e in zip(edges[:-1], edges[1:]):
+      out.append({"start": int(s), "end": int(e),
+                  "key_frames": [int(k) for k in sorted(set(key_frames)) if s <= k < e]})
+  return out
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def shot_recall(key_frames: Sequence[int], shot_ids: np.ndarray) -> dict[str, float]:
+  """Share of shots with at least one key frame, and key frames per shot (mean over shots)."""
+  shot_ids = np.asarray(shot_ids)
+  shots = np.unique(shot_ids)
+  hit = shot_ids[np.asarray(list(key_frames), int)] if len(key_frames) else np.zeros(0, int)
+  return {"recall": float(np.isin(shots, hit).mean()),
+          "keyframes_per_shot": float(len(key_frames) / len(shots)),
+          "num_keyframes": float(len(key_frames))}
+
+
+# ------------------------------------------------------------------------- features, scores
+
+
+def to_model_input(frames: np.ndarray, size: Sequence[int] | None) -> np.ndarray:
+  """uint8 RGB [B, H, W, 3] -> float32 in [-1, 1], resized to `size` (H, W) with area averaging
+  (the training images' size: the original fed native-resolution [0, 1] frames to a model trained
+  on 96x192 [-1, 1] images). `size=None` keeps the frame size, edge-padded to a multiple of 8."""
+  frames = np.asarray(frames)
+  if size is not None:
+    h, w = int(size[0]), int(size[1])
+    if frames.shape[1:3] != (h, w):
+      frames = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames])
+  else:
+    ph, pw = (-frames.shape[1]) % 8, (-frames.shape[2]) % 8
+    if ph or pw:
+      frames = np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+  return frames.astype(np.float32) * np.float32(2 / 255) - 1.0
+
+
+def embed_candidates(frames: Sequence[np.ndarray], embed_fn: Callable, batch_size: int) -> dict:
+  """Runs `embed_fn(x [B, H, W, 3] in [-1, 1]) -> dict of [B, ...] arrays` over the candidates in
+  fixed-size batches (the last one padded, so the function compiles once); returns stacked arrays."""
+  out: dict[str, list] = {}
+  for s in range(0, len(frames), batch_size):
+    x = np.stack(frames[s:s + batch_size])
+    n = len(x)
+    if n < batch_size:
+      x = np.concatenate([x, np.repeat(x[-1:], batch_size - n, axis=0)])
+    for k, v in embed_fn(x).items():
+      out.setdefault(k, []).append(np.asarray(v)[:n])
+  return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def make_dist_pairs(features: np.ndarray, metric: str, *, chunk: int = 16, loss_kwargs=None) -> Callable:
+  """`dist_pairs(i, j) -> [K]` over candidate features.
+
+  metric "latent": RMS difference of the feature arrays (latents, or pixels for the baseline);
+  "recon": `ms_ssim_l1_loss` between the images (reconstructions, or frames for the baseline),
+  per pair, on [-1, 1] images (data range 2).
+  """
+  feats = np.asarray(features, np.float32)
+  if metric == "latent":
+    flat = feats.reshape(len(feats), -1)
+    return lambda i, j: np.sqrt(np.mean((flat[np.asarray(i)] - flat[np.asarray(j)]) ** 2, axis=1))
+  if metric != "recon":
+    raise ValueError(f"metric must be 'latent' or 'recon', got {metric!r}")
+  import jax
+
+  from aejax.losses import ms_ssim_l1_loss
+
+  kw = dict(loss_kwargs or {})
+  fn = jax.jit(lambda a, b: ms_ssim_l1_loss(a, b, reduction="per_example", **kw))
+
+  def dist_pairs(i, j):
+    i, j = np.asarray(i), np.asarray(j)
+    res = []
+    size = 1 if len(i) == 1 else chunk  # two compiled shapes: single pairs (greedy) and chunks
+    for s in range(0, len(i), size):
+      a, b = feats[i[s:s + size]], feats[j[s:s + size]]
+      n = len(a)
+      if n < size:
+        a = np.concatenate([a, np.repeat(a[-1:], size - n, 0)])
+        b = np.concatenate([b, np.repeat(b[-1:], size - n, 0)])
+      res.append(np.asarray(fn(a, b))[:n])
+    return np.concatenate(res) if res else np.zeros(0)
+
+  return dist_pairs
