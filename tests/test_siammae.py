@@ -1,0 +1,156 @@
+"""SiamMAE: masking, patchify, loss, decoder variants, exact parameter counts, information flow."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aejax.masking import num_kept, random_masking
+from aejax.models.siammae import SiamMAE, masked_patch_loss, patchify, unpatchify
+
+TINY = dict(encoder="S/8", encoder_width=32, encoder_depth=2, encoder_heads=4, decoder_width=32,
+            decoder_depth=2, decoder_heads=4, mask_ratio=0.75)
+
+
+def frames(seed=0, b=2, size=32):
+  return jax.random.uniform(jax.random.key(seed), (b, 2, size, size, 3))
+
+
+_JIT: dict = {}
+
+
+def _fns(model):
+  """Jitted (init, apply) per model configuration, compiled once per test session."""
+  key = repr(model)
+  if key not in _JIT:
+    _JIT[key] = (
+        jax.jit(lambda x: model.init({"params": jax.random.key(0), "mask": jax.random.key(9)},
+                                     x)["params"]),
+        jax.jit(lambda p, x, k: model.apply({"params": p}, x, rngs={"mask": k})))
+  return _JIT[key]
+
+
+def run(model, x, mask_seed=1, params=None):
+  init, apply = _fns(model)
+  if params is None:
+    params = init(x)
+  return params, apply(params, x, jax.random.key(mask_seed))
+
+
+def test_random_masking_per_sample():
+  ids_keep, mask, ids_restore = random_masking(jax.random.key(0), 4, 196, 0.95)
+  assert num_kept(196, 0.95) == 9 and ids_keep.shape == (4, 9)  # MAE's int(L(1-r)); not 10
+  mask, ids_keep, ids_restore = map(np.asarray, (mask, ids_keep, ids_restore))
+  assert np.all(mask.sum(1) == 187)
+  for b in range(4):
+    assert np.all(mask[b, ids_keep[b]] == 0)
+    assert len(set(ids_keep[b])) == 9
+    shuffle = np.argsort(ids_restore[b])
+    assert np.array_equal(shuffle[:9], ids_keep[b])  # ids_restore inverts the shuffle
+  assert len({tuple(sorted(k)) for k in ids_keep}) == 4  # a different mask per sample
+  with pytest.raises(ValueError):
+    num_kept(16, 0.95)
+
+
+def test_patchify_matches_mae_and_inverts():
+  x = np.random.RandomState(0).rand(2, 32, 48, 3).astype(np.float32)
+  p = 8
+  # MAE: imgs [N, 3, H, W] -> reshape(N, 3, h, p, w, p) -> einsum('nchpwq->nhwpqc').
+  nchw = x.transpose(0, 3, 1, 2).reshape(2, 3, 4, p, 6, p)
+  ref = np.einsum("nchpwq->nhwpqc", nchw).reshape(2, 24, p * p * 3)
+  got = np.asarray(patchify(jnp.asarray(x), p))
+  np.testing.assert_array_equal(got, ref)
+  np.testing.assert_array_equal(np.asarray(unpatchify(jnp.asarray(got), p, (4, 6))), x)
+
+
+def test_loss_matches_numpy():
+  r = np.random.RandomState(0)
+  pred, target = r.randn(2, 5, 12), r.randn(2, 5, 12)
+  mask = np.array([[1, 0, 1, 0, 0], [0, 0, 0, 1, 1]], np.float32)
+  ref = sum(((pred[b, i] - target[b, i]) ** 2).mean() for b in range(2) for i in range(5)
+            if mask[b, i]) / 4
+  np.testing.assert_allclose(float(masked_patch_loss(pred, target, mask)), ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("decoder", ["cross_self", "joint"])  # "cross": see the count test
+def test_decoders_shapes_and_targets(decoder):
+  model = SiamMAE(**TINY, decoder=decoder)
+  x = frames()
+  params, (pred, aux) = run(model, x)
+  assert pred.shape == (2, 16, 8 * 8 * 3) and aux["mask"].shape == (2, 16)
+  assert np.all(np.asarray(aux["mask"]).sum(1) == 12)  # 16 - int(16 * 0.25)
+  assert np.isfinite(float(aux["loss"]))
+  assert set(params) == {"vit", "decoder_embed", "mask_token", "decoder_norm", "decoder_pred"} | {
+      f"decoder_blocks_{i}" for i in range(2)}  # one encoder: shared by both frames
+  t = np.asarray(aux["target"])  # per-patch normalised
+  np.testing.assert_allclose(t.mean(-1), 0, atol=1e-4)
+  np.testing.assert_allclose(t.std(-1), 1, atol=2e-2)
+  blk = params["decoder_blocks_0"]
+  assert ("cross_attn" in blk) == (decoder != "joint") and ("attn" in blk) == (decoder != "cross")
+
+
+def test_information_flow():
+  """Hidden future patches never reach the prediction; visible ones and the past frame do."""
+  model = SiamMAE(**TINY)
+  x = frames()
+  params, (pred, aux) = run(model, x)
+  mask = np.asarray(aux["mask"])[0].reshape(4, 4)
+  hidden = np.kron(mask, np.ones((8, 8)))[..., None]  # [32, 32, 1]
+  noise = jax.random.uniform(jax.random.key(5), x.shape[2:])
+  x_hidden = x.at[0, 1].set(x[0, 1] * (1 - hidden) + noise * hidden)
+  _, (pred_h, _) = run(model, x_hidden, params=params)
+  np.testing.assert_allclose(np.asarray(pred_h), np.asarray(pred), atol=1e-5)
+  x_vis = x.at[0, 1].set(x[0, 1] * hidden + noise * (1 - hidden))
+  _, (pred_v, _) = run(model, x_vis, params=params)
+  assert np.abs(np.asarray(pred_v[0] - pred[0])).max() > 1e-3
+  np.testing.assert_allclose(np.asarray(pred_v[1]), np.asarray(pred[1]), atol=1e-5)
+  x_past = x.at[0, 0].set(noise)
+  _, (pred_p, _) = run(model, x_past, params=params)
+  assert np.abs(np.asarray(pred_p[0] - pred[0])).max() > 1e-3
+
+
+def test_padding_invariance():
+  """Padding tokens to a multiple of 8 (for fused attention) changes nothing."""
+  x = frames()
+  for decoder in ("cross_self", "joint"):
+    params, (a, _) = run(SiamMAE(**TINY, decoder=decoder, token_multiple=8), x)
+    _, (b, _) = run(SiamMAE(**TINY, decoder=decoder, token_multiple=1), x, params=params)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def decoder_count(d_enc, d, depth, patch, cross=True, self_attn=True):
+  """Closed form: MAE decoder (MLP ratio 4) with cross / self attention per block."""
+  ln = 2 * d
+  attn = (d * 3 * d + 3 * d) + (d * d + d)
+  cross_attn = (d * d + d) + (d * 2 * d + 2 * d) + (d * d + d)
+  mlp = (d * 4 * d + 4 * d) + (4 * d * d + d)
+  block = ln + mlp + (ln + attn if self_attn else 0) + (2 * ln + cross_attn if cross else 0)
+  return (d_enc * d + d) + d + depth * block + ln + (d * patch * patch * 3 + patch * patch * 3)
+
+
+@pytest.mark.parametrize("decoder", ["cross_self", "cross", "joint"])
+def test_faithful_parameter_counts(decoder):
+  model = SiamMAE(decoder=decoder)  # ViT-S/16, decoder 512 x 8 x 16
+  shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0),
+                                              "mask": jax.random.key(1)},
+                                             jnp.zeros((1, 2, 224, 224, 3))))["params"]
+  enc = sum(x.size for x in jax.tree.leaves(shapes["vit"]))
+  dec = sum(x.size for x in jax.tree.leaves(shapes)) - enc
+  assert enc == 21_590_016  # ViT-S/16 with fixed sin-cos positions ("21.7M" with timm's table)
+  assert dec == decoder_count(384, 512, 8, 16, cross=decoder != "joint",
+                              self_attn=decoder != "cross")
+  if decoder == "cross_self":
+    assert dec == 34_233_088
+
+
+def test_reconstruct_pastes_visible_patches():
+  model = SiamMAE(**TINY)
+  x = frames()
+  params, (pred, aux) = run(model, x)
+  imgs = model.apply({"params": params}, x, pred, aux["mask"], method=SiamMAE.reconstruct)
+  vis = np.kron(1 - np.asarray(aux["mask"]).reshape(2, 4, 4), np.ones((8, 8)))[..., None]
+  np.testing.assert_allclose(np.asarray(imgs["prediction"]) * vis, np.asarray(x[:, 1]) * vis,
+                             atol=1e-5)
+  assert set(imgs) == {"past", "masked_future", "prediction", "target"}
