@@ -1,0 +1,267 @@
+"""OVAL: the small convolutional video-compression autoencoder (with an optional ConvLSTM).
+
+I. Kaplan et al., "OVAL: Online Video compression using Autoencoder Learning" (APS360, University
+of Toronto, 2022; github.com/isidorjkaplan/OVAL, `model.py` at a11f99a). The faithful stack
+(`FAITHFUL`), NHWC with natural (H, W) axes (the original transposed frames to (W, H); kernels are
+square and strides symmetric, so only weight porting cares):
+
+  encoder  conv 3->6 k3 s1, ReLU | 6->8 k3 s2, ReLU | 8->9 k4 s1, ReLU | 9->10 k3 s3, ReLU |
+           10->10 k3 s2 (no activation: the latent z, [B, 28, 38, 10] for 360x480 frames)
+  decoder  conv-transpose 10->10 k3 s2, ReLU | 10->9 k3 s3, ReLU | 9->8 k4 s1, ReLU |
+           8->6 k3 s2, ReLU | 6->3 k3 s1, sigmoid
+
+All convolutions are 'VALID' with biases (PyTorch's default U(+-1/sqrt(fan_in)) init); 6,991
+parameters (encoder 3,499, decoder 3,492). The original decoder returned 351x471 for a 360x480
+frame; here every transposed convolution adds the output padding that makes it invert its
+encoder layer's size exactly (`exact_output=True`), so the decoder returns exactly the input size
+for any frame size (`exact_output=False` reproduces the original's 351x471).
+
+`use_lstm` adds the original's `--lstm` option: one ConvLSTM (hidden 10, 3x3, gates i, f, o, g from
+one conv over [x, h]; 7,240 parameters) after the encoder stack and one before the decoder stack
+(21,471 parameters in all); the transmitted code is then the encoder's h in (-1, 1). Inputs are
+frame sequences [B, T, H, W, 3] scanned over T with `nn.scan` (one `lax.scan`), the (h, c) carry
+passed in and returned so a stream can continue across calls, and `tbptt=K` cutting the gradient
+through the carry every K frames (truncated backpropagation through time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from aejax.models.layers import torch_uniform_init
+
+FAITHFUL = dict(features=(6, 8, 9, 10, 10), kernels=(3, 3, 4, 3, 3), strides=(1, 2, 1, 3, 2))
+# Wider hidden layers, same geometry and the same 10-channel latent: the same rate, more quality.
+V2 = dict(features=(32, 48, 64, 64, 10), kernels=(3, 3, 4, 3, 3), strides=(1, 2, 1, 3, 2))
+PRESETS = {"faithful": FAITHFUL, "v2": V2}
+
+
+def conv_out(n: int, k: int, s: int) -> int:
+  """Output length of a 'VALID' convolution (PyTorch padding 0)."""
+  return (n - k) // s + 1
+
+
+def layer_sizes(size: Sequence[int], kernels: Sequence[int], strides: Sequence[int]) -> list[tuple]:
+  """(H, W) before every encoder layer and of the latent: len(kernels) + 1 entries.
+
+  Raises:
+    ValueError: when a frame is too small for the stack.
+  """
+  sizes = [tuple(int(v) for v in size)]
+  for k, s in zip(kernels, strides):
+    h, w = sizes[-1]
+    if min(h, w) < k:
+      raise ValueError(f"OVAL: a {size[0]}x{size[1]} frame is too small for the conv stack "
+                       f"(a {h}x{w} map meets a {k}x{k} kernel)")
+    sizes.append((conv_out(h, k, s), conv_out(w, k, s)))
+  return sizes
+
+
+def latent_shape(size: Sequence[int], features: Sequence[int] = FAITHFUL["features"],
+                 kernels: Sequence[int] = FAITHFUL["kernels"],
+                 strides: Sequence[int] = FAITHFUL["strides"]) -> tuple[int, int, int]:
+  """The latent (h, w, C) of a frame of `size` (H, W)."""
+  return (*layer_sizes(size, kernels, strides)[-1], features[-1])
+
+
+class ConvLSTMCell(nn.Module):
+  """One ConvLSTM step (Shi et al., NeurIPS 2015, as ndrplz/ConvLSTM_pytorch): carry (h, c), x.
+
+  gates = conv([x, h]) split into i, f, o, g; c' = sigmoid(f) c + sigmoid(i) tanh(g);
+  h' = sigmoid(o) tanh(c'). Returns ((h', c'), h').
+  """
+
+  features: int = 10
+  kernel_size: int = 3
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, carry, x):
+    h, c = carry
+    k = self.kernel_size
+    fan_in = (x.shape[-1] + self.features) * k * k
+    gates = nn.Conv(4 * self.features, (k, k), padding="SAME", dtype=self.dtype,
+                    param_dtype=self.param_dtype, kernel_init=torch_uniform_init(fan_in),
+                    bias_init=torch_uniform_init(fan_in), name="gates")(
+                        jnp.concatenate([x, h.astype(x.dtype)], axis=-1))
+    i, f, o, g = jnp.split(gates.astype(jnp.float32), 4, axis=-1)
+    c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
+    h = nn.sigmoid(o) * jnp.tanh(c)
+    return (h, c), h
+
+
+class _TBPTTCell(nn.Module):
+  """A ConvLSTM step that cuts the gradient through the incoming carry every `tbptt` frames."""
+
+  features: int
+  tbptt: int
+  dtype: jnp.dtype
+  param_dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, carry, inputs):
+    x, t = inputs
+    if self.tbptt > 0:
+      cut = (t % self.tbptt) == 0
+      carry = jax.tree.map(lambda a: jnp.where(cut, jax.lax.stop_gradient(a), a), carry)
+    return ConvLSTMCell(self.features, dtype=self.dtype, param_dtype=self.param_dtype,
+                        name="cell")(carry, x)
+
+
+class ConvLSTM(nn.Module):
+  """A ConvLSTM over [B, T, h, w, C] with one `lax.scan` over T; returns (h for every T, carry)."""
+
+  features: int = 10
+  tbptt: int = 0
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, carry=None):
+    b, t, h, w, _ = x.shape
+    if carry is None:
+      carry = self.initial_carry(b, (h, w))
+    scan = nn.scan(_TBPTTCell, variable_broadcast="params", split_rngs={"params": False},
+                   in_axes=1, out_axes=1)
+    steps = jnp.broadcast_to(jnp.arange(t), (b, t))  # [B, T]
+    carry, hs = scan(self.features, self.tbptt, self.dtype, self.param_dtype, name="scan")(
+        carry, (x, steps))
+    return hs, carry
+
+  def initial_carry(self, batch: int, size: Sequence[int]):
+    zeros = jnp.zeros((batch, *size, self.features), jnp.float32)
+    return zeros, zeros
+
+
+def _init(fan_in: int) -> dict:
+  return dict(kernel_init=torch_uniform_init(fan_in), bias_init=torch_uniform_init(fan_in))
+
+
+class OVAL(nn.Module):
+  """The OVAL autoencoder: frames in [0, 1] → latent z → frames in [0, 1] of the same size.
+
+  Attributes:
+    features: encoder output channels per layer; the last is the latent's channels.
+    kernels, strides: encoder kernel sizes and strides (the decoder mirrors them).
+    image_channels: channels of the frames (3).
+    exact_output: pad the decoder so it returns exactly the input size (else the original's
+      smaller output, e.g. 351x471 for 360x480).
+    use_lstm: the ConvLSTM option; inputs are then [B, T, H, W, C] sequences.
+    tbptt: with `use_lstm`, cut the gradient through the carry every this many frames (0: never).
+  """
+
+  features: Sequence[int] = FAITHFUL["features"]
+  kernels: Sequence[int] = FAITHFUL["kernels"]
+  strides: Sequence[int] = FAITHFUL["strides"]
+  image_channels: int = 3
+  exact_output: bool = True
+  use_lstm: bool = False
+  tbptt: int = 0
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    if not len(self.features) == len(self.kernels) == len(self.strides):
+      raise ValueError("OVAL: features, kernels and strides need the same length, got "
+                       f"{len(self.features)}, {len(self.kernels)}, {len(self.strides)}")
+    ins = (self.image_channels, *self.features[:-1])
+    kw = dict(padding="VALID", dtype=self.dtype, param_dtype=self.param_dtype)
+    self.enc = [nn.Conv(f, (k, k), (s, s), name=f"enc{i}", **kw, **_init(c * k * k))
+                for i, (c, f, k, s) in enumerate(zip(ins, self.features, self.kernels, self.strides))]
+    # Decoder layer j inverts encoder layer n-1-j (mirrored channels, kernel, stride). PyTorch
+    # ConvTranspose2d's fan_in is out_channels * k * k.
+    outs = (*self.features[-2::-1], self.image_channels)
+    self.dec_kernels = tuple(self.kernels[::-1])
+    self.dec_strides = tuple(self.strides[::-1])
+    self.dec = [nn.ConvTranspose(f, (k, k), (s, s), padding="VALID", name=f"dec{j}",
+                                 dtype=self.dtype, param_dtype=self.param_dtype, **_init(f * k * k))
+                for j, (f, k, s) in enumerate(zip(outs, self.dec_kernels, self.dec_strides))]
+    if self.use_lstm:
+      lk = dict(features=self.features[-1], tbptt=self.tbptt, dtype=self.dtype,
+                param_dtype=self.param_dtype)
+      self.enc_lstm = ConvLSTM(**lk, name="enc_lstm")
+      self.dec_lstm = ConvLSTM(**lk, name="dec_lstm")
+
+  def _frames(self, x):
+    """[B, T, H, W, C] (LSTM; 4-D input is one sequence, as the original) or [N, H, W, C]."""
+    if self.use_lstm:
+      return x[None] if x.ndim == 4 else x
+    if x.ndim == 5:
+      return x.reshape(-1, *x.shape[2:])
+    return x
+
+  def encode(self, x, *, carry=None):
+    """Frames [N, H, W, C] (or [B, T, H, W, C] with the LSTM) → (z, encoder carry or None)."""
+    x = self._frames(jnp.asarray(x, self.dtype))
+    lead = x.shape[:-3]
+    h = x.reshape(-1, *x.shape[-3:])
+    for i, conv in enumerate(self.enc):
+      h = conv(h)
+      if i < len(self.enc) - 1:
+        h = nn.relu(h)
+    h = h.reshape(*lead, *h.shape[1:])
+    if self.use_lstm:
+      h, carry = self.enc_lstm(h, carry)
+    return h, carry
+
+  def decode(self, z, size: Sequence[int], *, carry=None, return_logits: bool = False):
+    """Latent → (frames of `size` (H, W) in [0, 1], decoder carry or None).
+
+    With `return_logits`, the frames are replaced by the pre-sigmoid logits.
+    """
+    sizes = layer_sizes(size, self.kernels, self.strides)[::-1]  # latent first
+    if tuple(z.shape[-3:-1]) != sizes[0]:
+      raise ValueError(f"OVAL.decode: a latent of {z.shape[-3]}x{z.shape[-2]} does not belong to a "
+                       f"{size[0]}x{size[1]} frame (expected {sizes[0][0]}x{sizes[0][1]})")
+    h = jnp.asarray(z, self.dtype)
+    if self.use_lstm:
+      h = h[None] if h.ndim == 4 else h
+      h, carry = self.dec_lstm(h, carry)
+      h = h.astype(self.dtype)
+    lead = h.shape[:-3]
+    h = h.reshape(-1, *h.shape[-3:])
+    for j, deconv in enumerate(self.dec):
+      h = deconv(h)  # 'VALID': (n - 1) s + k, as PyTorch's ConvTranspose2d with padding 0
+      if self.exact_output:
+        # Output padding on the bottom/right, as PyTorch's `output_padding`: rows and columns
+        # past the kernel's reach, so they hold the bias alone (later layers mix them in).
+        eh, ew = (sizes[j + 1][a] - h.shape[1 + a] for a in range(2))
+        if eh or ew:
+          bias = deconv.variables["params"]["bias"].astype(h.dtype)
+          h = jnp.pad(h - bias, ((0, 0), (0, eh), (0, ew), (0, 0))) + bias
+      if j < len(self.dec) - 1:
+        h = nn.relu(h)
+    logits = h.astype(jnp.float32).reshape(*lead, *h.shape[1:])
+    return (logits if return_logits else nn.sigmoid(logits)), carry
+
+  def __call__(self, x, *, train: bool = False, carry=None):
+    """Frames → (reconstruction in [0, 1], aux).
+
+    Args:
+      x: [N, H, W, C] frames in [0, 1] (with `use_lstm`: [B, T, H, W, C] sequences).
+      train: unused (no dropout or normalisation); kept for the shared signature.
+      carry: with `use_lstm`, `(encoder carry, decoder carry)` from the previous call.
+
+    Returns:
+      (y of x's shape (or the original's smaller size when not `exact_output`),
+       aux dict: `z` the latent, `logits` the pre-sigmoid output, `carry` the new carries or None).
+    """
+    del train
+    enc_carry, dec_carry = carry if carry is not None else (None, None)
+    x = self._frames(x)
+    z, enc_carry = self.encode(x, carry=enc_carry)
+    logits, dec_carry = self.decode(z, x.shape[-3:-1], carry=dec_carry, return_logits=True)
+    new_carry = (enc_carry, dec_carry) if self.use_lstm else None
+    return nn.sigmoid(logits), {"z": z, "logits": logits, "carry": new_carry}
+
+
+def split_params(params: dict) -> tuple[dict, dict]:
+  """(sender's encoder params, receiver's decoder params): what each end of a link holds."""
+  enc = {k: v for k, v in params.items() if k.startswith("enc")}
+  dec = {k: v for k, v in params.items() if k.startswith("dec")}
+  return enc, dec
