@@ -41,7 +41,7 @@ from aejax.data.pipeline import make_loader
 from aejax.data.sources import ArraySource, ImageFolderSource, split_indices
 from aejax.data.transforms import RandomResizedCrop, Resize
 from aejax.models.vae import ConvVAE
-from aejax.train import CheckpointIO, apply_model, fit, init_state, make_optimizer
+from aejax.train import CheckpointIO, apply_model, fit, init_state, make_optimizer, restore_state
 from aejax.viz import make_grid, save_image
 
 
@@ -88,8 +88,8 @@ def smoke() -> ml_collections.ConfigDict:
 
 
 def build_model(config) -> ConvVAE:
-  s = config.data.image_size
-  return ConvVAE(image_size=(s, s), **config.model)
+  s, m = config.data.image_size, dict(config.model)
+  return ConvVAE(image_size=(s, s), **{**m, "features": tuple(m["features"])})
 
 
 def make_loss_fn(reconstruction: str = "bce", beta: float = 1.0, reduction: str = "sum"):
@@ -153,24 +153,31 @@ def _read_json(path: Path, default):
   return json.loads(path.read_text()) if path.exists() else default
 
 
-def picture_grids(model, variables, images, eval_cfg, seed: int = 0) -> dict[str, np.ndarray]:
-  """`samples` (decoded z ~ N(0, I)), `reconstructions` (top: input, bottom: decoded mu) and
-  `interpolation` (decoded mu of images[0] -> images[1], endpoints framed by the inputs)."""
-  x = np.asarray(images[:max(eval_cfg.num_recon, 2)], np.float32) / 255.0  # [N, H, W, 3]
-  key = jax.random.key(seed)
-  samples = model.apply(variables, eval_cfg.num_samples, method=ConvVAE.generate,
-                        rngs={"sample": key})
-  recon, aux = model.apply(variables, x, train=False, sample=False)
-  t = jnp.linspace(0.0, 1.0, eval_cfg.interp_steps)[:, None]
-  z = (1.0 - t) * aux["mu"][0] + t * aux["mu"][1]  # [steps, D]
-  strip = model.apply(variables, z, method=ConvVAE.decode)
-  n = len(x)
-  return {
-      "samples": make_grid(np.asarray(samples), ncol=int(math.ceil(math.sqrt(len(samples))))),
-      "reconstructions": make_grid(np.concatenate([x, np.asarray(recon)]), ncol=n),
-      "interpolation": make_grid(np.concatenate([x[:1], np.asarray(strip), x[1:2]]),
-                                 ncol=eval_cfg.interp_steps + 2),
-  }
+def make_picture_fn(model, eval_cfg):
+  """`fn(variables, images uint8 [N, H, W, 3], seed) -> dict of grids`: `samples` (decoded
+  z ~ N(0, I)), `reconstructions` (top: input, bottom: decoded mu) and `interpolation` (decoded mu of
+  images[0] -> images[1], framed by the two inputs). One jitted computation."""
+
+  @jax.jit
+  def compute(variables, x, key):
+    samples = model.apply(variables, eval_cfg.num_samples, method=ConvVAE.generate,
+                          rngs={"sample": key})
+    recon, aux = model.apply(variables, x, train=False, sample=False)
+    t = jnp.linspace(0.0, 1.0, eval_cfg.interp_steps)[:, None]
+    z = (1.0 - t) * aux["mu"][0] + t * aux["mu"][1]  # [steps, D]
+    return samples, recon, model.apply(variables, z, method=ConvVAE.decode)
+
+  def fn(variables, images, seed: int = 0) -> dict[str, np.ndarray]:
+    x = np.asarray(images[:max(eval_cfg.num_recon, 2)], np.float32) / 255.0  # [N, H, W, 3]
+    samples, recon, strip = jax.device_get(compute(variables, x, jax.random.key(seed)))
+    return {
+        "samples": make_grid(samples, ncol=int(math.ceil(math.sqrt(len(samples))))),
+        "reconstructions": make_grid(np.concatenate([x, recon]), ncol=len(x)),
+        "interpolation": make_grid(np.concatenate([x[:1], strip, x[1:2]]),
+                                   ncol=eval_cfg.interp_steps + 2),
+    }
+
+  return fn
 
 
 def config_from_checkpoint(path, config):
@@ -227,8 +234,10 @@ def train(config, workdir: Path, args) -> dict:
       best_path.write_text(json.dumps(best, indent=2))
     return metrics
 
+  pictures = make_picture_fn(model, config.eval)
+
   def artefact_fn(state, step, writer):
-    grids = picture_grids(model, state.variables, valid_images, config.eval, seed=step)
+    grids = pictures(state.variables, valid_images, seed=step)
     for name, im in grids.items():
       save_image(writer.artefact_path(f"{name}_{step:06d}.png"), im)
     writer.images(step, grids)
@@ -249,11 +258,6 @@ def similarity(config, workdir: Path, args) -> dict:
   model = build_model(config)
   tx = make_optimizer(**config.optim)
   example = jnp.zeros((1, config.data.image_size, config.data.image_size, 3), jnp.float32)
-  state = init_state(model, tx, jax.random.key(config.train.seed), example)
-  if args.checkpoint:
-    from aejax.train.checkpoint import restore_state
-
-    state = restore_state(args.checkpoint, state)
   sc, size = config.similarity, config.data.image_size
   if args.images:
     images, groups, names = sim.load_image_groups(args.images)
@@ -261,9 +265,16 @@ def similarity(config, workdir: Path, args) -> dict:
     images = list(synthetic.textured_images(sc.num_synthetic, size=config.data.synthetic_size,
                                             seed=config.data.split_seed + 1000))
     groups, names = np.arange(len(images)), [f"texture{i}" for i in range(len(images))]
+  make_state = lambda: init_state(model, tx, jax.random.key(config.train.seed), example)
+  if args.checkpoint:
+    state = restore_state(args.checkpoint, jax.eval_shape(make_state))
+  else:
+    state = jax.jit(make_state)()
   variables = state.variables
-  features = jax.jit(lambda x: model.apply(variables, x, method=ConvVAE.features_of,
-                                           sample=sc.sample, rngs={"sample": jax.random.key(sc.seed)}))
+  encode = jax.jit(lambda v, x, key: model.apply(v, x, method=ConvVAE.features_of, sample=sc.sample,
+                                                  rngs={"sample": key}))
+  keys = iter(jax.random.split(jax.random.key(sc.seed), 100_000))
+  features = lambda x: encode(variables, x, next(keys))  # a fresh z per batch when sampling
   what = "sampled z" if sc.sample else "latent mean"
   ckpt = str(args.checkpoint) if args.checkpoint else "untrained (random init)"
   out = workdir / "similarity"
@@ -273,7 +284,7 @@ def similarity(config, workdir: Path, args) -> dict:
                           k=sc.retrieval_k, batch_size=config.eval.batch_size,
                           label=f"VAE {what}, {ckpt}")
   resized = np.stack([Resize((size, size)).map({"image": im})["image"] for im in images[:8]])
-  for name, im in picture_grids(model, variables, resized, config.eval, seed=sc.seed).items():
+  for name, im in make_picture_fn(model, config.eval)(variables, resized, sc.seed).items():
     save_image(out / f"{name}.png", im)
   summary.update(checkpoint=ckpt, features=what, images=str(args.images or "embedded textures"),
                  outputs=str(out))

@@ -16,6 +16,23 @@ TINY = dict(image_size=(30, 30), latent_dim=8, features=(4, 8, 8))
 RNGS = lambda seed=0: {"params": jax.random.key(seed), "sample": jax.random.key(seed + 1)}
 
 
+def _variables(model, x, seed: int = 0) -> dict:
+  """Random variables of the right shapes without compiling the init (threefry is slow to
+  compile on CPU): kernels and biases U(-0.3, 0.3), BatchNorm mean 0 and variance 1."""
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(lambda: model.init(RNGS(), x))
+
+  def fill(path, s):
+    name = str(path[-1])
+    if "var" in name or "scale" in name:
+      return jnp.ones(s.shape, s.dtype)
+    if "mean" in name:
+      return jnp.zeros(s.shape, s.dtype)
+    return jnp.asarray(rng.uniform(-0.3, 0.3, s.shape), s.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
 def _count(tree) -> int:
   return sum(int(np.prod(a.shape)) for a in jax.tree.leaves(tree))
 
@@ -64,45 +81,52 @@ def test_wrong_input_shape_is_an_error():
 def test_tiny_model_shapes_sampling_and_batchnorm():
   model = ConvVAE(**TINY)
   x = jnp.asarray(np.random.default_rng(0).uniform(size=(3, 30, 30, 3)), jnp.float32)
-  variables = model.init(RNGS(), x, train=False)
+  variables = _variables(model, x)
   assert set(variables) == {"params", "batch_stats"}
-  (x_hat, aux), new_state = model.apply(variables, x, train=True, rngs={"sample": jax.random.key(3)},
-                                        mutable=["batch_stats"])
+
+  @jax.jit
+  def run(variables, x):
+    key = lambda i: {"sample": jax.random.key(i)}
+    out = {}
+    out["train"], out["new_state"] = model.apply(variables, x, train=True, rngs=key(3),
+                                                 mutable=["batch_stats"])
+    out["same"] = model.apply(variables, x, rngs=key(3))[1]
+    out["again"] = model.apply(variables, x, rngs=key(3))[1]
+    out["other"] = model.apply(variables, x, rngs=key(4))[1]
+    out["det"] = model.apply(variables, x, sample=False)[1]
+    out["encode"] = model.apply(variables, x, method=ConvVAE.encode)
+    out["features"] = model.apply(variables, x, method=ConvVAE.features_of)
+    out["generate"] = model.apply(variables, 5, method=ConvVAE.generate, rngs=key(7))
+    out["generate_again"] = model.apply(variables, 5, method=ConvVAE.generate, rngs=key(7))
+    out["generate_other"] = model.apply(variables, 5, method=ConvVAE.generate, rngs=key(8))
+    return out
+
+  out = jax.device_get(run(variables, x))
+  x_hat, aux = out["train"]
   assert x_hat.shape == (3, 30, 30, 3) and aux["logits"].shape == (3, 30, 30, 3)
   assert aux["z"].shape == (3, 8)
-  assert bool(jnp.all((x_hat > 0) & (x_hat < 1)))
+  assert np.all((x_hat > 0) & (x_hat < 1))
   np.testing.assert_allclose(x_hat, jax.nn.sigmoid(aux["logits"]), rtol=1e-6)
   # Training updates the running statistics (momentum 0.9 from mean 0).
   old = variables["batch_stats"]["encoder"]["bn1"]["mean"]
-  new = new_state["batch_stats"]["encoder"]["bn1"]["mean"]
+  new = out["new_state"]["batch_stats"]["encoder"]["bn1"]["mean"]
   assert not np.allclose(old, new)
   # z = mu + eps * exp(logvar / 2) with eps from the `sample` stream.
-  eps = (aux["z"] - aux["mu"]) / jnp.exp(0.5 * aux["logvar"])
+  eps = (aux["z"] - aux["mu"]) / np.exp(0.5 * aux["logvar"])
   assert abs(float(eps.std()) - 1.0) < 0.5
-  same = model.apply(variables, x, rngs={"sample": jax.random.key(3)})
-  other = model.apply(variables, x, rngs={"sample": jax.random.key(4)})
-  again = model.apply(variables, x, rngs={"sample": jax.random.key(3)})
-  np.testing.assert_array_equal(same[1]["z"], again[1]["z"])
-  assert not np.allclose(same[1]["z"], other[1]["z"])
-  (_, det) = model.apply(variables, x, sample=False)
-  np.testing.assert_array_equal(det["z"], det["mu"])
-  mu, logvar = model.apply(variables, x, method=ConvVAE.encode)
-  np.testing.assert_allclose(mu, det["mu"], rtol=1e-6)
-  feats = model.apply(variables, x, method=ConvVAE.features_of)
-  np.testing.assert_allclose(feats, mu, rtol=1e-6)
+  np.testing.assert_array_equal(out["same"]["z"], out["again"]["z"])
+  assert not np.allclose(out["same"]["z"], out["other"]["z"])
+  np.testing.assert_array_equal(out["det"]["z"], out["det"]["mu"])
+  mu, logvar = out["encode"]
+  np.testing.assert_allclose(mu, out["det"]["mu"], rtol=1e-6)
+  np.testing.assert_allclose(out["features"], mu, rtol=1e-6)
   assert logvar.shape == (3, 8)
-
-
-def test_generate_samples_the_prior():
-  model = ConvVAE(**TINY)
-  variables = model.init(RNGS(), jnp.zeros((1, 30, 30, 3)))
-  imgs = model.apply(variables, 5, method=ConvVAE.generate, rngs={"sample": jax.random.key(7)})
+  # generate(n): n images from z ~ N(0, I), deterministic per key, one z per image.
+  imgs = out["generate"]
   assert imgs.shape == (5, 30, 30, 3)
-  again = model.apply(variables, 5, method=ConvVAE.generate, rngs={"sample": jax.random.key(7)})
-  other = model.apply(variables, 5, method=ConvVAE.generate, rngs={"sample": jax.random.key(8)})
-  np.testing.assert_array_equal(imgs, again)
-  assert not np.allclose(imgs, other)
-  assert float(jnp.abs(imgs[0] - imgs[1]).max()) > 0  # one z per image, not one shared z
+  np.testing.assert_array_equal(imgs, out["generate_again"])
+  assert not np.allclose(imgs, out["generate_other"])
+  assert float(np.abs(imgs[0] - imgs[1]).max()) > 0
 
 
 def test_gaussian_kl_matches_numpy_closed_form():
@@ -138,3 +162,98 @@ def test_bce_matches_pytorch_formula_and_loss_terms():
   np.testing.assert_allclose(mb["neg_elbo"], m["neg_elbo"], rtol=1e-6)  # metric ignores beta/mse
   with pytest.raises(ValueError, match="reconstruction"):
     elbo.vae_loss(x, p, logits, mu, logvar, reconstruction="l1")
+
+
+# ---------------------------------------------------------------------- the similarity study
+
+
+def test_auroc_and_cosine_match_brute_force():
+  from aejax import similarity as sim
+
+  rng = np.random.default_rng(3)
+  pos = np.round(rng.normal(0.5, 0.3, 40), 1)  # rounding makes ties
+  neg = np.round(rng.normal(0.1, 0.3, 30), 1)
+  brute = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+  assert sim.auroc(pos, neg) == pytest.approx(brute, abs=1e-12)
+  assert sim.auroc([1.0, 2.0], [0.0]) == 1.0 and sim.auroc([0.0], [0.0]) == 0.5
+  a, b = rng.normal(size=(5, 7)), rng.normal(size=(5, 7))
+  ref = [x @ y / np.linalg.norm(x) / np.linalg.norm(y) for x, y in zip(a, b)]
+  np.testing.assert_allclose(sim.cosine(a, b), ref, rtol=1e-12)
+  assert sim.cosine(np.zeros((1, 3)), np.ones((1, 3)))[0] == 0.0
+
+
+def test_negative_pairs_never_share_a_folder():
+  from aejax import similarity as sim
+
+  images = [np.full((40, 50, 3), 20 * i, np.uint8) for i in range(6)]
+  groups = np.array([0, 0, 0, 1, 1, 2])
+  pairs = sim.make_pairs(images, groups, size=16, pairs_per_image=3, seed=0)
+  assert pairs["pos"].shape == pairs["neg"].shape == (18, 2, 16, 16, 3)
+  i, j = pairs["neg_src"].T
+  assert np.all(groups[i] != groups[j])
+  # Crops of the flat-colour images keep their colour: the pairs hold what neg_src says.
+  np.testing.assert_array_equal(pairs["neg"][:, 1, 0, 0, 0], 20 * j)
+  with pytest.raises(ValueError, match="two different folders"):
+    sim.make_pairs(images, np.zeros(6), size=16, pairs_per_image=1)
+
+
+# ---------------------------------------------------------------------- the experiment
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  from experiments import vae
+
+  workdir = tmp_path_factory.mktemp("vae_smoke")
+  result = vae.main(["train", "--preset", "smoke", "--workdir", str(workdir)])
+  return workdir, result
+
+
+def test_smoke_training_validates_every_epoch_and_keeps_the_best(smoke_run):
+  import json
+
+  workdir, result = smoke_run
+  assert result["step"] == 4
+  lines = [json.loads(s) for s in (workdir / "metrics.jsonl").read_text().splitlines()]
+  evals = {r["step"]: r for r in lines if "eval/neg_elbo" in r}
+  assert sorted(evals) == [2, 4]  # 10 training images / batch 4 = 2 steps per epoch
+  best = json.loads((workdir / "best.json").read_text())
+  assert best["neg_elbo"] == pytest.approx(min(r["eval/neg_elbo"] for r in evals.values()), rel=1e-6)
+  assert best["step"] == min(evals, key=lambda s: evals[s]["eval/neg_elbo"])
+  assert (workdir / "best" / str(best["step"])).is_dir()
+  dims = 30 * 30 * 3
+  assert best["nats_per_dim"] == pytest.approx(best["neg_elbo"] / dims, rel=1e-6)
+  assert best["bits_per_dim"] == pytest.approx(best["neg_elbo"] / dims / math.log(2), rel=1e-6)
+  assert best["neg_elbo"] == pytest.approx(best["kl"] + best["bce"], rel=1e-5)
+  train_losses = [r["loss"] for r in lines if "loss" in r]
+  assert all(np.isfinite(train_losses))
+  for name, shape in (("samples", (66, 66, 3)), ("reconstructions", (66, 66, 3)),
+                      ("interpolation", (34, 194, 3))):
+    from PIL import Image
+
+    im = np.asarray(Image.open(workdir / "artefacts" / f"{name}_000004.png"))
+    assert im.shape == shape, name
+
+
+def test_similarity_study_on_real_photos(smoke_run, realdata, tmp_path):
+  from aejax import similarity as sim
+  from experiments import vae
+
+  workdir, _ = smoke_run
+  out = tmp_path / "study"
+  # The demo preset is given on purpose: the model sizes come from the run's config.json.
+  summary = vae.main(["similarity", "--checkpoint", str(workdir / "best"), "--images",
+                      str(realdata / "photos"), "--workdir", str(out),
+                      "--config.similarity.pairs_per_image=2"])
+  n = len(list((realdata / "photos").iterdir()))
+  assert summary["num_images"] == summary["num_groups"] == n
+  assert summary["pairs_same"] == summary["pairs_different"] == 2 * n
+  saved = np.load(out / "similarity" / "similarities.npz")
+  assert summary["auroc"] == pytest.approx(sim.auroc(saved["same"], saved["different"]))
+  assert summary["mean_same"] == pytest.approx(saved["same"].mean())
+  assert np.all(np.abs(saved["same"]) <= 1 + 1e-9)
+  for name in ("histogram", "retrieval", "samples", "reconstructions", "interpolation"):
+    assert (out / "similarity" / f"{name}.png").stat().st_size > 0
+  with pytest.raises(FileNotFoundError, match="nowhere"):
+    vae.main(["similarity", "--preset", "smoke", "--images", str(tmp_path / "nowhere"),
+              "--workdir", str(out)])

@@ -15,7 +15,8 @@ transposed convs map n -> 2n + 2, so with six layers only sizes 64s + 126 (190, 
 back to themselves; any other size is a ValueError naming the nearest sizes that work. Fewer or
 wider layers are set with `features`.
 
-The flatten happens in channel-first order (as PyTorch's `view`), so weights port one to one.
+The flatten happens in channel-first order (as PyTorch's `view`), so weights port one to one, and
+every layer starts from PyTorch's default init (uniform, bound 1/sqrt(fan_in)).
 Inputs are NHWC in [0, 1]; `__call__` returns `(x_hat, aux)` with `aux` = `mu`, `logvar`, `z` and
 `logits` (the pre-sigmoid decoder output, for a numerically stable BCE). The reparameterisation
 draws from the `sample` RNG stream.
@@ -30,7 +31,14 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from aejax.models.layers import torch_uniform_init
+
 Dtype = Any
+
+
+def _init(fan_in: int) -> dict:
+  """PyTorch's default init of a conv / linear layer: kernel and bias U(+-1/sqrt(fan_in))."""
+  return {"kernel_init": torch_uniform_init(fan_in), "bias_init": torch_uniform_init(fan_in)}
 
 
 def encoded_size(n: int, num_layers: int) -> int:
@@ -89,7 +97,7 @@ class Encoder(nn.Module):
     x = x.astype(self.dtype)
     for i, f in enumerate(self.features):
       x = nn.Conv(f, (3, 3), strides=(2, 2), padding="VALID", dtype=self.dtype,
-                  param_dtype=self.param_dtype, name=f"conv{i + 1}")(x)
+                  param_dtype=self.param_dtype, name=f"conv{i + 1}", **_init(9 * x.shape[-1]))(x)
       if i in self.batchnorm_after:
         x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
                          axis_name=self.axis_name, dtype=self.dtype, param_dtype=self.param_dtype,
@@ -97,10 +105,10 @@ class Encoder(nn.Module):
       x = nn.relu(x)
     c = self.features[-1]
     x = nn.relu(nn.Conv(c, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype,
-                        name=f"conv{len(self.features) + 1}")(x))  # [B, h, w, C]
+                        name=f"conv{len(self.features) + 1}", **_init(x.shape[-1]))(x))  # [B, h, w, C]
     x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)  # [B, C*h*w], PyTorch order
     dense = lambda name: nn.Dense(self.latent_dim, dtype=self.dtype, param_dtype=self.param_dtype,
-                                  name=name)
+                                  name=name, **_init(x.shape[-1]))
     return dense("mu")(x), dense("log_var")(x)
 
 
@@ -117,15 +125,16 @@ class Decoder(nn.Module):
   def __call__(self, z):
     h, w = self.latent_hw
     c = self.features[-1]
-    x = nn.Dense(c * h * w, dtype=self.dtype, param_dtype=self.param_dtype, name="fc")(
-        z.astype(self.dtype))
+    x = nn.Dense(c * h * w, dtype=self.dtype, param_dtype=self.param_dtype, name="fc",
+                 **_init(z.shape[-1]))(z.astype(self.dtype))
     x = jnp.transpose(x.reshape(z.shape[0], c, h, w), (0, 2, 3, 1))  # [B, h, w, C]
+    # PyTorch's ConvTranspose2d takes its fan-in from the *output* channels (weight [in, out, k, k]).
     x = nn.relu(nn.ConvTranspose(c, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype,
-                                 name="t_conv0")(x))
+                                 name="t_conv0", **_init(c))(x))
     outs = list(self.features[::-1][1:]) + [self.out_channels]
     for i, f in enumerate(outs):
       x = nn.ConvTranspose(f, (4, 4), strides=(2, 2), padding="VALID", dtype=self.dtype,
-                           param_dtype=self.param_dtype, name=f"t_conv{i + 1}")(x)
+                           param_dtype=self.param_dtype, name=f"t_conv{i + 1}", **_init(16 * f))(x)
       if i < len(outs) - 1:
         x = nn.relu(x)
     return x  # [B, H, W, out_channels] logits
