@@ -42,7 +42,8 @@ def test_prepare_videos_round_trip(tmp_path):
   ref = VideoReader(infos[2].path).read([0, 13, 5])
   assert got.shape == ref.shape and np.abs(got.astype(np.float32) - ref).mean() < 6  # JPEG q95, 4:2:0
   raw = tfds.data_source("aejax_videos", data_dir=str(tmp_path / "prep"))["train"]
-  assert len(raw) == 3 and len(raw[1]["frames"]) == 14 and raw[1]["label"] == b"a"
+  assert len(raw) == 3 * 14 and raw[14 + 5]["video"] == 1 and raw[14 + 5]["frame_index"] == 5
+  assert [i.label for i in pv.infos] == ["a", "a", "b"] and pv.offsets == [0, 14, 28]
   pairs = VideoPairSource(pv, gap=(2, 8))
   e = pairs[4]
   np.testing.assert_array_equal(e["frames"], pv.read(pairs.keep[4 % 3], e["frame_index"]))

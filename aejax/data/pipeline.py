@@ -15,6 +15,13 @@ import numpy as np
 from absl import flags
 
 
+def _worker_init(worker_index: int, worker_count: int) -> None:
+  """Worker processes: one OpenCV thread each, so N workers use N cores, not N × cores."""
+  del worker_index, worker_count
+  import cv2
+  cv2.setNumThreads(1)
+
+
 @dataclasses.dataclass
 class _RandomGet(grain.transforms.RandomMap):
   """Index → element through `source.random_getitem(index, rng)` (new draws every epoch)."""
@@ -88,7 +95,8 @@ def make_loader(source, *, batch_size: int, transforms: Sequence = (), seed: int
                                             prefetch_buffer_size=prefetch))
   if worker_count > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
-                                                     per_worker_buffer_size=worker_buffer_size))
+                                                     per_worker_buffer_size=worker_buffer_size),
+                        worker_init_fn=_worker_init)
   return iter(it)
 
 

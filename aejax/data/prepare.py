@@ -7,9 +7,11 @@
 Formats written (one tfds builder each, `DATA_DIR/<name>/1.0.0/<name>-<split>.array_record-*`,
 records in source order, with `dataset_info.json` and our `aejax_index_<split>.json`):
 
-- `aejax_videos` (split `train`): one record per video: `frames` (a sequence of encoded JPEG or
-  PNG frame bytes), `path`, `label` (class folder, '' when flat), `fps`, `num_frames`, `height`,
-  `width`. Kinetics-style folders (`<class>/<video>`) and flat folders; mp4/avi/mkv/webm/mpeg.
+- `aejax_videos` (split `train`): one record per frame, videos one after another: `frame`
+  (encoded JPEG or PNG bytes), `video` (index), `frame_index`. Per-video metadata (`path`,
+  `label` = class folder or '', `fps`, `num_frames`, `height`, `width`, `offset` = its first
+  record) is in `aejax_index_train.json`. Kinetics-style folders (`<class>/<video>`) and flat
+  folders; mp4/avi/mkv/webm/mpeg.
   Corrupt, too short (`--min-frames`) or wrong-fps (`--fps`) files are skipped and listed in
   `--report` (default `DATA_DIR/prepare_report.json`).
 - `aejax_images` (splits `train`, `valid`; or `all` with `--valid-fraction 0`): `image` (encoded
@@ -86,14 +88,11 @@ class _Builder(tfds.core.GeneratorBasedBuilder):
 
 
 class AejaxVideos(_Builder):
-  """Videos as sequences of encoded frames, one record per video."""
+  """Videos as encoded frames, one record per frame, in video order (random access per frame)."""
 
   def _info(self):
-    return self._make_info({
-        "frames": tfds.features.Sequence(_BYTES), "path": tfds.features.Text(),
-        "label": tfds.features.Text(), "fps": tfds.features.Scalar(np.float32),
-        "num_frames": tfds.features.Scalar(np.int32), "height": tfds.features.Scalar(np.int32),
-        "width": tfds.features.Scalar(np.int32)})
+    return self._make_info({"frame": _BYTES, "video": tfds.features.Scalar(np.int32),
+                            "frame_index": tfds.features.Scalar(np.int32)})
 
   def _split_generators(self, dl_manager):
     o = self.options
@@ -103,16 +102,20 @@ class AejaxVideos(_Builder):
 
   def _generate_examples(self, infos: list[VideoInfo]):
     o, rows = self.options, self.index.setdefault("train", [])
-    for k, info in enumerate(infos):
-      frames = [_resize_short(f, o.get("size")) for f in VideoReader(info.path)]
-      if o.get("max_frames"):
-        frames = frames[:o["max_frames"]]
-      h, w = frames[0].shape[:2]
-      enc = [encode_frame(f, o.get("format", "jpeg"), o.get("quality", 95)) for f in frames]
-      row = {"path": info.path, "label": info.label, "fps": info.fps, "num_frames": len(enc),
-             "height": h, "width": w}
-      rows.append(row)
-      yield f"{k:09d}", {"frames": enc, **row}
+    offset = 0
+    for v, info in enumerate(infos):
+      n, h, w = 0, 0, 0
+      for frame in VideoReader(info.path):
+        if o.get("max_frames") and n >= o["max_frames"]:
+          break
+        frame = _resize_short(frame, o.get("size"))
+        h, w = frame.shape[:2]
+        enc = encode_frame(frame, o.get("format", "jpeg"), o.get("quality", 95))
+        yield f"{offset + n:012d}", {"frame": enc, "video": v, "frame_index": n}
+        n += 1
+      rows.append({"path": info.path, "label": info.label, "fps": info.fps, "num_frames": n,
+                   "height": h, "width": w, "offset": offset})
+      offset += n
 
 
 class AejaxImages(_Builder):
@@ -213,16 +216,25 @@ def _load_index(data_dir, name: str, split: str) -> list[dict]:
 
 
 class PreparedVideos:
-  """A prepared `aejax_videos` split as a video collection (for `VideoPairSource` etc.)."""
+  """A prepared `aejax_videos` split as a video collection (for `VideoPairSource` etc.).
+
+  Frame j of video i is record `offset_i + j`; only the frames asked for are read and decoded.
+  """
 
   def __init__(self, data_dir: str | Path, split: str = "train"):
     self.root, self.split = str(data_dir), split
     self.source = _data_source(data_dir, "aejax_videos", split)
     rows = _load_index(data_dir, "aejax_videos", split)
-    if len(rows) != len(self.source):
-      raise ValueError(f"{data_dir}: index lists {len(rows)} videos, data has {len(self.source)}")
+    total = sum(r["num_frames"] for r in rows)
+    if total != len(self.source):
+      raise ValueError(f"{data_dir}: index lists {total} frames, data has {len(self.source)}")
     self.infos = [VideoInfo(r["path"], r["fps"], r["num_frames"], r["height"], r["width"],
                             r["label"]) for r in rows]
+    self.offsets = [r["offset"] for r in rows]
+    if rows:  # the records must be in index order
+      last = self.source[len(self.source) - 1]
+      if int(last["video"]) != len(rows) - 1:
+        raise ValueError(f"{data_dir}: records are not in video order (re-run prepare)")
 
   def __len__(self) -> int:
     return len(self.infos)
@@ -231,9 +243,14 @@ class PreparedVideos:
     return self.infos[i]
 
   def read(self, i: int, indices) -> np.ndarray:
-    frames = self.source[int(i)]["frames"]
-    return np.stack([S.decode_image(frames[int(j)], f"{self.infos[i].path}[{j}]")
-                     for j in np.asarray(indices).reshape(-1)])
+    out = []
+    for j in np.asarray(indices).reshape(-1):
+      if not 0 <= j < self.infos[i].num_frames:
+        raise ValueError(f"{self.infos[i].path}: frame {j} out of range "
+                         f"[0, {self.infos[i].num_frames})")
+      out.append(S.decode_image(self.source[self.offsets[i] + int(j)]["frame"],
+                                f"{self.infos[i].path}[{j}]"))
+    return np.stack(out)
 
   def __repr__(self) -> str:
     return f"PreparedVideos(root={self.root!r}, split={self.split!r}, n={len(self.infos)})"
