@@ -27,10 +27,11 @@ def make_mesh(devices=None) -> Mesh:
 def shard_batch(batch, mesh: Mesh):
   """Places a process-local batch as one global array sharded along its first axis."""
   sharding = NamedSharding(mesh, P(AXIS))
+  replicated = NamedSharding(mesh, P())
 
   def put(x):
     x = np.asarray(x)
-    return jax.make_array_from_process_local_data(sharding, x)
+    return jax.make_array_from_process_local_data(sharding if x.ndim else replicated, x)
 
   return jax.tree.map(put, batch)
 
@@ -57,6 +58,8 @@ def pmap_split(batch):
 
   def split(x):
     x = np.asarray(x)
+    if x.ndim == 0:  # scalars (e.g. a loss weight) go to every device
+      return np.broadcast_to(x, (n,))
     if x.shape[0] % n:
       raise ValueError(f"batch size {x.shape[0]} is not divisible by {n} local devices")
     return x.reshape((n, x.shape[0] // n) + x.shape[1:])
@@ -88,6 +91,9 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   except (AttributeError, ValueError):  # newer jax: gloo is the default
     pass
+  kwargs = {}
+  if process_id == 0 and coordinator_address.startswith(("127.", "localhost")):
+    kwargs["coordinator_bind_address"] = coordinator_address  # loopback only (tests, one machine)
   jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                             process_id=process_id)
+                             process_id=process_id, **kwargs)
   return True

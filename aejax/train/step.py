@@ -21,6 +21,10 @@ LossFn = Callable[[nn.Module, dict, dict, dict, bool], tuple[jax.Array, dict, di
 PARALLEL_MODES = ("jit", "pmap", "none")
 
 
+_global_norm = optax.tree.norm if hasattr(optax, "tree") and hasattr(optax.tree, "norm") else (
+    optax.global_norm)
+
+
 def _with_axis_name(model: nn.Module, axis_name: str | None) -> nn.Module:
   if axis_name and hasattr(model, "axis_name"):
     return model.clone(axis_name=axis_name)
@@ -50,7 +54,7 @@ def _train_body(model, loss_fn: LossFn, tx, ema_decay, axis_name):
     if axis_name:
       grads = lax.pmean(grads, axis_name)
       metrics = lax.pmean(metrics, axis_name)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = _global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = state.ema_params
@@ -95,9 +99,9 @@ class StepRunner:
       self._fn = jax.pmap(fn, axis_name=par.AXIS, in_axes=(0, 0, None), donate_argnums=donate_argnums)
     elif parallel == "jit":
       repl = NamedSharding(mesh, P())
-      data = NamedSharding(mesh, P(par.AXIS))
       out = (repl, repl) if returns_state else repl
-      self._fn = jax.jit(fn, in_shardings=(repl, data, repl), out_shardings=out,
+      # The batch keeps the sharding `put_batch` gave it (first axis over "data", scalars replicated).
+      self._fn = jax.jit(fn, in_shardings=(repl, None, repl), out_shardings=out,
                          donate_argnums=donate_argnums)
     else:
       self._fn = jax.jit(fn, donate_argnums=donate_argnums)
