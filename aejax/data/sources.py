@@ -494,7 +494,12 @@ class DavisSource:
     return self.sequences[i][0]
 
   def palette(self, i: int) -> np.ndarray:
-    return read_indexed_png(self.sequences[i][2][0])[1]
+    """The first annotation's palette, [256, 3] uint8 (DAVIS's for a greyscale annotation)."""
+    pal = read_indexed_png(self.sequences[i][2][0])[1]
+    if pal is None:
+      return synthetic.DAVIS_PALETTE.copy()
+    pal = np.asarray(pal, np.uint8).reshape(-1, 3)[:256]
+    return np.concatenate([pal, np.zeros((256 - len(pal), 3), np.uint8)])
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     name, frames, annots = self.sequences[int(index)]
