@@ -45,8 +45,9 @@ def to_rgb_uint8(arr: np.ndarray, bgr: bool = False) -> np.ndarray:
   c = arr.shape[-1]
   if c in (1, 2):  # grey, grey + alpha
     return np.repeat(arr[..., :1], 3, axis=-1)
-  arr = arr[..., :3]  # drop alpha
-  return np.ascontiguousarray(arr[..., ::-1] if bgr else arr)
+  if bgr:  # cvtColor is much faster than a strided channel flip
+    return cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB if c == 4 else cv2.COLOR_BGR2RGB)
+  return np.ascontiguousarray(arr[..., :3])  # drop alpha
 
 
 def decode_image(data: bytes, name: str | Path = "<bytes>") -> np.ndarray:
