@@ -107,6 +107,20 @@ def _split_overrides(rest: list[str]) -> dict[str, str]:
   return out
 
 
+def _join_config_values(argv: list[str]) -> list[str]:
+  """`--config.k v` -> `--config.k=v`, so argparse never mistakes `v` for the mode."""
+  out, i = [], 0
+  while i < len(argv):
+    a = argv[i]
+    if a.startswith("--config.") and "=" not in a and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+      out.append(f"{a}={argv[i + 1]}")
+      i += 2
+    else:
+      out.append(a)
+      i += 1
+  return out
+
+
 def _module_name(get_config: Callable) -> str:
   mod = get_config.__module__
   if mod == "__main__":
@@ -191,7 +205,7 @@ def run(get_config: Callable, *, modes: dict[str, Callable], presets: dict[str, 
   config_help = "\n".join(f"  {k} = {v!r}" for k, v in _flatten(base).items())
   parser = build_parser(prog, modes, presets, default_preset, flags, doc, config_help)
   from_tests = argv is not None
-  args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+  args, rest = parser.parse_known_args(_join_config_values(sys.argv[1:] if argv is None else argv))
   try:
     config = presets[args.preset]() if presets and getattr(args, "preset", None) else get_config()
     apply_overrides(config, _split_overrides(rest))
