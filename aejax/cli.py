@@ -205,7 +205,10 @@ def run(get_config: Callable, *, modes: dict[str, Callable], presets: dict[str, 
   config_help = "\n".join(f"  {k} = {v!r}" for k, v in _flatten(base).items())
   parser = build_parser(prog, modes, presets, default_preset, flags, doc, config_help)
   from_tests = argv is not None
-  args, rest = parser.parse_known_args(_join_config_values(sys.argv[1:] if argv is None else argv))
+  joined = _join_config_values(sys.argv[1:] if argv is None else argv)
+  config_args = [a for a in joined if a.startswith("--config.")]
+  args, rest = parser.parse_known_args([a for a in joined if not a.startswith("--config.")])
+  rest = config_args + rest
   try:
     config = presets[args.preset]() if presets and getattr(args, "preset", None) else get_config()
     apply_overrides(config, _split_overrides(rest))
