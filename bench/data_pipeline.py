@@ -13,8 +13,11 @@ Compares, in one run on the same videos and the same work per pair (SiamMAE samp
   JPEG frames decoded on demand), in-process and with 2 workers.
 
 frames/s counts decoded-and-transformed frames (2 per pair), measured after the first batch (so
-worker start-up is excluded and reported apart), best of two timed windows (the
-machine is shared, so the better window is the less disturbed one). Prints a markdown table and replaces the
+worker start-up is excluded and reported apart), then one untimed window that drains the
+read-ahead buffers, then the best of two timed windows (the
+machine is shared, so the better window is the less disturbed one). CPU ms / frame sums the CPU
+time of this process and its worker processes over the window: the work per frame, independent
+of how many other jobs share the cores. Prints a markdown table and replaces the
 "Data pipeline" section of `bench/RESULTS.md` (`--no-write` to skip).
 """
 
@@ -42,11 +45,29 @@ def _default_videos() -> Path:
   return base / "videos"
 
 
+def cpu_seconds() -> float:
+  """CPU seconds used so far by this process (all threads) and its live child processes."""
+  t = os.times()
+  total = t.user + t.system
+  tick = os.sysconf("SC_CLK_TCK")
+  me = os.getpid()
+  for pid in os.listdir("/proc"):
+    if not pid.isdigit():
+      continue
+    try:
+      rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+      continue
+    if int(rest[1]) == me:
+      total += (int(rest[11]) + int(rest[12])) / tick
+  return total
+
+
 def sequential_opencv(infos, num_pairs: int, seed: int) -> float:
-  """The baseline: one plain loop, no Grain; returns seconds for `num_pairs` pairs."""
+  """The baseline: one plain loop, no Grain; returns (wall, CPU) seconds for `num_pairs` pairs."""
   from aejax.data.transforms import sample_crop
   rng = np.random.default_rng(seed)
-  t0 = time.perf_counter()
+  t0, c0 = time.perf_counter(), cpu_seconds()
   for k in range(num_pairs):
     info = infos[k % len(infos)]
     s = info.fps / 30.0 if info.fps > 0 else 1.0
@@ -73,34 +94,36 @@ def sequential_opencv(infos, num_pairs: int, seed: int) -> float:
     if flip:
       out = [o[:, ::-1] for o in out]
     np.stack(out)
-  return time.perf_counter() - t0
+  return time.perf_counter() - t0, cpu_seconds() - c0
 
 
 def grain_run(source, num_pairs: int, batch: int, workers: int, threads: int, seed: int,
               windows: int = 2):
-  """(start-up seconds, best seconds per pair over `windows` timed windows) via `make_loader`."""
+  """(start-up s, best wall s per pair, best CPU s per pair) over `windows` timed windows."""
   from aejax.data.pipeline import make_loader
   from aejax.data.transforms import RandomFlip, RandomResizedCrop
   t0 = time.perf_counter()
   it = make_loader(source, batch_size=batch, seed=seed, worker_count=workers, num_threads=threads,
-                   prefetch=2 * batch, transforms=[RandomResizedCrop(SIZE, scale=(0.5, 1.0)),
+                   transforms=[RandomResizedCrop(SIZE, scale=(0.5, 1.0)),
                                                    RandomFlip()])
   try:
     first = next(it)
     assert first["frames"].shape == (batch, 2, SIZE, SIZE, 3)
     start = time.perf_counter() - t0
-    best = float("inf")
-    for _ in range(windows):
-      t1 = time.perf_counter()
+    best, best_cpu = float("inf"), float("inf")
+    for w in range(windows + 1):  # window 0 drains the read-ahead buffers: not timed
+      t1, c1 = time.perf_counter(), cpu_seconds()
       n = 0
       while n < num_pairs:
         next(it)
         n += batch
-      best = min(best, (time.perf_counter() - t1) / n)
+      if w:
+        best = min(best, (time.perf_counter() - t1) / n)
+        best_cpu = min(best_cpu, (cpu_seconds() - c1) / n)
   finally:
     if hasattr(it, "close"):
       it.close()
-  return start, best
+  return start, best, best_cpu
 
 
 def _versions() -> str:
@@ -137,7 +160,7 @@ def update_results(path: Path, section: str) -> None:
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--video-dir", type=Path, default=_default_videos())
-  p.add_argument("--pairs", type=int, default=192, help="pairs per configuration")
+  p.add_argument("--pairs", type=int, default=128, help="pairs per timed window")
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
@@ -155,23 +178,25 @@ def main(argv=None) -> int:
   infos = scan_videos(a.video_dir, cache_path=False)
   src = VideoPairSource(infos, gap=(4, 48))
   rows = []
-  t = min(sequential_opencv(infos, a.pairs, a.seed + w) for w in range(2))
-  base = 2 * a.pairs / t
-  rows.append(("sequential OpenCV loop", "-", "-", 0.0, base))
+  runs = [sequential_opencv(infos, a.pairs, a.seed + w) for w in range(2)]
+  base = 2 * a.pairs / min(r[0] for r in runs)
+  rows.append(("sequential OpenCV loop", "-", "-", 0.0, base,
+               min(r[1] for r in runs) / (2 * a.pairs)))
   configs = [("Grain, in-process", 0, 1), ("Grain, in-process", 0, 8),
              ("Grain, worker processes", 1, 1), ("Grain, worker processes", 2, 1),
              ("Grain, worker processes", 2, 2)]
   for name, workers, threads in configs:
-    start, per_pair = grain_run(src, a.pairs, a.batch, workers, threads, a.seed)
-    rows.append((name, workers, threads, start, 2 / per_pair))
+    start, per_pair, cpu = grain_run(src, a.pairs, a.batch, workers, threads, a.seed)
+    rows.append((name, workers, threads, start, 2 / per_pair, cpu / 2))
   with tempfile.TemporaryDirectory() as tmp:
     t0 = time.perf_counter()
     prepare("videos", a.video_dir, tmp, cache_path=False, report=Path(tmp) / "report.json")
     prep_s = time.perf_counter() - t0
     prepared = VideoPairSource(PreparedVideos(tmp), gap=(4, 48))
     for workers, threads in ((0, 1), (2, 1)):
-      start, per_pair = grain_run(prepared, a.pairs, a.batch, workers, threads, a.seed)
-      rows.append(("prepared array_record (JPEG q95)", workers, threads, start, 2 / per_pair))
+      start, per_pair, cpu = grain_run(prepared, a.pairs, a.batch, workers, threads, a.seed)
+      rows.append(("prepared array_record (JPEG q95)", workers, threads, start, 2 / per_pair,
+                   cpu / 2))
   names = ", ".join(f"`{Path(i.path).name}` ({i.width}×{i.height}, {i.num_frames} frames, "
                     f"{i.fps:.0f} fps)" for i in infos)
   lines = [
@@ -179,13 +204,16 @@ def main(argv=None) -> int:
       f"`python bench/data_pipeline.py --pairs {a.pairs} --batch {a.batch}` — frame pairs "
       f"(gap 4–48 at 30 fps, scaled per video) from {names}, each decoded with OpenCV, cropped "
       f"(random resized crop, scale 0.5–1) and resized to {SIZE}×{SIZE}, flipped; frames/s counts "
-      "output frames (2 per pair), best of two timed windows of that many pairs after the first "
-      "batch. Preparing the array_record set "
+      "output frames (2 per pair), best of two timed windows of that many pairs after a first "
+      "untimed window (start-up and read-ahead excluded); CPU ms / frame is the CPU time of "
+      "this process and its workers per output frame "
+      "(the work done, whatever else shares the cores). Preparing the array_record set "
       f"took {prep_s:.1f} s.", "",
-      "| pipeline | workers | threads | start-up (s) | frames/s | vs sequential |",
-      "|---|---|---|---|---|---|"]
-  for name, w, th, start, fps in rows:
-    lines.append(f"| {name} | {w} | {th} | {start:.2f} | {fps:.0f} | {fps / base:.2f}× |")
+      "| pipeline | workers | threads | start-up (s) | frames/s | vs sequential | CPU ms / frame |",
+      "|---|---|---|---|---|---|---|"]
+  for name, w, th, start, fps, cpu in rows:
+    lines.append(f"| {name} | {w} | {th} | {start:.2f} | {fps:.0f} | {fps / base:.2f}× | "
+                 f"{1000 * cpu:.2f} |")
   lines += ["", f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on CPU "
             f"({_cpu()}; shared machine: figures are noisy). {_versions()}.", ""]
   section = "\n".join(lines)

@@ -69,7 +69,7 @@ def make_dataset(source, *, transforms: Sequence = (), seed: int = 0, shuffle: b
 
 def make_loader(source, *, batch_size: int, transforms: Sequence = (), seed: int = 0,
                 shuffle: bool = True, num_epochs: int | None = None, drop_remainder: bool = True,
-                worker_count: int = 0, num_threads: int = 8, prefetch: int = 32,
+                worker_count: int = 0, num_threads: int = 8, prefetch: int | None = None,
                 worker_buffer_size: int = 1, shard: bool = True) -> grain.DatasetIterator:
   """A checkpointable iterator of batches (dicts of stacked NumPy arrays).
 
@@ -82,7 +82,8 @@ def make_loader(source, *, batch_size: int, transforms: Sequence = (), seed: int
     num_epochs: None repeats forever.
     drop_remainder: drop a last partial batch.
     worker_count: > 0 runs everything up to batching in that many worker processes.
-    num_threads, prefetch: in-process read threads and their buffer (Grain `ReadOptions`).
+    num_threads, prefetch: read threads (each assembles whole batches) and how many batches they
+      keep ready (Grain `ReadOptions`; default `num_threads`).
     worker_buffer_size: batches each worker process keeps ready.
     shard: split the data between JAX processes (each process gets every n-th element).
   """
@@ -91,6 +92,7 @@ def make_loader(source, *, batch_size: int, transforms: Sequence = (), seed: int
   ds = make_dataset(source, transforms=transforms, seed=seed, shuffle=shuffle,
                     num_epochs=num_epochs, shard=shard)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  prefetch = num_threads if prefetch is None else prefetch
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                             prefetch_buffer_size=prefetch))
   if worker_count > 0:
