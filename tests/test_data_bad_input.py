@@ -167,3 +167,21 @@ def test_moving_mnist_bad_file(tmp_path):
   with pytest.raises(ValueError) as e:
     MovingMNISTSource(txt)
   _one_line(e, txt)
+
+
+def test_write_video_checks(tmp_path):
+  frames = synthetic.shapes_video(6, (32, 48), seed=0)["video"]
+  with pytest.raises(ValueError, match="cannot write extension") as e:
+    video.write_video(tmp_path / "clip.xyz", frames)
+  _one_line(e, tmp_path / "clip.xyz")
+  with pytest.raises(ValueError, match="uint8"):
+    video.write_video(tmp_path / "clip.mp4", frames.astype(np.float32))
+  with pytest.raises(ValueError, match=r"\[T, H, W, 3\]"):
+    video.write_video(tmp_path / "clip.mp4", frames[:0])
+  for ext in (".avi", ".webm"):
+    path = video.write_video(tmp_path / f"clip{ext}", frames, fps=10)
+    r = video.VideoReader(path)
+    assert r.num_frames == 6 and r.size == (32, 48)
+    assert np.abs(r.read([3])[0].astype(np.float32) - frames[3]).mean() < 15
+  grey = video.write_video(tmp_path / "grey.mp4", frames[..., 0])  # [T, H, W] accepted
+  assert video.VideoReader(grey).read([0]).shape == (1, 32, 48, 3)
