@@ -154,3 +154,23 @@ def test_reconstruct_pastes_visible_patches():
   np.testing.assert_allclose(np.asarray(imgs["prediction"]) * vis, np.asarray(x[:, 1]) * vis,
                              atol=1e-5)
   assert set(imgs) == {"past", "masked_future", "prediction", "target"}
+
+
+def test_experiment_smoke_train_then_eval_davis_folder(tmp_path):
+  """The smoke preset trains and checkpoints; `eval` restores it and scores a DAVIS-layout folder."""
+  from aejax.data.synthetic import write_davis_like
+  from experiments import siammae as exp
+
+  res = exp.main(["train", "--preset", "smoke", "--workdir", str(tmp_path / "run")])
+  for k in ("pretrained/J&F-Mean", "random/J&F-Mean"):
+    assert 0.0 <= res[k] <= 1.0
+  assert list((tmp_path / "run" / "artefacts").glob("reconstruction_*.png"))
+  root = write_davis_like(tmp_path / "davis", num_sequences=3, num_frames=5, size=(32, 48),
+                          num_train=1)
+  out = exp.main(["eval", "--preset", "smoke", "--workdir", str(tmp_path / "ev"),
+                  "--checkpoint", str(tmp_path / "run"), "--davis_dir", str(root)])
+  assert 0.0 <= out["pretrained/J&F-Mean"] <= 1.0
+  assert (tmp_path / "ev" / "labelprop_eval" / "pretrained" / "synth-002" / "00004.png").is_file()
+  with pytest.raises(FileNotFoundError):
+    exp.main(["eval", "--preset", "smoke", "--workdir", str(tmp_path / "ev2"),
+              "--checkpoint", str(tmp_path / "run"), "--davis_dir", str(tmp_path / "nope")])
