@@ -55,6 +55,18 @@ def test_shapes_video_masks_motion_and_scaling():
   assert (areas.max(0) / np.maximum(areas.min(0), 1)).max() > 1.2
 
 
+def test_shapes_video_objects_occlude():
+  d = synthetic.SyntheticVideo((64, 80), num_objects=4, seed=3).render(40, amodal=True)
+  vis = np.stack([d["masks"] == k for k in range(1, 5)], 1)  # [T, K, H, W]
+  amodal = d["amodal"]
+  assert amodal.shape == vis.shape
+  assert not (vis & ~amodal).any()  # visible pixels lie inside the object's silhouette
+  hidden = (amodal & ~vis).sum((2, 3))  # [T, K] pixels hidden by objects in front
+  assert hidden[:, -1].max() == 0  # the front object is never occluded
+  assert hidden[:, :-1].max() > 20  # objects behind are occluded at times
+  np.testing.assert_array_equal(d["video"], synthetic.shapes_video(40, (64, 80), 4, seed=3)["video"])
+
+
 def test_scene_cut_video_records_cuts():
   d = synthetic.scene_cut_video(36, (48, 64), num_shots=4, seed=2)
   assert d["video"].shape == (36, 48, 64, 3)

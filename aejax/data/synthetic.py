@@ -209,8 +209,11 @@ class SyntheticVideo:
           s_amp=rng.uniform(0.1, 0.3), s_w=rng.uniform(0.05, 0.2), s_ph=rng.uniform(0, 2 * np.pi),
           rot0=rng.uniform(0, 360), rot_v=rng.uniform(-3, 3) * speed))
 
-  def frame(self, t: float) -> tuple[np.ndarray, np.ndarray]:
-    """Renders time t: (image [H, W, 3] uint8, ids [H, W] uint8 with 0 = background)."""
+  def frame(self, t: float, amodal: bool = False):
+    """Renders time t: (image [H, W, 3] uint8, ids [H, W] uint8 with 0 = background).
+
+    With `amodal`, also each object's full (unoccluded) silhouette: bool [K, H, W].
+    """
     h, w = self.size
     m = self.margin
     (pw, pph) = self.pan
@@ -219,6 +222,7 @@ class SyntheticVideo:
     img = cv2.warpAffine(self.background, shift, (w, h), flags=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_REFLECT)
     ids = np.zeros((h, w), np.uint8)
+    full = []
     for k, o in enumerate(self.objects, start=1):
       c = o["c0"] + o["v"] * t + o["wob"] * np.sin(o["wob_w"] * t + o["wob_ph"])
       c = np.array([_reflect(c[0], 0.05 * w, 0.95 * w), _reflect(c[1], 0.05 * h, 0.95 * h)])
@@ -230,12 +234,20 @@ class SyntheticVideo:
                            borderMode=cv2.BORDER_REFLECT)
       img = _composite(img, tex, alpha)
       ids[alpha > 0.5] = k
-    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8), ids
+      full.append(alpha > 0.5)
+    image = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+    if amodal:
+      return image, ids, np.stack(full) if full else np.zeros((0, h, w), bool)
+    return image, ids
 
-  def render(self, num_frames: int, start: int = 0) -> dict[str, np.ndarray]:
-    """Frames start..start+num_frames-1: dict(video [T, H, W, 3] uint8, masks [T, H, W] uint8)."""
-    frames = [self.frame(float(t)) for t in range(start, start + num_frames)]
-    return {"video": np.stack([f[0] for f in frames]), "masks": np.stack([f[1] for f in frames])}
+  def render(self, num_frames: int, start: int = 0, amodal: bool = False) -> dict[str, np.ndarray]:
+    """Frames start..start+num_frames-1: dict(video [T, H, W, 3] uint8, masks [T, H, W] uint8,
+    and with `amodal` the unoccluded silhouettes `amodal` [T, K, H, W] bool)."""
+    frames = [self.frame(float(t), amodal) for t in range(start, start + num_frames)]
+    out = {"video": np.stack([f[0] for f in frames]), "masks": np.stack([f[1] for f in frames])}
+    if amodal:
+      out["amodal"] = np.stack([f[2] for f in frames])
+    return out
 
 
 def shapes_video(num_frames: int, size: int | Sequence[int] = (64, 64), num_objects: int = 3,
