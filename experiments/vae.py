@@ -105,18 +105,25 @@ def make_loss_fn(reconstruction: str = "bce", beta: float = 1.0, reduction: str 
   return loss_fn
 
 
-def image_sources(data, *, seed_offset: int = 0):
+def image_sources(data):
   """(train, valid) sources: the folder `data.root` (seeded split) or embedded textures."""
   if data.root:
     mk = lambda split: ImageFolderSource(data.root, split=split, valid_fraction=data.valid_fraction,
                                          seed=data.split_seed)
     return mk("train"), mk("valid")
   images = synthetic.textured_images(data.num_synthetic, size=data.synthetic_size,
-                                     seed=data.split_seed + seed_offset)
+                                     seed=data.split_seed)
   mk = lambda split: ArraySource(
       {"image": images[split_indices(len(images), split, data.valid_fraction, data.split_seed)]},
       name=f"textures-{split}-{data.num_synthetic}-{data.synthetic_size}-{data.split_seed}")
   return mk("train"), mk("valid")
+
+
+def preview_images(source, size: int, n: int = 8) -> np.ndarray:
+  """The first `n` images of `source` resized to size x size (at least two, for interpolation)."""
+  resize = Resize((size, size))
+  images = np.stack([resize.map(source[i])["image"] for i in range(min(len(source), n))])
+  return images if len(images) > 1 else np.concatenate([images, images[:, :, ::-1]])
 
 
 def validation_fn(model, data, eval_cfg, valid_source):
@@ -129,8 +136,9 @@ def validation_fn(model, data, eval_cfg, valid_source):
     return elbo.gaussian_kl(aux["mu"], aux["logvar"]), elbo.bernoulli_nll(aux["logits"], x)
 
   def run(variables) -> dict[str, float]:
+    # Every process reads the whole split, so all agree on the best checkpoint.
     it = make_loader(valid_source, batch_size=eval_cfg.batch_size, shuffle=False, num_epochs=1,
-                     drop_remainder=False, transforms=[Resize((data.image_size,) * 2)])
+                     drop_remainder=False, transforms=[Resize((data.image_size,) * 2)], shard=False)
     kls, bces = [], []
     for i, batch in enumerate(it):
       images = batch["image"]
@@ -220,8 +228,7 @@ def train(config, workdir: Path, args) -> dict:
   example = jnp.zeros((1, data.image_size, data.image_size, 3), jnp.float32)
   best_path = workdir / "best.json"
   best = _read_json(best_path, {"neg_elbo": float("inf")})
-  valid_images = np.stack([valid_src[i]["image"] for i in range(min(len(valid_src), 8))])
-  valid_images = Resize((data.image_size,) * 2).map({"image": valid_images})["image"]
+  valid_images = preview_images(valid_src, data.image_size)
 
   def eval_fn(state, step):
     metrics = validate(state.variables)

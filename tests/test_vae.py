@@ -257,3 +257,22 @@ def test_similarity_study_on_real_photos(smoke_run, realdata, tmp_path):
   with pytest.raises(FileNotFoundError, match="nowhere"):
     vae.main(["similarity", "--preset", "smoke", "--images", str(tmp_path / "nowhere"),
               "--workdir", str(out)])
+
+
+def test_image_folder_data_for_training(realdata):
+  from aejax.data.pipeline import make_loader
+  from aejax.data.transforms import RandomResizedCrop
+  from experiments import vae
+
+  config = vae.smoke()
+  config.data.root = str(realdata / "photos")  # mixed sizes, an RGBA png and a grey image
+  train_src, valid_src = vae.image_sources(config.data)
+  n = len(list((realdata / "photos").iterdir()))
+  assert len(train_src) + len(valid_src) == n and len(valid_src) == round(0.2 * n)
+  assert not {p for p, _ in train_src.files} & {p for p, _ in valid_src.files}
+  again = vae.image_sources(config.data)[1]  # the split is seeded
+  assert [p for p, _ in again.files] == [p for p, _ in valid_src.files]
+  batch = next(make_loader(train_src, batch_size=4, transforms=[RandomResizedCrop(30, scale=(0.2, 1))]))
+  assert batch["image"].shape == (4, 30, 30, 3) and batch["image"].dtype == np.uint8
+  previews = vae.preview_images(valid_src, 30, n=3)
+  assert previews.shape == (3, 30, 30, 3)
