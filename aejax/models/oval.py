@@ -265,3 +265,29 @@ def split_params(params: dict) -> tuple[dict, dict]:
   enc = {k: v for k, v in params.items() if k.startswith("enc")}
   dec = {k: v for k, v in params.items() if k.startswith("dec")}
   return enc, dec
+
+
+LOSSES = ("bce", "mse", "mae", "ms_ssim")
+
+
+def reconstruction_loss(name: str, logits, target) -> jax.Array:
+  """The training loss on the decoder's logits against targets in [0, 1] (float32, mean).
+
+  "bce" (the original's; from logits, numerically stable), "mse", "mae" or "ms_ssim"
+  (1 - MS-SSIM on the sigmoid output; NHWC, or [B, T, H, W, C] flattened over B and T).
+  """
+  from aejax import losses, metrics
+
+  logits = jnp.asarray(logits, jnp.float32)
+  target = jnp.asarray(target, jnp.float32)
+  if name == "bce":
+    return losses.bce_with_logits(logits, target)
+  y = nn.sigmoid(logits)
+  if name == "mse":
+    return losses.mse(y, target)
+  if name == "mae":
+    return losses.mae(y, target)
+  if name == "ms_ssim":
+    flat = lambda a: a.reshape(-1, *a.shape[-3:])
+    return 1.0 - jnp.mean(metrics.ms_ssim(flat(y), flat(target)))
+  raise ValueError(f"unknown OVAL loss {name!r}; use one of {LOSSES}")

@@ -1,0 +1,322 @@
+"""Online learning for learned video compression: sender, trainer and receiver on a logical clock.
+
+The online system of OVAL (Kaplan et al., APS360 2022; `online.py`, `architecture.py`,
+`simulator.py`) ran three OS processes that slept to hold the frame rate, so its results depended
+on machine load, and its receiver silently dropped a third of the frames
+(`specs/seeds_keyframe_oval_vae.md` §2.7, §2.11). Here the three roles are explicit objects,
+each holding only what its end of the link holds, driven by a deterministic logical clock (frame
+i arrives at t = i / fps; nothing sleeps):
+
+  tick i   1. sender: install an encoder update sent at tick i-1; encode frame i with the live
+              encoder; the `LatentCodec` payload is what crosses the link.
+           2. receiver: install the matching decoder update (its bytes are charged to frame i);
+              decode every frame (none is dropped); write it to the output video.
+           3. frozen baseline: the starting model with the same codec, on the same frame.
+           4. trainer: push frame i into a buffer of the newest N frames; every `train_every`
+              ticks (once the buffer is full) take one Adam step on the buffer, then compare the
+              stepped model's error on the buffer with the live model's (the original compared the
+              live model with the *pre-step* one); if live / trained - 1 >= `threshold`, the trained
+              weights become live and are sent: the encoder to the sender, the decoder (at
+              `update_dtype`) to the receiver, both effective from tick i+1.
+
+Only a bounded buffer and per-frame scalars are kept, so memory stays flat on long streams.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from aejax.compression import (
+  LatentCodec,
+  bits_per_pixel,
+  cast_tree,
+  compression_ratio,
+  ms_ssim_host,
+  tree_bytes,
+)
+from aejax.data.transforms import convert_color, convert_color_inverse
+from aejax.models.oval import OVAL, reconstruction_loss, split_params
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineConfig:
+  """Settings of the online loop (defaults: the original report's Table 3, fps 15).
+
+  Attributes:
+    buffer_size: the trainer's buffer of newest frames (and its batch).
+    lr: the trainer's Adam learning rate.
+    loss: training loss ("bce", "mse", "mae", "ms_ssim").
+    threshold: send an update when live error / trained error - 1 >= threshold.
+    train_every: one trainer step every this many frames (the trainer's speed on the clock; the
+      original managed about one step per 9 frames on a GPU).
+    update_dtype: precision decoder updates are sent (and installed) in.
+    color_space: the model's colour space.
+    ms_ssim: also compute MS-SSIM per frame (host, OpenCV filters).
+  """
+
+  buffer_size: int = 20
+  lr: float = 2.5e-3
+  loss: str = "bce"
+  threshold: float = 0.01
+  train_every: int = 1
+  update_dtype: str = "float32"
+  color_space: str = "rgb"
+  ms_ssim: bool = True
+
+
+class VideoSink:
+  """Streams RGB uint8 frames into a video file with OpenCV (checked), one frame at a time."""
+
+  def __init__(self, path, fps: float, size: tuple[int, int]):
+    self.path = Path(path)
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    fourcc = {".avi": "MJPG", ".webm": "VP90"}.get(self.path.suffix.lower(), "mp4v")
+    h, w = size
+    self._w = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), float(fps), (w, h))
+    if not self._w.isOpened():
+      raise ValueError(f"{self.path}: OpenCV VideoWriter did not open (codec {fourcc})")
+
+  def write(self, frame: np.ndarray) -> None:
+    self._w.write(np.ascontiguousarray(frame[..., ::-1]))
+
+  def close(self) -> None:
+    self._w.release()
+
+
+class Codec:
+  """The jitted halves of the model for one frame size: RGB uint8 <-> latent <-> RGB uint8."""
+
+  def __init__(self, model: OVAL, color_space: str, size: tuple[int, int]):
+    if model.use_lstm:
+      raise ValueError("online learning supports the convolutional OVAL model (use_lstm=False)")
+    self.size, self.space = tuple(size), color_space
+
+    def encode(enc_params, frames):  # [N, H, W, 3] uint8 RGB -> latent
+      x = convert_color(frames.astype(jnp.float32) / 255.0, color_space)
+      return model.apply({"params": enc_params}, x, method=OVAL.encode)[0]
+
+    def decode(dec_params, z):  # latent -> [N, H, W, 3] uint8 RGB
+      y, _ = model.apply({"params": dec_params}, z, self.size, method=OVAL.decode)
+      rgb = jnp.clip(convert_color_inverse(y, color_space), 0.0, 1.0)
+      return jnp.round(rgb * 255.0).astype(jnp.uint8)
+
+    self.encode, self.decode = jax.jit(encode), jax.jit(decode)
+
+
+def frame_quality(ref: np.ndarray, rec: np.ndarray, with_ms_ssim: bool) -> dict:
+  """MAE ([0, 1] scale), PSNR (dB) and optionally MS-SSIM of one RGB uint8 frame."""
+  a, b = ref.astype(np.float32) / 255.0, rec.astype(np.float32) / 255.0
+  mse = float(np.mean(np.square(a - b, dtype=np.float64)))
+  out = {"mae": float(np.mean(np.abs(a - b))), "psnr": 10.0 * np.log10(1.0 / max(mse, 1e-20))}
+  if with_ms_ssim:
+    out["ms_ssim"] = ms_ssim_host(a, b)
+  return out
+
+
+class Sender:
+  """Holds the live encoder; turns each frame into the payload that crosses the link."""
+
+  def __init__(self, codec: Codec, latent: LatentCodec, enc_params):
+    self.codec, self.latent, self.params, self.pending = codec, latent, enc_params, None
+
+  def send(self, frame: np.ndarray) -> bytes:
+    if self.pending is not None:
+      self.params, self.pending = self.pending, None
+    z = np.asarray(self.codec.encode(self.params, frame[None]))[0]
+    return self.latent.encode(z)
+
+
+class Receiver:
+  """Holds its own decoder; installs updates (charging their bytes) and decodes every frame."""
+
+  def __init__(self, codec: Codec, latent: LatentCodec, dec_params, z_shape, sink=None):
+    self.codec, self.latent, self.params = codec, latent, dec_params
+    self.z_shape, self.sink, self.pending = z_shape, sink, None
+
+  def receive(self, payload: bytes) -> tuple[np.ndarray, int]:
+    """Returns (decoded RGB frame, update bytes installed at this frame)."""
+    update_bytes = 0
+    if self.pending is not None:
+      (self.params, update_bytes), self.pending = self.pending, None
+    z = self.latent.decode(payload, self.z_shape)
+    frame = np.asarray(self.codec.decode(self.params, z[None]))[0]
+    if self.sink is not None:
+      self.sink.write(frame)
+    return frame, update_bytes
+
+
+class Trainer:
+  """Adam steps on the newest frames; decides when the trained weights beat the live ones."""
+
+  def __init__(self, model: OVAL, params, cfg: OnlineConfig):
+    self.cfg, self.buffer = cfg, collections.deque(maxlen=cfg.buffer_size)
+    self.tx = optax.adam(cfg.lr)
+    self.params, self.live = params, params
+    self.opt_state = self.tx.init(params)
+    space = cfg.color_space
+
+    def prep(frames):
+      return convert_color(frames.astype(jnp.float32) / 255.0, space)
+
+    def mae_rgb(params, x, frames):
+      y, _ = model.apply({"params": params}, x)
+      rgb = jnp.clip(convert_color_inverse(y, space), 0.0, 1.0)
+      return jnp.mean(jnp.abs(rgb - frames.astype(jnp.float32) / 255.0))
+
+    def step(params, opt_state, live, frames):  # [N, H, W, 3] uint8
+      x = prep(frames)
+
+      def loss_fn(p):
+        return reconstruction_loss(cfg.loss, model.apply({"params": p}, x)[1]["logits"], x)
+
+      loss, grads = jax.value_and_grad(loss_fn)(params)
+      updates, opt_state = self.tx.update(grads, opt_state, params)
+      params = optax.apply_updates(params, updates)
+      return params, opt_state, loss, mae_rgb(params, x, frames), mae_rgb(live, x, frames)
+
+    self._step = jax.jit(step)
+
+  def observe(self, frame: np.ndarray) -> None:
+    self.buffer.append(frame)
+
+  def maybe_step(self, tick: int) -> dict | None:
+    """One step when scheduled and the buffer is full: a dict of results, or None."""
+    if (tick + 1) % self.cfg.train_every or len(self.buffer) < self.cfg.buffer_size:
+      return None
+    frames = np.stack(self.buffer)
+    self.params, self.opt_state, loss, trained, live = jax.device_get(
+        self._step(self.params, self.opt_state, self.live, frames))
+    rel = float(live) / max(float(trained), 1e-12) - 1.0
+    update = rel >= self.cfg.threshold
+    if update:
+      self.live = self.params
+    return {"loss": float(loss), "train_err": float(trained), "live_err": float(live),
+            "rel_err": rel, "update": update}
+
+
+def run_online(frames: Iterable[np.ndarray], model: OVAL, params, cfg: OnlineConfig,
+               latent: LatentCodec, *, fps: float, out_video=None, csv_path=None,
+               scalars: Callable[[int, dict], None] | None = None,
+               on_frame: Callable[[int, dict], None] | None = None) -> dict:
+  """Streams `frames` (RGB uint8 [H, W, 3]) through sender → receiver with online training.
+
+  Args:
+    frames: any iterable (a file reader, a camera); consumed one frame at a time.
+    model, params: the OVAL model and its starting (offline) parameters.
+    cfg: the online settings; latent: how the latent is transmitted.
+    fps: the logical clock's frame rate (frame i at i / fps seconds).
+    out_video: where the receiver writes its decoded frames (None: not written).
+    csv_path: per-frame records (written as the stream goes, so nothing accumulates).
+    scalars: `scalars(frame_index, dict)` for TensorBoard (called every frame).
+    on_frame: a hook `on_frame(i, record)` (tests watch memory with it).
+
+  Returns:
+    A summary: frames, updates, update bytes, mean bytes/ratio/bpp and mean quality, online and
+    frozen, plus the arrays `per_frame_mae`, `per_frame_frozen_mae` and `update_frames`.
+  """
+  it = iter(frames)
+  try:
+    first = next(it)
+  except StopIteration:
+    raise ValueError("online: the video has no frames") from None
+  size = first.shape[:2]
+  codec = Codec(model, cfg.color_space, size)
+  enc0, dec0 = split_params(params)
+  z_shape = tuple(codec.encode(enc0, first[None]).shape[1:])
+  sink = VideoSink(out_video, fps, size) if out_video else None
+  sender, receiver = Sender(codec, latent, enc0), Receiver(codec, latent, dec0, z_shape, sink)
+  frozen_tx, frozen_rx = Sender(codec, latent, enc0), Receiver(codec, latent, dec0, z_shape)
+  trainer = Trainer(model, params, cfg)
+  fields = ["frame", "time_s", "bytes", "update_bytes", "ratio", "bpp", "mae", "psnr",
+            *(["ms_ssim"] if cfg.ms_ssim else []), "frozen_mae", "frozen_psnr",
+            *(["frozen_ms_ssim"] if cfg.ms_ssim else []), "train_loss", "train_err", "live_err",
+            "update"]
+  fh = open(csv_path, "w", newline="") if csv_path else None
+  wr = csv.DictWriter(fh, fieldnames=fields) if fh else None
+  if wr:
+    wr.writeheader()
+  sums: dict[str, float] = collections.defaultdict(float)
+  maes, frozen_maes, update_frames = [], [], []
+  n = 0
+  h, w = size
+  try:
+    for i, frame in enumerate(_chain(first, it)):
+      payload = sender.send(frame)
+      decoded, upd = receiver.receive(payload)
+      nbytes = len(payload) + upd
+      q = frame_quality(frame, decoded, cfg.ms_ssim)
+      fq = frame_quality(frame, frozen_rx.receive(frozen_tx.send(frame))[0], cfg.ms_ssim)
+      trainer.observe(frame)
+      res = trainer.maybe_step(i)
+      if res is not None and res["update"]:  # effective from the next tick at both ends
+        enc, dec = split_params(trainer.live)
+        sender.pending = enc
+        receiver.pending = (cast_tree(dec, cfg.update_dtype), tree_bytes(dec, cfg.update_dtype))
+        update_frames.append(i + 1)
+      rec = {"frame": i, "time_s": i / fps, "bytes": nbytes, "update_bytes": upd,
+             "ratio": float(compression_ratio(nbytes, h, w)), "bpp": float(bits_per_pixel(nbytes, h, w)),
+             **q, **{f"frozen_{k}": v for k, v in fq.items()},
+             "train_loss": res["loss"] if res else "", "train_err": res["train_err"] if res else "",
+             "live_err": res["live_err"] if res else "", "update": int(bool(res and res["update"]))}
+      if wr:
+        wr.writerow(rec)
+      for k in ("bytes", "update_bytes", "ratio", "bpp", *q, *(f"frozen_{k}" for k in fq)):
+        sums[k] += rec[k]
+      maes.append(q["mae"])
+      frozen_maes.append(fq["mae"])
+      if scalars is not None:
+        scalars(i, {k: v for k, v in rec.items() if isinstance(v, (int, float)) and k != "frame"})
+      if on_frame is not None:
+        on_frame(i, rec)
+      n = i + 1
+  finally:
+    if sink is not None:
+      sink.close()
+    if fh is not None:
+      fh.close()
+  summary = {k: v / n for k, v in sums.items() if k != "update_bytes"}
+  summary.update(frames=n, updates=len(update_frames), update_bytes_total=int(sums["update_bytes"]),
+                 raw_bytes_per_frame=3 * h * w, latent=latent.name,
+                 per_frame_mae=np.asarray(maes), per_frame_frozen_mae=np.asarray(frozen_maes),
+                 update_frames=np.asarray(update_frames, np.int64))
+  return summary
+
+
+def _chain(first, it):
+  yield first
+  yield from it
+
+
+def plot_online(summary: dict, path, title: str = "") -> Path:
+  """Per-frame MAE of the online and the frozen model, with decoder updates marked."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(10, 4))
+  frozen, online = summary["per_frame_frozen_mae"], summary["per_frame_mae"]
+  ax.plot(frozen, label=f"frozen (mean {frozen.mean():.4f})", lw=1)
+  ax.plot(online, label=f"online (mean {online.mean():.4f})", lw=1)
+  for j, f in enumerate(summary["update_frames"]):
+    ax.axvline(f, color="tab:red", alpha=0.25, lw=0.8, label="decoder update" if j == 0 else None)
+  ax.set_xlabel("frame")
+  ax.set_ylabel("MAE (RGB, [0, 1])")
+  ax.set_title(title or "online vs frozen")
+  ax.legend()
+  fig.tight_layout()
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
