@@ -41,6 +41,18 @@ def test_order_epochs_and_remainder():
   assert sum(_labels(other, 2), []) != e1
 
 
+@pytest.mark.parametrize("n", [7, 1100])  # NumPy permutation (small) and Grain's index shuffle
+def test_make_dataset_epochs_are_permutations(n):
+  src = ArraySource({"label": np.arange(n)})
+  ds = make_dataset(src, seed=4, num_epochs=3)
+  labels = np.array([int(ds[k]["label"]) for k in range(3 * n)]).reshape(3, n)
+  for e in range(3):
+    np.testing.assert_array_equal(np.sort(labels[e]), np.arange(n))
+  assert not np.array_equal(labels[0], labels[1]) and not np.array_equal(labels[0], np.arange(n))
+  again = make_dataset(src, seed=4, num_epochs=3)
+  assert [int(again[k]["label"]) for k in range(n)] == labels[0].tolist()
+
+
 def test_shard_by_process(monkeypatch):
   import jax
   monkeypatch.setattr(jax, "process_count", lambda: 2)

@@ -32,29 +32,70 @@ class _RandomGet(grain.transforms.RandomMap):
     return self.source.random_getitem(int(index), rng)
 
 
+# Grain's `index_shuffle` costs ~10-20 ms per element for index spaces below a few hundred
+# (it cycle-walks a fixed-size domain); small data sets use a cached NumPy permutation instead.
+SMALL_SHUFFLE = 1024
+
+
+@dataclasses.dataclass
+class _SmallShuffle(grain.transforms.MapWithIndex):
+  """Position i of the repeated sequence → values[perm_epoch[i % n]], perm_epoch by (seed, epoch)."""
+
+  values: np.ndarray
+  seed: int
+
+  def map_with_index(self, index: int, element):
+    del element
+    n = len(self.values)
+    epoch, pos = divmod(int(index), n)
+    cache = self.__dict__.setdefault("_perms", {})
+    if epoch not in cache:
+      if len(cache) > 2:
+        cache.clear()
+      cache[epoch] = np.random.default_rng([self.seed, epoch]).permutation(n)
+    return int(self.values[cache[epoch][pos]])
+
+
+@dataclasses.dataclass
+class _Get(grain.transforms.Map):
+  """Index → `source[index]`."""
+
+  source: object
+
+  def map(self, index):
+    return self.source[int(index)]
+
+
 def make_dataset(source, *, transforms: Sequence = (), seed: int = 0, shuffle: bool = True,
                  num_epochs: int | None = None, shard: bool = True) -> grain.MapDataset:
-  """The unbatched `MapDataset`: seed → shard by process → shuffle → repeat → transforms.
+  """The unbatched `MapDataset`: indices → seed → shard by process → shuffle → repeat → read →
+  transforms.
 
   Sources with `random_getitem(index, rng)` (random pairs, clips, generated sequences) are read
   through it with Grain's per-element RNG, so every epoch draws afresh and resumes exactly.
   `transforms` are `grain.transforms.Map` / `RandomMap` objects or plain callables (maps).
+  Each epoch is a new permutation (Grain's index shuffle, or a seeded NumPy permutation for
+  fewer than `SMALL_SHUFFLE` elements per process).
   """
   if len(source) == 0:
     raise ValueError(f"{source!r}: empty data source")
-  sampled = hasattr(source, "random_getitem")
-  ds = grain.MapDataset.range(len(source)) if sampled else grain.MapDataset.source(source)
-  ds = ds.seed(seed)
+  ds = grain.MapDataset.range(len(source)).seed(seed)
   if shard:
     import jax
     n, i = jax.process_count(), jax.process_index()
     if n > 1:
       ds = ds[i::n]
-  if shuffle:
+  small = len(ds) < SMALL_SHUFFLE
+  if shuffle and not small:
     ds = ds.shuffle()
+  values = np.asarray([ds[k] for k in range(len(ds))]) if shuffle and small else None
   ds = ds.repeat(num_epochs)
-  if sampled:
+  if values is not None:
+    ds = ds.map_with_index(_SmallShuffle(values, seed))
+  if hasattr(source, "random_getitem"):
     ds = ds.random_map(_RandomGet(source))
+  else:
+    ds = ds.map(_Get(source))
   for t in transforms:
     if isinstance(t, grain.transforms.RandomMap):
       ds = ds.random_map(t)
