@@ -185,8 +185,8 @@ def run_study(features_fn: Callable, images, groups, names, *, size: int, out_di
       "auroc": area, "retrieval_top1": float(correct[:, 0].mean()),
       f"retrieval_top{k}": float(correct.any(1).mean()),
   }
-  title = (f"{label}\nsame mean {summary['mean_same']:.3f}, different mean "
-           f"{summary['mean_different']:.3f}, AUROC {area:.3f} ({len(images)} images)")
+  title = (f"{label}\nsame mean {summary['mean_same']:.4f}, different mean "
+           f"{summary['mean_different']:.4f}, AUROC {area:.3f} ({len(images)} images)")
   plot_histograms(out_dir / "histogram.png", s_pos, s_neg, bins=bins, title=title.strip())
   nq = min(queries, len(first))
   save_image(out_dir / "retrieval.png",
