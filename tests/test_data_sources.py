@@ -208,6 +208,25 @@ def test_davis_source(tmp_path):
   assert repr(val) == f"DavisSource(root='{root}', split='val', resolution='480p', n=2)"
 
 
+def test_davis_writer_preserves_ids_and_custom_palette(tmp_path):
+  rng = np.random.default_rng(0)
+  video = rng.integers(0, 256, (3, 16, 24, 3)).astype(np.uint8)
+  masks = rng.integers(0, 6, (3, 16, 24)).astype(np.uint8)
+  palette = rng.integers(0, 256, (256, 3)).astype(np.uint8)
+  synthetic.write_davis_sequence(tmp_path, "seqA", video, masks, palette)
+  (tmp_path / "ImageSets" / "2017").mkdir(parents=True)
+  (tmp_path / "ImageSets" / "2017" / "val.txt").write_text("seqA\n")
+  src = DavisSource(tmp_path, "val")
+  e = src[0]
+  np.testing.assert_array_equal(e["mask"], masks)
+  np.testing.assert_array_equal(src.palette(0), palette)
+  assert e["video"].shape == (3, 16, 24, 3)
+  synthetic.write_davis_sequence(tmp_path / "pred", "seqA", masks=masks, resolution="")
+  with Image.open(tmp_path / "pred" / "seqA" / "00002.png") as im:
+    assert im.mode == "P"
+    np.testing.assert_array_equal(np.asarray(im), masks[2])
+
+
 def test_moving_mnist_file_memmap(tmp_path):
   arr = np.random.default_rng(0).integers(0, 256, (20, 6, 64, 64)).astype(np.uint8)
   np.save(tmp_path / "mnist_test_seq.npy", arr)

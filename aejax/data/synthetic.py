@@ -27,7 +27,7 @@ import numpy as np
 __all__ = [
     "DAVIS_PALETTE", "SyntheticVideo", "davis_like", "moving_digits", "procedural_digits",
     "scene_cut_video", "shapes_video", "textured_images", "write_davis_like",
-    "write_video_folder",
+    "write_davis_sequence", "write_indexed_png", "write_video_folder",
 ]
 
 
@@ -299,16 +299,46 @@ def davis_like(num_sequences: int = 3, num_frames: int = 10, size: int | Sequenc
   return seqs
 
 
-def _write_indexed_png(path: Path, mask: np.ndarray) -> None:
+def write_indexed_png(path: str | Path, mask: np.ndarray, palette: np.ndarray | None = None):
+  """Object ids [H, W] → an indexed PNG (DAVIS palette by default); `aejax.davis`'s when present."""
   try:
-    from aejax.davis import write_indexed_png  # the DAVIS module's writer when it exists
+    from aejax.davis import write_indexed_png as davis_write
   except ImportError:
-    from PIL import Image
-    im = Image.fromarray(np.asarray(mask, np.uint8), mode="P")
-    im.putpalette(DAVIS_PALETTE.reshape(-1).tolist())
-    im.save(path)
-  else:
-    write_indexed_png(path, mask)
+    davis_write = None
+  if davis_write is not None:
+    return davis_write(path, mask, palette)
+  from PIL import Image
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  pal = DAVIS_PALETTE if palette is None else np.asarray(palette, np.uint8).reshape(-1, 3)
+  im = Image.fromarray(np.asarray(mask, np.uint8), mode="P")
+  im.putpalette(pal.reshape(-1).tolist())
+  im.save(path)
+  return path
+
+
+def write_davis_sequence(root: str | Path, name: str, video: np.ndarray | None = None,
+                         masks: np.ndarray | None = None, palette: np.ndarray | None = None,
+                         resolution: str = "480p", quality: int = 95) -> None:
+  """Writes one sequence in the DAVIS layout under `root`.
+
+  `video` [T, H, W, 3] uint8 → `JPEGImages/<res>/<name>/00000.jpg ...`; `masks` [T, H, W] object
+  ids → indexed PNGs `Annotations/<res>/<name>/00000.png ...` with `palette` (DAVIS default).
+  Prediction folders for `aejax.davis.evaluate` use the same PNG naming under `<root>/<name>`
+  when `resolution` is "" and `video` is None.
+  """
+  root = Path(root)
+  if video is not None:
+    jdir = root / "JPEGImages" / resolution / name
+    jdir.mkdir(parents=True, exist_ok=True)
+    for t, img in enumerate(np.asarray(video, np.uint8)):
+      if not cv2.imwrite(str(jdir / f"{t:05d}.jpg"), img[..., ::-1],
+                         [cv2.IMWRITE_JPEG_QUALITY, quality]):
+        raise ValueError(f"{jdir / f'{t:05d}.jpg'}: OpenCV could not write the frame")
+  if masks is not None:
+    adir = (root / "Annotations" / resolution / name) if resolution else root / name
+    for t, m in enumerate(np.asarray(masks)):
+      write_indexed_png(adir / f"{t:05d}.png", m, palette)
 
 
 def write_davis_like(root: str | Path, num_sequences: int = 3, num_frames: int = 10,
@@ -323,13 +353,7 @@ def write_davis_like(root: str | Path, num_sequences: int = 3, num_frames: int =
   root = Path(root)
   seqs = davis_like(num_sequences, num_frames, size, seed, num_objects)
   for s in seqs:
-    jdir = root / "JPEGImages" / "480p" / s["name"]
-    adir = root / "Annotations" / "480p" / s["name"]
-    jdir.mkdir(parents=True, exist_ok=True)
-    adir.mkdir(parents=True, exist_ok=True)
-    for t, (img, m) in enumerate(zip(s["video"], s["masks"])):
-      cv2.imwrite(str(jdir / f"{t:05d}.jpg"), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
-      _write_indexed_png(adir / f"{t:05d}.png", m)
+    write_davis_sequence(root, s["name"], s["video"], s["masks"])
   sets = root / "ImageSets" / "2017"
   sets.mkdir(parents=True, exist_ok=True)
   names = [s["name"] for s in seqs]
