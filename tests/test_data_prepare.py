@@ -67,6 +67,9 @@ def test_prepare_images_png_exact_and_split(tmp_path):
   it = make_loader(PreparedImageSource(tmp_path / "prep", "train"), batch_size=4,
                    transforms=[Resize((8, 8))], num_epochs=1)
   assert [b["image"].shape for b in it] == [(4, 8, 8, 3)] * 2
+  prepare("images", root, tmp_path / "whole", valid_fraction=0, size=8)
+  whole = PreparedImageSource(tmp_path / "whole", "train")
+  assert len(whole) == 10 and whole[0]["image"].shape == (8, 10, 3)  # shorter side 16 -> 8
 
 
 def test_prepare_davis(tmp_path):

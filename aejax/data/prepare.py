@@ -14,7 +14,7 @@ records in source order, with `dataset_info.json` and our `aejax_index_<split>.j
   folders; mp4/avi/mkv/webm/mpeg.
   Corrupt, too short (`--min-frames`) or wrong-fps (`--fps`) files are skipped and listed in
   `--report` (default `DATA_DIR/prepare_report.json`).
-- `aejax_images` (splits `train`, `valid`; or `all` with `--valid-fraction 0`): `image` (encoded
+- `aejax_images` (splits `train`, `valid`; everything in `train` with `--valid-fraction 0`): `image` (encoded
   bytes of the RGB uint8 image: grey, CMYK, palette, RGBA and 16-bit inputs are converted),
   `label` (class index), `class_name`, `path`. Caltech-256 split: `--valid-fraction 0.2 --seed 42`.
 - `aejax_davis` (the splits listed in `ImageSets/2017`): one record per sequence: `frames`
@@ -131,7 +131,7 @@ class AejaxImages(_Builder):
     src = S.ImageFolderSource(self.src, split=None, report_path=o.get("report"))
     self.classes = src.classes
     if frac <= 0:
-      return {"all": self._generate_examples(src, np.arange(len(src)), "all")}
+      return {"train": self._generate_examples(src, np.arange(len(src)), "train")}
     return {split: self._generate_examples(src, S.split_indices(len(src), split, frac,
                                                                 o.get("seed", 42)), split)
             for split in ("train", "valid")}
