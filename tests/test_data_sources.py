@@ -175,6 +175,8 @@ def test_real_videos_scan_counts_and_cache(realdata, tmp_path, monkeypatch):
                                 return_rejected=True)
   assert [i.path.split("/")[-1] for i in wrong_fps[0]] == ["visp_cube.mpeg"]
   assert wrong_fps[1][0].reason == "fps 15 != 25"
+  fast = video.scan_videos(realdata / "videos", cache_path=False, exact_count=False)
+  assert [i.num_frames for i in fast] == [444, 79]  # trusts the AVI header; MPEG-1 has none
   src = VideoPairSource(realdata / "videos" / "opencv_tree.avi", gap=(4, 48), cache_path=cache)
   e = src[0]
   assert e["frames"].shape == (2, 240, 320, 3) and 2 <= e["gap"] <= 24

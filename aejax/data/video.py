@@ -205,16 +205,24 @@ def find_videos(root: str | Path, extensions: Sequence[str] = VIDEO_EXTENSIONS) 
   return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
 
 
-def probe_video(path: str | Path, label: str = "") -> VideoInfo:
-  """fps, decodable frame count and size of one file; `ok=False` with a reason when unreadable."""
+def probe_video(path: str | Path, label: str = "", exact_count: bool = True) -> VideoInfo:
+  """fps, frame count and size of one file; `ok=False` with a reason when unreadable.
+
+  `exact_count` counts decodable frames by grabbing them all; otherwise the container's count is
+  trusted (fast, but wrong for some AVI/MPEG files) once the first frame decodes.
+  """
   path = Path(path)
   try:
     cap = _open_capture(path)
     fps = float(cap.get(cv2.CAP_PROP_FPS)) or 0.0
     h, w = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+    header = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     n = 0
-    while cap.grab():
-      n += 1
+    if not exact_count and header > 1:  # MPEG-1 streams report 1
+      n = header if cap.grab() else 0
+    else:
+      while cap.grab():
+        n += 1
     cap.release()
     if n == 0:
       return VideoInfo(str(path), fps, 0, h, w, label, False, "no decodable frames")
@@ -235,7 +243,7 @@ def _load_cache(path: Path | None) -> dict:
 def scan_videos(root: str | Path, *, extensions: Sequence[str] = VIDEO_EXTENSIONS,
                 min_frames: int = 1, fps: float | None = None, fps_tolerance: float = 0.5,
                 cache_path: str | Path | None | bool = True, report_path: str | Path | None = None,
-                return_rejected: bool = False):
+                return_rejected: bool = False, exact_count: bool = True):
   """Scans a video folder (flat or Kinetics-style `<class>/<video>`), validating every file.
 
   Args:
@@ -247,6 +255,8 @@ def scan_videos(root: str | Path, *, extensions: Sequence[str] = VIDEO_EXTENSION
     report_path: where to write the validation report (JSON: kept count, rejected files and
       reasons). Written whenever given.
     return_rejected: also return the rejected `VideoInfo`s.
+    exact_count: count frames by decoding (default; cached) rather than trusting the container
+      (fast for Kinetics-scale folders; a wrong count is then caught as a skip at read time).
 
   Returns:
     The valid `VideoInfo`s, sorted by path (and the rejected ones when `return_rejected`).
@@ -269,11 +279,13 @@ def scan_videos(root: str | Path, *, extensions: Sequence[str] = VIDEO_EXTENSION
     key = str(f.resolve())
     label = f.parent.name if root.is_dir() and f.parent != root else ""
     ent = cache.get(key)
-    if ent and ent.get("size") == st.st_size and ent.get("mtime") == st.st_mtime:
+    if (ent and ent.get("size") == st.st_size and ent.get("mtime") == st.st_mtime
+        and ent.get("exact", True) >= exact_count):
       info = VideoInfo(**{**ent["info"], "label": label})
     else:
-      info = probe_video(f, label)
-      cache[key] = {"size": st.st_size, "mtime": st.st_mtime, "info": dataclasses.asdict(info)}
+      info = probe_video(f, label, exact_count)
+      cache[key] = {"size": st.st_size, "mtime": st.st_mtime, "exact": exact_count,
+                    "info": dataclasses.asdict(info)}
       dirty = True
     infos.append(info)
   if dirty and cache_path is not None:
