@@ -1,0 +1,173 @@
+"""DAVIS-2017 sequences and MovingMNIST as Grain random-access sources.
+
+DAVIS-2017 (Pont-Tuset et al. 2017): `JPEGImages/<res>/<seq>/*.jpg` with indexed-palette
+`Annotations/<res>/<seq>/*.png` and `ImageSets/2017/{train,val}.txt`. MovingMNIST (Srivastava et
+al. 2015): the original `mnist_test_seq.npy` memory-mapped, or the bouncing-digits generator.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from aejax.data import digits as digits_lib
+from aejax.data import synthetic
+from aejax.data.images import load_image
+
+
+def read_indexed_png(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+  """An indexed (palette) PNG → (ids [H, W] uint8, palette [256, 3] uint8)."""
+  try:
+    from aejax.davis import read_indexed_png as davis_read
+  except ImportError:
+    davis_read = None
+  if davis_read is not None:
+    return davis_read(path)
+  from PIL import Image
+  path = Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"{path}: annotation not found")
+  with Image.open(path) as im:
+    if im.mode != "P":
+      raise ValueError(f"{path}: annotation is not an indexed (palette) PNG (mode {im.mode})")
+    pal = np.asarray(im.getpalette() or [], np.uint8)
+    pal = np.pad(pal, (0, 768 - len(pal)))[:768].reshape(256, 3)
+    return np.asarray(im, np.uint8), pal
+
+
+class DavisSource:
+  """DAVIS-2017 sequences: `JPEGImages/<res>/<seq>/*.jpg`, `Annotations/<res>/<seq>/*.png`.
+
+  Elements (one per sequence): `video` [T, H, W, 3] uint8, `mask` [T, H, W] uint8 object ids
+  (only the first frame's when `first_frame_only`), `name` (0-d str array), `index`. The palette
+  of the first annotation is in `.palette(i)`. Every sequence is checked at construction: a
+  missing frame folder or annotation is a one-line error naming the path.
+  """
+
+  def __init__(self, root: str | Path, split: str | None = "val", resolution: str = "480p",
+               year: str = "2017", first_frame_only: bool = False):
+    root = Path(root)
+    if not root.is_dir():
+      raise FileNotFoundError(f"{root}: DAVIS folder not found")
+    self.root, self.split, self.resolution, self.first_frame_only = (root, split, resolution,
+                                                                     first_frame_only)
+    jroot, aroot = root / "JPEGImages" / resolution, root / "Annotations" / resolution
+    if not jroot.is_dir():
+      raise FileNotFoundError(f"{jroot}: DAVIS JPEGImages folder not found")
+    if split is None:
+      names = sorted(d.name for d in jroot.iterdir() if d.is_dir())
+    else:
+      listing = root / "ImageSets" / year / f"{split}.txt"
+      if not listing.is_file():
+        raise FileNotFoundError(f"{listing}: DAVIS split listing not found")
+      names = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]
+    if not names:
+      raise ValueError(f"{root}: DAVIS split {split!r} lists no sequence")
+    self.sequences = []
+    for name in names:
+      frames = sorted((jroot / name).glob("*.jpg"))
+      if not frames:
+        raise ValueError(f"{jroot / name}: no JPEG frames for sequence {name!r}")
+      needed = frames[:1] if first_frame_only else frames
+      annots = [aroot / name / (f.stem + ".png") for f in needed]
+      for a in annots:
+        if not a.is_file():
+          raise FileNotFoundError(f"{a}: missing DAVIS annotation for sequence {name!r}")
+      self.sequences.append((name, frames, annots))
+
+  def __len__(self) -> int:
+    return len(self.sequences)
+
+  def name(self, i: int) -> str:
+    return self.sequences[i][0]
+
+  def palette(self, i: int) -> np.ndarray:
+    """The first annotation's palette, [256, 3] uint8 (DAVIS's for a greyscale annotation)."""
+    pal = read_indexed_png(self.sequences[i][2][0])[1]
+    if pal is None:
+      return synthetic.DAVIS_PALETTE.copy()
+    pal = np.asarray(pal, np.uint8).reshape(-1, 3)[:256]
+    return np.concatenate([pal, np.zeros((256 - len(pal), 3), np.uint8)])
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    name, frames, annots = self.sequences[int(index)]
+    video = np.stack([load_image(f) for f in frames])
+    mask = np.stack([read_indexed_png(a)[0] for a in annots])
+    if mask.shape[1:] != video.shape[1:3]:
+      raise ValueError(f"{annots[0]}: annotation size {mask.shape[1:]} != frame size "
+                       f"{video.shape[1:3]}")
+    return {"video": video, "mask": mask, "name": np.asarray(name), "index": np.int32(index)}
+
+  def __repr__(self) -> str:
+    return (f"DavisSource(root={str(self.root)!r}, split={self.split!r}, "
+            f"resolution={self.resolution!r}, n={len(self.sequences)})")
+
+
+# ------------------------------------------------------------------------------ MovingMNIST
+
+
+class MovingMNISTSource:
+  """MovingMNIST: the original `mnist_test_seq.npy` (memory-mapped) or generated sequences.
+
+  With `path`, the file must be [T, N, H, W] uint8 (the original is (20, 10000, 64, 64)); element
+  i is sequence i. Without it, sequence i is the bouncing-digits generator (Srivastava et al.
+  2015) seeded by (seed, i) over `digits` (None: the embedded procedural digits; or an MNIST
+  `.npz` path, using its `x_<digits_split>` / `y_<digits_split>`; or `(images, labels)`).
+
+  Elements: `video` [T, H, W, 1] uint8, `index`, and `label` [num_digits] int32 when generated.
+  """
+
+  def __init__(self, path: str | Path | None = None, *, digits=None, digits_split: str = "train",
+               num_sequences: int = 10000, num_frames: int = 20, size: int = 64,
+               num_digits: int = 2, seed: int = 0):
+    self.path, self.seed = path, seed
+    if path is not None:
+      path = Path(path)
+      if not path.is_file():
+        raise FileNotFoundError(f"{path}: MovingMNIST file not found")
+      try:
+        arr = np.load(path, mmap_mode="r")
+      except ValueError as e:
+        raise ValueError(f"{path}: not a .npy array ({e})") from None
+      if arr.ndim != 4 or arr.dtype != np.uint8:
+        raise ValueError(f"{path}: expected [T, N, H, W] uint8, got {arr.dtype}{list(arr.shape)}")
+      self.array, self.digits_desc = arr, ""
+      return
+    self.array = None
+    self.num_sequences, self.num_frames, self.size, self.num_digits = (num_sequences, num_frames,
+                                                                       size, num_digits)
+    if isinstance(digits, (str, Path)):
+      dpath = Path(digits)
+      if not dpath.is_file():
+        raise FileNotFoundError(f"{dpath}: MNIST-format digits file not found")
+      with np.load(dpath) as d:
+        key = f"x_{digits_split}"
+        if key not in d:
+          raise ValueError(f"{dpath}: no array {key!r} (MNIST .npz format expected)")
+        self.images, self.labels = d[key], d[f"y_{digits_split}"]
+      self.digits_desc = f"{dpath}:{digits_split}"
+    else:
+      self.images, self.labels = digits_lib.load_digits(digits)
+      self.digits_desc = "procedural" if digits is None else f"arrays[{len(self.images)}]"
+
+  def __len__(self) -> int:
+    return self.array.shape[1] if self.array is not None else self.num_sequences
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    return self.random_getitem(index, np.random.default_rng([self.seed, int(index), 53]))
+
+  def random_getitem(self, index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    if self.array is not None:
+      return {"video": np.asarray(self.array[:, int(index)])[..., None],
+              "index": np.int32(index)}
+    video, labels = digits_lib.moving_digits_sequence(rng, self.images, self.labels,
+                                                     self.num_frames, self.size, self.num_digits)
+    return {"video": video[..., None], "label": labels, "index": np.int32(index)}
+
+  def __repr__(self) -> str:
+    if self.array is not None:
+      return f"MovingMNISTSource(path={str(self.path)!r}, shape={list(self.array.shape)})"
+    return (f"MovingMNISTSource(digits={self.digits_desc!r}, num_sequences={self.num_sequences}, "
+            f"num_frames={self.num_frames}, size={self.size}, num_digits={self.num_digits}, "
+            f"seed={self.seed})")
