@@ -69,17 +69,40 @@ def conv3d(x, kernel, strides, padding, unrolled: bool):
   return out.reshape((b, t_out) + out.shape[1:])
 
 
+def _phase_taps(k: int, pad_lo: int, r: int, s: int):
+  """Kernel taps that reach output phase r of a stride-s transposed conv, and the input offset
+  of the first one: y[s*m + r] = sum_j x[m + d0 + j] K[taps[j]]."""
+  taps = [kk for kk in range(k) if (r + kk - pad_lo) % s == 0]
+  return taps, (r + taps[0] - pad_lo) // s
+
+
 def conv_transpose3d(x, kernel, strides, padding, unrolled: bool):
-  """Flax/lax `conv_transpose` (kernel not flipped); `unrolled` zero-inserts the input (the lhs
-  dilation) and runs `conv3d`, which XLA:CPU does ~100x faster than its lhs-dilated 3D conv."""
-  if not unrolled:
-    return lax.conv_transpose(x, kernel, strides, padding, dimension_numbers=_DN3)
-  b, t, h, w, c = x.shape
+  """Flax/lax `conv_transpose` (kernel not flipped) with explicit padding.
+
+  `unrolled` splits the spatially strided transposed conv into s_h * s_w stride-1 convs on the
+  input grid, one per output phase (sub-pixel convolution), interleaved; each runs through
+  `conv3d`. XLA:CPU runs its own lhs-dilated 3D conv and its gradients ~100x slower.
+  """
+  b, t, h, w, _ = x.shape
   _, sh, sw = strides
-  if strides[0] != 1:
-    raise ValueError(f"conv_transpose3d: the unrolled path needs time stride 1, got {strides}")
-  up = jnp.zeros((b, t, (h - 1) * sh + 1, (w - 1) * sw + 1, c), x.dtype).at[:, :, ::sh, ::sw].set(x)
-  return conv3d(up, kernel, (1, 1, 1), padding, True)
+  kt, kh, kw = kernel.shape[:3]
+  out_h = (h - 1) * sh + 1 + sum(padding[1]) - kh + 1
+  out_w = (w - 1) * sw + 1 + sum(padding[2]) - kw + 1
+  if not unrolled or strides[0] != 1 or out_h % sh or out_w % sw:
+    return lax.conv_transpose(x, kernel, strides, padding, dimension_numbers=_DN3)
+  mh, mw = out_h // sh, out_w // sw
+  phases = []
+  for rh in range(sh):
+    for rw in range(sw):
+      th, dh = _phase_taps(kh, padding[1][0], rh, sh)
+      tw, dw = _phase_taps(kw, padding[2][0], rw, sw)
+      sub = kernel[:, jnp.asarray(th)][:, :, jnp.asarray(tw)]
+      pad_h = (-dh, mh - 1 + dh + len(th) - 1 - (h - 1))
+      pad_w = (-dw, mw - 1 + dw + len(tw) - 1 - (w - 1))
+      phases.append(conv3d(x, sub, (1, 1, 1), [tuple(padding[0]), pad_h, pad_w], True))
+  y = jnp.stack(phases, 0).reshape((sh, sw) + phases[0].shape)  # [sh, sw, B, T, mh, mw, O]
+  y = y.transpose(2, 3, 4, 0, 5, 1, 6)  # [B, T, mh, sh, mw, sw, O]
+  return y.reshape(y.shape[:2] + (out_h, out_w, y.shape[-1]))
 
 
 class Conv3D(nn.Module):
