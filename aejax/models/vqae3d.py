@@ -25,6 +25,7 @@ learns the gain either way).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -145,15 +146,19 @@ class ResidualStack(nn.Module):
 
   num_stages: int = 5
   blocks_per_stage: int = 3
+  unrolled: bool | None = None
   axis_name: str | None = None
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    conv = functools.partial(Conv3D, unrolled=self.unrolled, dtype=self.dtype,
+                             param_dtype=self.param_dtype)
+
     def block(name):
-      return ResidualBlock(kernel_size=3, torch_init=True, axis_name=self.axis_name,
-                           dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+      return ResidualBlock(kernel_size=3, axis_name=self.axis_name, conv=conv, dtype=self.dtype,
+                           param_dtype=self.param_dtype, name=name)
 
     y = x
     for s in range(self.num_stages):
@@ -228,8 +233,8 @@ class VQAE3D(nn.Module):
                           **common)
 
     def stack(name):
-      return ResidualStack(self.num_stages, self.blocks_per_stage, axis_name=self.axis_name,
-                           name=name, **common)
+      return ResidualStack(self.num_stages, self.blocks_per_stage, unrolled=self.unrolled,
+                           axis_name=self.axis_name, name=name, **common)
 
     self.enc_conv1, self.enc_bn1 = conv(self.out_channels, f1, "enc_conv1"), bn("enc_bn1")
     self.enc_conv2, self.enc_bn2 = conv(f1, f2, "enc_conv2"), bn("enc_bn2")
