@@ -56,7 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.data = dict(root="", image_size=224, gap=(4, 48), reference_fps=30.0, repeats=2,
                 crop_scale=(0.5, 1.0), batch_size=2048, worker_count=16, seed=0,
-                num_videos=0, video_frames=0, video_size=0)  # the last three: synthetic only
+                num_videos=0, video_frames=0, video_size=0, video_speed=1.0)  # last 4: synthetic
   c.model = dict(encoder="S/16", encoder_width=0, encoder_depth=0, encoder_heads=0,
                  mask_ratio=0.95, decoder="cross_self", decoder_width=512, decoder_depth=8,
                  decoder_heads=16, mlp_ratio=4.0, norm_pix_loss=True, past_pos_embed=True,
@@ -79,13 +79,13 @@ def paper() -> ml_collections.ConfigDict:
 def demo() -> ml_collections.ConfigDict:
   """Small ViT on embedded synthetic videos; minutes on 2 CPU cores, seconds on a GPU."""
   c = get_config()
-  c.data.update(image_size=64, batch_size=64, worker_count=0, num_videos=64, video_frames=64,
-                video_size=80)
+  c.data.update(image_size=64, batch_size=32, worker_count=0, num_videos=64, video_frames=64,
+                video_size=80, video_speed=0.25)
   c.model.update(encoder="S/8", encoder_width=128, encoder_depth=4, encoder_heads=4,
                  decoder_width=128, decoder_depth=2, decoder_heads=4, dtype="float32")
   c.optim.update(lr=1e-3, warmup_steps=40)
   c.train.update(num_steps=400, log_every=50, checkpoint_every=200)
-  c.eval.update(size=None, radius=4, num_sequences=6, num_frames=24, seq_size=(64, 96),
+  c.eval.update(size=None, radius=8, num_sequences=6, num_frames=24, seq_size=(128, 192),
                 overlay_sequence="synth-000")
   return c
 
@@ -129,7 +129,7 @@ class ArrayVideos:
 def synthetic_videos(data) -> ArrayVideos:
   """Embedded training videos (seeds disjoint from the evaluation set's)."""
   vids = np.stack([synthetic.shapes_video(data.video_frames, data.video_size, 3,
-                                          seed=100_000 + i)["video"]
+                                          seed=100_000 + i, speed=data.video_speed)["video"]
                    for i in range(data.num_videos)])
   return ArrayVideos(vids, f"synthetic-{data.num_videos}x{data.video_frames}x{data.video_size}")
 
@@ -226,14 +226,24 @@ def grid_fn(model, config):
 def train(config, workdir: Path, args) -> dict:
   model = build_model(config)
   tx, lr = optimiser(config)
+  synthetic_eval = bool(config.eval.num_sequences) and not config.data.root
+  eval_fn = None
+  if synthetic_eval and config.train.eval_every:  # the J&F curve during training
+    seqs = eval_sequences(config.eval)
+    quiet = ml_collections.ConfigDict(dict(config.eval))
+    quiet.overlay_sequence = ""
+    eval_fn = lambda state, step: labelprop_scores(  # noqa: E731
+        model, state.params, seqs, workdir / "labelprop" / f"step_{step}", quiet, log=None)
   t0 = time.perf_counter()
   state = fit(workdir=workdir, config=config, model=model, loss_fn=loss_fn, tx=tx,
               train_iter=train_loader(config.data),
               init_fn=lambda r: init_state(model, tx, r, example_pair(config)),
-              artefact_fn=grid_fn(model, config), **config.train)
+              eval_fn=eval_fn, artefact_fn=grid_fn(model, config), **config.train)
   train_s = time.perf_counter() - t0
+  if int(state.step) < config.train.num_steps:  # stopped by a signal: checkpointed, resume later
+    return {"stopped_at_step": int(state.step)}
   result = {"lr": lr, "train_seconds": train_s}
-  if config.eval.num_sequences and not config.data.root:
+  if synthetic_eval:
     result.update(_compare(model, state.params, config, workdir / "labelprop"))
   (workdir / "results.json").write_text(json.dumps(result, indent=2))
   return result

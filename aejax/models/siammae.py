@@ -201,7 +201,8 @@ class SiamMAE(nn.Module):
       out = out * jnp.sqrt(x.var(-1, keepdims=True) + 1e-6) + x.mean(-1, keepdims=True)
     m = mask[..., None]
     rec = unpatchify(out * m + x * (1 - m), p, grid) * std_ + mean_
-    masked = unpatchify(x * (1 - m) + 0.5 * m, p, grid) * std_ + mean_
+    masked = unpatchify(patchify(frames[:, 1].astype(jnp.float32), p) * (1 - m) + 0.5 * m, p,
+                        grid)  # hidden patches grey
     clip = lambda a: jnp.clip(a, 0.0, 1.0)  # noqa: E731
     return {"past": frames[:, 0], "masked_future": clip(masked), "prediction": clip(rec),
             "target": frames[:, 1]}
