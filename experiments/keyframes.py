@@ -6,7 +6,7 @@ to [-1, 1]; key frames are the sharpest frame of each second whose latent (or re
 differs enough from the last key frame (`aejax.keyframes`). Without data flags every command runs
 on embedded synthetic data:
 
-  python -m experiments.keyframes train --workdir /tmp/kf                 # demo: ~5 min on CPU
+  python -m experiments.keyframes train --workdir /tmp/kf                 # demo: ~10 min on CPU
   python -m experiments.keyframes train --preset paper --config.data.root CALTECH256 --workdir W
   python -m experiments.keyframes train --workdir W2 --checkpoint W --config.data.video_root VIDEOS
   python -m experiments.keyframes extract --video IN.mp4 --checkpoint /tmp/kf --out /tmp/kf_out
@@ -65,11 +65,11 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 def demo() -> ml_collections.ConfigDict:
-  """A few minutes on a CPU: 240 synthetic 48x96 textures, Adam, 120 steps."""
+  """About 10 minutes on a (shared) 2-core CPU: 240 synthetic 32x64 textures, Adam, 400 steps."""
   c = get_config()
-  c.data.update(image_size=(48, 96), num_synthetic=240, batch_size=8, num_epochs=0)
+  c.data.update(image_size=(32, 64), num_synthetic=240, batch_size=8, num_epochs=0)
   c.optim.update(name="adam", lr=2e-3)
-  c.train.update(num_steps=120, log_every=20, checkpoint_every=60)
+  c.train.update(num_steps=400, log_every=50, checkpoint_every=200)
   return c
 
 
