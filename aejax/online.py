@@ -284,6 +284,7 @@ def run_online(frames: Iterable[np.ndarray], model: OVAL, params, cfg: OnlineCon
       sink.close()
     if fh is not None:
       fh.close()
+  update_frames = [f for f in update_frames if f < n]  # one sent after the last frame is never used
   summary = {k: v / n for k, v in sums.items() if k != "update_bytes"}
   summary.update(frames=n, updates=len(update_frames), update_bytes_total=int(sums["update_bytes"]),
                  raw_bytes_per_frame=3 * h * w, latent=latent.name,

@@ -1,0 +1,338 @@
+"""OVAL: model sizes and counts, ConvLSTM scan, rate accounting, baselines, online loop, convert,
+sweep."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aejax import compression as comp
+from aejax.models.oval import OVAL, V2, ConvLSTM, ConvLSTMCell, latent_shape, split_params
+
+count = lambda tree: sum(int(np.size(a)) for a in jax.tree.leaves(tree))
+
+
+def _init(model, shape):
+  return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape)))["params"]
+
+
+# ------------------------------------------------------------------------------------- model
+
+
+def test_faithful_parameter_counts():
+  params = _init(OVAL(), (1, 360, 480, 3))
+  enc, dec = split_params(params)
+  assert (count(params), count(enc), count(dec)) == (6991, 3499, 3492)
+  assert count(_init(OVAL(use_lstm=True), (1, 2, 60, 80, 3))) == 21471  # + 2 x 7,240
+  assert latent_shape((360, 480)) == (28, 38, 10)  # the original's 10x38x28 (W, H transposed)
+  assert count(_init(OVAL(**V2), (1, 60, 80, 3))) > 10 * 6991
+
+
+@pytest.mark.parametrize("size", [(360, 480), (48, 64), (61, 77), (240, 320)])
+def test_decoder_returns_exactly_the_input_size(size):
+  m = OVAL()
+  x = jnp.zeros((2, *size, 3))
+  out = jax.eval_shape(lambda: m.init_with_output(jax.random.key(0), x)[0][0])
+  assert out.shape == x.shape
+
+
+def test_original_size_loss_without_exact_output():
+  m = OVAL(exact_output=False)
+  out = jax.eval_shape(lambda: m.init_with_output(jax.random.key(0), jnp.zeros((1, 360, 480, 3)))[0])
+  assert out[0].shape == (1, 351, 471, 3) and out[1]["z"].shape == (1, 28, 38, 10)
+
+
+def test_encode_decode_split_matches_call_and_sizes():
+  m = OVAL()
+  x = jax.random.uniform(jax.random.key(1), (2, 48, 64, 3))
+  v = m.init(jax.random.key(0), x)
+  enc, dec = split_params(v["params"])
+  z, _ = m.apply({"params": enc}, x, method=OVAL.encode)  # each end holds only its half
+  y, _ = m.apply({"params": dec}, z, (48, 64), method=OVAL.decode)
+  y_full, aux = m.apply(v, x)
+  np.testing.assert_allclose(y, y_full, atol=1e-6)
+  np.testing.assert_allclose(jax.nn.sigmoid(aux["logits"]), y_full, atol=1e-6)
+  with pytest.raises(ValueError, match="does not belong"):
+    m.apply({"params": dec}, z, (60, 80), method=OVAL.decode)
+
+
+def test_convlstm_scan_equals_python_loop():
+  b, t, h, w, c = 2, 5, 6, 7, 3
+  x = jax.random.normal(jax.random.key(0), (b, t, h, w, c))
+  lstm = ConvLSTM(features=4)
+  v = lstm.init(jax.random.key(1), x)
+  hs, (hT, cT) = lstm.apply(v, x)
+  cell = ConvLSTMCell(features=4)
+  cp = {"params": v["params"]["scan"]["cell"]}
+  carry = (jnp.zeros((b, h, w, 4)), jnp.zeros((b, h, w, 4)))
+  outs = []
+  for k in range(t):
+    carry, o = cell.apply(cp, carry, x[:, k])
+    outs.append(o)
+  np.testing.assert_allclose(hs, jnp.stack(outs, 1), atol=1e-5)
+  np.testing.assert_allclose(hT, carry[0], atol=1e-5)
+  np.testing.assert_allclose(cT, carry[1], atol=1e-5)
+  # Gates by hand at step 0 (zero carry): i, f, o, g from one conv over [x, h].
+  k, bias = cp["params"]["gates"]["kernel"], cp["params"]["gates"]["bias"]
+  gates = jax.lax.conv_general_dilated(jnp.concatenate([x[:, 0], jnp.zeros((b, h, w, 4))], -1), k,
+                                       (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  i, f, o, g = jnp.split(gates + bias, 4, -1)
+  c1 = jax.nn.sigmoid(i) * jnp.tanh(g)
+  np.testing.assert_allclose(hs[:, 0], jax.nn.sigmoid(o) * jnp.tanh(c1), atol=1e-5)
+
+
+def test_truncated_bptt_cuts_gradient_through_carry():
+  x = jax.random.normal(jax.random.key(0), (1, 4, 5, 5, 2))
+  carry0 = (jnp.ones((1, 5, 5, 3)), jnp.ones((1, 5, 5, 3)))
+
+  def grad_wrt_carry(tbptt):
+    lstm = ConvLSTM(features=3, tbptt=tbptt)
+    v = lstm.init(jax.random.key(1), x)
+    f = lambda c: jnp.sum(lstm.apply(v, x, c)[0][:, -1])
+    return jax.grad(f)(carry0)
+
+  assert float(jnp.abs(grad_wrt_carry(0)[1]).sum()) > 0
+  assert float(jnp.abs(grad_wrt_carry(2)[1]).sum()) == 0.0  # cut at t = 0 (and t = 2)
+
+
+def test_lstm_model_carry_continues_a_stream():
+  m = OVAL(use_lstm=True)
+  x = jax.random.uniform(jax.random.key(0), (1, 4, 48, 64, 3))
+  v = m.init(jax.random.key(1), x)
+  y_all, _ = m.apply(v, x)
+  y1, a1 = m.apply(v, x[:, :2])
+  y2, _ = m.apply(v, x[:, 2:], carry=a1["carry"])
+  np.testing.assert_allclose(jnp.concatenate([y1, y2], 1), y_all, atol=1e-5)
+  assert y_all.shape == x.shape
+
+
+# --------------------------------------------------------------------------- rate accounting
+
+
+def test_rate_accounting_by_hand():
+  z = np.random.default_rng(0).normal(size=(28, 38, 10)).astype(np.float32)
+  n = 28 * 38 * 10
+  assert len(comp.LatentCodec("float16").encode(z)) == 2 * n == 21280
+  assert len(comp.LatentCodec("float32").encode(z)) == 4 * n
+  assert len(comp.LatentCodec("int8").encode(z)) == n + 4 * 10  # + lo, scale (fp16) per channel
+  assert len(comp.LatentCodec("int4").encode(z)) == n // 2 + 4 * 10
+  assert len(comp.LatentCodec("int4", step=0.25).encode(z)) == n // 2  # fixed step: no side info
+  assert len(comp.LatentCodec("int8", channels=4).encode(z)) == 28 * 38 * 4 + 4 * 4 + 2 * 6
+  # The full 360x480 frame, not the original's cropped 351x471 (which gave "23.3x").
+  assert comp.compression_ratio(21280, 360, 480) == pytest.approx(518400 / 21280)
+  assert 3 * 351 * 471 / 21280 == pytest.approx(23.31, abs=0.01)
+  assert comp.bits_per_pixel(21280, 360, 480) == pytest.approx(8 * 21280 / 172800)
+  dec = split_params(_init(OVAL(), (1, 360, 480, 3)))[1]
+  assert comp.tree_bytes(dec) == 13968 and comp.tree_bytes(dec, "float16") == 6984
+
+
+def test_latent_codec_roundtrip_errors():
+  rng = np.random.default_rng(1)
+  z = rng.normal(size=(3, 5, 7, 6)).astype(np.float32)
+  zh, nb = comp.LatentCodec("float16").roundtrip(z)
+  np.testing.assert_array_equal(zh, z.astype(np.float16).astype(np.float32))
+  for prec, levels in (("int8", 256), ("int4", 16)):
+    zh, _ = comp.LatentCodec(prec).roundtrip(z)
+    step = (z.max((1, 2)) - z.min((1, 2))) / (levels - 1)  # [N, C]
+    assert np.all(np.abs(zh - z) <= step[:, None, None] * 0.5 * 1.01 + 2e-3)
+  zh, nb = comp.LatentCodec("int4", step=0.5).roundtrip(np.clip(z, -3.9, 3.4))
+  assert np.all(np.abs(zh - np.clip(z, -3.9, 3.4)) <= 0.25 + 1e-6) and set(nb) == {5 * 7 * 6 // 2}
+  zh, _ = comp.LatentCodec("int8", channels=2).roundtrip(z)
+  np.testing.assert_allclose(zh[..., 2:], np.broadcast_to(
+      z[..., 2:].mean((1, 2), keepdims=True).astype(np.float16), zh[..., 2:].shape), atol=1e-6)
+  plain, _ = comp.LatentCodec("int4").roundtrip(z)
+  zipped, nbz = comp.LatentCodec("int4", entropy="zlib").roundtrip(z)
+  np.testing.assert_array_equal(plain, zipped)  # zlib is lossless
+  zc = np.zeros((1, 5, 7, 6), np.float32)
+  assert comp.LatentCodec("int8", entropy="zlib").roundtrip(zc)[1][0] < 5 * 7 * 6 / 4
+
+
+def test_baselines_closed_forms():
+  rng = np.random.default_rng(0)
+  f = rng.integers(0, 256, (2, 40, 60, 3), dtype=np.uint8)
+  rec, nb = comp.bit_cut(f, 3)
+  assert set(nb) == {math.ceil(3 * 40 * 60 * 3 / 8)}
+  np.testing.assert_array_equal(rec, (f & 0b11100000) + 16)  # bin centres
+  rec, nb = comp.resize_codec(f, 4)
+  assert rec.shape == f.shape and set(nb) == {3 * 10 * 15}
+  rec, nb = comp.resize_codec(f, 3)
+  assert set(nb) == {3 * 13 * 20}  # rounded small size, true pixel count
+  target = 3000
+  rec, nb, q = comp.jpeg_at_bytes(f[:1], target)
+  sizes = {qq: comp.jpeg_codec(f[:1], qq)[1][0] for qq in range(1, 101)}
+  best = min(abs(s - target) for s in sizes.values())
+  assert abs(nb[0] - target) == best and sizes[q[0]] == nb[0]
+  rows = comp.baseline_rows(f, bits=(4,), factors=(2,), jpeg_qualities=(50,), jpeg_targets=(target,),
+                            with_ms_ssim=False)
+  assert [r["method"] for r in rows] == ["bit_cut", "resize", "jpeg", "jpeg@bytes"]
+  assert rows[0]["ratio"] == pytest.approx(2.0) and rows[0]["bpp"] == pytest.approx(12.0)
+
+
+def test_host_quality_matches_metrics():
+  from aejax import metrics
+
+  rng = np.random.default_rng(0)
+  a = rng.uniform(size=(2, 40, 52, 3)).astype(np.float32)
+  b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1).astype(np.float32)
+  q = comp.quality(a, b)
+  np.testing.assert_allclose(q["ms_ssim"], metrics.ms_ssim(a, b), atol=2e-5)
+  np.testing.assert_allclose(q["psnr"], metrics.psnr(a, b), atol=1e-3)
+  np.testing.assert_allclose(q["mae"], np.abs(a - b).mean((1, 2, 3)), atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------- online
+
+
+def _online(frames, threshold, tmp_path=None, train_every=5, on_frame=None, lr=5e-3):
+  from aejax.online import OnlineConfig, run_online
+
+  m = OVAL()
+  p = jax.device_get(m.init(jax.random.key(0), jnp.zeros((1, 36, 48, 3)))["params"])
+  cfg = OnlineConfig(buffer_size=4, lr=lr, threshold=threshold, train_every=train_every, ms_ssim=False)
+  kw = dict(out_video=tmp_path / "out.mp4", csv_path=tmp_path / "f.csv") if tmp_path else {}
+  return run_online(frames, m, p, cfg, comp.LatentCodec("int8"), fps=15, on_frame=on_frame, **kw), p
+
+
+@pytest.fixture(scope="module")
+def tiny_video():
+  from aejax.data import synthetic
+
+  return synthetic.shapes_video(40, (36, 48), seed=3)["video"]
+
+
+def test_online_loop_updates_and_accounting(tmp_path, tiny_video):
+  from aejax.data.video import count_frames
+
+  frames = np.concatenate([tiny_video] * 5)  # 200 frames
+  s, params = _online(iter(frames), threshold=-1.0, tmp_path=tmp_path)  # every step is sent
+  rows = list(csv.DictReader(open(tmp_path / "f.csv")))
+  assert len(rows) == s["frames"] == 200 == count_frames(tmp_path / "out.mp4")  # none dropped
+  dec_bytes = comp.tree_bytes(split_params(params)[1])
+  ups = [int(r["frame"]) for r in rows if int(r["update_bytes"])]
+  assert ups == list(s["update_frames"]) and s["updates"] == 200 // 5 - 1  # last one unsent
+  for r in rows:
+    lat = 9 * 12 * 10 + 40  # int8 latent of a 36x48 frame + side information
+    assert int(r["bytes"]) == lat + (dec_bytes if int(r["frame"]) in ups else 0)
+    assert float(r["ratio"]) == pytest.approx(3 * 36 * 48 / int(r["bytes"]))
+  assert s["per_frame_mae"][-40:].mean() < s["per_frame_frozen_mae"][-40:].mean()
+  frozen, _ = _online(iter(frames[:60]), threshold=1e9)  # never beats: online == frozen
+  np.testing.assert_array_equal(frozen["per_frame_mae"], frozen["per_frame_frozen_mae"])
+  assert frozen["updates"] == 0
+
+
+def test_online_memory_is_flat_over_thousands_of_frames(tiny_video):
+  rss = {}
+
+  def on_frame(i, rec):
+    if i in (300, 1999):
+      with open("/proc/self/statm") as f:
+        rss[i] = int(f.read().split()[1]) * 4096
+
+  def stream():
+    for i in range(2000):
+      yield tiny_video[i % len(tiny_video)]
+
+  s, _ = _online(stream(), threshold=0.0, train_every=100, on_frame=on_frame)
+  assert s["frames"] == 2000
+  assert rss[1999] - rss[300] < 40 * 2**20, rss  # bounded buffer, streamed records
+
+
+# ---------------------------------------------------------------------------------- convert
+
+
+def test_convert_real_videos(realdata, tmp_path):
+  from aejax.data.video import VideoReader
+  from experiments import oval
+  from experiments._oval_apps import convert_frames
+
+  config = oval.smoke()
+  model, params = oval.load_params(config, None)
+  videos = sorted((realdata / "videos").glob("*"))
+  assert videos
+  for path in videos:
+    frames, fps = oval.read_frames(path, 6)
+    h, w = frames.shape[1:3]
+    out = tmp_path / f"{path.stem}.mp4"
+    res = convert_frames(model, params, config, frames, fps=fps, out_video=out, side_by_side=True,
+                         report_dir=tmp_path, name=path.stem)
+    s = res["summary"]
+    with VideoReader(out) as r:
+      assert r.size == (h, 3 * w) and r.fps == pytest.approx(fps, rel=1e-3)
+      back = r.read_all()
+    assert len(back) == len(frames) == s["frames"]
+    assert np.abs(back[..., :w, :].astype(int) - frames).mean() < 8  # original on the left (mp4v)
+    assert s["bytes_per_frame"] == 2 * math.prod(latent_shape((h, w)))
+    assert s["ratio"] == pytest.approx(3 * h * w / s["bytes_per_frame"])
+    assert len(list(csv.DictReader(open(tmp_path / f"{path.stem}_frames.csv")))) == len(frames)
+    assert 0 < s["ms_ssim"] <= 1 and np.isfinite(s["psnr"])
+
+
+def test_loss_noise_only_in_training():
+  from experiments.oval import make_loss_fn
+
+  m = OVAL()
+  batch = {"video": np.random.default_rng(0).integers(0, 256, (1, 2, 36, 48, 3), dtype=np.uint8)}
+  v = m.init(jax.random.key(0), jnp.zeros((1, 36, 48, 3)))
+  rngs = {"noise": jax.random.key(5)}
+  for space in ("rgb", "hsv", "lab"):
+    noisy = make_loss_fn("bce", space, 0.2, False)
+    clean = make_loss_fn("bce", space, 0.0, False)
+    l_eval, met, _ = noisy(m, v, batch, rngs, False)
+    assert float(l_eval) == pytest.approx(float(clean(m, v, batch, rngs, True)[0]), rel=1e-6)
+    assert float(noisy(m, v, batch, rngs, True)[0]) != pytest.approx(float(l_eval), rel=1e-6)
+    assert np.isfinite(float(met["psnr_rgb"]))
+
+
+# ------------------------------------------------------------------------------------ sweep
+
+
+def test_sweep_runs_every_combination_and_ranks(tmp_path, monkeypatch):
+  from aejax import sweep
+
+  (tmp_path / "fake_exp.py").write_text(textwrap.dedent('''
+      import json, pathlib
+      import ml_collections
+      from aejax import cli
+
+      def get_config():
+        c = ml_collections.ConfigDict()
+        c.optim = dict(lr=1e-3)
+        c.data = dict(batch_size=16, size=(2, 3))
+        return c
+
+      def train(config, workdir, args):
+        if config.optim.lr > 0.5:
+          raise ValueError("diverged")
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "cfg.json").write_text(json.dumps(config.to_dict()))
+
+      def sweep_score(config, workdir):
+        saved = json.loads((pathlib.Path(workdir) / "cfg.json").read_text())
+        assert saved["optim"]["lr"] == config.optim.lr
+        return {"score": config.optim.lr * config.data.batch_size}
+
+      def main(argv=None):
+        return cli.run(get_config, modes={"train": train}, argv=argv)
+  '''))
+  monkeypatch.syspath_prepend(str(tmp_path))
+  sys.modules.pop("fake_exp", None)
+  rows = sweep.main(["fake_exp", "--grid", "optim.lr=1e-3,3e-3,0.9", "data.batch_size=8,16",
+                     "--workdir", str(tmp_path / "sw"), "--config.data.size=(4,5)"])
+  assert len(rows) == 6
+  ok = [r for r in rows if r["status"] == "ok"]
+  assert [r["score"] for r in ok] == sorted([a * b for a in (1e-3, 3e-3) for b in (8, 16)], reverse=True)
+  assert [r["rank"] for r in ok] == [1, 2, 3, 4]
+  assert sum(r["status"].startswith("failed: ValueError") for r in rows) == 2
+  assert (tmp_path / "sw" / "optim.lr=3e-3,data.batch_size=16" / "cfg.json").is_file()
+  saved = (tmp_path / "sw" / "optim.lr=3e-3,data.batch_size=16" / "cfg.json").read_text()
+  assert '"size": [4, 5]' in saved
+  for name in ("summary.csv", "summary.md", "summary.png"):
+    assert (tmp_path / "sw" / name).is_file()
+  assert sweep.split_values("(1,2),(3,4)") == ["(1,2)", "(3,4)"]
