@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import cv2
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -29,6 +30,11 @@ def test_colour_round_trip_uint8(space):
   np.testing.assert_allclose(np.asarray(yj), T.convert_color(x, space), atol=2e-5)
   backj = np.asarray(T.convert_color_inverse(yj, space))
   assert np.abs(np.rint(backj * 255) - u8).max() <= 1
+  # Usable inside jitted, differentiated model code.
+  jitted = jax.jit(lambda a: T.convert_color_inverse(T.convert_color(a, space), space))
+  np.testing.assert_allclose(np.asarray(jitted(xj[:64])), x[:64], atol=1e-5)
+  grad = jax.grad(lambda a: T.convert_color(a, space).sum())(xj[:64])
+  assert bool(jnp.isfinite(grad).all())
 
 
 def test_colour_spaces_match_opencv_and_known_values():
