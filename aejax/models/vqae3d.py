@@ -187,6 +187,9 @@ class VQAE3D(nn.Module):
     num_codebooks: VQ channel groups.
     commitment_cost, ema_decay, restart_threshold: VQ settings.
     unrolled: compute the 3D convs as 2D convs over time (None: on CPU only; same numbers).
+    output_init: initial (scale, bias) of the output BatchNorm; (1, 0) as in PyTorch. The net
+      must otherwise learn the output gain (pixel std ~0.2 on [0, 1] MovingMNIST) at Adam's
+      ~lr per step, which takes most of a short CPU run.
   """
 
   features: Sequence[int] = (64, 128)
@@ -205,6 +208,7 @@ class VQAE3D(nn.Module):
   ema_decay: float = 0.99
   restart_threshold: float = 0.1
   unrolled: bool | None = None
+  output_init: tuple[float, float] = (1.0, 0.0)
   axis_name: str | None = None
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
@@ -228,9 +232,10 @@ class VQAE3D(nn.Module):
       return Conv3D(cout, kk, stride, ((p, p), (p, p + 1), (p, p + 1)), transpose=True,
                     unrolled=self.unrolled, name=name, **common)
 
-    def bn(name):
+    def bn(name, scale=1.0, bias=0.0):
       return nn.BatchNorm(momentum=0.9, epsilon=1e-5, axis_name=self.axis_name, name=name,
-                          **common)
+                          scale_init=nn.initializers.constant(scale),
+                          bias_init=nn.initializers.constant(bias), **common)
 
     def stack(name):
       return ResidualStack(self.num_stages, self.blocks_per_stage, unrolled=self.unrolled,
@@ -243,7 +248,8 @@ class VQAE3D(nn.Module):
     self.dec_conv1, self.dec_bn1 = convt(self.latent_features, f2, 3, "dec_conv1"), bn("dec_bn1")
     self.dec_stack = self.enc_stack if self.share_residual_stack else stack("dec_stack")
     self.dec_conv2, self.dec_bn2 = convt(f2, f1, k, "dec_conv2"), bn("dec_bn2")
-    self.dec_conv3, self.dec_bn3 = convt(f1, self.out_channels, k, "dec_conv3"), bn("dec_bn3")
+    self.dec_conv3 = convt(f1, self.out_channels, k, "dec_conv3")
+    self.dec_bn3 = bn("dec_bn3", *self.output_init)
     if self.quantizer == "scalar":
       self.quant = ScalarQuantizer(self.num_codes, mode=self.quantizer_mode, sigma=self.sigma,
                                    commitment_cost=self.commitment_cost,
