@@ -266,7 +266,7 @@ def extract(config, workdir: Path, args) -> dict:
     raise ValueError("extract needs --video IN")
   out = Path(args.out or workdir / "extract")
   ex = config.extract
-  t0 = time.perf_counter()
+  t0, c0 = time.perf_counter(), time.process_time()
   if args.checkpoint:
     model, variables, config = restore_variables(args.checkpoint, config)
     embed = make_embed_fn(model, variables, ex.metric)
@@ -283,7 +283,7 @@ def extract(config, workdir: Path, args) -> dict:
   cap.release()
   if not cands:
     raise ValueError(f"{args.video}: no decodable frames")
-  t_scan = time.perf_counter() - t0
+  t_scan, c_scan = time.perf_counter() - t0, time.process_time() - c0
   keys, scores, thr = select(cands, feats["feat"], ex)
   key_frames = [cands[k].index for k in keys]
   clips = kf.segment_clips(key_frames, counter[0], fps, min_len=ex.min_clip, max_len=ex.max_clip)
@@ -297,7 +297,7 @@ def extract(config, workdir: Path, args) -> dict:
                           f"({ex.threshold_mode} {ex.threshold})",
                     clip_starts=[c["start_time"] for c in clips])
   rep.contact_sheet(out / "contact_sheet.png", thumbs, fps)
-  elapsed = time.perf_counter() - t0
+  elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
   fin = lambda v: None if not np.isfinite(v) else float(v)
   result = {
       "video": str(args.video), "fps": fps, "num_frames": counter[0], "size": [h, w],
@@ -307,12 +307,14 @@ def extract(config, workdir: Path, args) -> dict:
       "candidates": [{"frame": c.index, "time": c.time, "score": fin(s), "sharpness": c.sharpness}
                      for c, s in zip(cands, scores)],
       "clips": clips if ex.write_clips else [],
-      "timing_s": {"scan_and_embed": t_scan, "total": elapsed},
+      "timing_s": {"scan_and_embed": t_scan, "total": elapsed, "scan_and_embed_cpu": c_scan,
+                   "total_cpu": cpu},
   }
   (out / "keyframes.json").write_text(json.dumps(result, indent=2))
   duration = counter[0] / fps
   return {"out": str(out), "keyframes": len(keys), "clips": len(clips) if ex.write_clips else 0,
           "candidates": len(cands), "video_seconds": round(duration, 2), "seconds": round(elapsed, 2),
+          "cpu_seconds": round(cpu, 2),
           "sampled_frames_per_s": round(sum(1 for i in range(counter[0]) if kf.is_sampled(i, fps, ex.rate))
                                         / elapsed, 1)}
 
@@ -335,12 +337,13 @@ def evaluate(config, workdir: Path, args) -> dict:
         _, feats = kf.candidate_features(cands, embed, size=size, batch_size=ex.batch_size,
                                          keep_frames=True)
         dist = kf.make_dist_pairs(feats["feat"], metric)
-        for mode, thr in (("top", ev.num_shots), ("top", 2 * ev.num_shots)):
-          keys, _, _ = kf.select_keyframes(len(cands), dist, reference=ex.reference,
-                                           threshold_mode=mode, threshold=thr)
-          r = kf.shot_recall([cands[k].index for k in keys], clip["shot_ids"])
-          for k, val in r.items():
-            results.setdefault(f"{name}_{metric}_top{thr}", {}).setdefault(k, []).append(val)
+        for ref in kf.REFERENCES:
+          for budget in (ev.num_shots, 2 * ev.num_shots):
+            keys, _, _ = kf.select_keyframes(len(cands), dist, reference=ref, threshold_mode="top",
+                                             threshold=budget)
+            r = kf.shot_recall([cands[k].index for k in keys], clip["shot_ids"])
+            for k, val in r.items():
+              results.setdefault(f"{name}_{metric}_{ref}_top{budget}", {}).setdefault(k, []).append(val)
   summary = {m: {k: float(np.mean(v)) for k, v in d.items()} for m, d in results.items()}
   out = Path(args.out or workdir) / "evaluate.json"
   out.parent.mkdir(parents=True, exist_ok=True)

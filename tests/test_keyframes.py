@@ -202,9 +202,9 @@ def test_smoke_train_extract_evaluate(smoke_run):
     assert cv2.imread(str(out / png)) is not None
   ev = exp.main(["evaluate", "--preset", "smoke", "--checkpoint", str(root / "run"), "--out", str(out),
                  "--compilation_cache", ""])
-  assert set(ev) >= {"ae_latent_top2", "pixels_latent_top2", "ae_recon_top4"}
+  assert set(ev) >= {"ae_latent_last_top2", "pixels_latent_previous_top2", "ae_recon_last_top4"}
   assert all(0.0 <= m["recall"] <= 1.0 for m in ev.values())
-  assert ev["pixels_latent_top4"]["keyframes_per_shot"] == pytest.approx(2.0)
+  assert ev["pixels_latent_last_top4"]["keyframes_per_shot"] == pytest.approx(2.0)
 
 
 def test_extract_bad_input_is_one_line(smoke_run, tmp_path):
