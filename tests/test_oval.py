@@ -218,7 +218,7 @@ def test_online_loop_updates_and_accounting(tmp_path, tiny_video):
   ups = [int(r["frame"]) for r in rows if int(r["update_bytes"])]
   assert ups == list(s["update_frames"]) and s["updates"] == 200 // 5 - 1  # last one unsent
   for r in rows:
-    lat = 9 * 12 * 10 + 40  # int8 latent of a 36x48 frame + side information
+    lat = 1 * 2 * 10 + 4 * 10  # int8 latent (1x2x10 for a 36x48 frame) + lo, scale per channel
     assert int(r["bytes"]) == lat + (dec_bytes if int(r["frame"]) in ups else 0)
     assert float(r["ratio"]) == pytest.approx(3 * 36 * 48 / int(r["bytes"]))
   assert s["per_frame_mae"][-40:].mean() < s["per_frame_frozen_mae"][-40:].mean()
@@ -254,7 +254,9 @@ def test_convert_real_videos(realdata, tmp_path):
 
   config = oval.smoke()
   model, params = oval.load_params(config, None)
-  videos = sorted((realdata / "videos").glob("*"))
+  from aejax.data.video import VIDEO_EXTENSIONS
+
+  videos = sorted(p for p in (realdata / "videos").glob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
   assert videos
   for path in videos:
     frames, fps = oval.read_frames(path, 6)
@@ -275,18 +277,23 @@ def test_convert_real_videos(realdata, tmp_path):
 
 
 def test_loss_noise_only_in_training():
+  from aejax.data.transforms import convert_color
+  from aejax.models.oval import reconstruction_loss
   from experiments.oval import make_loss_fn
 
   m = OVAL()
-  batch = {"video": np.random.default_rng(0).integers(0, 256, (1, 2, 36, 48, 3), dtype=np.uint8)}
+  video = np.random.default_rng(0).integers(0, 256, (1, 2, 36, 48, 3), dtype=np.uint8)
   v = m.init(jax.random.key(0), jnp.zeros((1, 36, 48, 3)))
   rngs = {"noise": jax.random.key(5)}
   for space in ("rgb", "hsv", "lab"):
-    noisy = make_loss_fn("bce", space, 0.2, False)
-    clean = make_loss_fn("bce", space, 0.0, False)
-    l_eval, met, _ = noisy(m, v, batch, rngs, False)
-    assert float(l_eval) == pytest.approx(float(clean(m, v, batch, rngs, True)[0]), rel=1e-6)
-    assert float(noisy(m, v, batch, rngs, True)[0]) != pytest.approx(float(l_eval), rel=1e-6)
+    noisy = make_loss_fn("mse", space, 0.2, False)
+    x = convert_color(jnp.asarray(video[0], jnp.float32) / 255.0, space)  # the target, in `space`
+    inp = x + 0.2 * jax.random.normal(rngs["noise"], x.shape)
+    by_hand = lambda a: float(reconstruction_loss("mse", m.apply(v, a)[1]["logits"], x))
+    l_eval, met, _ = noisy(m, v, {"video": video}, rngs, False)
+    l_train = noisy(m, v, {"video": video}, rngs, True)[0]
+    assert float(l_eval) == pytest.approx(by_hand(x), rel=1e-6)  # no noise when evaluating
+    assert float(l_train) == pytest.approx(by_hand(inp), rel=1e-6)  # noisy input, clean target
     assert np.isfinite(float(met["psnr_rgb"]))
 
 
