@@ -189,7 +189,7 @@ def segment_clips(key_frames: Sequence[int], num_frames: int, fps: float, *, min
   """Cuts frames [0, num_frames) at the key frames into clips.
 
   Args:
-    key_frames: frame indices of the key frames (any order).
+    key_frames: frame indices of the key frames (any order); the video is cut at all but the first.
     num_frames: frames in the video.
     fps: frames per second.
     min_len: clips shorter than this (seconds) merge into the clip before (the first into the next).
@@ -201,7 +201,9 @@ def segment_clips(key_frames: Sequence[int], num_frames: int, fps: float, *, min
   """
   if num_frames <= 0:
     return []
-  cuts = sorted({int(k) for k in key_frames if 0 < int(k) < num_frames})
+  keys = sorted({int(k) for k in key_frames})
+  # The first key frame stands for the start: the first clip runs from frame 0 through it.
+  cuts = [k for k in keys[1:] if 0 < k < num_frames]
   bounds = [0, *cuts, num_frames]
   min_frames = max(1, int(math.ceil(min_len * fps - 1e-9)))
   clips = [[a, b] for a, b in zip(bounds[:-1], bounds[1:])]
@@ -240,34 +242,54 @@ def shot_recall(key_frames: Sequence[int], shot_ids: np.ndarray) -> dict[str, fl
 # ------------------------------------------------------------------------- features, scores
 
 
-def to_model_input(frames: np.ndarray, size: Sequence[int] | None) -> np.ndarray:
-  """uint8 RGB [B, H, W, 3] -> float32 in [-1, 1], resized to `size` (H, W) with area averaging
-  (the training images' size: the original fed native-resolution [0, 1] frames to a model trained
-  on 96x192 [-1, 1] images). `size=None` keeps the frame size, edge-padded to a multiple of 8."""
+def resize_frames(frames: np.ndarray, size: Sequence[int] | None) -> np.ndarray:
+  """uint8 RGB [B, H, W, 3] resized to `size` (H, W) by area averaging; `size=None` keeps the frame
+  size, edge-padded to a multiple of 8 (the autoencoder's stride)."""
   frames = np.asarray(frames)
   if size is not None:
     h, w = int(size[0]), int(size[1])
     if frames.shape[1:3] != (h, w):
       frames = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames])
-  else:
-    ph, pw = (-frames.shape[1]) % 8, (-frames.shape[2]) % 8
-    if ph or pw:
-      frames = np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
-  return frames.astype(np.float32) * np.float32(2 / 255) - 1.0
+    return frames
+  ph, pw = (-frames.shape[1]) % 8, (-frames.shape[2]) % 8
+  if ph or pw:
+    frames = np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+  return frames
 
 
-def embed_candidates(frames: Sequence[np.ndarray], embed_fn: Callable, batch_size: int) -> dict:
-  """Runs `embed_fn(x [B, H, W, 3] in [-1, 1]) -> dict of [B, ...] arrays` over the candidates in
-  fixed-size batches (the last one padded, so the function compiles once); returns stacked arrays."""
+def to_model_input(frames: np.ndarray) -> np.ndarray:
+  """uint8 [..., 3] -> float32 in [-1, 1], as the autoencoder was trained."""
+  return np.asarray(frames).astype(np.float32) * np.float32(2 / 255) - 1.0
+
+
+def candidate_features(candidates: Iterable[Candidate], embed_fn: Callable, *, size, batch_size: int,
+                       keep_frames: bool = False) -> tuple[list[Candidate], dict]:
+  """Streams candidates through `embed_fn(x [B, h, w, 3] in [-1, 1]) -> dict of [B, ...]` in
+  fixed-size batches (the last padded: one compilation). Frames are dropped after resizing unless
+  `keep_frames`, so memory grows with the features only. Returns (candidates, stacked features)."""
+  kept: list[Candidate] = []
+  small: list[np.ndarray] = []
   out: dict[str, list] = {}
-  for s in range(0, len(frames), batch_size):
-    x = np.stack(frames[s:s + batch_size])
+
+  def flush():
+    x = to_model_input(np.stack(small))
     n = len(x)
     if n < batch_size:
       x = np.concatenate([x, np.repeat(x[-1:], batch_size - n, axis=0)])
     for k, v in embed_fn(x).items():
       out.setdefault(k, []).append(np.asarray(v)[:n])
-  return {k: np.concatenate(v) for k, v in out.items()}
+    small.clear()
+
+  for c in candidates:
+    small.append(resize_frames(c.frame[None], size)[0])
+    if not keep_frames:
+      c.frame = None
+    kept.append(c)
+    if len(small) == batch_size:
+      flush()
+  if small:
+    flush()
+  return kept, {k: np.concatenate(v) for k, v in out.items()}
 
 
 def make_dist_pairs(features: np.ndarray, metric: str, *, chunk: int = 16, loss_kwargs=None) -> Callable:

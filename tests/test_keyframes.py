@@ -142,8 +142,10 @@ def test_segment_clips_hand_worked():
   clips = kf.segment_clips([0, 30, 35, 100], 150, fps=10, min_len=1.0, max_len=6.0)
   assert [(c["start"], c["end"]) for c in clips] == [(0, 35), (35, 68), (68, 100), (100, 150)]
   assert clips[0]["key_frames"] == [0, 30] and clips[2]["key_frames"] == []
-  short_first = kf.segment_clips([3, 40], 60, fps=10, min_len=1.0, max_len=0)
+  short_first = kf.segment_clips([0, 3, 40], 60, fps=10, min_len=1.0, max_len=0)
   assert [(c["start"], c["end"]) for c in short_first] == [(0, 40), (40, 60)]
+  late_first = kf.segment_clips([15, 30], 79, fps=25, min_len=0.5, max_len=10)
+  assert [(c["start"], c["end"], c["key_frames"]) for c in late_first] == [(0, 30, [15]), (30, 79, [30])]
 
 
 def test_shot_recall_hand_worked():
