@@ -147,7 +147,8 @@ def train_loader(data):
 
 
 def build_model(config) -> SiamMAE:
-  return SiamMAE(**{**config.model, "dtype": jnp.dtype(config.model.dtype)})
+  return SiamMAE(**{**config.model, "dtype": jnp.dtype(config.model.dtype)},
+                 img_size=config.data.image_size)
 
 
 def pairs_of(batch) -> jax.Array:

@@ -195,3 +195,14 @@ def test_weight_errors(image, tmp_path):
     load_pretrained(params, tmp_path / "missing.npz")
   with pytest.raises(ValueError, match="multiple of the patch"):
     model.apply({"params": params}, np.zeros((1, 30, 48, 3), np.float32))
+
+
+def test_sincos_interpolated_positions():
+  """A 4x6 grid mapped onto a 2x3 base grid samples MAE's table at half-pixel-centre positions."""
+  got = sincos_2d(16, (4, 6), base_grid=(2, 3))
+  ys, xs = (np.arange(4) + 0.5) / 2 - 0.5, (np.arange(6) + 0.5) / 2 - 0.5
+  omega = 1.0 / 10000 ** (np.arange(4) / 4.0)
+  ref = [np.concatenate([np.sin(x * omega), np.cos(x * omega), np.sin(y * omega),
+                         np.cos(y * omega)]) for y in ys for x in xs]
+  np.testing.assert_allclose(got, np.stack(ref), atol=1e-6)
+  np.testing.assert_allclose(sincos_2d(16, (2, 3), base_grid=(2, 3)), sincos_2d(16, (2, 3)))

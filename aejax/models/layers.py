@@ -98,17 +98,25 @@ def sincos_1d(dim: int, pos: np.ndarray) -> np.ndarray:
   return np.concatenate([np.sin(out), np.cos(out)], axis=-1)
 
 
-def sincos_2d(dim: int, grid_hw: tuple[int, int], cls_token: bool = False) -> np.ndarray:
+def sincos_2d(dim: int, grid_hw: tuple[int, int], cls_token: bool = False,
+              base_grid: tuple[int, int] | None = None) -> np.ndarray:
   """Fixed 2D sin-cos position embeddings, [h*w (+1), dim] float32 (MAE `get_2d_sincos_pos_embed`).
 
   As in MAE, the first half of the channels encodes the column (w) index and the second half the
   row index (MAE's `np.meshgrid(grid_w, grid_h)` puts w first); rows are raster order. A leading
   row of zeros stands for [CLS] when `cls_token`. Non-square grids are allowed.
+
+  With `base_grid` (the grid the model was trained on) a different grid is mapped onto it, the
+  continuous counterpart of DINO's `interpolate_pos_encoding`: cell i of n sits at position
+  (i + 0.5) * base / n - 0.5 (half-pixel centres, as a resize with align_corners=False).
   """
   if dim % 4:
     raise ValueError(f"2D sin-cos embedding needs a width divisible by 4, got {dim}")
   h, w = grid_hw
-  rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+  bh, bw = base_grid if base_grid is not None else (h, w)
+  ys = (np.arange(h) + 0.5) * bh / h - 0.5 if bh != h else np.arange(h)
+  xs = (np.arange(w) + 0.5) * bw / w - 0.5 if bw != w else np.arange(w)
+  rows, cols = np.meshgrid(ys, xs, indexing="ij")
   emb = np.concatenate([sincos_1d(dim // 2, cols.reshape(-1)),
                         sincos_1d(dim // 2, rows.reshape(-1))], axis=-1)  # [h*w, dim]
   if cls_token:

@@ -75,6 +75,7 @@ class SiamMAE(nn.Module):
   Attributes:
     encoder: ViT variant name ("S/16", "S/8", ...); `encoder_width/depth/heads` override it (0:
       keep the variant's value; the demo uses a narrow, shallow ViT).
+    img_size: the training resolution; other sizes get interpolated sin-cos positions (`ViT`).
     mask_ratio: the fraction of f2's patches hidden.
     decoder: "cross_self", "cross" or "joint".
     decoder_width, decoder_depth, decoder_heads, mlp_ratio: the decoder.
@@ -85,6 +86,7 @@ class SiamMAE(nn.Module):
   """
 
   encoder: str = "S/16"
+  img_size: int = 224
   encoder_width: int = 0
   encoder_depth: int = 0
   encoder_heads: int = 0
@@ -111,7 +113,8 @@ class SiamMAE(nn.Module):
         cfg[key] = getattr(self, field)
     self.patch_size = cfg["patch_size"]
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    self.vit = ViT(**cfg, mlp_ratio=self.mlp_ratio, token_multiple=self.token_multiple,
+    self.vit = ViT(**cfg, img_size=(self.img_size,) * 2, mlp_ratio=self.mlp_ratio,
+                   token_multiple=self.token_multiple,
                    attention=self.attention, **kw)
     self.decoder_embed = xavier_dense(self.decoder_width, "decoder_embed", **kw)
     self.mask_token = self.param("mask_token", nn.initializers.normal(0.02),
@@ -134,7 +137,9 @@ class SiamMAE(nn.Module):
              grid: tuple[int, int]) -> jax.Array:
     """Encoder tokens of f1 [B, 1+L, D] and of f2's visible patches [B, 1+n, D] -> [B, L, p²·3]."""
     b, length = ids_restore.shape
-    pos = jnp.asarray(sincos_2d(self.decoder_width, grid, cls_token=True), self.dtype)  # [1+L, Dd]
+    base = self.vit.grid((self.img_size,) * 2)
+    pos = jnp.asarray(sincos_2d(self.decoder_width, grid, cls_token=True, base_grid=base),
+                      self.dtype)  # [1+L, Dd]
     y = self.decoder_embed(future)  # [B, 1+n, Dd]
     fill = jnp.broadcast_to(self.mask_token.astype(y.dtype),
                             (b, length - (y.shape[1] - 1), self.decoder_width))

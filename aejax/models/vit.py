@@ -6,7 +6,9 @@ blocks with exact (erf) GELU, LayerNorm eps 1e-6 and a final norm. Position embe
 fixed 2D sin-cos table of MAE (`pos_embed="sincos"`, computed for any grid, so any input size
 works) or a learned table (`"learned"`, timm/DINO weights) that is bicubically resized when the
 grid differs from `img_size` (as DINO's `interpolate_pos_encoding`; `jax.image.resize` uses the
-Keys a = -0.5 kernel where PyTorch uses -0.75, a small difference at the edges).
+Keys a = -0.5 kernel where PyTorch uses -0.75, a small difference at the edges). The sin-cos
+positions of a grid other than `img_size`'s are likewise interpolated onto the training grid
+(`interpolate_pos`, default on; off gives MAE's integer positions on any grid).
 
 Inputs are NHWC images in [0, 1]; with `normalize` the ImageNet mean / std are applied inside.
 
@@ -61,7 +63,10 @@ class ViT(nn.Module):
   Attributes:
     patch_size, width, depth, num_heads, mlp_ratio: the architecture (see `VARIANTS`).
     pos_embed: "sincos" (fixed, MAE) or "learned" (timm / DINO).
-    img_size: the (H, W) the learned table is sized for (ignored for sin-cos).
+    img_size: the (H, W) the model is trained at: the learned table's size; other input sizes
+      get a resized table (learned) or interpolated positions (sin-cos, `interpolate_pos`).
+    interpolate_pos: map the sin-cos positions of another grid onto the `img_size` grid (as DINO
+      resizes a learned table), so a model trained at 224 sees in-range positions at 480x880.
     normalize: apply ImageNet mean / std to [0, 1] inputs.
     token_multiple: pad the sequence to a multiple of this (1: no padding).
     attention: `implementation` of `jax.nn.dot_product_attention` (None, "xla", "cudnn").
@@ -74,6 +79,7 @@ class ViT(nn.Module):
   mlp_ratio: float = 4.0
   pos_embed: str = "sincos"
   img_size: tuple[int, int] = (224, 224)
+  interpolate_pos: bool = True
   normalize: bool = True
   token_multiple: int = 8
   attention: str | None = None
@@ -96,7 +102,8 @@ class ViT(nn.Module):
     """(position embedding of [CLS] [1, D], of the patches [h*w, D])."""
     d = self.width
     if self.pos_embed == "sincos":
-      return jnp.zeros((1, d)), jnp.asarray(sincos_2d(d, grid))
+      base = self.grid(tuple(self.img_size)) if self.interpolate_pos else None
+      return jnp.zeros((1, d)), jnp.asarray(sincos_2d(d, grid, base_grid=base))
     if self.pos_embed != "learned":
       raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {self.pos_embed!r}")
     g0 = self.grid(tuple(self.img_size))
