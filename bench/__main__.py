@@ -100,10 +100,11 @@ def train_table(rows: list[dict], peak: float | None) -> tuple[str, list[tuple[s
       tf = fl / (r["step_ms"] / 1e3) / 1e12 if fl and r.get("step_ms") else None
       share = f"{100 * tf * 1e12 / peak:.1f} %" if tf and peak else "–"
       mem = r.get("mem_bytes")
+      comp = None if "eager" in r["side"] else r.get("compile_s")  # eager: nothing to compile
       lines.append(
           f"| {w} | {r['side']} | {_f(r.get('batch'), 'd')} | {_f(r.get('per_s'), '.1f', 'not available')} | "
           f"{ratio} | {_f(tf, '.3f')} | {share} | {_f(mem and mem / 2**30, '.2f')} | "
-          f"{_f(r.get('compile_s'), '.1f')} | {r.get('check', '')} | {r.get('note', '')} |")
+          f"{_f(comp, '.1f')} | {r.get('check', '')} | {r.get('note', '')} |")
   return "\n".join(lines), gaps
 
 
@@ -154,6 +155,25 @@ def ensure_summary_first(path: Path) -> None:
   path.write_text(head.rstrip() + "\n\n## Summary\n\n(pending)\n" + (("\n## " + rest) if sep else ""))
 
 
+def run_all(names: list[str], mode: str, a) -> list[dict]:
+  """Runs the workloads one child at a time inside `a.budget`; ends with a `meta` row."""
+  load0, t0 = os.getloadavg()[0], time.perf_counter()
+  rows = []
+  for n in names:
+    timeout = a.timeout or TIMEOUTS[mode].get(n, TIMEOUTS[mode]["default"])
+    if a.budget:
+      left = a.budget - (time.perf_counter() - t0)
+      if left < 30:
+        rows.append({"workload": n, "kind": "error", "side": "-", "per_s": None,
+                     "note": f"skipped: the {a.budget:.0f} s budget was spent"})
+        continue
+      timeout = min(timeout, left)
+    rows += run_child(n, mode, timeout, a.log_dir)
+  rows.append({"kind": "meta", "load0": load0, "load1": os.getloadavg()[0],
+               "wall": time.perf_counter() - t0, "argv": sys.argv[1:], "machine": machine_line(mode)})
+  return rows
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   g = p.add_mutually_exclusive_group(required=True)
@@ -167,6 +187,7 @@ def main(argv=None) -> int:
   p.add_argument("--log-dir", type=Path, help="write each child's output there")
   p.add_argument("--json", type=Path, help="also write every row as JSON lines")
   p.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
+  p.add_argument("--from-json", type=Path, help="re-render the table from a --json file of an earlier run")
   p.add_argument("--child", help=argparse.SUPPRESS)
   a = p.parse_args(argv)
   mode = "gpu" if a.gpu else "cpu"
@@ -177,27 +198,21 @@ def main(argv=None) -> int:
   names = [n for n in ORDER if not a.only or n in a.only or n == "peak"]
   if a.log_dir:
     a.log_dir.mkdir(parents=True, exist_ok=True)
-  load0, t0 = os.getloadavg()[0], time.perf_counter()
-  rows = []
-  for n in names:
-    timeout = a.timeout or TIMEOUTS[mode].get(n, TIMEOUTS[mode]["default"])
-    if a.budget:
-      left = a.budget - (time.perf_counter() - t0)
-      if left < 30:
-        rows.append({"workload": n, "kind": "error", "side": "-", "per_s": None,
-                     "note": f"skipped: the {a.budget:.0f} s budget was spent"})
-        continue
-      timeout = min(timeout, left)
-    rows += run_child(n, mode, timeout, a.log_dir)
-  load1, wall = os.getloadavg()[0], time.perf_counter() - t0
-  if a.json:
-    a.json.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  if a.from_json:
+    rows = [json.loads(line) for line in a.from_json.read_text().splitlines() if line.strip()]
+  else:
+    rows = run_all(names, mode, a)
+    if a.json:
+      a.json.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  meta = next((r for r in rows if r.get("kind") == "meta"), {})
+  load0, load1, wall = meta.get("load0", float("nan")), meta.get("load1", float("nan")), meta.get("wall", 0)
+  argv_used = meta.get("argv") or (argv if argv is not None else sys.argv[1:])
   peak_row = next((r for r in rows if r.get("kind") == "peak"), None)
   peak = peak_row and peak_row.get("flops")
   train, gaps = train_table([r for r in rows if r.get("kind") == "train"], peak)
   apps = app_table([r for r in rows if r.get("kind") == "app"])
   errors = [r for r in rows if r.get("kind") == "error"]
-  cmd = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
+  cmd = "python -m bench " + " ".join(argv_used)
   gap_line = ""
   if gaps:
     w, g_ = min(gaps, key=lambda x: x[1])
@@ -207,7 +222,7 @@ def main(argv=None) -> int:
   body = "\n\n".join(filter(None, [
       f"`{cmd}` — {'CPU-sized' if mode == 'cpu' else 'GPU-sized'} table, {wall / 60:.1f} min in all; "
       f"one child process per workload, calling the per-model scripts' functions.",
-      f"Machine: {machine_line(mode)}. Matmul peak measured in this run: "
+      f"Machine: {meta.get('machine') or machine_line(mode)}. Matmul peak measured in this run: "
       f"{_f(peak and peak / 1e12, '.3f')} TFLOP/s ({(peak_row or {}).get('note', 'not measured')}).",
       train, apps,
       ("Failed or missing: " + "; ".join(f"{r['workload']}: {r['note']}" for r in errors)) if errors else "",

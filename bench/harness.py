@@ -85,6 +85,12 @@ def step_flops(model, loss_fn, tx, example, batch_shapes: dict) -> float:
   return count_flops(runner._fn, state, data, key)
 
 
+def _exact():
+  """Full float32 matmuls/convs for the loss checks (GPUs default to TF32-like precision)."""
+  import jax
+  return jax.default_matmul_precision("highest")
+
+
 def _rel(a: float, b: float) -> float:
   return abs(a - b) / max(abs(b), 1e-12)
 
@@ -141,7 +147,8 @@ def run_keyframes(mode: str) -> None:
   torch = _torch()
   check = "no torch"
   if torch is not None:
-    jl, tl = kf.check_losses_agree(model, variables, torch)
+    with _exact():
+      jl, tl = kf.check_losses_agree(model, variables, torch)
     check = f"{'ok' if _rel(jl, tl) <= 1e-4 else 'MISMATCH'} (rel {_rel(jl, tl):.1e}, f32)"
   flops = step_flops(model, exp.make_loss_fn(alpha=0.84, data_range=2.0), make_optimizer("sgd", 0.01),
                      jnp.zeros((1, *kf.SIZE, 3)), {"image": (b, *kf.SIZE, 3)})
@@ -167,7 +174,8 @@ def run_oval(mode: str) -> None:
   torch = _torch()
   check = "no torch"
   if torch is not None:
-    jl, tl = ov.check_losses_agree(model, params, torch, size)
+    with _exact():
+      jl, tl = ov.check_losses_agree(model, params, torch, size)
     check = f"{'ok' if _rel(jl, tl) <= 1e-5 else 'MISMATCH'} (rel {_rel(jl, tl):.1e}, f32)"
   flops = step_flops(model, make_loss_fn("bce", "rgb", 0.0, False), make_optimizer("adam", 1e-3),
                      jnp.zeros((1, *size, 3)), {"video": (1, b, *size, 3)})
@@ -206,7 +214,8 @@ def run_vae(mode: str) -> None:
     variables = jax.jit(lambda: model.init({"params": jax.random.key(0), "sample": jax.random.key(1)},
                                            jnp.zeros((1, size, size, 3))))()
     tm = ref.load_flax_params(ref.VAE(), variables["params"])
-    jl, tl = vb.check_losses_agree(model, variables["params"], variables["batch_stats"], tm, torch, size)
+    with _exact():
+      jl, tl = vb.check_losses_agree(model, variables["params"], variables["batch_stats"], tm, torch, size)
     check = f"{'ok' if _rel(jl, tl) <= 1e-4 else 'MISMATCH'} (rel {_rel(jl, tl):.1e}, f32)"
   flops = step_flops(model, make_loss_fn(), make_optimizer("adam", 1e-3), jnp.zeros((1, size, size, 3)),
                      {"image": (b, size, size, 3)})
@@ -246,7 +255,8 @@ def run_vqae3d(mode: str) -> None:
 
     variables = jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((1, frames, 64, 64, 1))))()
     tm = ref.load_flax_params(torch_model(), variables["params"], variables["batch_stats"])
-    jl, tl = vq.check_losses_agree(model, variables, tm, torch, frames)
+    with _exact():
+      jl, tl = vq.check_losses_agree(model, variables, tm, torch, frames)
     check = f"{'ok' if _rel(jl, tl) <= 1e-4 else 'MISMATCH'} (rel {_rel(jl, tl):.1e}, f32)"
   flops = step_flops(model, loss_fn, make_optimizer("adam", 1e-3), jnp.zeros((1, frames, 64, 64, 1)),
                      {"video": (b, frames, 64, 64, 1)})
