@@ -79,6 +79,13 @@ def _f(x, fmt: str, dash: str = "–") -> str:
   return dash if x is None else format(x, fmt)
 
 
+def _rate(x) -> str:
+  """Throughput with three significant digits below 1,000 (CPU figures are small)."""
+  if x is None:
+    return "not available"
+  return f"{x:.3g}" if x < 1000 else f"{x:,.0f}"
+
+
 def train_table(rows: list[dict], peak: float | None) -> tuple[str, list[tuple[str, float]]]:
   lines = ["| training step | side | batch | examples/s | ratio JAX / torch.compile | TFLOP/s | "
            "share of matmul peak | peak memory (GiB) | compile (s) | loss check | note |",
@@ -102,7 +109,7 @@ def train_table(rows: list[dict], peak: float | None) -> tuple[str, list[tuple[s
       mem = r.get("mem_bytes")
       comp = None if "eager" in r["side"] else r.get("compile_s")  # eager: nothing to compile
       lines.append(
-          f"| {w} | {r['side']} | {_f(r.get('batch'), 'd')} | {_f(r.get('per_s'), '.1f', 'not available')} | "
+          f"| {w} | {r['side']} | {_f(r.get('batch'), 'd')} | {_rate(r.get('per_s'))} | "
           f"{ratio} | {_f(tf, '.3f')} | {share} | {_f(mem and mem / 2**30, '.2f')} | "
           f"{_f(comp, '.1f')} | {r.get('check', '')} | {r.get('note', '')} |")
   return "\n".join(lines), gaps
@@ -111,7 +118,7 @@ def train_table(rows: list[dict], peak: float | None) -> tuple[str, list[tuple[s
 def app_table(rows: list[dict]) -> str:
   lines = ["| app | side | batch | throughput | start-up / compile (s) | note |", "|---|---|---|---|---|---|"]
   for r in rows:
-    per = "not available" if r.get("per_s") is None else f"{r['per_s']:.1f} {r.get('unit', '')}"
+    per = "not available" if r.get("per_s") is None else f"{_rate(r['per_s'])} {r.get('unit', '')}"
     lines.append(f"| {r['workload']} | {r['side']} | {_f(r.get('batch'), 'd')} | {per} | "
                  f"{_f(r.get('compile_s'), '.1f')} | {r.get('note', '')} |")
   return "\n".join(lines)
@@ -229,6 +236,8 @@ def main(argv=None) -> int:
       f"{gap_line}{noisy}TFLOP/s counts only matmuls and convolutions (analytic, whole step), the same "
       "count for both frameworks. Ratio is JAX over torch.compile (over eager where compile did not run). "
       "Loss check: the per-model script's own check (same weights and inputs, float32) run before timing.",
+      "" if mode == "gpu" else "The GPU-sized table: `bash bench/gpu_check.sh` on a GPU machine (its header "
+      "says which wheels to carry); it runs the correctness checks, then `python -m bench --gpu`.",
   ]))
   print(body)
   if not a.no_write:
