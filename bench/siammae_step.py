@@ -58,19 +58,29 @@ def bench(preset: str, batch: int | None, attention: str | None, dtype: str | No
   for _ in range(warmup):
     state, m = compiled(state, dev_batch, key)
   jax.block_until_ready(m)
-  t0 = time.perf_counter()
+  t0, c0 = time.perf_counter(), time.process_time()
   for _ in range(steps):
     state, m = compiled(state, dev_batch, key)
   jax.block_until_ready(m)
   dt = (time.perf_counter() - t0) / steps
+  cpu = (time.process_time() - c0) / steps  # CPU seconds of this process (shared hosts)
   pairs = config.data.batch_size
   return {"impl": "jax", "preset": preset, "device": jax.devices()[0].device_kind,
           "attention": attention or "default(xla)", "dtype": config.model.dtype,
           "batch_pairs": pairs, "image": s, "encoder": config.model.encoder,
           "step_ms": round(dt * 1e3, 2), "steps_per_s": round(1 / dt, 3),
+          "cpu_s_per_step": round(cpu, 3), "load_avg_1m": round(_load(), 1),
           "pairs_per_s": round(pairs / dt, 1), "compile_s": round(compile_s, 1),
           "gflop_per_step": round(flops / 1e9, 1),
           "tflops_per_s": round(flops / dt / 1e12, 2), "loss": float(m["loss"])}
+
+
+def _load() -> float:
+  try:
+    import os
+    return os.getloadavg()[0]
+  except OSError:
+    return float("nan")
 
 
 def main():

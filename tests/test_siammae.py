@@ -168,7 +168,8 @@ def test_experiment_smoke_train_then_eval_davis_folder(tmp_path):
   root = write_davis_like(tmp_path / "davis", num_sequences=3, num_frames=5, size=(32, 48),
                           num_train=1)
   out = exp.main(["eval", "--preset", "smoke", "--workdir", str(tmp_path / "ev"),
-                  "--checkpoint", str(tmp_path / "run"), "--davis_dir", str(root)])
+                  "--checkpoint", str(tmp_path / "run"), "--davis_dir", str(root),
+                  "--config.eval.random_baseline=False"])
   assert 0.0 <= out["pretrained/J&F-Mean"] <= 1.0
   assert (tmp_path / "ev" / "labelprop_eval" / "pretrained" / "synth-002" / "00004.png").is_file()
   with pytest.raises(FileNotFoundError):
