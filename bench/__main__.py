@@ -69,6 +69,8 @@ def run_child(name: str, mode: str, timeout: float, log_dir: Path | None) -> lis
     last = (err.strip().splitlines() or ["?"])[-1][:160]
     rows.append({"workload": name, "kind": "error", "side": "-", "per_s": None,
                  "note": f"exit {rc}: {last}"})
+  for r in rows:
+    r["child"] = name
   print(f"[bench] {name}: {len(rows)} rows, {wall:.0f} s, rc {rc}", flush=True)
   for r in rows:
     print("  ", json.dumps(r), flush=True)
@@ -162,6 +164,23 @@ def ensure_summary_first(path: Path) -> None:
   path.write_text(head.rstrip() + "\n\n## Summary\n\n(pending)\n" + (("\n## " + rest) if sep else ""))
 
 
+def merge_runs(paths: list[Path]) -> list[dict]:
+  """Rows of several --json files; per workload the last file that measured it wins."""
+  runs = [[json.loads(x) for x in p.read_text().splitlines() if x.strip()] for p in paths]
+  owner = {}
+  for i, rows in enumerate(runs):
+    for r in rows:
+      if r.get("child") and not str(r.get("note", "")).startswith("skipped"):
+        owner[r["child"]] = i
+  out = [r for i, rows in enumerate(runs) for r in rows
+         if r.get("kind") != "meta" and owner.get(r.get("child"), i) == i]
+  metas = [r for rows in runs for r in rows if r.get("kind") == "meta"]
+  if metas:
+    out.append({**metas[0], "load1": metas[-1]["load1"], "wall": sum(m.get("wall", 0) for m in metas),
+                "argv": [" ; python -m bench ".join(" ".join(m.get("argv", [])) for m in metas)]})
+  return out
+
+
 def run_all(names: list[str], mode: str, a) -> list[dict]:
   """Runs the workloads one child at a time inside `a.budget`; ends with a `meta` row."""
   load0, t0 = os.getloadavg()[0], time.perf_counter()
@@ -171,7 +190,7 @@ def run_all(names: list[str], mode: str, a) -> list[dict]:
     if a.budget:
       left = a.budget - (time.perf_counter() - t0)
       if left < 30:
-        rows.append({"workload": n, "kind": "error", "side": "-", "per_s": None,
+        rows.append({"workload": n, "kind": "error", "side": "-", "per_s": None, "child": n,
                      "note": f"skipped: the {a.budget:.0f} s budget was spent"})
         continue
       timeout = min(timeout, left)
@@ -194,7 +213,9 @@ def main(argv=None) -> int:
   p.add_argument("--log-dir", type=Path, help="write each child's output there")
   p.add_argument("--json", type=Path, help="also write every row as JSON lines")
   p.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
-  p.add_argument("--from-json", type=Path, help="re-render the table from a --json file of an earlier run")
+  p.add_argument("--from-json", type=Path, nargs="+",
+                 help="re-render the table from --json files of earlier runs (a workload measured in a "
+                      "later file replaces the earlier file's rows for it)")
   p.add_argument("--child", help=argparse.SUPPRESS)
   a = p.parse_args(argv)
   mode = "gpu" if a.gpu else "cpu"
@@ -206,7 +227,7 @@ def main(argv=None) -> int:
   if a.log_dir:
     a.log_dir.mkdir(parents=True, exist_ok=True)
   if a.from_json:
-    rows = [json.loads(line) for line in a.from_json.read_text().splitlines() if line.strip()]
+    rows = merge_runs(a.from_json)
   else:
     rows = run_all(names, mode, a)
     if a.json:
