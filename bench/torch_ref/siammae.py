@@ -158,7 +158,7 @@ def run(compiled: bool, batch: int, steps: int, device: str) -> dict:
   dt = (time.perf_counter() - t0) / steps
   return {"impl": "torch.compile" if compiled else "torch eager", "device": device,
           "batch_pairs": batch, "step_ms": round(dt * 1e3, 2), "pairs_per_s": round(batch / dt, 1),
-          "warmup_s": round(warm, 1), "loss": float(loss), "torch": torch.__version__,
+          "warmup_s": round(warm, 1), "loss": float(loss.detach()), "torch": torch.__version__,
           "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3)}
 
 
