@@ -66,7 +66,9 @@ class CheckpointIO:
     """Raises a one-line CheckpointError naming the first parameter whose shape differs."""
     state_dir = self.directory / str(step) / "state"
     try:
-      saved = ocp.StandardCheckpointer().metadata(state_dir).item_metadata.tree
+      from etils import epath
+
+      saved = ocp.StandardCheckpointHandler().metadata(epath.Path(state_dir)).tree
     except Exception as e:  # noqa: BLE001 - unreadable metadata: report the folder, not a traceback
       raise CheckpointError(f"{state_dir}: unreadable checkpoint ({type(e).__name__})") from None
     model_part = lambda name: name.startswith(("params/", "batch_stats/"))
