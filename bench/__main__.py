@@ -165,13 +165,17 @@ def ensure_summary_first(path: Path) -> None:
 
 
 def merge_runs(paths: list[Path]) -> list[dict]:
-  """Rows of several --json files; per workload the last file that measured it wins."""
+  """Rows of several --json files; per workload the last file that measured it wins (a file where
+  it failed or was skipped only when no file measured it)."""
   runs = [[json.loads(x) for x in p.read_text().splitlines() if x.strip()] for p in paths]
-  owner = {}
+  best: dict[str, tuple[int, int]] = {}  # child -> (score, file): measured 2, failed 1, skipped 0
   for i, rows in enumerate(runs):
     for r in rows:
-      if r.get("child") and not str(r.get("note", "")).startswith("skipped"):
-        owner[r["child"]] = i
+      if r.get("child"):
+        score = 2 if r.get("kind") != "error" else 0 if str(r.get("note", "")).startswith("skipped") else 1
+        if score >= best.get(r["child"], (-1, -1))[0]:
+          best[r["child"]] = (score, i)
+  owner = {c: i for c, (_, i) in best.items()}
   out = [r for i, rows in enumerate(runs) for r in rows
          if r.get("kind") != "meta" and owner.get(r.get("child"), i) == i]
   metas = [r for rows in runs for r in rows if r.get("kind") == "meta"]
