@@ -156,9 +156,8 @@ def _encoder_decoder_grad_norms(mode):
 def test_legacy_quantizer_starves_the_encoder_and_fixed_modes_do_not():
   enc, dec, cb = _encoder_decoder_grad_norms("legacy")
   assert dec > 1e-3 and enc < 1e-5 * dec and cb < 1e-5 * dec
-  for mode in ("ste", "hard"):
-    enc, dec, cb = _encoder_decoder_grad_norms(mode)
-    assert enc > 1e-3 * dec and cb > 0, mode
+  enc, dec, cb = _encoder_decoder_grad_norms("ste")  # `hard` is checked in test_quantizers
+  assert enc > 1e-3 * dec and cb > 0
 
 
 def test_bad_input_is_a_clear_error():
