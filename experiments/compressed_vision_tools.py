@@ -178,8 +178,8 @@ class Probe(nn.Module):
     b, t = x.shape[:2]
     h = x.reshape((b * t,) + x.shape[2:])
     for i in range(self.downsample):
-      h = nn.relu(nn.Conv(self.width * 2 ** (i - self.downsample + 1) if i < self.downsample - 1
-                          else self.width, (3, 3), strides=2)(h))
+      feats = max(self.width >> (self.downsample - 1 - i), 1)  # ..., width/4, width/2, width
+      h = nn.relu(nn.Conv(feats, (3, 3), strides=2)(h))
     h = nn.relu(nn.Conv(self.width, (3, 3))(h))
     h = nn.relu(nn.Conv(self.width, (3, 3))(h))
     h = h.reshape((b, -1, self.width)).max(1)  # presence: max over time and space
