@@ -64,7 +64,7 @@ def run_child(name: str, mode: str, timeout: float, log_dir: Path | None) -> lis
   rows = [json.loads(line[9:]) for line in out.splitlines() if line.startswith("BENCHROW ")]
   if rc == "timeout":
     rows.append({"workload": name, "kind": "error", "side": "-", "per_s": None,
-                 "note": f"timed out after {timeout:.0f} s (rows above it, if any, completed)"})
+                 "note": f"timed out after {timeout:.0f} s (rows it printed before that are kept)"})
   elif rc and not any(r.get("kind") == "error" for r in rows):
     last = (err.strip().splitlines() or ["?"])[-1][:160]
     rows.append({"workload": name, "kind": "error", "side": "-", "per_s": None,
@@ -248,7 +248,7 @@ def main(argv=None) -> int:
   gap_line = ""
   if gaps:
     w, g_ = min(gaps, key=lambda x: x[1])
-    gap_line = f"Largest gap vs PyTorch (lowest JAX / PyTorch ratio): {w}, {g_:.2f}×. "
+    gap_line = f"Largest gap left (lowest JAX / PyTorch ratio): {w}, {g_:.2f}×. "
   noisy = (f"Load average {load0:.1f} at the start, {load1:.1f} at the end: a shared machine, figures "
            "are noisy. " if mode == "cpu" else "")
   body = "\n\n".join(filter(None, [
