@@ -137,3 +137,25 @@ def restore_state(path, abstract_state, *, step: int | None = None):
     return io.restore(abstract_state, step=step if step is not None else found_step)
   finally:
     io.close()
+
+
+def restore_variables(path, *, step: int | None = None) -> dict:
+  """The model variables (`params`, and `batch_stats` if any) of a checkpoint, for apps.
+
+  Needs no optimiser or abstract state: the saved tree is read as it is. `path` is a workdir
+  (latest step), a checkpoints folder or a step folder.
+  """
+  directory, found_step = resolve_checkpoint(path)
+  io = CheckpointIO(directory, create=False)
+  try:
+    step = step if step is not None else (found_step if found_step is not None else io.latest_step())
+    if step is None:
+      raise CheckpointError(f"{directory}: no checkpoint to restore")
+    restored = io.mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  finally:
+    io.close()
+  state = restored["state"]
+  out = {"params": state["params"]}
+  if state.get("batch_stats"):
+    out["batch_stats"] = state["batch_stats"]
+  return out
