@@ -16,7 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax.train import CheckpointError, TrainingDiverged, init_state, make_optimizer, restore_state
+from aejax.train import (
+    CheckpointError,
+    TrainingDiverged,
+    init_state,
+    make_optimizer,
+    restore_state,
+    restore_variables,
+)
 from aejax.train.optim import decay_mask, make_schedule
 
 HERE = Path(__file__).parent
@@ -130,6 +137,10 @@ def test_writer_outputs_read_back_and_restore_into_eval_shape(tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   step4 = restore_state(tmp_path / "checkpoints" / "4", abstract)
   assert int(step4.step) == 4
+  variables = restore_variables(tmp_path)  # no optimiser or abstract state needed
+  assert set(variables) == {"params", "batch_stats"}
+  for a, b in zip(jax.tree.leaves(variables["params"]), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_nan_stops_with_one_line_error_and_keeps_last_good(tmp_path):
