@@ -89,6 +89,8 @@ def _rate(x) -> str:
 
 
 def train_table(rows: list[dict], peak: float | None) -> tuple[str, list[tuple[str, float]]]:
+  from bench.common import ratio
+
   lines = ["| training step | side | batch | examples/s | ratio JAX / torch.compile | TFLOP/s | "
            "share of matmul peak | peak memory (GiB) | compile (s) | loss check | note |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -98,13 +100,13 @@ def train_table(rows: list[dict], peak: float | None) -> tuple[str, list[tuple[s
     by_w.setdefault(r["workload"], []).append(r)
   for w, rs in by_w.items():
     jax_r = next((r for r in rs if r["side"].startswith("JAX") and r.get("per_s")), None)
-    ref = next((r for r in rs if "torch.compile" in r["side"] and r.get("per_s")), None)
-    ref = ref or next((r for r in rs if "eager" in r["side"] and r.get("per_s")), None)
+    rt = ratio(rs)  # (JAX / torch.compile, or / eager where compile did not run, "torch.compile" | "eager")
+    if rt:
+      gaps.append((w, rt[0]))
     for r in rs:
-      ratio = ""
-      if r is jax_r and ref:
-        ratio = f"{jax_r['per_s'] / ref['per_s']:.2f}×" + ("" if "compile" in ref["side"] else " (vs eager)")
-        gaps.append((w, jax_r["per_s"] / ref["per_s"]))
+      cell = ""
+      if r is jax_r and rt:
+        cell = f"{rt[0]:.2f}×" + ("" if rt[1] == "torch.compile" else " (vs eager)")
       fl = r.get("flops")
       tf = fl / (r["step_ms"] / 1e3) / 1e12 if fl and r.get("step_ms") else None
       share = f"{100 * tf * 1e12 / peak:.1f} %" if tf and peak else "–"
@@ -112,7 +114,7 @@ def train_table(rows: list[dict], peak: float | None) -> tuple[str, list[tuple[s
       comp = None if "eager" in r["side"] else r.get("compile_s")  # eager: nothing to compile
       lines.append(
           f"| {w} | {r['side']} | {_f(r.get('batch'), 'd')} | {_rate(r.get('per_s'))} | "
-          f"{ratio} | {_f(tf, '.3f')} | {share} | {_f(mem and mem / 2**30, '.2f')} | "
+          f"{cell} | {_f(tf, '.3f')} | {share} | {_f(mem and mem / 2**30, '.2f')} | "
           f"{_f(comp, '.1f')} | {r.get('check', '')} | {r.get('note', '')} |")
   return "\n".join(lines), gaps
 
@@ -251,6 +253,8 @@ def main(argv=None) -> int:
     gap_line = f"Largest gap left (lowest JAX / PyTorch ratio): {w}, {g_:.2f}×. "
   noisy = (f"Load average {load0:.1f} at the start, {load1:.1f} at the end: a shared machine, figures "
            "are noisy. " if mode == "cpu" else "")
+  from bench.common import BF16_RTOL
+
   body = "\n\n".join(filter(None, [
       f"`{cmd}` — {'CPU-sized' if mode == 'cpu' else 'GPU-sized'} table, {wall / 60:.1f} min in all; "
       f"one child process per workload, calling the per-model scripts' functions.",
@@ -260,7 +264,10 @@ def main(argv=None) -> int:
       ("Failed or missing: " + "; ".join(f"{r['workload']}: {r['note']}" for r in errors)) if errors else "",
       f"{gap_line}{noisy}TFLOP/s counts only matmuls and convolutions (analytic, whole step), the same "
       "count for both frameworks. Ratio is JAX over torch.compile (over eager where compile did not run). "
-      "Loss check: the per-model script's own check (same weights and inputs, float32) run before timing.",
+      "Both sides compute in the note's dtype (bf16 on GPU: the JAX models' `dtype`, PyTorch bf16 "
+      "autocast; f32 on CPU), parameters and losses in float32. Loss check: the per-model script's own "
+      f"check (same weights and inputs; float32 at full precision, and bf16 within {BF16_RTOL:.0e} where "
+      "the step computes in bf16) run before timing.",
       "" if mode == "gpu" else "The GPU-sized table: `bash bench/gpu_check.sh` on a GPU machine (its header "
       "says which wheels to carry); it runs the correctness checks, then `python -m bench --gpu`.",
   ]))

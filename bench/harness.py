@@ -9,7 +9,8 @@ and the loss-equality result. A child process per workload keeps the peak-memory
 lets JAX and PyTorch share one GPU (JAX without preallocation) and bounds each workload's time.
 
 Row fields: workload, kind ("train" / "app" / "peak"), side, batch, unit, per_s, step_ms,
-flops (per step, analytic), mem_bytes, compile_s, check, note.
+flops (per step, analytic), mem_bytes, compile_s, check, note, dtype (training rows: the compute
+dtype of both sides, `bench.common.default_dtype()`: bfloat16 on GPU, float32 on CPU).
 """
 
 from __future__ import annotations
@@ -85,24 +86,26 @@ def step_flops(model, loss_fn, tx, example, batch_shapes: dict) -> float:
   return count_flops(runner._fn, state, data, key)
 
 
-def _exact():
-  """Full float32 matmuls/convs for the loss checks (GPUs default to TF32-like precision)."""
-  import jax
-  return jax.default_matmul_precision("highest")
+def _check(torch, losses, rtol: float, dtype: str) -> str:
+  """The loss-equality column: `bench.common.check_losses` (float32 under full precision, and
+  `dtype` when it is bf16) of the per-model script's `check_losses_agree`."""
+  from bench.common import check_losses, check_summary
+
+  return "no torch" if torch is None else check_summary(check_losses(losses, dtype, rtol, torch))
 
 
-def _rel(a: float, b: float) -> float:
-  return abs(a - b) / max(abs(b), 1e-12)
-
-
-def _train_rows(name, unit, batch, jax_res, torch_runs, flops, check, note=""):
+def _train_rows(name, unit, batch, jax_res, torch_runs, flops, check, note="", dtype=None):
   """Emits the JAX row then one row per PyTorch variant (`torch_runs`: (label, thunk))."""
   import jax
 
+  from bench.common import result_row, short
+
+  dt = short(dtype) if dtype else None
+  row = result_row("JAX", jax_res, batch)
   emit(workload=name, kind="train", side=f"JAX {jax.__version__}", batch=batch, unit=unit,
-       per_s=batch / jax_res["step_s"], step_ms=1e3 * jax_res["step_s"], flops=flops,
-       mem_bytes=_jax_mem(), compile_s=jax_res.get("compile_s", jax_res["first_s"] - jax_res["step_s"]),
-       check=check, note=note)
+       per_s=row["per_s"], step_ms=row["step_ms"], flops=flops, mem_bytes=_jax_mem(),
+       compile_s=jax_res.get("compile_s", jax_res["first_s"] - jax_res["step_s"]), check=check,
+       note="; ".join(filter(None, [dt and f"{dt} compute", note])), dtype=dtype)
   torch = _torch()
   if torch is None:
     emit(workload=name, kind="train", side="PyTorch", batch=batch, unit=unit, per_s=None,
@@ -120,9 +123,11 @@ def _train_rows(name, unit, batch, jax_res, torch_runs, flops, check, note=""):
       emit(workload=name, kind="train", side=f"PyTorch {label}", batch=batch, unit=unit,
            per_s=None, note=f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}")
       continue
-    emit(workload=name, kind="train", side=f"PyTorch {label} ({r.get('device', '?')})", batch=batch,
-         unit=unit, per_s=batch / r["step_s"], step_ms=1e3 * r["step_s"], flops=flops,
-         mem_bytes=_torch_mem(torch), compile_s=r["first_s"] - r["step_s"], check=check)
+    row = result_row(f"PyTorch {label}", r, batch)
+    emit(workload=name, kind="train", side=f"PyTorch {label} ({row['device']})", batch=batch,
+         unit=unit, per_s=row["per_s"], step_ms=row["step_ms"], flops=flops,
+         mem_bytes=_torch_mem(torch), compile_s=r["first_s"] - r["step_s"], check=check,
+         note=dt and (f"{dt} autocast" if dtype != "float32" else dt), dtype=dtype)
 
 
 def _variants(name: str, mode: str, fn):
@@ -138,23 +143,22 @@ def run_keyframes(mode: str) -> None:
   from aejax.models.keyframe_ae import KeyframeAE
   from aejax.train import make_optimizer
   from bench import keyframes as kf
+  from bench.common import default_dtype, jnp_dtype
   from experiments import keyframes as exp
 
   cfg = SIZES[mode]["keyframes"]
   b, steps = cfg["batch"], cfg["steps"]
+  dtype = default_dtype()
   model = KeyframeAE(share_norms=True)
   variables = model.init(jax.random.key(0), jnp.zeros((1, *kf.SIZE, 3)), train=False)
   torch = _torch()
-  check = "no torch"
-  if torch is not None:
-    with _exact():
-      jl, tl = kf.check_losses_agree(model, variables, torch)
-    check = f"{'ok' if _rel(jl, tl) <= 1e-4 else 'MISMATCH'} (rel {_rel(jl, tl):.1e}, f32)"
+  check = _check(torch, lambda d: kf.check_losses_agree(model, variables, torch, d), 1e-4, dtype)
   flops = step_flops(model, exp.make_loss_fn(alpha=0.84, data_range=2.0), make_optimizer("sgd", 0.01),
                      jnp.zeros((1, *kf.SIZE, 3)), {"image": (b, *kf.SIZE, 3)})
-  res = kf.bench_jax(model, b, steps)
+  res = kf.bench_jax(model.clone(dtype=jnp_dtype(dtype)), b, steps)
   _train_rows("key-frame AE 3×96×192, MS-SSIM+L1, SGD", "images/s", b, res,
-              _variants("keyframes", mode, lambda t, c: kf.bench_torch(b, steps, c, t)), flops, check)
+              _variants("keyframes", mode, lambda t, c: kf.bench_torch(b, steps, c, t, dtype)), flops, check,
+              dtype=dtype)
 
 
 def run_oval(mode: str) -> None:
@@ -164,6 +168,7 @@ def run_oval(mode: str) -> None:
   from aejax.models.oval import OVAL
   from aejax.train import make_optimizer
   from bench import oval as ov
+  from bench.common import default_dtype, jnp_dtype
   from experiments.oval import make_loss_fn
 
   cfg = SIZES[mode]["oval"]
@@ -171,18 +176,15 @@ def run_oval(mode: str) -> None:
   model = OVAL()
   params = jax.device_get(jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((1, *size, 3))))())
   params = params["params"]
+  dtype = default_dtype()
   torch = _torch()
-  check = "no torch"
-  if torch is not None:
-    with _exact():
-      jl, tl = ov.check_losses_agree(model, params, torch, size)
-    check = f"{'ok' if _rel(jl, tl) <= 1e-5 else 'MISMATCH'} (rel {_rel(jl, tl):.1e}, f32)"
+  check = _check(torch, lambda d: ov.check_losses_agree(model, params, torch, size, d), 1e-5, dtype)
   flops = step_flops(model, make_loss_fn("bce", "rgb", 0.0, False), make_optimizer("adam", 1e-3),
                      jnp.zeros((1, *size, 3)), {"video": (1, b, *size, 3)})
-  res = ov.bench_jax_train(model, b, size, steps)
+  res = ov.bench_jax_train(model.clone(dtype=jnp_dtype(dtype)), b, size, steps)
   _train_rows(f"OVAL 3×{size[0]}×{size[1]}, BCE, Adam", "frames/s", b, res,
-              _variants("oval", mode, lambda t, c: ov.bench_torch_train(t, b, size, steps, c)),
-              flops, check)
+              _variants("oval", mode, lambda t, c: ov.bench_torch_train(t, b, size, steps, c, dtype)),
+              flops, check, dtype=dtype)
   conv = ov.bench_convert(model, params, b, size, cfg["convert_batches"])
   emit(workload=f"OVAL convert {size[0]}×{size[1]} (encode → f16 bytes → decode)", kind="app",
        side=f"JAX {jax.__version__}", batch=b, unit="frames/s", per_s=conv["fps"],
@@ -201,11 +203,13 @@ def run_vae(mode: str) -> None:
   from aejax.models.vae import ConvVAE
   from aejax.train import make_optimizer
   from bench import vae as vb
+  from bench.common import default_dtype, jnp_dtype
   from experiments.vae import make_loss_fn
 
   cfg = SIZES[mode]["vae"]
   b, steps, size = cfg["batch"], cfg["steps"], 254
   model = ConvVAE(image_size=(size, size))
+  dtype = default_dtype()
   torch = _torch()
   check = "no torch"
   if torch is not None:
@@ -214,19 +218,18 @@ def run_vae(mode: str) -> None:
     variables = jax.jit(lambda: model.init({"params": jax.random.key(0), "sample": jax.random.key(1)},
                                            jnp.zeros((1, size, size, 3))))()
     tm = ref.load_flax_params(ref.VAE(), variables["params"])
-    with _exact():
-      jl, tl = vb.check_losses_agree(model, variables["params"], variables["batch_stats"], tm, torch, size)
-    check = f"{'ok' if _rel(jl, tl) <= 1e-4 else 'MISMATCH'} (rel {_rel(jl, tl):.1e}, f32)"
+    p, bs = variables["params"], variables["batch_stats"]
+    check = _check(torch, lambda d: vb.check_losses_agree(model, p, bs, tm, torch, size, d), 1e-4, dtype)
   flops = step_flops(model, make_loss_fn(), make_optimizer("adam", 1e-3), jnp.zeros((1, size, size, 3)),
                      {"image": (b, size, size, 3)})
-  res = vb.bench_jax(model, b, size, steps)
+  res = vb.bench_jax(model.clone(dtype=jnp_dtype(dtype)), b, size, steps)
 
   def torch_fn(t, compiled):
     from bench.torch_ref import vae as ref
-    return vb.bench_torch(t, ref.VAE(), b, size, steps, compiled)
+    return vb.bench_torch(t, ref.VAE(), b, size, steps, compiled, dtype)
 
   _train_rows("conv VAE 3×254×254, KL+BCE, Adam", "images/s", b, res, _variants("vae", mode, torch_fn),
-              flops, check)
+              flops, check, dtype=dtype)
 
 
 def run_vqae3d(mode: str) -> None:
@@ -236,35 +239,30 @@ def run_vqae3d(mode: str) -> None:
   from aejax.models.vqae3d import VQAE3D
   from aejax.train import make_optimizer
   from bench import vqae3d as vq
+  from bench.common import default_dtype, jnp_dtype
   from experiments.compressed_vision import loss_fn
 
   cfg = SIZES[mode]["vqae3d"]
   b, frames, steps = cfg["batch"], cfg["frames"], cfg["steps"]
   kw = vq.model_kwargs(Namespace(demo=cfg["demo"]))
   model = VQAE3D(**kw)
+  dtype = default_dtype()
   torch = _torch()
-
-  def torch_model():
-    from bench.torch_ref import vqae3d as ref
-    return ref.Autoencoder(features=kw.get("features", (64, 128)), k=kw.get("kernel_size", 5),
-                           stages=kw.get("num_stages", 5), blocks=kw.get("blocks_per_stage", 3))
-
   check = "no torch"
   if torch is not None:
     from bench.torch_ref import vqae3d as ref
 
     variables = jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((1, frames, 64, 64, 1))))()
-    tm = ref.load_flax_params(torch_model(), variables["params"], variables["batch_stats"])
-    with _exact():
-      jl, tl = vq.check_losses_agree(model, variables, tm, torch, frames)
-    check = f"{'ok' if _rel(jl, tl) <= 1e-4 else 'MISMATCH'} (rel {_rel(jl, tl):.1e}, f32)"
+    tm = ref.load_flax_params(vq.torch_model(kw), variables["params"], variables["batch_stats"])
+    losses = lambda d: vq.check_losses_agree(model, variables, tm, torch, frames, d)
+    check = _check(torch, losses, 1e-4, dtype)
   flops = step_flops(model, loss_fn, make_optimizer("adam", 1e-3), jnp.zeros((1, frames, 64, 64, 1)),
                      {"video": (b, frames, 64, 64, 1)})
-  res = vq.bench_jax(model, b, frames, steps)
+  res = vq.bench_jax(model.clone(dtype=jnp_dtype(dtype)), b, frames, steps)
   width = "CPU demo width" if cfg["demo"] else "31.0M params"
+  torch_fn = lambda t, c: vq.bench_torch(t, vq.torch_model(kw), b, frames, steps, c, dtype)
   _train_rows(f"3D AE 1×{frames}×64×64 ({width}), MSE, Adam", "clips/s", b, res,
-              _variants("vqae3d", mode, lambda t, c: vq.bench_torch(t, torch_model(), b, frames, steps, c)),
-              flops, check)
+              _variants("vqae3d", mode, torch_fn), flops, check, dtype=dtype)
 
 
 def run_siammae(mode: str) -> None:

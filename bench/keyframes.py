@@ -4,8 +4,11 @@ extraction speed on a 640x360 video.
 Training: AE_final (580,449 parameters, shared norms as the original) on batches of 3x96x192
 images in [-1, 1] with the MS-SSIM + L1 loss (alpha 0.84, data range 2) and SGD 0.01; images/s of
 full steps (forward, backward, update), median of `--steps` timed steps after one untimed
-(compiling) step. First both sides get the same weights and batch and their losses must agree
-(relative 1e-4). JAX runs on its default device, PyTorch on CUDA when available, else CPU.
+(compiling) step. Both sides compute in `--dtype` (default bfloat16 on GPU/TPU: the JAX model's
+`dtype`, PyTorch bf16 autocast; float32 on CPU), parameters and loss in float32. First both sides
+get the same weights and batch and their losses must agree (float32 relative 1e-4, and bf16 within
+`bench.common.BF16_RTOL` when bf16). JAX runs on its default device, PyTorch on CUDA when
+available, else CPU.
 
 Extraction: `python -m experiments.keyframes extract` (5 sampled frames/s, sharpest per second,
 latent novelty, clips written) on a `--seconds`-long 640x360 30 fps MP4 made from the real videos
@@ -21,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -35,8 +37,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aejax.losses import ms_ssim_l1_loss  # noqa: E402
 from aejax.models.keyframe_ae import KeyframeAE  # noqa: E402
-from aejax.train import CheckpointIO, init_state, make_optimizer, make_train_step  # noqa: E402
-from bench.common import machine, update_section  # noqa: E402
+from aejax.train import CheckpointIO, init_state, make_optimizer  # noqa: E402
+from bench.common import (  # noqa: E402
+    add_dtype_flag,
+    autocast,
+    bench_jax_step,
+    bench_torch_step,
+    check_losses,
+    check_summary,
+    compare_steps,
+    default_dtype,
+    jnp_dtype,
+    machine,
+    require_agreement,
+    result_row,
+    step_table,
+    torch_device,
+    update_section,
+)
 from experiments import keyframes as exp  # noqa: E402
 
 SIZE = (96, 192)
@@ -48,70 +66,40 @@ def batch_of(n: int, seed: int = 0) -> np.ndarray:
   return textured_images(n, SIZE, seed=seed)  # [n, 96, 192, 3] uint8
 
 
-def check_losses_agree(model, variables, torch) -> tuple[float, float]:
+def check_losses_agree(model, variables, torch, dtype: str = "float32") -> tuple[float, float]:
+  """MS-SSIM + L1 of one batch of 4 on both sides (train-mode BatchNorm), computing in `dtype`."""
   from bench.torch_ref import keyframe_ae as ref
 
   x = batch_of(4).astype(np.float32) / 127.5 - 1
-  (y, _), _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
-  jax_loss = float(ms_ssim_l1_loss(y, x))
+  (y, _), _ = model.clone(dtype=jnp_dtype(dtype)).apply(variables, x, train=True, mutable=["batch_stats"])
+  jax_loss = float(ms_ssim_l1_loss(y.astype(jnp.float32), x))
+  dev = torch_device(torch)
   tm = ref.Autoencoder(share_norms=True)
   ref.load_flax_params(tm, variables["params"])
-  tm.train()
-  xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
-  torch_loss = float(ref.MSSSIML1()(tm(xt), xt).detach())
+  tm.to(dev).train()
+  xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev)
+  with autocast(torch, dev, dtype):
+    yt = tm(xt)
+  torch_loss = float(ref.MSSSIML1().to(dev)(yt.float(), xt).detach())
   return jax_loss, torch_loss
 
 
 def bench_jax(model, batch: int, steps: int) -> dict:
-  tx = make_optimizer("sgd", 0.01)
-  loss_fn = exp.make_loss_fn(alpha=0.84, data_range=2.0)
-  state = init_state(model, tx, jax.random.key(0), jnp.zeros((1, *SIZE, 3)))
-  runner = make_train_step(model, loss_fn, tx, parallel="jit")
-  dstate = runner.put_state(state)
-  data = {"image": batch_of(batch)}
-  t0 = time.perf_counter()
-  dstate, m = runner(dstate, data, jax.random.key(1))
-  jax.block_until_ready(m)
-  first = time.perf_counter() - t0
-  times = []
-  for i in range(steps):
-    t0 = time.perf_counter()
-    dstate, m = runner(dstate, data, jax.random.key(2 + i))
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t0)
-  sec = statistics.median(times)
-  return {"step_s": sec, "images_s": batch / sec, "first_s": first}
+  """Engine steps (SGD 0.01) of `model` (its `dtype` is the compute dtype) on `batch` images."""
+  return bench_jax_step(model, exp.make_loss_fn(alpha=0.84, data_range=2.0), make_optimizer("sgd", 0.01),
+                        jnp.zeros((1, *SIZE, 3)), {"image": batch_of(batch)}, steps, parallel="jit")
 
 
-def bench_torch(batch: int, steps: int, compile_: bool, torch) -> dict:
+def bench_torch(batch: int, steps: int, compile_: bool, torch, dtype: str = "float32") -> dict:
+  """The PyTorch step (SGD 0.01; torch.compile of the whole step when `compile_`)."""
   from bench.torch_ref import keyframe_ae as ref
 
-  dev = "cuda" if torch.cuda.is_available() else "cpu"
+  dev = torch_device(torch)
   model, crit = ref.Autoencoder(share_norms=True).to(dev), ref.MSSSIML1().to(dev)
   opt = torch.optim.SGD(model.parameters(), lr=0.01)
   x = torch.from_numpy(batch_of(batch).astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1).to(dev)
-
-  def step():
-    opt.zero_grad(set_to_none=True)
-    loss = crit(model(x), x)
-    loss.backward()
-    opt.step()
-    return loss
-
-  fn = torch.compile(step) if compile_ else step
-  sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
-  t0 = time.perf_counter()
-  fn()
-  sync()
-  first = time.perf_counter() - t0
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    fn()
-    sync()
-    times.append(time.perf_counter() - t0)
-  sec = statistics.median(times)
-  return {"step_s": sec, "images_s": batch / sec, "first_s": first, "device": dev}
+  return bench_torch_step(torch, model, opt, x, crit, steps, dtype=dtype,
+                          compile_="step" if compile_ else None)
 
 
 def make_video(path: Path, seconds: float, fps: float = 30.0) -> Path:
@@ -160,32 +148,33 @@ def main():
   ap.add_argument("--batch", type=int, default=256)
   ap.add_argument("--steps", type=int, default=5)
   ap.add_argument("--seconds", type=float, default=60.0, help="length of the extraction video")
+  add_dtype_flag(ap)
   ap.add_argument("--no-torch", action="store_true")
   ap.add_argument("--no-compile", action="store_true")
   ap.add_argument("--no-train", action="store_true")
   ap.add_argument("--no-extract", action="store_true")
   ap.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
   args = ap.parse_args()
+  dtype = args.dtype or default_dtype()
   lines = []
   if not args.no_train:
-    model = KeyframeAE(share_norms=True)
+    model = KeyframeAE(share_norms=True, dtype=jnp_dtype(dtype))
     variables = model.init(jax.random.key(0), jnp.zeros((1, *SIZE, 3)), train=False)
-    rows = [("JAX (jit)", bench_jax(model, args.batch, args.steps))]
-    if not args.no_torch:
+    jax_run = lambda: bench_jax(model, args.batch, args.steps)
+    if args.no_torch:
+      rows, checks = [result_row(f"JAX {jax.__version__} (jit)", jax_run(), args.batch, dtype)], []
+    else:
       import torch
 
-      jl, tl = check_losses_agree(model, variables, torch)
-      if abs(jl - tl) > 1e-4 * max(abs(jl), 1e-6):
-        raise SystemExit(f"losses differ: JAX {jl:.6f} vs PyTorch {tl:.6f}")
-      print(f"loss check: JAX {jl:.6f}, PyTorch {tl:.6f}")
-      rows.append(("PyTorch eager", bench_torch(args.batch, args.steps, False, torch)))
-      if not args.no_compile:
-        rows.append(("torch.compile", bench_torch(args.batch, args.steps, True, torch)))
-    lines += [f"Training, batch {args.batch} of 3x96x192, MS-SSIM+L1, SGD (median of {args.steps} steps):",
-              "", "| side | images/s | s / step | first step (s) |", "|---|---|---|---|"]
-    lines += [f"| {n} | {r['images_s']:.1f} | {r['step_s']:.3f} | {r['first_s']:.1f} |" for n, r in rows]
-    if not args.no_torch:
-      lines += ["", f"Loss check before timing: JAX {jl:.6f}, PyTorch {tl:.6f}."]
+      checks = check_losses(lambda d: check_losses_agree(model, variables, torch, d), dtype, 1e-4, torch)
+      require_agreement(checks)
+      torch_run = lambda c: bench_torch(args.batch, args.steps, c, torch, dtype)
+      rows = compare_steps(args.batch, jax_run, torch_run, torch_version=torch.__version__, dtype=dtype,
+                           compile_=not args.no_compile)
+    lines += [f"Training, batch {args.batch} of 3x96x192, MS-SSIM+L1, SGD, {dtype} compute "
+              f"(median of {args.steps} steps):", "", step_table(rows, "images/s")]
+    if checks:
+      lines += ["", f"Loss check before timing (same weights and batch of 4): {check_summary(checks)}."]
   if not args.no_extract:
     ex = [bench_extract(args.seconds, m) for m in ("latent", "recon")]
     lines += ["", f"Extraction of a {args.seconds:.0f} s 640x360 30 fps video (5 sampled frames/s):", "",

@@ -2,8 +2,11 @@
 
 The faithful 6,991-parameter OVAL autoencoder on batches of 16 frames of 3x360x480 with the
 original's BCE loss and Adam 1e-3: frames/s of full training steps (forward, backward, update),
-median of `--steps` timed steps after one untimed (compiling) step. Before timing, both sides get
-the same weights and inputs and their losses must agree (relative 1e-5). Then `convert` frames/s:
+median of `--steps` timed steps after one untimed (compiling) step, both sides computing in
+`--dtype` (default bfloat16 on GPU/TPU: the JAX model's `dtype`, PyTorch bf16 autocast; float32 on
+CPU), parameters and loss in float32. Before timing, both sides get the same weights and inputs and
+their losses must agree (float32 relative 1e-5, and bf16 within `bench.common.BF16_RTOL` when
+bf16). Then `convert` frames/s (float32):
 encode → float16 latent bytes → decode of 360x480 frames in batches of 16 (JAX, the path
 `python -m experiments.oval convert` takes, without metrics or video writing), plus the PyTorch
 eager forward for comparison. JAX runs on its default device, PyTorch on CUDA when available.
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -30,71 +32,60 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aejax import compression as comp  # noqa: E402
 from aejax.models.oval import OVAL, reconstruction_loss  # noqa: E402
-from aejax.train import init_state, make_optimizer, make_train_step  # noqa: E402
-from bench.common import machine, update_section  # noqa: E402
+from aejax.train import make_optimizer  # noqa: E402
+from bench.common import (  # noqa: E402
+    add_dtype_flag,
+    autocast,
+    bench_jax_step,
+    bench_torch_step,
+    check_losses,
+    check_summary,
+    compare_steps,
+    default_dtype,
+    jnp_dtype,
+    machine,
+    require_agreement,
+    step_table,
+    torch_device,
+    update_section,
+)
 from experiments._oval_apps import FrameCodec  # noqa: E402
 from experiments.oval import make_loss_fn  # noqa: E402
 
 
-def check_losses_agree(model, params, torch, size) -> tuple[float, float]:
+def check_losses_agree(model, params, torch, size, dtype: str = "float32") -> tuple[float, float]:
+  """BCE of one batch of 2 frames on both sides (same weights), computing in `dtype`."""
   from bench.torch_ref import oval as ref
 
   x = np.random.default_rng(0).uniform(size=(2, *size, 3)).astype(np.float32)
-  _, aux = model.apply({"params": params}, x)
+  _, aux = model.clone(dtype=jnp_dtype(dtype)).apply({"params": params}, x)
   jl = float(reconstruction_loss("bce", aux["logits"], x))
-  tm = ref.load_flax_params(ref.OVAL(size), params)
-  xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
-  tl = float(ref.bce_loss(tm(xt), xt).detach())
+  dev = torch_device(torch)
+  tm = ref.load_flax_params(ref.OVAL(size), params).to(dev)
+  xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev)
+  with autocast(torch, dev, dtype):
+    logits = tm(xt)
+  tl = float(ref.bce_loss(logits.float(), xt).detach())
   return jl, tl
 
 
 def bench_jax_train(model, batch, size, steps) -> dict:
-  tx = make_optimizer("adam", 1e-3)
-  state = jax.jit(lambda: init_state(model, tx, jax.random.key(0), jnp.zeros((1, *size, 3))))()
-  runner = make_train_step(model, make_loss_fn("bce", "rgb", 0.0, False), tx, parallel="none")
-  state = runner.put_state(state)
+  """Engine steps (Adam 1e-3, BCE) of `model` (its `dtype` is the compute dtype), `batch` frames."""
   video = np.random.default_rng(1).integers(0, 256, (1, batch, *size, 3), dtype=np.uint8)
-  data = {"video": jax.device_put(video)}
-  key = jax.random.key(0)
-  t0 = time.perf_counter()
-  state, m = runner(state, data, key)
-  jax.block_until_ready(m)
-  first = time.perf_counter() - t0
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    state, m = runner(state, data, key)
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t0)
-  return {"first_s": first, "step_s": statistics.median(times), "device": jax.devices()[0].device_kind}
+  return bench_jax_step(model, make_loss_fn("bce", "rgb", 0.0, False), make_optimizer("adam", 1e-3),
+                        jnp.zeros((1, *size, 3)), {"video": video}, steps)
 
 
-def bench_torch_train(torch, batch, size, steps, compiled) -> dict:
+def bench_torch_train(torch, batch, size, steps, compiled, dtype: str = "float32") -> dict:
+  """The PyTorch step (Adam 1e-3, BCE; torch.compile of the model when `compiled`)."""
   from bench.torch_ref import oval as ref
 
-  dev = "cuda" if torch.cuda.is_available() else "cpu"
+  dev = torch_device(torch)
   model = ref.OVAL(size).to(dev)
   opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-  fwd = torch.compile(model) if compiled else model
   x = torch.rand(batch, 3, *size, device=dev)
-
-  def step():
-    opt.zero_grad(set_to_none=True)
-    loss = ref.bce_loss(fwd(x), x)
-    loss.backward()
-    opt.step()
-    if dev == "cuda":
-      torch.cuda.synchronize()
-
-  t0 = time.perf_counter()
-  step()
-  first = time.perf_counter() - t0
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - t0)
-  return {"first_s": first, "step_s": statistics.median(times), "device": dev}
+  return bench_torch_step(torch, model, opt, x, ref.bce_loss, steps, dtype=dtype,
+                          compile_="model" if compiled else None)
 
 
 def bench_convert(model, params, batch, size, batches) -> dict:
@@ -120,11 +111,13 @@ def bench_convert(model, params, batch, size, batches) -> dict:
 def bench_torch_forward(torch, batch, size, batches) -> float:
   from bench.torch_ref import oval as ref
 
-  dev = "cuda" if torch.cuda.is_available() else "cpu"
+  dev = torch_device(torch)
   model = ref.OVAL(size).to(dev).eval()
   x = torch.rand(batch, 3, *size, device=dev)
   with torch.no_grad():
     torch.sigmoid(model(x))
+    if dev == "cuda":
+      torch.cuda.synchronize()  # the warm-up call is not timed
     t0 = time.perf_counter()
     for _ in range(batches):
       y = torch.sigmoid(model(x))
@@ -140,6 +133,7 @@ def main():
   p.add_argument("--size", type=int, nargs=2, default=(360, 480), help="H W")
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--convert_batches", type=int, default=4)
+  add_dtype_flag(p)
   p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
   p.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
   args = p.parse_args()
@@ -147,38 +141,24 @@ def main():
 
   torch.manual_seed(0)
   torch.set_num_threads(os.cpu_count() or 1)
-  size = tuple(args.size)
+  size, dtype = tuple(args.size), args.dtype or default_dtype()
   model = OVAL()
   params = jax.device_get(jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((1, *size, 3))))())
   params = params["params"]
-  jl, tl = check_losses_agree(model, params, torch, size)
-  rel = abs(jl - tl) / abs(tl)
-  print(f"loss check (batch 2, same weights): jax {jl:.6f} torch {tl:.6f} relative difference {rel:.1e}")
-  if rel > 1e-5:
-    raise SystemExit("the two sides disagree: not timing them")
-  rows = [{"side": f"JAX {jax.__version__} (jit)", **bench_jax_train(model, args.batch, size, args.steps)}]
-  print(rows[-1])
-  rows.append({"side": f"PyTorch {torch.__version__} eager",
-               **bench_torch_train(torch, args.batch, size, args.steps, False)})
-  print(rows[-1])
-  if not args.no_compile:
-    try:
-      rows.append({"side": f"PyTorch {torch.__version__} torch.compile",
-                   **bench_torch_train(torch, args.batch, size, args.steps, True)})
-      print(rows[-1])
-    except Exception as e:  # noqa: BLE001 - report, keep the other rows
-      print(f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+  checks = check_losses(lambda d: check_losses_agree(model, params, torch, size, d), dtype, 1e-5, torch)
+  require_agreement(checks)
+  train_model = model.clone(dtype=jnp_dtype(dtype))
+  rows = compare_steps(args.batch, lambda: bench_jax_train(train_model, args.batch, size, args.steps),
+                       lambda c: bench_torch_train(torch, args.batch, size, args.steps, c, dtype),
+                       torch_version=torch.__version__, dtype=dtype, compile_=not args.no_compile)
   conv = bench_convert(model, params, args.batch, size, args.convert_batches)
   torch_fwd = bench_torch_forward(torch, args.batch, size, args.convert_batches)
   print(conv, {"torch_forward_fps": torch_fwd})
-  head = "| side | device | ms / step | frames/s | first step (s) |\n|---|---|---|---|---|\n"
-  body = "".join(f"| {r['side']} | {r['device']} | {1000 * r['step_s']:.0f} | "
-                 f"{args.batch / r['step_s']:.1f} | {r['first_s']:.1f} |\n" for r in rows)
   text = (f"`python bench/oval.py --steps {args.steps}`: training steps (forward, backward, Adam; "
-          f"BCE) of the 6,991-parameter model, batch {args.batch} of 3x{size[0]}x{size[1]}, median "
-          f"of {args.steps} after one compiling step; loss check relative difference {rel:.1e}.\n\n"
-          f"{head}{body}\n"
-          f"Convert (JAX, batch {args.batch}, float16 latent bytes, no metrics or video I/O): "
+          f"BCE) of the 6,991-parameter model, batch {args.batch} of 3x{size[0]}x{size[1]}, {dtype} "
+          f"compute, median of {args.steps} after one compiling step; loss check "
+          f"{check_summary(checks)}.\n\n{step_table(rows, 'frames/s')}\n\n"
+          f"Convert (JAX float32, batch {args.batch}, float16 latent bytes, no metrics or video I/O): "
           f"{conv['fps']:.1f} frames/s (encode {conv['encode_fps']:.1f}, latent bytes "
           f"{conv['latent_bytes_fps']:.0f}, decode {conv['decode_fps']:.1f}); PyTorch eager "
           f"forward (encode + decode, no bytes): {torch_fwd:.1f} frames/s.\n\n{machine()}")

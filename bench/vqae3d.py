@@ -3,9 +3,11 @@
 The ae_compressed_vision model (separate encoder/decoder residual stacks, K=128 scalar centroids,
 soft-to-hard STE) on batches of 16 clips 1x20x64x64, MSE on [0, 1] pixels and Adam 1e-3: clips/s of
 full training steps (forward, backward, update), median of `--steps` timed steps after one untimed
-(compiling) step. Before timing, both sides get the same weights and inputs and their losses must
-agree (relative 1e-4, train-mode BatchNorm), so they compute the same thing. JAX runs on its default
-device, PyTorch on CUDA when available, else CPU.
+(compiling) step, both sides computing in `--dtype` (default bfloat16 on GPU/TPU: the JAX model's
+`dtype`, PyTorch bf16 autocast; float32 on CPU), parameters and loss in float32. Before timing,
+both sides get the same weights and inputs and their losses must agree (train-mode BatchNorm;
+float32 relative 1e-4, and bf16 within `bench.common.BF16_RTOL` when bf16), so they compute the
+same thing. JAX runs on its default device, PyTorch on CUDA when available, else CPU.
 
   pip install -r bench/requirements.txt     # torch (CPU wheel by default)
   python bench/vqae3d.py                     # the faithful model, batch 16 (GPU-sized)
@@ -15,12 +17,8 @@ device, PyTorch on CUDA when available, else CPU.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import re
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -30,10 +28,26 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aejax.models.vqae3d import VQAE3D  # noqa: E402
-from aejax.train import init_state, make_optimizer, make_train_step  # noqa: E402
+from aejax.train import make_optimizer  # noqa: E402
+from bench.common import (  # noqa: E402
+    add_dtype_flag,
+    autocast,
+    bench_jax_step,
+    bench_torch_step,
+    check_losses,
+    check_summary,
+    compare_steps,
+    default_dtype,
+    jnp_dtype,
+    machine,
+    require_agreement,
+    step_table,
+    torch_device,
+    update_section,
+)
 from experiments.compressed_vision import loss_fn  # noqa: E402
 
-SECTION = "## 3D conv compression AE (ae_compressed_vision)"
+SECTION = "3D conv compression AE (ae_compressed_vision)"
 
 
 def model_kwargs(args) -> dict:
@@ -43,81 +57,50 @@ def model_kwargs(args) -> dict:
   return dict(num_codes=128)
 
 
-def check_losses_agree(model, variables, torch_model, torch, frames: int) -> tuple[float, float]:
-  """MSE of one batch of 2 clips on both sides (train-mode BatchNorm)."""
+def torch_model(kw: dict):
+  """The PyTorch reference with the widths of `VQAE3D(**kw)`."""
+  from bench.torch_ref import vqae3d as ref
+
+  return ref.Autoencoder(features=kw.get("features", (64, 128)), k=kw.get("kernel_size", 5),
+                         stages=kw.get("num_stages", 5), blocks=kw.get("blocks_per_stage", 3))
+
+
+def check_losses_agree(model, variables, torch_model, torch, frames: int,
+                       dtype: str = "float32") -> tuple[float, float]:
+  """MSE of one batch of 2 clips on both sides (train-mode BatchNorm), computing in `dtype`."""
   x = np.random.default_rng(0).uniform(size=(2, frames, 64, 64, 1)).astype(np.float32)
-  (recon, _), _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
-  jax_loss = float(jnp.mean((recon - x) ** 2))
-  torch_model.train()
-  xt = torch.from_numpy(x.transpose(0, 4, 1, 2, 3).copy())
-  torch_loss = float(torch.mean((torch_model(xt) - xt) ** 2).detach())
+  m = model.clone(dtype=jnp_dtype(dtype))
+  (recon, _), _ = m.apply(variables, x, train=True, mutable=["batch_stats"])
+  jax_loss = float(jnp.mean((recon.astype(jnp.float32) - x) ** 2))
+  dev = torch_device(torch)
+  torch_model.to(dev).train()
+  xt = torch.from_numpy(x.transpose(0, 4, 1, 2, 3).copy()).to(dev)
+  with autocast(torch, dev, dtype):
+    yt = torch_model(xt)
+  torch_loss = float(torch.mean((yt.float() - xt) ** 2).detach())
   return jax_loss, torch_loss
 
 
+def mse(out, x):
+  return ((out - x) ** 2).mean()
+
+
 def bench_jax(model, batch: int, frames: int, steps: int) -> dict:
-  tx = make_optimizer("adam", 1e-3)
-  example = jnp.zeros((1, frames, 64, 64, 1))
-  state = jax.jit(lambda: init_state(model, tx, jax.random.key(0), example))()
-  runner = make_train_step(model, loss_fn, tx, parallel="none")
-  state = runner.put_state(state)
+  """Engine steps (Adam 1e-3, MSE) of `model` (its `dtype` is the compute dtype) on `batch` clips."""
   video = np.random.default_rng(1).integers(0, 256, (batch, frames, 64, 64, 1), dtype=np.uint8)
-  data = {"video": jax.device_put(video)}
-  key = jax.random.key(0)
-  t0 = time.perf_counter()
-  state, m = runner(state, data, key)
-  jax.block_until_ready(m)
-  first = time.perf_counter() - t0
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    state, m = runner(state, data, key)
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t0)
-  return {"first_s": first, "step_s": statistics.median(times),
-          "device": jax.devices()[0].device_kind}
+  return bench_jax_step(model, loss_fn, make_optimizer("adam", 1e-3), jnp.zeros((1, frames, 64, 64, 1)),
+                        {"video": video}, steps)
 
 
-def bench_torch(torch, model, batch: int, frames: int, steps: int, compiled: bool) -> dict:
-  dev = "cuda" if torch.cuda.is_available() else "cpu"
+def bench_torch(torch, model, batch: int, frames: int, steps: int, compiled: bool,
+                dtype: str = "float32") -> dict:
+  """The PyTorch step of `model` (Adam 1e-3, MSE; torch.compile of the model when `compiled`)."""
+  dev = torch_device(torch)
   model = model.to(dev).train()
   opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-  fwd = torch.compile(model) if compiled else model
   x = torch.randint(0, 256, (batch, 1, frames, 64, 64), device=dev).float() / 255.0
-
-  def step():
-    opt.zero_grad(set_to_none=True)
-    loss = torch.mean((fwd(x) - x) ** 2)
-    loss.backward()
-    opt.step()
-    if dev == "cuda":
-      torch.cuda.synchronize()
-
-  t0 = time.perf_counter()
-  step()
-  first = time.perf_counter() - t0
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - t0)
-  return {"first_s": first, "step_s": statistics.median(times), "device": dev}
-
-
-def write_results(rows, args, note: str) -> None:
-  path = Path(__file__).with_name("RESULTS.md")
-  head = "| side | device | batch | ms / step | clips/s | first step (s) |\n|---|---|---|---|---|---|\n"
-  body = "".join(f"| {r['side']} | {r['device']} | {args.batch} | {1000 * r['step_s']:.0f} | "
-                 f"{args.batch / r['step_s']:.2f} | {r['first_s']:.1f} |\n" for r in rows)
-  flags = f"{' --demo' if args.demo else ''} --frames {args.frames} --batch {args.batch} --steps {args.steps}"
-  text = (f"{SECTION}\n\n`python bench/vqae3d.py{flags}`: full training steps of "
-          f"{'the CPU demo width' if args.demo else 'the faithful 31,024,099-parameter model'} on "
-          f"1x{args.frames}x64x64 clips, median of {args.steps} steps after one compiling step.\n\n"
-          f"{head}{body}\n{note}\n")
-  old = path.read_text() if path.exists() else "# Benchmark results\n"
-  pattern = re.compile(rf"{re.escape(SECTION)}\n.*?(?=\n## |\Z)", re.S)
-  new = pattern.sub(lambda _: text.rstrip("\n") + "\n", old) if pattern.search(old) else (
-      old.rstrip("\n") + "\n\n" + text)
-  path.write_text(new)
+  return bench_torch_step(torch, model, opt, x, mse, steps, dtype=dtype,
+                          compile_="model" if compiled else None)
 
 
 def main():
@@ -126,6 +109,7 @@ def main():
   p.add_argument("--frames", type=int, default=20)
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--demo", action="store_true", help="the reduced CPU demo width and depth")
+  add_dtype_flag(p)
   p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
   p.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
   args = p.parse_args()
@@ -135,43 +119,34 @@ def main():
 
   torch.manual_seed(0)
   torch.set_num_threads(os.cpu_count() or 1)
+  dtype = args.dtype or default_dtype()
   kw = model_kwargs(args)
   model = VQAE3D(**kw)
   variables = jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((1, args.frames, 64, 64, 1))))()
-
-  def torch_model():
-    return ref.Autoencoder(features=kw.get("features", (64, 128)), k=kw.get("kernel_size", 5),
-                           stages=kw.get("num_stages", 5), blocks=kw.get("blocks_per_stage", 3))
-
-  tm = ref.load_flax_params(torch_model(), variables["params"], variables["batch_stats"])
+  tm = ref.load_flax_params(torch_model(kw), variables["params"], variables["batch_stats"])
   n_jax = sum(a.size for a in jax.tree.leaves(variables["params"]))
   n_torch = sum(q.numel() for q in tm.parameters())
-  jl, tl = check_losses_agree(model, variables, tm, torch, args.frames)
-  rel = abs(jl - tl) / abs(tl)
-  print(f"loss check (2 clips): jax {jl:.6f} torch {tl:.6f} relative difference {rel:.2e}; "
-        f"parameters jax {n_jax:,} torch {n_torch:,}")
-  if rel > 1e-4 or n_torch != n_jax:
-    raise SystemExit("the two sides disagree: not timing them")
-  rows = [{"side": f"JAX {jax.__version__} (jit)", **bench_jax(model, args.batch, args.frames, args.steps)}]
-  print(rows[-1])
-  rows.append({"side": f"PyTorch {torch.__version__} eager",
-               **bench_torch(torch, torch_model(), args.batch, args.frames, args.steps, False)})
-  print(rows[-1])
-  if not args.no_compile:
-    try:
-      rows.append({"side": f"PyTorch {torch.__version__} torch.compile",
-                   **bench_torch(torch, torch_model(), args.batch, args.frames, args.steps, True)})
-      print(rows[-1])
-    except Exception as e:  # noqa: BLE001 - report, keep the other rows
-      print(f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
-  for row in rows:
-    print(f"{row['side']:<36} {row['device']:<12} {1000 * row['step_s']:8.0f} ms/step "
-          f"{args.batch / row['step_s']:8.2f} clips/s (first step {row['first_s']:.1f} s)")
-  note = (f"Measured {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; loss check (2 clips, "
-          f"same weights): relative difference {rel:.1e}. {os.cpu_count()} CPU cores visible, 1-min "
-          f"load average {os.getloadavg()[0]:.1f} (a shared machine: CPU figures are noisy).")
+  print(f"parameters jax {n_jax:,} torch {n_torch:,}")
+  checks = check_losses(lambda d: check_losses_agree(model, variables, tm, torch, args.frames, d), dtype,
+                        1e-4, torch)
+  require_agreement(checks)
+  if n_torch != n_jax:
+    raise SystemExit(f"parameter counts differ (jax {n_jax:,}, torch {n_torch:,}): not timing them")
+  train_model = model.clone(dtype=jnp_dtype(dtype))
+  rows = compare_steps(args.batch, lambda: bench_jax(train_model, args.batch, args.frames, args.steps),
+                       lambda c: bench_torch(torch, torch_model(kw), args.batch, args.frames, args.steps, c,
+                                             dtype),
+                       torch_version=torch.__version__, dtype=dtype, compile_=not args.no_compile)
+  flags = (f"{' --demo' if args.demo else ''} --frames {args.frames} --batch {args.batch} "
+           f"--steps {args.steps} --dtype {dtype}")
+  text = (f"`python bench/vqae3d.py{flags}`: full training steps of "
+          f"{'the CPU demo width' if args.demo else 'the faithful 31,024,099-parameter model'} on "
+          f"1x{args.frames}x64x64 clips, {dtype} compute, median of {args.steps} steps after one "
+          f"compiling step.\n\n{step_table(rows, 'clips/s')}\n\nLoss check (2 clips, same weights): "
+          f"{check_summary(checks)}. {machine()} (a shared machine: CPU figures are noisy).")
+  print(text)
   if not args.no_write:
-    write_results(rows, args, note)
+    update_section(SECTION, text)
 
 
 if __name__ == "__main__":

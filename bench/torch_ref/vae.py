@@ -70,7 +70,7 @@ class VAE(nn.Module):
     mu, log_var = self.encoder(x)
     eps = torch.randn_like(mu) if eps is None else eps
     z = mu + eps * torch.exp(0.5 * log_var)
-    return torch.sigmoid(self.decoder(z)), mu, log_var, z
+    return torch.sigmoid(self.decoder(z).float()), mu, log_var, z  # float32 as aejax's ConvVAE
 
 
 def vae_loss(x_hat, x, mu, log_var):
