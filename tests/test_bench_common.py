@@ -273,7 +273,11 @@ def test_oval_loss_check_agrees_in_float32_and_bf16_and_catches_other_weights():
 
   size = (40, 56)
   model = OVAL()
-  params = jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((1, *size, 3))))()["params"]
+  # Random weights of the init's shapes (compiling OVAL's init takes most of a minute on a loaded CPU).
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *size, 3))))["params"]
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda a: (rng.uniform(-1, 1, a.shape) / np.sqrt(np.prod(a.shape[:-1]))
+                                   ).astype(np.float32), shapes)
   checks = common.check_losses(lambda d: ov.check_losses_agree(model, params, torch, size, d), "bfloat16",
                                1e-5, torch)
   assert [c["ok"] for c in checks] == [True, True], checks
