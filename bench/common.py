@@ -181,6 +181,32 @@ def short(dtype: str) -> str:
   return {"float32": "f32", "bfloat16": "bf16"}.get(dtype, dtype)
 
 
+def load_torch(required: bool = True):
+  """torch, seeded (0) and using every visible core; None when absent and not `required`."""
+  try:
+    import torch
+  except ImportError:
+    if required:
+      raise SystemExit("torch is not installed: pip install -r bench/requirements.txt") from None
+    return None
+  torch.manual_seed(0)
+  torch.set_num_threads(os.cpu_count() or 1)
+  return torch
+
+
+def step_parser(doc: str, batch: int, steps: int):
+  """The flags every per-model script shares: --batch, --steps, --dtype, --no-compile, --no-write."""
+  import argparse
+
+  p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--batch", type=int, default=batch)
+  p.add_argument("--steps", type=int, default=steps)
+  add_dtype_flag(p)
+  p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+  p.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
+  return p
+
+
 def torch_device(torch) -> str:
   return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -309,6 +335,17 @@ def bench_torch_step(torch, model, opt, x, loss_fn, steps: int, *, dtype: str = 
 
   fn = torch.compile(step) if compile_ == "step" else step
   return {**time_steps(lambda: (fn(), sync()), steps), "device": dev}
+
+
+def bench_torch_adam(torch, model, make_x, loss_fn, steps: int, *, compiled: bool,
+                     dtype: str = "float32", lr: float = 1e-3) -> dict:
+  """`bench_torch_step` of `model` in train mode with Adam(`lr`) on `make_x(device)`, the model
+  compiled with torch.compile when `compiled`."""
+  dev = torch_device(torch)
+  model = model.to(dev).train()
+  opt = torch.optim.Adam(model.parameters(), lr=lr)
+  return bench_torch_step(torch, model, opt, make_x(dev), loss_fn, steps, dtype=dtype,
+                          compile_="model" if compiled else None)
 
 
 def result_row(side: str, res: dict, batch: int, dtype: str | None = None) -> dict:

@@ -16,7 +16,6 @@ dtype of both sides, `bench.common.default_dtype()`: bfloat16 on GPU, float32 on
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 import time
@@ -48,13 +47,8 @@ def emit(**row) -> None:
 
 
 def _torch():
-  try:
-    import torch
-  except ImportError:
-    return None
-  torch.manual_seed(0)
-  torch.set_num_threads(os.cpu_count() or 1)
-  return torch
+  from bench.common import load_torch
+  return load_torch(required=False)
 
 
 def _jax_mem() -> int | None:

@@ -22,7 +22,6 @@ does not depend on the weights). Wall time includes start-up and compilation.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -38,23 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aejax.losses import ms_ssim_l1_loss  # noqa: E402
 from aejax.models.keyframe_ae import KeyframeAE  # noqa: E402
 from aejax.train import CheckpointIO, init_state, make_optimizer  # noqa: E402
-from bench.common import (  # noqa: E402
-    add_dtype_flag,
-    autocast,
-    bench_jax_step,
-    bench_torch_step,
-    check_losses,
-    check_summary,
-    compare_steps,
-    default_dtype,
-    jnp_dtype,
-    machine,
-    require_agreement,
-    result_row,
-    step_table,
-    torch_device,
-    update_section,
-)
+from bench import common as bc  # noqa: E402
 from experiments import keyframes as exp  # noqa: E402
 
 SIZE = (96, 192)
@@ -71,14 +54,14 @@ def check_losses_agree(model, variables, torch, dtype: str = "float32") -> tuple
   from bench.torch_ref import keyframe_ae as ref
 
   x = batch_of(4).astype(np.float32) / 127.5 - 1
-  (y, _), _ = model.clone(dtype=jnp_dtype(dtype)).apply(variables, x, train=True, mutable=["batch_stats"])
+  (y, _), _ = model.clone(dtype=bc.jnp_dtype(dtype)).apply(variables, x, train=True, mutable=["batch_stats"])
   jax_loss = float(ms_ssim_l1_loss(y.astype(jnp.float32), x))
-  dev = torch_device(torch)
+  dev = bc.torch_device(torch)
   tm = ref.Autoencoder(share_norms=True)
   ref.load_flax_params(tm, variables["params"])
   tm.to(dev).train()
   xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev)
-  with autocast(torch, dev, dtype):
+  with bc.autocast(torch, dev, dtype):
     yt = tm(xt)
   torch_loss = float(ref.MSSSIML1().to(dev)(yt.float(), xt).detach())
   return jax_loss, torch_loss
@@ -86,20 +69,20 @@ def check_losses_agree(model, variables, torch, dtype: str = "float32") -> tuple
 
 def bench_jax(model, batch: int, steps: int) -> dict:
   """Engine steps (SGD 0.01) of `model` (its `dtype` is the compute dtype) on `batch` images."""
-  return bench_jax_step(model, exp.make_loss_fn(alpha=0.84, data_range=2.0), make_optimizer("sgd", 0.01),
-                        jnp.zeros((1, *SIZE, 3)), {"image": batch_of(batch)}, steps, parallel="jit")
+  return bc.bench_jax_step(model, exp.make_loss_fn(alpha=0.84, data_range=2.0), make_optimizer("sgd", 0.01),
+                           jnp.zeros((1, *SIZE, 3)), {"image": batch_of(batch)}, steps, parallel="jit")
 
 
 def bench_torch(batch: int, steps: int, compile_: bool, torch, dtype: str = "float32") -> dict:
   """The PyTorch step (SGD 0.01; torch.compile of the whole step when `compile_`)."""
   from bench.torch_ref import keyframe_ae as ref
 
-  dev = torch_device(torch)
+  dev = bc.torch_device(torch)
   model, crit = ref.Autoencoder(share_norms=True).to(dev), ref.MSSSIML1().to(dev)
   opt = torch.optim.SGD(model.parameters(), lr=0.01)
   x = torch.from_numpy(batch_of(batch).astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1).to(dev)
-  return bench_torch_step(torch, model, opt, x, crit, steps, dtype=dtype,
-                          compile_="step" if compile_ else None)
+  return bc.bench_torch_step(torch, model, opt, x, crit, steps, dtype=dtype,
+                             compile_="step" if compile_ else None)
 
 
 def make_video(path: Path, seconds: float, fps: float = 30.0) -> Path:
@@ -144,37 +127,31 @@ def bench_extract(seconds: float, metric: str) -> dict:
 
 
 def main():
-  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--batch", type=int, default=256)
-  ap.add_argument("--steps", type=int, default=5)
+  ap = bc.step_parser(__doc__, batch=256, steps=5)
   ap.add_argument("--seconds", type=float, default=60.0, help="length of the extraction video")
-  add_dtype_flag(ap)
   ap.add_argument("--no-torch", action="store_true")
-  ap.add_argument("--no-compile", action="store_true")
   ap.add_argument("--no-train", action="store_true")
   ap.add_argument("--no-extract", action="store_true")
-  ap.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
   args = ap.parse_args()
-  dtype = args.dtype or default_dtype()
+  dtype = args.dtype or bc.default_dtype()
   lines = []
   if not args.no_train:
-    model = KeyframeAE(share_norms=True, dtype=jnp_dtype(dtype))
+    model = KeyframeAE(share_norms=True, dtype=bc.jnp_dtype(dtype))
     variables = model.init(jax.random.key(0), jnp.zeros((1, *SIZE, 3)), train=False)
     jax_run = lambda: bench_jax(model, args.batch, args.steps)
     if args.no_torch:
-      rows, checks = [result_row(f"JAX {jax.__version__} (jit)", jax_run(), args.batch, dtype)], []
+      rows, checks = [bc.result_row(f"JAX {jax.__version__} (jit)", jax_run(), args.batch, dtype)], []
     else:
-      import torch
-
-      checks = check_losses(lambda d: check_losses_agree(model, variables, torch, d), dtype, 1e-4, torch)
-      require_agreement(checks)
+      torch = bc.load_torch()
+      checks = bc.check_losses(lambda d: check_losses_agree(model, variables, torch, d), dtype, 1e-4, torch)
+      bc.require_agreement(checks)
       torch_run = lambda c: bench_torch(args.batch, args.steps, c, torch, dtype)
-      rows = compare_steps(args.batch, jax_run, torch_run, torch_version=torch.__version__, dtype=dtype,
-                           compile_=not args.no_compile)
+      rows = bc.compare_steps(args.batch, jax_run, torch_run, torch_version=torch.__version__, dtype=dtype,
+                              compile_=not args.no_compile)
     lines += [f"Training, batch {args.batch} of 3x96x192, MS-SSIM+L1, SGD, {dtype} compute "
-              f"(median of {args.steps} steps):", "", step_table(rows, "images/s")]
+              f"(median of {args.steps} steps):", "", bc.step_table(rows, "images/s")]
     if checks:
-      lines += ["", f"Loss check before timing (same weights and batch of 4): {check_summary(checks)}."]
+      lines += ["", f"Loss check before timing (same weights and batch of 4): {bc.check_summary(checks)}."]
   if not args.no_extract:
     ex = [bench_extract(args.seconds, m) for m in ("latent", "recon")]
     lines += ["", f"Extraction of a {args.seconds:.0f} s 640x360 30 fps video (5 sampled frames/s):", "",
@@ -183,12 +160,12 @@ def main():
               "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['metric']} | {r['wall_s']:.1f} | {r['in_mode_s']:.1f} | {r['scan_embed_s']:.1f} | "
               f"{r['cpu_s']:.1f} | {r['sampled_per_s']:.1f} | {r['keyframes']} | {r['clips']} |" for r in ex]
-  lines += ["", f"Device: {machine()}."]
+  lines += ["", f"Device: {bc.machine()}."]
   text = "\n".join(lines)
   print(text)
   if not args.no_write:
-    update_section("Key-frame autoencoder", "`python bench/keyframes.py " + " ".join(sys.argv[1:]) + "`\n\n"
-                   + text)
+    cmd = "`python bench/keyframes.py " + " ".join(sys.argv[1:]) + "`"
+    bc.update_section("Key-frame autoencoder", cmd + "\n\n" + text)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ eager forward for comparison. JAX runs on its default device, PyTorch on CUDA wh
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,22 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aejax import compression as comp  # noqa: E402
 from aejax.models.oval import OVAL, reconstruction_loss  # noqa: E402
 from aejax.train import make_optimizer  # noqa: E402
-from bench.common import (  # noqa: E402
-    add_dtype_flag,
-    autocast,
-    bench_jax_step,
-    bench_torch_step,
-    check_losses,
-    check_summary,
-    compare_steps,
-    default_dtype,
-    jnp_dtype,
-    machine,
-    require_agreement,
-    step_table,
-    torch_device,
-    update_section,
-)
+from bench import common as bc  # noqa: E402
 from experiments._oval_apps import FrameCodec  # noqa: E402
 from experiments.oval import make_loss_fn  # noqa: E402
 
@@ -58,12 +41,12 @@ def check_losses_agree(model, params, torch, size, dtype: str = "float32") -> tu
   from bench.torch_ref import oval as ref
 
   x = np.random.default_rng(0).uniform(size=(2, *size, 3)).astype(np.float32)
-  _, aux = model.clone(dtype=jnp_dtype(dtype)).apply({"params": params}, x)
+  _, aux = model.clone(dtype=bc.jnp_dtype(dtype)).apply({"params": params}, x)
   jl = float(reconstruction_loss("bce", aux["logits"], x))
-  dev = torch_device(torch)
+  dev = bc.torch_device(torch)
   tm = ref.load_flax_params(ref.OVAL(size), params).to(dev)
   xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev)
-  with autocast(torch, dev, dtype):
+  with bc.autocast(torch, dev, dtype):
     logits = tm(xt)
   tl = float(ref.bce_loss(logits.float(), xt).detach())
   return jl, tl
@@ -72,20 +55,16 @@ def check_losses_agree(model, params, torch, size, dtype: str = "float32") -> tu
 def bench_jax_train(model, batch, size, steps) -> dict:
   """Engine steps (Adam 1e-3, BCE) of `model` (its `dtype` is the compute dtype), `batch` frames."""
   video = np.random.default_rng(1).integers(0, 256, (1, batch, *size, 3), dtype=np.uint8)
-  return bench_jax_step(model, make_loss_fn("bce", "rgb", 0.0, False), make_optimizer("adam", 1e-3),
-                        jnp.zeros((1, *size, 3)), {"video": video}, steps)
+  return bc.bench_jax_step(model, make_loss_fn("bce", "rgb", 0.0, False), make_optimizer("adam", 1e-3),
+                           jnp.zeros((1, *size, 3)), {"video": video}, steps)
 
 
 def bench_torch_train(torch, batch, size, steps, compiled, dtype: str = "float32") -> dict:
   """The PyTorch step (Adam 1e-3, BCE; torch.compile of the model when `compiled`)."""
   from bench.torch_ref import oval as ref
 
-  dev = torch_device(torch)
-  model = ref.OVAL(size).to(dev)
-  opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-  x = torch.rand(batch, 3, *size, device=dev)
-  return bench_torch_step(torch, model, opt, x, ref.bce_loss, steps, dtype=dtype,
-                          compile_="model" if compiled else None)
+  return bc.bench_torch_adam(torch, ref.OVAL(size), lambda dev: torch.rand(batch, 3, *size, device=dev),
+                             ref.bce_loss, steps, compiled=compiled, dtype=dtype)
 
 
 def bench_convert(model, params, batch, size, batches) -> dict:
@@ -111,7 +90,7 @@ def bench_convert(model, params, batch, size, batches) -> dict:
 def bench_torch_forward(torch, batch, size, batches) -> float:
   from bench.torch_ref import oval as ref
 
-  dev = torch_device(torch)
+  dev = bc.torch_device(torch)
   model = ref.OVAL(size).to(dev).eval()
   x = torch.rand(batch, 3, *size, device=dev)
   with torch.no_grad():
@@ -128,43 +107,35 @@ def bench_torch_forward(torch, batch, size, batches) -> float:
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--batch", type=int, default=16)
+  p = bc.step_parser(__doc__, batch=16, steps=3)
   p.add_argument("--size", type=int, nargs=2, default=(360, 480), help="H W")
-  p.add_argument("--steps", type=int, default=3)
   p.add_argument("--convert_batches", type=int, default=4)
-  add_dtype_flag(p)
-  p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
-  p.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
   args = p.parse_args()
-  import torch
-
-  torch.manual_seed(0)
-  torch.set_num_threads(os.cpu_count() or 1)
-  size, dtype = tuple(args.size), args.dtype or default_dtype()
+  torch = bc.load_torch()
+  size, dtype = tuple(args.size), args.dtype or bc.default_dtype()
   model = OVAL()
   params = jax.device_get(jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((1, *size, 3))))())
   params = params["params"]
-  checks = check_losses(lambda d: check_losses_agree(model, params, torch, size, d), dtype, 1e-5, torch)
-  require_agreement(checks)
-  train_model = model.clone(dtype=jnp_dtype(dtype))
-  rows = compare_steps(args.batch, lambda: bench_jax_train(train_model, args.batch, size, args.steps),
-                       lambda c: bench_torch_train(torch, args.batch, size, args.steps, c, dtype),
-                       torch_version=torch.__version__, dtype=dtype, compile_=not args.no_compile)
+  checks = bc.check_losses(lambda d: check_losses_agree(model, params, torch, size, d), dtype, 1e-5, torch)
+  bc.require_agreement(checks)
+  train_model = model.clone(dtype=bc.jnp_dtype(dtype))
+  rows = bc.compare_steps(args.batch, lambda: bench_jax_train(train_model, args.batch, size, args.steps),
+                          lambda c: bench_torch_train(torch, args.batch, size, args.steps, c, dtype),
+                          torch_version=torch.__version__, dtype=dtype, compile_=not args.no_compile)
   conv = bench_convert(model, params, args.batch, size, args.convert_batches)
   torch_fwd = bench_torch_forward(torch, args.batch, size, args.convert_batches)
   print(conv, {"torch_forward_fps": torch_fwd})
   text = (f"`python bench/oval.py --steps {args.steps}`: training steps (forward, backward, Adam; "
           f"BCE) of the 6,991-parameter model, batch {args.batch} of 3x{size[0]}x{size[1]}, {dtype} "
           f"compute, median of {args.steps} after one compiling step; loss check "
-          f"{check_summary(checks)}.\n\n{step_table(rows, 'frames/s')}\n\n"
+          f"{bc.check_summary(checks)}.\n\n{bc.step_table(rows, 'frames/s')}\n\n"
           f"Convert (JAX float32, batch {args.batch}, float16 latent bytes, no metrics or video I/O): "
           f"{conv['fps']:.1f} frames/s (encode {conv['encode_fps']:.1f}, latent bytes "
           f"{conv['latent_bytes_fps']:.0f}, decode {conv['decode_fps']:.1f}); PyTorch eager "
-          f"forward (encode + decode, no bytes): {torch_fwd:.1f} frames/s.\n\n{machine()}")
+          f"forward (encode + decode, no bytes): {torch_fwd:.1f} frames/s.\n\n{bc.machine()}")
   print(text)
   if not args.no_write:
-    update_section("OVAL", text)
+    bc.update_section("OVAL", text)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ default device (GPU/TPU when present), PyTorch on CUDA when available, else CPU.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -30,22 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aejax import elbo  # noqa: E402
 from aejax.models.vae import ConvVAE  # noqa: E402
 from aejax.train import make_optimizer  # noqa: E402
-from bench.common import (  # noqa: E402
-    add_dtype_flag,
-    autocast,
-    bench_jax_step,
-    bench_torch_step,
-    check_losses,
-    check_summary,
-    compare_steps,
-    default_dtype,
-    jnp_dtype,
-    machine,
-    require_agreement,
-    step_table,
-    torch_device,
-    update_section,
-)
+from bench import common as bc  # noqa: E402
 from experiments.vae import make_loss_fn  # noqa: E402
 
 SECTION = "Conv VAE (Quixel)"
@@ -61,15 +44,15 @@ def check_losses_agree(model, params, batch_stats, torch_model, torch, size: int
   x = rng.uniform(size=(4, size, size, 3)).astype(np.float32)
   eps = rng.normal(size=(4, model.latent_dim)).astype(np.float32)
   variables = {"params": params, "batch_stats": batch_stats}
-  m = model.clone(dtype=jnp_dtype(dtype))
+  m = model.clone(dtype=bc.jnp_dtype(dtype))
   (mu, logvar), _ = m.apply(variables, x, train=True, method=ConvVAE.encode, mutable=["batch_stats"])
   z = mu + eps.astype(mu.dtype) * jnp.exp(0.5 * logvar)  # as ConvVAE.reparameterize
   logits = m.apply(variables, z, method=ConvVAE.decode_logits).astype(jnp.float32)
   jax_loss, _ = elbo.vae_loss(x, jax.nn.sigmoid(logits), logits, mu, logvar)
-  dev = torch_device(torch)
+  dev = bc.torch_device(torch)
   torch_model.to(dev).train()
   xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev)
-  with autocast(torch, dev, dtype):
+  with bc.autocast(torch, dev, dtype):
     out = torch_model(xt, eps=torch.from_numpy(eps).to(dev))
   x_hat, mu_t, lv_t, _ = (o.float() for o in out)
   torch_loss = ref.vae_loss(x_hat, xt, mu_t, lv_t)
@@ -79,8 +62,8 @@ def check_losses_agree(model, params, batch_stats, torch_model, torch, size: int
 def bench_jax(model, batch: int, size: int, steps: int) -> dict:
   """Engine steps (Adam 1e-3, KL + BCE) of `model` (its `dtype` is the compute dtype)."""
   images = np.random.default_rng(1).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-  return bench_jax_step(model, make_loss_fn(), make_optimizer("adam", 1e-3), jnp.zeros((1, size, size, 3)),
-                        {"image": images}, steps)
+  return bc.bench_jax_step(model, make_loss_fn(), make_optimizer("adam", 1e-3),
+                           jnp.zeros((1, size, size, 3)), {"image": images}, steps)
 
 
 def bench_torch(torch, model, batch: int, size: int, steps: int, compiled: bool,
@@ -88,54 +71,45 @@ def bench_torch(torch, model, batch: int, size: int, steps: int, compiled: bool,
   """The PyTorch step of `model` (Adam 1e-3, KL + BCE; torch.compile of the model when `compiled`)."""
   from bench.torch_ref import vae as ref
 
-  dev = torch_device(torch)
-  model = model.to(dev).train()
-  opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-  x = torch.rand(batch, 3, size, size, device=dev)
   loss = lambda out, x: ref.vae_loss(out[0], x, out[1], out[2])
-  return bench_torch_step(torch, model, opt, x, loss, steps, dtype=dtype,
-                          compile_="model" if compiled else None)
+  return bc.bench_torch_adam(torch, model, lambda dev: torch.rand(batch, 3, size, size, device=dev), loss,
+                             steps, compiled=compiled, dtype=dtype)
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--batch", type=int, default=64)
+  p = bc.step_parser(__doc__, batch=64, steps=3)
   p.add_argument("--size", type=int, default=254)
-  p.add_argument("--steps", type=int, default=3)
-  add_dtype_flag(p)
-  p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
-  p.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
   args = p.parse_args()
-  import torch
-
+  torch = bc.load_torch()
   from bench.torch_ref import vae as ref
 
-  torch.manual_seed(0)
-  torch.set_num_threads(os.cpu_count() or 1)
-  dtype = args.dtype or default_dtype()
+  dtype = args.dtype or bc.default_dtype()
   model = ConvVAE(image_size=(args.size, args.size))
   variables = jax.jit(lambda: model.init({"params": jax.random.key(0), "sample": jax.random.key(1)},
                                          jnp.zeros((1, args.size, args.size, 3))))()
   torch_model = ref.load_flax_params(ref.VAE(), variables["params"])
   n_torch = sum(p.numel() for p in torch_model.parameters())
   print(f"torch parameters {n_torch:,}")
-  checks = check_losses(lambda d: check_losses_agree(model, variables["params"], variables["batch_stats"],
-                                                     torch_model, torch, args.size, d), dtype, 1e-4, torch)
-  require_agreement(checks)
+  p, bs = variables["params"], variables["batch_stats"]
+  checks = bc.check_losses(lambda d: check_losses_agree(model, p, bs, torch_model, torch, args.size, d),
+                           dtype, 1e-4, torch)
+  bc.require_agreement(checks)
   if n_torch != N_PARAMS:
     raise SystemExit(f"the PyTorch VAE has {n_torch:,} parameters, not {N_PARAMS:,}: not timing it")
-  train_model = model.clone(dtype=jnp_dtype(dtype))
-  rows = compare_steps(args.batch, lambda: bench_jax(train_model, args.batch, args.size, args.steps),
-                       lambda c: bench_torch(torch, ref.VAE(), args.batch, args.size, args.steps, c, dtype),
-                       torch_version=torch.__version__, dtype=dtype, compile_=not args.no_compile)
+  train_model = model.clone(dtype=bc.jnp_dtype(dtype))
+  torch_run = lambda c: bench_torch(torch, ref.VAE(), args.batch, args.size, args.steps, c, dtype)
+  rows = bc.compare_steps(args.batch, lambda: bench_jax(train_model, args.batch, args.size, args.steps),
+                          torch_run, torch_version=torch.__version__, dtype=dtype,
+                          compile_=not args.no_compile)
   text = (f"`python bench/vae.py --batch {args.batch} --steps {args.steps} --dtype {dtype}` — full "
           f"training steps (forward, backward, Adam) of the 3,297,571-parameter VAE on "
           f"{args.size}×{args.size} images, {dtype} compute, median of {args.steps} steps after one "
-          f"compiling step.\n\n{step_table(rows, 'images/s')}\n\nLoss check (batch 4, same weights "
-          f"and noise): {check_summary(checks)}. {machine()} (a shared machine: CPU figures are noisy).")
+          f"compiling step.\n\n{bc.step_table(rows, 'images/s')}\n\nLoss check (batch 4, same weights "
+          f"and noise): {bc.check_summary(checks)}. {bc.machine()} (a shared machine: CPU figures are "
+          "noisy).")
   print(text)
   if not args.no_write:
-    update_section(SECTION, text)
+    bc.update_section(SECTION, text)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ same thing. JAX runs on its default device, PyTorch on CUDA when available, else
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -29,22 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aejax.models.vqae3d import VQAE3D  # noqa: E402
 from aejax.train import make_optimizer  # noqa: E402
-from bench.common import (  # noqa: E402
-    add_dtype_flag,
-    autocast,
-    bench_jax_step,
-    bench_torch_step,
-    check_losses,
-    check_summary,
-    compare_steps,
-    default_dtype,
-    jnp_dtype,
-    machine,
-    require_agreement,
-    step_table,
-    torch_device,
-    update_section,
-)
+from bench import common as bc  # noqa: E402
 from experiments.compressed_vision import loss_fn  # noqa: E402
 
 SECTION = "3D conv compression AE (ae_compressed_vision)"
@@ -69,13 +52,13 @@ def check_losses_agree(model, variables, torch_model, torch, frames: int,
                        dtype: str = "float32") -> tuple[float, float]:
   """MSE of one batch of 2 clips on both sides (train-mode BatchNorm), computing in `dtype`."""
   x = np.random.default_rng(0).uniform(size=(2, frames, 64, 64, 1)).astype(np.float32)
-  m = model.clone(dtype=jnp_dtype(dtype))
+  m = model.clone(dtype=bc.jnp_dtype(dtype))
   (recon, _), _ = m.apply(variables, x, train=True, mutable=["batch_stats"])
   jax_loss = float(jnp.mean((recon.astype(jnp.float32) - x) ** 2))
-  dev = torch_device(torch)
+  dev = bc.torch_device(torch)
   torch_model.to(dev).train()
   xt = torch.from_numpy(x.transpose(0, 4, 1, 2, 3).copy()).to(dev)
-  with autocast(torch, dev, dtype):
+  with bc.autocast(torch, dev, dtype):
     yt = torch_model(xt)
   torch_loss = float(torch.mean((yt.float() - xt) ** 2).detach())
   return jax_loss, torch_loss
@@ -88,38 +71,26 @@ def mse(out, x):
 def bench_jax(model, batch: int, frames: int, steps: int) -> dict:
   """Engine steps (Adam 1e-3, MSE) of `model` (its `dtype` is the compute dtype) on `batch` clips."""
   video = np.random.default_rng(1).integers(0, 256, (batch, frames, 64, 64, 1), dtype=np.uint8)
-  return bench_jax_step(model, loss_fn, make_optimizer("adam", 1e-3), jnp.zeros((1, frames, 64, 64, 1)),
-                        {"video": video}, steps)
+  return bc.bench_jax_step(model, loss_fn, make_optimizer("adam", 1e-3), jnp.zeros((1, frames, 64, 64, 1)),
+                           {"video": video}, steps)
 
 
 def bench_torch(torch, model, batch: int, frames: int, steps: int, compiled: bool,
                 dtype: str = "float32") -> dict:
   """The PyTorch step of `model` (Adam 1e-3, MSE; torch.compile of the model when `compiled`)."""
-  dev = torch_device(torch)
-  model = model.to(dev).train()
-  opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-  x = torch.randint(0, 256, (batch, 1, frames, 64, 64), device=dev).float() / 255.0
-  return bench_torch_step(torch, model, opt, x, mse, steps, dtype=dtype,
-                          compile_="model" if compiled else None)
+  make_x = lambda dev: torch.randint(0, 256, (batch, 1, frames, 64, 64), device=dev).float() / 255.0
+  return bc.bench_torch_adam(torch, model, make_x, mse, steps, compiled=compiled, dtype=dtype)
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--batch", type=int, default=16)
+  p = bc.step_parser(__doc__, batch=16, steps=5)
   p.add_argument("--frames", type=int, default=20)
-  p.add_argument("--steps", type=int, default=5)
   p.add_argument("--demo", action="store_true", help="the reduced CPU demo width and depth")
-  add_dtype_flag(p)
-  p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
-  p.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
   args = p.parse_args()
-  import torch
-
+  torch = bc.load_torch()
   from bench.torch_ref import vqae3d as ref
 
-  torch.manual_seed(0)
-  torch.set_num_threads(os.cpu_count() or 1)
-  dtype = args.dtype or default_dtype()
+  dtype = args.dtype or bc.default_dtype()
   kw = model_kwargs(args)
   model = VQAE3D(**kw)
   variables = jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((1, args.frames, 64, 64, 1))))()
@@ -127,26 +98,26 @@ def main():
   n_jax = sum(a.size for a in jax.tree.leaves(variables["params"]))
   n_torch = sum(q.numel() for q in tm.parameters())
   print(f"parameters jax {n_jax:,} torch {n_torch:,}")
-  checks = check_losses(lambda d: check_losses_agree(model, variables, tm, torch, args.frames, d), dtype,
-                        1e-4, torch)
-  require_agreement(checks)
+  checks = bc.check_losses(lambda d: check_losses_agree(model, variables, tm, torch, args.frames, d), dtype,
+                           1e-4, torch)
+  bc.require_agreement(checks)
   if n_torch != n_jax:
     raise SystemExit(f"parameter counts differ (jax {n_jax:,}, torch {n_torch:,}): not timing them")
-  train_model = model.clone(dtype=jnp_dtype(dtype))
-  rows = compare_steps(args.batch, lambda: bench_jax(train_model, args.batch, args.frames, args.steps),
-                       lambda c: bench_torch(torch, torch_model(kw), args.batch, args.frames, args.steps, c,
-                                             dtype),
-                       torch_version=torch.__version__, dtype=dtype, compile_=not args.no_compile)
+  train_model = model.clone(dtype=bc.jnp_dtype(dtype))
+  torch_run = lambda c: bench_torch(torch, torch_model(kw), args.batch, args.frames, args.steps, c, dtype)
+  rows = bc.compare_steps(args.batch, lambda: bench_jax(train_model, args.batch, args.frames, args.steps),
+                          torch_run, torch_version=torch.__version__, dtype=dtype,
+                          compile_=not args.no_compile)
   flags = (f"{' --demo' if args.demo else ''} --frames {args.frames} --batch {args.batch} "
            f"--steps {args.steps} --dtype {dtype}")
   text = (f"`python bench/vqae3d.py{flags}`: full training steps of "
           f"{'the CPU demo width' if args.demo else 'the faithful 31,024,099-parameter model'} on "
           f"1x{args.frames}x64x64 clips, {dtype} compute, median of {args.steps} steps after one "
-          f"compiling step.\n\n{step_table(rows, 'clips/s')}\n\nLoss check (2 clips, same weights): "
-          f"{check_summary(checks)}. {machine()} (a shared machine: CPU figures are noisy).")
+          f"compiling step.\n\n{bc.step_table(rows, 'clips/s')}\n\nLoss check (2 clips, same weights): "
+          f"{bc.check_summary(checks)}. {bc.machine()} (a shared machine: CPU figures are noisy).")
   print(text)
   if not args.no_write:
-    update_section(SECTION, text)
+    bc.update_section(SECTION, text)
 
 
 if __name__ == "__main__":
