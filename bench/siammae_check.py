@@ -1,14 +1,15 @@
 """SiamMAE loss equality: our Flax model and `bench/torch_ref/siammae.py` on the same weights and inputs.
 
 SiamMAE (Gupta et al., NeurIPS 2023, arXiv 2305.14344). Issue 9 asks that both sides of a benchmark
-compute the same loss on the same inputs before anything is timed. `check_loss` initialises
-`aejax.models.siammae.SiamMAE` from an experiment config, copies its parameters into the PyTorch
-reference (`to_state_dict`: Dense kernels transposed, the patch conv's kernel [p, p, C, D] to
-[D, C, p, p], LayerNorm scale -> weight, the same qkv / kv column layouts), runs our model on uint8
-frame pairs (/ 255, as `experiments.siammae.pairs_of`), reads the mask it drew from the `mask`
-stream, hands the same visible patches to the PyTorch model and compares the two losses: float32
-(full-precision matmuls on both sides) within 1e-4, bf16 (JAX `dtype=bfloat16`, PyTorch autocast)
-within 2e-2.
+compute the same loss on the same inputs before anything is timed. `check_loss` builds
+`aejax.models.siammae.SiamMAE` from an experiment config, draws random parameters of its shapes
+(`random_params`: non-zero biases, non-unit LayerNorm scales, so every weight counts), copies them
+into the PyTorch reference (`to_state_dict`: Dense kernels transposed, the patch conv's kernel
+[p, p, C, D] to [D, C, p, p], LayerNorm scale -> weight, the same qkv / kv column layouts), runs
+our model on uint8 frame pairs (/ 255, as `experiments.siammae.pairs_of`), reads the mask it drew
+from the `mask` stream, hands the same visible patches to the PyTorch model and compares the two
+losses: float32 (full-precision matmuls on both sides) within 1e-4, bf16 (JAX `dtype=bfloat16`,
+PyTorch autocast) within 2e-2.
 
   python bench/siammae_check.py                          # paper (ViT-S/16 224), batch 2, float32
   python bench/siammae_check.py --preset smoke --dtype bfloat16 --batch 4
@@ -19,6 +20,7 @@ Prints one JSON line: jax_loss, torch_loss, rel_diff, ok (and the config).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -110,10 +112,46 @@ def load_into(tmodel, params: Mapping):
   return tmodel
 
 
-def init_params(model: SiamMAE, seed: int = 0) -> dict:
+def random_params(model: SiamMAE, seed: int = 0) -> dict:
+  """Random float32 parameters of `model`'s shapes (`jax.eval_shape`, nothing compiled).
+
+  Unlike the initialiser's zero biases and unit LayerNorm scales, every parameter is random
+  (kernels N(0, 1/fan_in), biases N(0, 0.1²), scales 1 + N(0, 0.2²), tokens N(0, 0.02²)), so a
+  converter that dropped or mis-placed any of them would change the loss.
+  """
   s = model.img_size
-  return jax.jit(lambda k: model.init({"params": k, "mask": k}, jnp.zeros((1, 2, s, s, 3)))["params"])(
-      jax.random.key(seed))
+  shapes = jax.eval_shape(lambda k: model.init({"params": k, "mask": k},
+                                               jnp.zeros((1, 2, s, s, 3)))["params"],
+                          jax.random.key(0))
+  rng = np.random.default_rng(seed)
+  flat = {}
+  for path, leaf in _flatten(shapes).items():
+    shape, name = tuple(leaf.shape), path[-1]
+    z = rng.standard_normal(shape).astype(np.float32)
+    if name == "kernel":
+      flat[path] = z / np.sqrt(np.prod(shape[:-1]))
+    elif name == "scale":
+      flat[path] = 1.0 + 0.2 * z
+    elif name == "bias":
+      flat[path] = 0.1 * z
+    else:  # cls_token, mask_token
+      flat[path] = 0.02 * z
+  out: dict = {}
+  for path, v in flat.items():
+    node = out
+    for k in path[:-1]:
+      node = node.setdefault(k, {})
+    node[path[-1]] = jnp.asarray(v)
+  return out
+
+
+@functools.lru_cache(maxsize=8)
+def _loss_fn(model: SiamMAE):
+  """Jitted (params, frames [B, 2, H, W, 3] float, mask key) -> (loss, mask), one per model."""
+  def fn(params, x, key):
+    _, aux = model.apply({"params": params}, x, rngs={"mask": key})
+    return aux["loss"], aux["mask"]
+  return jax.jit(fn)
 
 
 def random_pairs(batch: int, size: int, seed: int = 0) -> np.ndarray:
@@ -123,15 +161,14 @@ def random_pairs(batch: int, size: int, seed: int = 0) -> np.ndarray:
 
 def jax_loss_and_keep(model: SiamMAE, params, frames: np.ndarray, seed: int = 0):
   """Our loss (float32) on uint8 pairs and the visible patches [B, n] of the mask the model drew."""
-  x = jnp.asarray(frames, jnp.float32) / 255.0
-  _, aux = jax.jit(lambda p, x: model.apply({"params": p}, x, rngs={"mask": jax.random.key(seed)}))(
-      params, x)
-  mask = np.asarray(aux["mask"])  # [B, L], 1 = hidden
+  x = np.asarray(frames, np.float32) / 255.0  # as experiments.siammae.pairs_of
+  loss, mask = _loss_fn(model)(params, x, jax.random.key(seed))
+  mask = np.asarray(mask)  # [B, L], 1 = hidden
   n_keep = int(round(mask.shape[1] - mask[0].sum()))
   keep = np.argsort(mask, axis=1, kind="stable")[:, :n_keep]  # visible patches, ascending
   if not np.all(mask[np.arange(len(mask))[:, None], keep] == 0):
     raise ValueError("the mask does not keep the same number of patches in every sample")
-  return float(aux["loss"]), keep
+  return float(loss), keep
 
 
 def torch_loss(tmodel, frames: np.ndarray, keep: np.ndarray, dtype: str = "float32") -> float:
@@ -189,7 +226,7 @@ def check_loss(config, batch=2, dtype: str = "float32", seed: int = 0,
   if frames.dtype != np.uint8 or frames.ndim != 5 or frames.shape[1] != 2:
     raise ValueError(f"check_loss: frames must be uint8 [B, 2, H, W, 3], got {frames.dtype} "
                      f"{frames.shape}")
-  params = init_params(model, seed)
+  params = random_params(model, seed)
   tmodel = load_into(torch_model(model), params)
   return compare(*losses(model, params, tmodel, frames, dtype, seed), dtype, rtol)
 
