@@ -10,10 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen as nn
 
 from aejax import keyframes as kf
-from aejax.models.keyframe_ae import KeyframeAE, UpConv2x, flax_momentum, param_count
+from aejax.models.keyframe_ae import KeyframeAE, flax_momentum, param_count
 
 # ---------------------------------------------------------------------------------- the model
 
@@ -46,19 +45,6 @@ def test_shapes_and_range():
                              atol=1e-6)
   with pytest.raises(ValueError, match="divisible by 8"):
     model.apply(v, jnp.zeros((4, 20, 32, 3)), train=False)
-
-
-def test_upconv_equals_flax_conv_transpose():
-  x = jax.random.normal(jax.random.key(2), (2, 5, 7, 3))
-  ref = nn.ConvTranspose(4, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)))
-  v = ref.init(jax.random.key(3), x)
-  v = {"params": {"kernel": v["params"]["kernel"], "bias": jnp.arange(4.0)}}
-  want = ref.apply(v, x)
-  assert want.shape == (2, 10, 14, 4)
-  np.testing.assert_allclose(UpConv2x(4).apply(v, x), want, atol=1e-5)
-  g_ref = jax.grad(lambda p: jnp.sum(ref.apply(p, x) ** 2))(v)
-  g_new = jax.grad(lambda p: jnp.sum(UpConv2x(4).apply(p, x) ** 2))(v)
-  np.testing.assert_allclose(g_new["params"]["kernel"], g_ref["params"]["kernel"], rtol=1e-4, atol=1e-4)
 
 
 def test_batchnorm_momentum_and_shared_double_update():

@@ -129,29 +129,6 @@ def test_tiny_model_shapes_sampling_and_batchnorm():
   assert float(np.abs(imgs[0] - imgs[1]).max()) > 0
 
 
-def test_subpixel_transposed_conv_equals_flax_conv_transpose():
-  from flax import linen as nn
-
-  from aejax.models.vae import ConvTranspose4x4
-
-  x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 5, 7, 3)), jnp.float32)
-  ref = nn.ConvTranspose(4, (4, 4), strides=(2, 2), padding="VALID")
-  rng = np.random.default_rng(5)
-  v = {"params": {"kernel": jnp.asarray(rng.normal(size=(4, 4, 3, 4)), jnp.float32),
-                  "bias": jnp.asarray(rng.normal(size=(4,)), jnp.float32)}}
-
-  @jax.jit
-  def both(v, x):
-    f = lambda mod: lambda v, x: jnp.sum(jnp.sin(mod.apply(v, x)))
-    return (ref.apply(v, x), ConvTranspose4x4(4).apply(v, x),
-            jax.grad(f(ref), (0, 1))(v, x), jax.grad(f(ConvTranspose4x4(4)), (0, 1))(v, x))
-
-  y_ref, y, g_ref, g = both(v, x)
-  assert y.shape == (2, 12, 16, 4)  # n -> 2n + 2
-  np.testing.assert_allclose(y, y_ref, atol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), g, g_ref)
-
-
 def test_gaussian_kl_matches_numpy_closed_form():
   rng = np.random.default_rng(1)
   mu = rng.normal(size=(4, 6)).astype(np.float32)

@@ -31,48 +31,9 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from aejax.models.layers import torch_uniform_init
+from aejax.models.layers import ConvTranspose4x4, torch_uniform_init
 
 Dtype = Any
-
-
-class UpConv2x(nn.Module):
-  """`nn.ConvTranspose(features, (4, 4), strides=2, padding=2)` (PyTorch k4 s2 p1): the same
-  parameters and outputs, computed as one 3x3 convolution with 4x the channels and a depth-to-space
-  shuffle. XLA's CPU gradient of a stride-2 transposed convolution (an input-dilated convolution)
-  is ~30x slower than this; on GPU the two are alike.
-
-  Output pixel (2m + a, 2l + b) only sees 2x2 of the 4x4 taps: rows k = 0, 2 at input rows
-  m - 1, m for a = 0 and k = 1, 3 at m, m + 1 for a = 1 (the same for columns).
-  """
-
-  features: int
-  kernel_init: Any = nn.initializers.lecun_normal()
-  bias_init: Any = nn.initializers.zeros
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    cin = x.shape[-1]
-    kernel = self.param("kernel", self.kernel_init, (4, 4, cin, self.features), self.param_dtype)
-    bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-    # taps[a][t] = which of the 4 kernel rows feeds window position t (None: zero) for parity a.
-    taps = ((0, 2, None), (None, 1, 3))
-    zero = jnp.zeros((cin, self.features), self.param_dtype)
-    blocks = []
-    for a in range(2):
-      for b in range(2):
-        rows = [jnp.stack([zero if taps[a][th] is None or taps[b][tw] is None
-                           else kernel[taps[a][th], taps[b][tw]] for tw in range(3)])
-                for th in range(3)]
-        blocks.append(jnp.stack(rows))  # [3, 3, in, out]
-    k3 = jnp.concatenate(blocks, axis=-1).astype(self.dtype)  # [3, 3, in, 4 * out], (a, b, out)
-    z = jax.lax.conv_general_dilated(jnp.asarray(x, self.dtype), k3, (1, 1), ((1, 1), (1, 1)),
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    n, h, w, _ = z.shape
-    z = z.reshape(n, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
-    return z.reshape(n, 2 * h, 2 * w, self.features) + bias.astype(self.dtype)
 
 
 def flax_momentum(torch_momentum: float) -> float:
@@ -117,8 +78,9 @@ class KeyframeAE(nn.Module):
     kw = {}
     if self.torch_init:
       kw = {"kernel_init": torch_uniform_init(fan_in), "bias_init": torch_uniform_init(fan_in)}
-    if cls is nn.ConvTranspose and stride == 2:
-      return UpConv2x(features, dtype=self.dtype, param_dtype=self.param_dtype, name=name, **kw)
+    if cls is nn.ConvTranspose and stride == 2:  # k4 s2 p1: an exact 2x upsample
+      return ConvTranspose4x4(features, padding=pad, dtype=self.dtype, param_dtype=self.param_dtype,
+                              name=name, **kw)
     if cls is nn.ConvTranspose:  # stride 1: Flax padding k - 1 - p, exactly a convolution (no flip)
       cls, pad = nn.Conv, k - 1 - pad
     return cls(features, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
@@ -132,7 +94,7 @@ class KeyframeAE(nn.Module):
     self.enc_convs = [self._conv(nn.Conv, o, k, s, 1, i * k * k, f"conv{j + 1}")
                       for j, (i, o, k, s) in enumerate(enc)]
     # Transposed convs: PyTorch (k, s, p=1) == Flax ConvTranspose with padding k - 1 - p per side
-    # (computed by `UpConv2x` for stride 2, by a plain conv for stride 1); weights ported from
+    # (computed by `ConvTranspose4x4` for stride 2, by a plain conv for stride 1); weights ported from
     # PyTorch need the spatial flip (Flax's `transpose_kernel=True` convention);
     # PyTorch's fan_in for a ConvTranspose weight [in, out, k, k] is out * k * k.
     dec = [(lat, f4, 4, 2), (f4, f3, 4, 2), (f3, f2, 4, 2), (f2, f1, 3, 1), (f1, 3, 3, 1)]

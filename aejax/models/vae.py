@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from aejax.models.layers import torch_uniform_init
+from aejax.models.layers import ConvTranspose4x4, torch_uniform_init
 
 Dtype = Any
 
@@ -112,38 +112,6 @@ class Encoder(nn.Module):
     return dense("mu")(x), dense("log_var")(x)
 
 
-class ConvTranspose4x4(nn.Module):
-  """A 4x4 stride-2 unpadded transposed conv (n -> 2n + 2), equal to `nn.ConvTranspose(f, (4, 4),
-  strides=(2, 2), padding="VALID")` with the same `kernel` [4, 4, in, out] and `bias` parameters.
-
-  It runs as one stride-1 2x2 conv to 4 * out channels on the input padded by one, then
-  depth-to-space: output row 2m + p gathers input rows m - 1 and m with kernel rows (1, 3) for
-  p = 0 and (0, 2) for p = 1 (likewise for columns). The result is the same, but the gradient is
-  a plain conv: XLA:CPU computes the gradient of an input-dilated conv about 50x slower.
-  """
-
-  features: int
-  kernel_init: Any = nn.initializers.lecun_normal()
-  bias_init: Any = nn.initializers.zeros
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    cin = x.shape[-1]
-    kernel = self.param("kernel", self.kernel_init, (4, 4, cin, self.features), self.param_dtype)
-    bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-    taps = jnp.array([[1, 3], [0, 2]])  # kernel rows (columns) used by output parity 0 and 1
-    sub = kernel[taps][:, :, taps]  # [py, ty, px, tx, in, out]
-    sub = jnp.transpose(sub, (1, 3, 4, 0, 2, 5)).reshape(2, 2, cin, 4 * self.features)
-    x = jnp.pad(x.astype(self.dtype), ((0, 0), (1, 1), (1, 1), (0, 0)))
-    y = jax.lax.conv_general_dilated(x, sub.astype(self.dtype), (1, 1), "VALID",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    b, h, w, _ = y.shape  # [B, n + 1, n + 1, 4 * out], channels ordered (py, px, out)
-    y = y.reshape(b, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
-    return y.reshape(b, 2 * h, 2 * w, self.features) + bias.astype(self.dtype)
-
-
 class Decoder(nn.Module):
   """z [B, latent_dim] -> logits [B, H, W, out_channels] (apply a sigmoid for the image)."""
 
@@ -165,7 +133,7 @@ class Decoder(nn.Module):
                                  name="t_conv0", **_init(c))(x))
     outs = list(self.features[::-1][1:]) + [self.out_channels]
     for i, f in enumerate(outs):
-      x = ConvTranspose4x4(f, dtype=self.dtype, param_dtype=self.param_dtype,
+      x = ConvTranspose4x4(f, padding=0, dtype=self.dtype, param_dtype=self.param_dtype,
                            name=f"t_conv{i + 1}", **_init(16 * f))(x)
       if i < len(outs) - 1:
         x = nn.relu(x)
