@@ -305,6 +305,26 @@ def _lab_to_rgb(xp, x):
   return xp.where(lin <= 0.0031308, lin * 12.92, 1.055 * lin ** (1 / 2.4) - 0.055)
 
 
+_YCC_OFFSET = (0.0, 0.5, 0.5)
+
+# space -> (from RGB, to RGB), each `f(xp, x)`.
+_CONVERSIONS = {
+    "rgb": (lambda xp, x: x, lambda xp, x: x),
+    "bgr": (lambda xp, x: x[..., ::-1], lambda xp, x: x[..., ::-1]),
+    "hsv": (_rgb_to_hsv, _hsv_to_rgb),
+    "ycbcr": (lambda xp, x: _matmul(xp, x, _YCC) + xp.asarray(_YCC_OFFSET, dtype=x.dtype),
+              lambda xp, x: _matmul(xp, x - xp.asarray(_YCC_OFFSET, dtype=x.dtype), _YCC_INV)),
+    "lab": (_rgb_to_lab, _lab_to_rgb),
+}
+
+
+def _convert(x, space: str, inverse: bool):
+  fns = _CONVERSIONS.get(space.lower())
+  if fns is None:
+    raise ValueError(f"unknown colour space {space!r}; expected one of {SPACES}")
+  return fns[int(inverse)](_xp(x), x)
+
+
 def convert_color(x, space: str):
   """RGB in [0, 1] (float, [..., 3], NumPy or jax) → `space`, every channel scaled to ~[0, 1].
 
@@ -313,33 +333,9 @@ def convert_color(x, space: str):
   - "ycbcr": BT.601 full range (JPEG): Y, Cb + 0.5, Cr + 0.5.
   - "lab": CIE L*a*b* (sRGB, D65) as OpenCV's 8-bit Lab / 255: L*/100, (a*+128)/255, (b*+128)/255.
   """
-  xp = _xp(x)
-  space = space.lower()
-  if space == "rgb":
-    return x
-  if space == "bgr":
-    return x[..., ::-1]
-  if space == "hsv":
-    return _rgb_to_hsv(xp, x)
-  if space == "ycbcr":
-    return _matmul(xp, x, _YCC) + xp.asarray([0.0, 0.5, 0.5], dtype=x.dtype)
-  if space == "lab":
-    return _rgb_to_lab(xp, x)
-  raise ValueError(f"unknown colour space {space!r}; expected one of {SPACES}")
+  return _convert(x, space, inverse=False)
 
 
 def convert_color_inverse(x, space: str):
   """The inverse of `convert_color`: `space` → RGB in [0, 1]."""
-  xp = _xp(x)
-  space = space.lower()
-  if space == "rgb":
-    return x
-  if space == "bgr":
-    return x[..., ::-1]
-  if space == "hsv":
-    return _hsv_to_rgb(xp, x)
-  if space == "ycbcr":
-    return _matmul(xp, x - xp.asarray([0.0, 0.5, 0.5], dtype=x.dtype), _YCC_INV)
-  if space == "lab":
-    return _lab_to_rgb(xp, x)
-  raise ValueError(f"unknown colour space {space!r}; expected one of {SPACES}")
+  return _convert(x, space, inverse=True)
