@@ -366,13 +366,29 @@ def write_rows(rows: list[dict], csv_path, md_path=None, title: str = "") -> Non
     Path(md_path).write_text("\n".join(lines) + "\n")
 
 
-def plot_rd(rows: list[dict], path, title: str = "") -> Path:
-  """bpp (log) against PSNR and MS-SSIM, one line per method."""
+def pyplot():
+  """`matplotlib.pyplot` on the non-interactive Agg backend (imported on first use)."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
+  return plt
+
+
+def save_figure(fig, path, dpi: int = 110) -> Path:
+  """Lays out, saves (creating the folder) and closes a matplotlib figure; returns the path."""
+  fig.tight_layout()
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=dpi)
+  pyplot().close(fig)
+  return path
+
+
+def plot_rd(rows: list[dict], path, title: str = "") -> Path:
+  """bpp (log) against PSNR and MS-SSIM, one line per method."""
+  plt = pyplot()
   keys = [k for k in ("psnr", "ms_ssim") if any(k in r for r in rows)]
   fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.5), squeeze=False)
   methods = list(dict.fromkeys(r["method"] for r in rows))
@@ -388,12 +404,7 @@ def plot_rd(rows: list[dict], path, title: str = "") -> Path:
   axes[0][0].legend(fontsize=8)
   if title:
     fig.suptitle(title)
-  fig.tight_layout()
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)
 
 
 def error_heatmap(reference: np.ndarray, reconstruction: np.ndarray, max_err: float = 64.0):

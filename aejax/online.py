@@ -42,6 +42,8 @@ from aejax.compression import (
   cast_tree,
   compression_ratio,
   ms_ssim_host,
+  pyplot,
+  save_figure,
   tree_bytes,
 )
 from aejax.data.transforms import convert_color, convert_color_inverse
@@ -300,11 +302,7 @@ def _chain(first, it):
 
 def plot_online(summary: dict, path, title: str = "") -> Path:
   """Per-frame MAE of the online and the frozen model, with decoder updates marked."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(10, 4))
   frozen, online = summary["per_frame_frozen_mae"], summary["per_frame_mae"]
   ax.plot(frozen, label=f"frozen (mean {frozen.mean():.4f})", lw=1)
@@ -315,9 +313,4 @@ def plot_online(summary: dict, path, title: str = "") -> Path:
   ax.set_ylabel("MAE (RGB, [0, 1])")
   ax.set_title(title or "online vs frozen")
   ax.legend()
-  fig.tight_layout()
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)

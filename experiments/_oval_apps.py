@@ -139,11 +139,7 @@ def convert_frames(model, params, config, frames: Iterable[np.ndarray], *, fps: 
 
 
 def _plot_frames(rows, path, title):
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = comp.pyplot()
   keys = [k for k in ("psnr", "ms_ssim", "mae", "bytes") if k in rows[0]]
   fig, axes = plt.subplots(len(keys), 1, figsize=(9, 2.2 * len(keys)), sharex=True)
   for ax, k in zip(np.atleast_1d(axes), keys):
@@ -152,9 +148,7 @@ def _plot_frames(rows, path, title):
     ax.grid(alpha=0.3)
   np.atleast_1d(axes)[-1].set_xlabel("frame")
   fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  comp.save_figure(fig, path, dpi=100)
 
 
 RD_CODECS = (comp.LatentCodec("float32"), comp.LatentCodec("float16"), comp.LatentCodec("int8"),
