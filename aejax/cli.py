@@ -129,6 +129,34 @@ def _module_name(get_config: Callable) -> str:
   return mod
 
 
+def config_of_run(path, config, keys):
+  """`config` with `keys` taken from the `config.json` of the run that wrote checkpoint `path`.
+
+  The file is looked for in `path` and up to three folders above it (a step folder sits in
+  WORKDIR/checkpoints/). A key names a whole section ("model": its entries are updated) or one
+  value ("data.image_size"; lists become tuples where the current value is a tuple). Returns a
+  copy, or `config` itself when no `config.json` is found.
+  """
+  import ml_collections
+
+  p = Path(path).absolute()
+  for folder in (p, *p.parents[:3]):
+    if (folder / "config.json").is_file():
+      saved = json.loads((folder / "config.json").read_text())
+      config = ml_collections.ConfigDict(config.to_dict())
+      for key in keys:
+        *parents, leaf = key.split(".")
+        src, dst = saved, config
+        for k in parents:
+          src, dst = src[k], dst[k]
+        if isinstance(src[leaf], dict):
+          dst[leaf].update(src[leaf])
+        else:
+          dst[leaf] = tuple(src[leaf]) if isinstance(dst[leaf], tuple) else src[leaf]
+      return config
+  return config
+
+
 def setup_compilation_cache(path: str | None) -> None:
   """Turns on JAX's persistent compilation cache (`''` turns it off)."""
   if not path:

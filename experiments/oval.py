@@ -23,7 +23,6 @@ Rates are bytes actually sent against raw 8-bit RGB of the full frame (`aejax.co
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jax
@@ -165,15 +164,7 @@ def make_loss_fn(name: str, color_space: str, noise_std: float, use_lstm: bool):
 
 def config_from_checkpoint(path, config):
   """Model, data colour space and codec of the run that wrote `path` (its config.json)."""
-  p = Path(path).absolute()
-  for folder in (p, *p.parents[:3]):
-    if (folder / "config.json").is_file():
-      saved = json.loads((folder / "config.json").read_text())
-      config = ml_collections.ConfigDict(config.to_dict())
-      config.model.update(saved["model"])
-      config.data.color_space = saved["data"]["color_space"]
-      return config
-  return config
+  return cli.config_of_run(path, config, ("model", "data.color_space"))
 
 
 def load_params(config, checkpoint):

@@ -194,16 +194,7 @@ def make_picture_fn(model, eval_cfg):
 
 def config_from_checkpoint(path, config):
   """The model/data sizes of the run that wrote `path` (its `config.json`), else `config`."""
-  p = Path(path).absolute()
-  for folder in (p, *p.parents[:3]):
-    if (folder / "config.json").is_file():
-      saved = json.loads((folder / "config.json").read_text())
-      config = ml_collections.ConfigDict(config.to_dict())
-      config.model.update(saved["model"])
-      config.data.image_size = saved["data"]["image_size"]
-      config.optim.update(saved["optim"])
-      return config
-  return config
+  return cli.config_of_run(path, config, ("model", "data.image_size", "optim"))
 
 
 # ------------------------------------------------------------------------------------ modes

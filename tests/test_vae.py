@@ -276,3 +276,24 @@ def test_image_folder_data_for_training(realdata):
   assert batch["image"].shape == (4, 30, 30, 3) and batch["image"].dtype == np.uint8
   previews = vae.preview_images(valid_src, 30, n=3)
   assert previews.shape == (3, 30, 30, 3)
+
+
+def test_config_from_checkpoint_reads_the_runs_config_json(tmp_path):
+  import json
+
+  from experiments import vae as exp
+
+  config = exp.get_config()
+  step = tmp_path / "run" / "checkpoints" / "12"
+  step.mkdir(parents=True)
+  assert exp.config_from_checkpoint(step, config) is config  # no config.json anywhere above
+  saved = config.to_dict()
+  saved["model"]["latent_dim"] = 7
+  saved["data"].update(image_size=30, batch_size=999)
+  saved["optim"]["learning_rate"] = 0.125
+  (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+  got = exp.config_from_checkpoint(step, config)  # found two folders up
+  assert got.model.latent_dim == 7 and got.data.image_size == 30
+  assert got.optim.learning_rate == 0.125
+  assert got.data.batch_size == config.data.batch_size != 999  # only the listed keys are taken
+  assert config.model.latent_dim != 7  # the caller's config is untouched
