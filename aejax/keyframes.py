@@ -13,7 +13,9 @@ The pipeline (`specs/seeds_keyframe_oval_vae.md` §1.7, with the original's edge
    distance to a reference, either the last emitted key frame (default: slow drift accumulates
    and triggers) or the previous candidate (the original), and is a key frame when its score is
    above the threshold. Thresholds are absolute, a percentile of the consecutive-candidate
-   distances, or "top N" (exactly N key frames for the previous-candidate reference; the largest
+   distances, "mad" (an outlier rule on the consecutive distances: median + k x 1.4826 x MAD, k =
+   `threshold`; it adapts to short videos, where a percentile of a handful of values sits at the
+   largest one), or "top N" (exactly N key frames for the previous-candidate reference; the largest
    count <= N found by bisection on the threshold for the last-key reference).
 4. Key clips: the video is cut at the key frames; clips shorter than `min_len` seconds merge into
    the one before, clips longer than `max_len` are split evenly.
@@ -33,7 +35,7 @@ import cv2
 import numpy as np
 
 REFERENCES = ("last", "previous")
-THRESHOLD_MODES = ("absolute", "percentile", "top")
+THRESHOLD_MODES = ("absolute", "percentile", "mad", "top")
 
 
 @dataclasses.dataclass
@@ -115,7 +117,9 @@ def select_keyframes(n: int, dist_pairs: Callable, *, reference: str = "last",
     dist_pairs: `dist_pairs(i [K], j [K]) -> [K]` distances between candidates.
     reference: "last" (the last emitted key frame) or "previous" (the previous candidate).
     threshold_mode: "absolute" (`threshold` is a distance), "percentile" (`threshold` in [0, 100]
-      of the consecutive-candidate distances) or "top" (`threshold` = number of key frames).
+      of the consecutive-candidate distances), "mad" (median + `threshold` robust standard
+      deviations, 1.4826 x the median absolute deviation, of the consecutive distances) or "top"
+      (`threshold` = number of key frames).
     threshold: see `threshold_mode`.
 
   Returns:
@@ -132,6 +136,8 @@ def select_keyframes(n: int, dist_pairs: Callable, *, reference: str = "last",
     raise ValueError(f"threshold_mode 'top' needs a whole number >= 1, got {threshold}")
   if threshold_mode == "percentile" and not 0 <= threshold <= 100:
     raise ValueError(f"threshold_mode 'percentile' needs a value in [0, 100], got {threshold}")
+  if threshold_mode == "mad" and not threshold >= 0:
+    raise ValueError(f"threshold_mode 'mad' needs a value >= 0 (robust deviations), got {threshold}")
   consec = consecutive_scores(n, dist_pairs)
   if reference == "previous":
     if threshold_mode == "top":
@@ -139,7 +145,7 @@ def select_keyframes(n: int, dist_pairs: Callable, *, reference: str = "last",
       keys = sorted([0, *order.tolist()])
       thr = float(consec[keys[1:]].min()) if len(keys) > 1 else float("inf")
       return keys, consec, thr
-    thr = float(threshold) if threshold_mode == "absolute" else _percentile(consec, threshold)
+    thr = _threshold_value(consec, threshold_mode, threshold)
     keys = [0] + [t for t in range(1, n) if consec[t] > thr]
     return keys, consec, thr
 
@@ -151,7 +157,7 @@ def select_keyframes(n: int, dist_pairs: Callable, *, reference: str = "last",
     return cache[(i, j)]
 
   if threshold_mode != "top":
-    thr = float(threshold) if threshold_mode == "absolute" else _percentile(consec, threshold)
+    thr = _threshold_value(consec, threshold_mode, threshold)
     keys, scores = _greedy_last(n, dist, thr)
     return keys, scores, thr
   target = int(threshold)
@@ -179,6 +185,24 @@ def select_keyframes(n: int, dist_pairs: Callable, *, reference: str = "last",
 def _percentile(consec: np.ndarray, q: float) -> float:
   vals = consec[1:]
   return float(np.percentile(vals, q)) if len(vals) else float("inf")
+
+
+def robust_threshold(consec: np.ndarray, k: float) -> float:
+  """median + k x 1.4826 x MAD of the consecutive distances `consec[1:]` (inf when empty)."""
+  vals = np.asarray(consec[1:], np.float64)
+  vals = vals[np.isfinite(vals)]
+  if not len(vals):
+    return float("inf")
+  med = float(np.median(vals))
+  return med + k * 1.4826 * float(np.median(np.abs(vals - med)))
+
+
+def _threshold_value(consec: np.ndarray, mode: str, threshold: float) -> float:
+  if mode == "absolute":
+    return float(threshold)
+  if mode == "mad":
+    return robust_threshold(consec, threshold)
+  return _percentile(consec, threshold)
 
 
 # ---------------------------------------------------------------------------------- clips

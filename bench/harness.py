@@ -262,10 +262,13 @@ def run_vqae3d(mode: str) -> None:
 def run_siammae(mode: str) -> None:
   import jax
 
+  from bench import siammae_check as smc
   from bench import siammae_step as sm
+  from bench.common import default_dtype
   from experiments import siammae as exp
 
   cfg = SIZES[mode]["siammae"]
+  dtype = default_dtype()  # both sides: bf16 (torch autocast) on CUDA, float32 on CPU
   b, steps = cfg["batch"], cfg["steps"]
   config = exp.paper()
   config.data.batch_size = b
@@ -277,7 +280,7 @@ def run_siammae(mode: str) -> None:
   res, notes = None, []
   for impl in (["cudnn", None] if jax.default_backend() == "gpu" else [None]):
     try:
-      res = sm.bench("paper", b, impl, None, steps, 1)
+      res = sm.bench("paper", b, impl, dtype, steps, 1)
       break
     except (NotImplementedError, RuntimeError, ValueError) as e:
       notes.append(f"attention {impl}: {str(e).splitlines()[0][:80]}")
@@ -294,8 +297,9 @@ def run_siammae(mode: str) -> None:
     step_s = out["step_ms"] / 1e3  # warmup_s holds 3 steps, the first one compiling
     return {"step_s": step_s, "first_s": out["warmup_s"] - 2 * step_s, "device": dev}
 
+  check = _check(_torch(), lambda d: smc.check_losses_agree(exp.paper(), d), 1e-4, dtype)
   _train_rows("SiamMAE ViT-S/16 224², AdamW", "pairs/s", b, jres, _variants("siammae", mode, torch_fn),
-              flops, "no check (torch_ref/siammae.py has none)", note)
+              flops, check, note, dtype=dtype)
 
 
 def run_labelprop(mode: str) -> None:

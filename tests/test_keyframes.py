@@ -124,6 +124,24 @@ def test_selection_top_n_and_percentile():
     kf.select_keyframes(6, d, threshold_mode="top", threshold=0)
 
 
+def test_selection_mad_outlier_rule_hand_worked():
+  # consecutive distances 1.0, 0.9, 0.9, 3.0: median 0.95, MAD 0.05 -> 0.95 + 3 * 1.4826 * 0.05
+  d = _dist([0, 1.0, 0.1, 1.0, 4.0])
+  keys, scores, thr = kf.select_keyframes(5, d, reference="last", threshold_mode="mad", threshold=3)
+  assert thr == pytest.approx(0.95 + 3 * 1.4826 * 0.05) and keys == [0, 4]
+  np.testing.assert_allclose(scores[1:], [1.0, 0.1, 1.0, 4.0], rtol=1e-6)
+  # steady swaying with no event: the outlier rule emits nothing, a percentile always emits ~20 %
+  sway = _dist([0, 1, 0, 1.05, 0, 1.1, 0, 1.02, 0, 1.08, 0])
+  keys, _, _ = kf.select_keyframes(11, sway, reference="previous", threshold_mode="mad", threshold=3)
+  assert keys == [0]
+  keys, _, _ = kf.select_keyframes(11, sway, reference="previous", threshold_mode="percentile",
+                                   threshold=80)
+  assert len(keys) == 3
+  assert kf.robust_threshold(np.array([np.nan]), 3.0) == float("inf")  # one candidate: no key
+  with pytest.raises(ValueError, match="mad"):
+    kf.select_keyframes(5, d, threshold_mode="mad", threshold=-1)
+
+
 def test_segment_clips_hand_worked():
   clips = kf.segment_clips([0, 30, 35, 100], 150, fps=10, min_len=1.0, max_len=6.0)
   assert [(c["start"], c["end"]) for c in clips] == [(0, 35), (35, 68), (68, 100), (100, 150)]
