@@ -63,14 +63,11 @@ def torch_model(model: SiamMAE):
                      norm_pix_loss=model.norm_pix_loss, past_pos_embed=model.past_pos_embed)
 
 
-def _flatten(tree: Mapping, prefix: tuple = ()) -> dict:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, prefix + (k,)))
-    else:
-      out[prefix + (k,)] = v
-  return out
+def _flatten(tree: Mapping) -> dict:
+  """{("vit", "blocks_0", ...): leaf} of a params tree."""
+  from flax.traverse_util import flatten_dict
+
+  return flatten_dict(dict(tree))
 
 
 def to_state_dict(params: Mapping) -> dict[str, np.ndarray]:
