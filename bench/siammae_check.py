@@ -20,6 +20,7 @@ Prints one JSON line: jax_loss, torch_loss, rel_diff, ok (and the config).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import re
@@ -36,7 +37,7 @@ if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
 from aejax.models.siammae import SiamMAE  # noqa: E402
-from bench.common import autocast, exact, jnp_dtype, torch_device  # noqa: E402
+from bench.common import autocast, exact, jnp_dtype, loss_check, torch_device  # noqa: E402
 
 RTOL = {"float32": 1e-4, "bfloat16": 2e-2}
 _BLOCKS = re.compile(r"^(blocks|decoder_blocks)_(\d+)$")
@@ -133,13 +134,9 @@ def random_params(model: SiamMAE, seed: int = 0) -> dict:
       flat[path] = 0.1 * z
     else:  # cls_token, mask_token
       flat[path] = 0.02 * z
-  out: dict = {}
-  for path, v in flat.items():
-    node = out
-    for k in path[:-1]:
-      node = node.setdefault(k, {})
-    node[path[-1]] = jnp.asarray(v)
-  return out
+  from flax.traverse_util import unflatten_dict
+
+  return unflatten_dict({path: jnp.asarray(v) for path, v in flat.items()})
 
 
 @functools.lru_cache(maxsize=8)
@@ -185,19 +182,15 @@ def losses(model: SiamMAE, params, tmodel, frames: np.ndarray, dtype: str = "flo
   """(our loss, the reference's loss) with compute `dtype` on both sides; float32 runs `exact`."""
   import torch
   m = model.clone(dtype=jnp_dtype(dtype))
-  if dtype == "float32":
-    with exact(torch):
-      jl, keep = jax_loss_and_keep(m, params, frames, seed)
-      return jl, torch_loss(tmodel, frames, keep, dtype)
-  jl, keep = jax_loss_and_keep(m, params, frames, seed)
-  return jl, torch_loss(tmodel, frames, keep, dtype)
+  with exact(torch) if dtype == "float32" else contextlib.nullcontext():
+    jl, keep = jax_loss_and_keep(m, params, frames, seed)
+    return jl, torch_loss(tmodel, frames, keep, dtype)
 
 
 def compare(jax_loss: float, torch_loss_: float, dtype: str, rtol: float | None = None) -> dict:
-  rtol = RTOL[dtype] if rtol is None else rtol
-  rel = abs(jax_loss - torch_loss_) / max(abs(torch_loss_), 1e-12)
-  return {"jax_loss": jax_loss, "torch_loss": torch_loss_, "rel_diff": rel, "dtype": dtype,
-          "rtol": rtol, "ok": bool(rel <= rtol)}  # NaN: not ok
+  c = loss_check(jax_loss, torch_loss_, dtype, RTOL[dtype] if rtol is None else rtol)
+  return {"jax_loss": c["jax"], "torch_loss": c["torch"], "rel_diff": c["rel"], "dtype": dtype,
+          "rtol": c["rtol"], "ok": c["ok"]}
 
 
 def check_loss(config, batch=2, dtype: str = "float32", seed: int = 0,
