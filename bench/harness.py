@@ -264,7 +264,7 @@ def run_siammae(mode: str) -> None:
 
   from bench import siammae_check as smc
   from bench import siammae_step as sm
-  from bench.common import default_dtype
+  from bench.common import default_dtype, torch_device
   from experiments import siammae as exp
 
   cfg = SIZES[mode]["siammae"]
@@ -277,6 +277,8 @@ def run_siammae(mode: str) -> None:
   s, r = config.data.image_size, config.data.repeats
   flops = step_flops(model, exp.loss_fn, tx, exp.example_pair(config),
                      {"frames": (b // r, r, 2, s, s, 3)})
+  # Correctness before timing, as for the other workloads.
+  check = _check(_torch(), lambda d: smc.check_losses_agree(exp.paper(), d), 1e-4, dtype)
   res, notes = None, []
   for impl in (["cudnn", None] if jax.default_backend() == "gpu" else [None]):
     try:
@@ -292,12 +294,11 @@ def run_siammae(mode: str) -> None:
 
   def torch_fn(t, compiled):
     from bench.torch_ref import siammae as ref
-    dev = "cuda" if t.cuda.is_available() else "cpu"
+    dev = torch_device(t)
     out = ref.run(compiled, b, steps, dev)
     step_s = out["step_ms"] / 1e3  # warmup_s holds 3 steps, the first one compiling
     return {"step_s": step_s, "first_s": out["warmup_s"] - 2 * step_s, "device": dev}
 
-  check = _check(_torch(), lambda d: smc.check_losses_agree(exp.paper(), d), 1e-4, dtype)
   _train_rows("SiamMAE ViT-S/16 224², AdamW", "pairs/s", b, jres, _variants("siammae", mode, torch_fn),
               flops, check, note, dtype=dtype)
 
