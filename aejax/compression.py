@@ -27,6 +27,8 @@ import cv2
 import jax
 import numpy as np
 
+from aejax.viz import pyplot, save_figure  # noqa: F401  (re-exported until the codec move)
+
 PRECISIONS = ("float32", "float16", "int8", "int4")
 
 
@@ -364,26 +366,6 @@ def write_rows(rows: list[dict], csv_path, md_path=None, title: str = "") -> Non
                                                       "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
     Path(md_path).write_text("\n".join(lines) + "\n")
-
-
-def pyplot():
-  """`matplotlib.pyplot` on the non-interactive Agg backend (imported on first use)."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  return plt
-
-
-def save_figure(fig, path, dpi: int = 110) -> Path:
-  """Lays out, saves (creating the folder) and closes a matplotlib figure; returns the path."""
-  fig.tight_layout()
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=dpi)
-  pyplot().close(fig)
-  return path
 
 
 def plot_rd(rows: list[dict], path, title: str = "") -> Path:

@@ -1,4 +1,8 @@
-"""Pictures for people: image grids, GIFs and simple plots shared by the experiments."""
+"""Every picture aejax makes: image grids, PNGs, GIFs, and matplotlib (Agg) figures.
+
+Plots import matplotlib through `pyplot()` and are written by `save_figure()`; nothing else in
+the package sets a matplotlib backend.
+"""
 
 from __future__ import annotations
 
@@ -67,4 +71,24 @@ def write_gif(path, frames, fps: float = 10.0) -> Path:
   path.parent.mkdir(parents=True, exist_ok=True)
   ims = [Image.fromarray(_rgb(f)) for f in frames]
   ims[0].save(path, save_all=True, append_images=ims[1:], duration=int(1000 / fps), loop=0)
+  return path
+
+
+def pyplot():
+  """`matplotlib.pyplot` on the non-interactive Agg backend (imported on first use)."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  return plt
+
+
+def save_figure(fig, path, dpi: int = 110) -> Path:
+  """Lays out, saves (creating the folder) and closes a matplotlib figure; returns the path."""
+  fig.tight_layout()
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=dpi)
+  pyplot().close(fig)
   return path

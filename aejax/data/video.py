@@ -1,4 +1,5 @@
-"""Video files through OpenCV: a frame reader, a checked writer, and a cached, validating scan.
+"""Every video read and write of aejax: a frame reader, a sampled stream, a camera, a streaming
+writer (atomic), and a cached, validating folder scan. Nothing else in the package opens videos.
 
 OpenCV's `CAP_PROP_FRAME_COUNT` is unreliable (it reports 444 frames for a 68-frame cinepak AVI
 and 1 for a 79-frame MPEG-1 file in `../shared/realdata/videos`), so the scan counts frames by
@@ -149,34 +150,176 @@ class VideoReader:
     state["_cap"], state["_pos"] = None, 0
     return state
 
+  @property
+  def container_frames(self) -> int:
+    """The frame count the container reports (fast; wrong for some AVI/MPEG files, 0 if unknown)."""
+    cap = self._cap if self._cap is not None else _open_capture(self.path)
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    if cap is not self._cap:
+      cap.release()
+    return max(n, 0)
+
+  def stream(self, keep=None, max_frames: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    """`(index, RGB frame)` in file order; frames with `keep(index)` false are grabbed, not decoded.
+
+    Stops at the end of the decodable frames (a truncated file ends early, without an error) or
+    after `max_frames` frames (0: all). `self.frames_seen` counts the frames walked so far.
+    """
+    self._rewind()
+    self.frames_seen = 0
+    i = 0
+    while (not max_frames or i < max_frames) and self._cap.grab():
+      self._pos = i + 1
+      self.frames_seen = i + 1
+      if keep is None or keep(i):
+        ok, frame = self._cap.retrieve()
+        if ok and frame is not None:
+          yield i, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+      i += 1
+
+
+def open_video(path: str | Path, fps: float = 0.0) -> VideoReader:
+  """A `VideoReader` whose `fps` is `fps` when given (> 0), else the file's.
+
+  Raises a one-line ValueError naming the file when neither gives a usable frame rate.
+  """
+  reader = VideoReader(path)
+  if fps and fps > 0:
+    reader.fps = float(fps)
+  if not (reader.fps > 0 and np.isfinite(reader.fps)):
+    reader.close()
+    raise ValueError(f"{path}: the file reports no frame rate; give one explicitly (fps)")
+  return reader
+
+
+def read_frames(path: str | Path, max_frames: int = 0) -> tuple[np.ndarray, float]:
+  """Every frame of a video (or the first `max_frames`) as [T, H, W, 3] RGB uint8, and its fps.
+
+  The fps is the file's, or 25 when the file reports none.
+  """
+  with VideoReader(path) as r:
+    frames = [f for _, f in r.stream(max_frames=max_frames)]
+    fps = r.fps or 25.0
+  if not frames:
+    raise ValueError(f"{path}: no decodable frames")
+  return np.stack(frames), fps
+
+
+def iter_frames(path: str | Path, max_frames: int = 0) -> Iterator[np.ndarray]:
+  """RGB uint8 frames of a video file, one at a time (memory stays flat in the video's length)."""
+  with VideoReader(path) as r:
+    for _, f in r.stream(max_frames=max_frames):
+      yield f
+
+
+def camera_frames(index: int, max_frames: int = 0) -> Iterator[np.ndarray]:
+  """RGB uint8 frames from camera `index` (OpenCV), until it stops or `max_frames` (0: no limit)."""
+  cap = cv2.VideoCapture(int(index))
+  if not cap.isOpened():
+    raise ValueError(f"camera {index}: OpenCV cannot open it")
+  n = 0
+  try:
+    while not max_frames or n < max_frames:
+      ok, f = cap.read()
+      if not ok:
+        break
+      n += 1
+      yield cv2.cvtColor(f, cv2.COLOR_BGR2RGB)
+  finally:
+    cap.release()
+
+
+class VideoWriter:
+  """Streams RGB uint8 frames [H, W, 3] (or grey [H, W]) into a video file, one at a time.
+
+  The codec follows the extension (mp4v for .mp4, MJPG for .avi/.mkv, VP9 for .webm; the OpenCV
+  wheels have no H.264 encoder). Frames go to a temporary file in the same folder, renamed onto
+  `path` by `close()`, so an interrupted run never leaves a half-written video under `path`.
+  The size is taken from the first frame unless given as `size=(H, W)`.
+  """
+
+  def __init__(self, path: str | Path, fps: float = 30.0, size: tuple[int, int] | None = None):
+    self.path = Path(path)
+    self.fps = float(fps)
+    self.fourcc = FOURCC.get(self.path.suffix.lower())
+    if self.fourcc is None:
+      raise ValueError(f"{self.path}: cannot write extension {self.path.suffix!r}; use one of "
+                       f"{list(FOURCC)}")
+    self._tmp = self.path.with_name(f".{self.path.stem}.tmp{os.getpid()}{self.path.suffix}")
+    self._w = None
+    self.size = None
+    self.frames_written = 0
+    if size is not None:
+      self._open(tuple(size))
+
+  def _open(self, size: tuple[int, int]) -> None:
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = size
+    self._w = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (w, h))
+    if not self._w.isOpened():
+      self._w = None
+      raise ValueError(f"{self.path}: OpenCV VideoWriter did not open (codec {self.fourcc})")
+    self.size = (h, w)
+
+  def write(self, frame: np.ndarray) -> None:
+    """Appends one uint8 frame ([H, W, 3] RGB or [H, W] grey) of the writer's size."""
+    frame = np.asarray(frame)
+    if frame.ndim == 2:
+      frame = np.repeat(frame[..., None], 3, axis=-1)
+    if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+      raise ValueError(f"{self.path}: expected uint8 frames [H, W, 3], got {frame.dtype} "
+                       f"{frame.shape}")
+    if self._w is None:
+      self._open(frame.shape[:2])
+    if frame.shape[:2] != self.size:
+      raise ValueError(f"{self.path}: frame size {frame.shape[:2]} differs from the video's {self.size}")
+    self._w.write(np.ascontiguousarray(frame[..., ::-1]))
+    self.frames_written += 1
+
+  def close(self) -> Path:
+    """Finishes the file and moves it onto `path`; returns `path`."""
+    if self._w is None:
+      if self._tmp.exists():
+        self._tmp.unlink()
+      if self.frames_written == 0 and not self.path.exists():
+        raise ValueError(f"{self.path}: no frames to write")
+      return self.path
+    self._w.release()
+    self._w = None
+    if not self._tmp.is_file() or self._tmp.stat().st_size == 0:
+      self._tmp.unlink(missing_ok=True)
+      raise ValueError(f"{self.path}: OpenCV wrote no data (codec {self.fourcc})")
+    os.replace(self._tmp, self.path)
+    return self.path
+
+  def abort(self) -> None:
+    """Drops the temporary file; `path` is left as it was."""
+    if self._w is not None:
+      self._w.release()
+      self._w = None
+    self._tmp.unlink(missing_ok=True)
+
+  def __enter__(self) -> VideoWriter:
+    return self
+
+  def __exit__(self, exc_type, *exc) -> None:
+    if exc_type is None:
+      self.close()
+    else:
+      self.abort()
+
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float = 30.0) -> Path:
-  """Writes RGB uint8 frames [T, H, W, 3] (or [T, H, W] grey) with OpenCV; returns the path.
-
-  Codec by extension: mp4v for .mp4, MJPG for .avi/.mkv, VP9 for .webm (H.264 is not available
-  in the OpenCV wheels). Raises ValueError naming the path when the writer does not open.
-  """
+  """Writes RGB uint8 frames [T, H, W, 3] (or [T, H, W] grey) through `VideoWriter`; returns the path."""
   path = Path(path)
   frames = np.asarray(frames)
-  if frames.ndim == 3:
-    frames = np.repeat(frames[..., None], 3, axis=-1)
-  if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+  if frames.ndim not in (3, 4) or len(frames) == 0:
     raise ValueError(f"{path}: expected frames [T, H, W, 3] with T > 0, got {frames.shape}")
   if frames.dtype != np.uint8:
     raise ValueError(f"{path}: expected uint8 frames, got {frames.dtype}")
-  fourcc = FOURCC.get(path.suffix.lower())
-  if fourcc is None:
-    raise ValueError(f"{path}: cannot write extension {path.suffix!r}; use one of {list(FOURCC)}")
-  path.parent.mkdir(parents=True, exist_ok=True)
-  h, w = frames.shape[1:3]
-  writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), float(fps), (w, h))
-  if not writer.isOpened():
-    raise ValueError(f"{path}: OpenCV VideoWriter did not open (codec {fourcc})")
-  for f in frames:
-    writer.write(np.ascontiguousarray(f[..., ::-1]))
-  writer.release()
-  if not path.is_file() or path.stat().st_size == 0:
-    raise ValueError(f"{path}: OpenCV wrote no data (codec {fourcc})")
+  with VideoWriter(path, fps) as w:
+    for f in frames:
+      w.write(f)
   return path
 
 

@@ -1,7 +1,13 @@
-"""Orbax checkpoints of {state, data iterator}; restore with clear errors."""
+"""Orbax checkpoints of {state, data iterator}; restore with clear errors.
+
+Apps and evaluation restore through `restore_for_eval(path, config, ...)`: it reads the run's
+`config.json`, rebuilds the model from it and checks every parameter's shape.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
@@ -15,13 +21,6 @@ class CheckpointError(ValueError):
 
 def _has_iterator_state(it) -> bool:
   return it is not None and hasattr(it, "get_state") and hasattr(it, "set_state")
-
-
-def _keystr(path) -> str:
-  parts = []
-  for k in path:
-    parts.append(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))))
-  return "/".join(parts)
 
 
 def _abstract(tree):
@@ -71,29 +70,7 @@ class CheckpointIO:
       saved = ocp.StandardCheckpointHandler().metadata(epath.Path(state_dir)).tree
     except Exception as e:  # noqa: BLE001 - unreadable metadata: report the folder, not a traceback
       raise CheckpointError(f"{state_dir}: unreadable checkpoint ({type(e).__name__})") from None
-    model_part = lambda name: name.startswith(("params/", "batch_stats/"))
-    saved_flat = {
-        _keystr(p): v
-        for p, v in jax.tree_util.tree_flatten_with_path(
-            saved, is_leaf=lambda x: hasattr(x, "shape"))[0] if model_part(_keystr(p))}
-    want_flat = {
-        _keystr(p): v
-        for p, v in jax.tree_util.tree_flatten_with_path(abstract_state)[0]
-        if model_part(_keystr(p))}
-    for name, want in want_flat.items():
-      got = saved_flat.get(name)
-      if got is None:
-        raise CheckpointError(
-            f"{self.directory / str(step)}: checkpoint has no parameter {name} (model shape "
-            f"{tuple(want.shape)}); was it saved by another model or config?")
-      if tuple(got.shape) != tuple(want.shape):
-        raise CheckpointError(
-            f"{self.directory / str(step)}: parameter {name} has shape {tuple(got.shape)} in the "
-            f"checkpoint but {tuple(want.shape)} in the model")
-    extra = sorted(set(saved_flat) - set(want_flat))
-    if extra:
-      raise CheckpointError(
-          f"{self.directory / str(step)}: checkpoint has parameters the model lacks, e.g. {extra[0]}")
+    check_shapes(saved, abstract_state, self.directory / str(step))
 
   def restore(self, abstract_state, step: int | None = None, data_iter=None):
     """Restores the state (into `abstract_state`'s shapes) and, if given, the data iterator."""
@@ -159,3 +136,129 @@ def restore_variables(path, *, step: int | None = None) -> dict:
   if state.get("batch_stats"):
     out["batch_stats"] = state["batch_stats"]
   return out
+
+
+def _model_leaves(tree) -> dict:
+  """{"params/a/b": leaf} for the `params` and `batch_stats` leaves of a state or variables tree."""
+  flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+  out = {}
+  for path, leaf in flat:
+    name = jax.tree_util.keystr(path, simple=True, separator="/")
+    if name.startswith(("params/", "batch_stats/")):
+      out[name] = leaf
+  return out
+
+
+def check_shapes(saved, wanted, where) -> None:
+  """Raises a one-line CheckpointError naming the first parameter whose shape differs.
+
+  `saved` and `wanted` are state or variables trees (arrays or ShapeDtypeStructs); only their
+  `params` and `batch_stats` leaves are compared. `where` names the checkpoint in the message.
+  """
+  saved_flat, want_flat = _model_leaves(saved), _model_leaves(wanted)
+  for name, want in want_flat.items():
+    got = saved_flat.get(name)
+    if got is None:
+      raise CheckpointError(
+          f"{where}: checkpoint has no parameter {name} (model shape {tuple(want.shape)}); was it "
+          "saved by another model or config?")
+    if tuple(got.shape) != tuple(want.shape):
+      raise CheckpointError(
+          f"{where}: parameter {name} has shape {tuple(got.shape)} in the checkpoint but "
+          f"{tuple(want.shape)} in the model")
+  extra = sorted(set(saved_flat) - set(want_flat))
+  if extra:
+    raise CheckpointError(f"{where}: checkpoint has parameters the model lacks, e.g. {extra[0]}")
+
+
+def find_run_config(path) -> Path | None:
+  """The `config.json` of the run that wrote checkpoint `path`: in it or up to 3 folders above."""
+  p = Path(path).expanduser().absolute()
+  for folder in (p, *p.parents[:3]):
+    if (folder / "config.json").is_file():
+      return folder / "config.json"
+  return None
+
+
+def _merge(dst, src: dict, prefix: str = "") -> None:
+  """Copies `src` (JSON) into ConfigDict `dst`; JSON lists become tuples where `dst` has tuples."""
+  for k, v in src.items():
+    if k not in dst:
+      continue  # a key this version no longer has: ignored, the current default stands
+    if isinstance(v, dict) and hasattr(dst[k], "items"):
+      _merge(dst[k], v, f"{prefix}{k}.")
+    elif isinstance(dst[k], tuple) and isinstance(v, list):
+      dst[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+    else:
+      dst[k] = v
+
+
+def run_config(path, config, keys: Sequence[str] = ("model",)):
+  """`config` with `keys` taken from the `config.json` of the run that wrote checkpoint `path`.
+
+  A key names a whole section ("model") or one value ("data.image_size"). JSON lists become
+  tuples where the current value is a tuple. Returns a copy, or `config` itself when the run has
+  no `config.json` (e.g. a bare step folder copied elsewhere).
+  """
+  import ml_collections
+
+  found = find_run_config(path)
+  if found is None:
+    return config
+  try:
+    saved = json.loads(found.read_text())
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"{found}: unreadable run config ({type(e).__name__})") from None
+  config = ml_collections.ConfigDict(config.to_dict())
+  for key in keys:
+    *parents, leaf = key.split(".")
+    src, dst = saved, config
+    try:
+      for k in parents:
+        src, dst = src[k], dst[k]
+      value = src[leaf]
+    except (KeyError, TypeError):
+      raise CheckpointError(f"{found}: the run's config has no {key!r}; was it written by another "
+                            "experiment?") from None
+    if isinstance(value, dict):
+      _merge(dst[leaf], value)
+    else:
+      _merge(dst, {leaf: value})
+  return config
+
+
+def restore_for_eval(path, config, *, build_model: Callable, example: Callable,
+                     keys: Sequence[str] = ("model",), init_kwargs: dict | None = None,
+                     step: int | None = None):
+  """Restores a checkpoint for evaluation and apps: `(model, variables, config)`.
+
+  Args:
+    path: a workdir (latest step), a checkpoints folder or one step folder.
+    config: the experiment's current config; its `keys` are replaced by the run's `config.json`
+      (so the model is the one that was trained, whatever the command line's preset).
+    build_model: `build_model(config) -> nn.Module`.
+    example: `example(config) -> example input(s)` for `model.init` (only shapes matter; a tuple
+      is splatted).
+    keys: the config entries that define the trained model (sections or dotted values).
+    init_kwargs: extra keyword arguments for `model.init`.
+    step: a step to restore instead of the latest (or the step folder's).
+
+  Returns:
+    The model, its variables (`params`, and `batch_stats` if any, as host arrays) and the config.
+
+  Raises:
+    CheckpointError: one line naming the checkpoint and the first parameter that does not fit.
+  """
+  from aejax.train.state import split_rngs
+
+  config = run_config(path, config, keys)
+  model = build_model(config)
+  ex = example(config)
+  ex = ex if isinstance(ex, tuple) else (ex,)
+  abstract = jax.eval_shape(lambda: model.init(split_rngs(jax.random.key(0)), *ex, train=False,
+                                               **(init_kwargs or {})))
+  variables = restore_variables(path, step=step)
+  directory, found_step = resolve_checkpoint(path)
+  check_shapes(variables, abstract, directory if found_step is None else directory / str(found_step))
+  variables = jax.tree.map(np.asarray, variables)
+  return model, variables, config
