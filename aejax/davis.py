@@ -33,7 +33,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+
+from aejax.data.sequences import DAVIS_PALETTE, read_indexed_png, write_indexed_png
 
 __all__ = [
     "DAVIS_PALETTE", "GLOBAL_KEYS", "DavisDataset", "db_eval_boundary", "db_eval_iou",
@@ -44,66 +45,6 @@ __all__ = [
 
 GLOBAL_KEYS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 VOID_LABEL = 255
-
-
-def _pascal_palette(n: int = 256) -> np.ndarray:
-  """PASCAL VOC colour map (the DAVIS annotation palette): [n, 3] uint8, id 1 = (128, 0, 0)."""
-  pal = np.zeros((n, 3), np.uint8)
-  for i in range(n):
-    c, rgb = i, [0, 0, 0]
-    for j in range(8):
-      for ch in range(3):
-        rgb[ch] |= ((c >> ch) & 1) << (7 - j)
-      c >>= 3
-    pal[i] = rgb
-  return pal
-
-
-DAVIS_PALETTE = _pascal_palette()  # [256, 3] uint8
-
-
-# ------------------------------------------------------------------------------------ PNG I/O
-
-
-def read_indexed_png(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-  """Reads an indexed (palette) or greyscale PNG without touching its indices.
-
-  Returns:
-    (mask uint8 [H, W] of object ids, palette uint8 [N, 3] or None for a greyscale PNG).
-  """
-  path = Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f"{path}: PNG not found")
-  try:
-    with Image.open(path) as im:
-      im.load()
-      if im.mode == "P":
-        pal = np.asarray(im.getpalette() or [], np.uint8).reshape(-1, 3)
-        return np.asarray(im, np.uint8), pal
-      if im.mode in ("L", "I", "I;16"):
-        arr = np.asarray(im)
-        if arr.max(initial=0) > 255:
-          raise ValueError(f"{path}: object ids above 255")
-        return arr.astype(np.uint8), None
-      raise ValueError(f"{path}: not an indexed PNG (mode {im.mode}); write object ids with a palette")
-  except OSError as e:
-    raise ValueError(f"{path}: unreadable PNG ({e})") from None
-
-
-def write_indexed_png(path: str | Path, mask: np.ndarray, palette: np.ndarray | None = None) -> Path:
-  """Writes object ids [H, W] (0..255) as an indexed PNG with `palette` (default DAVIS)."""
-  path = Path(path)
-  mask = np.asarray(mask)
-  if mask.ndim != 2:
-    raise ValueError(f"{path}: mask must be [H, W], got shape {mask.shape}")
-  if mask.size and (mask.min() < 0 or mask.max() > 255):
-    raise ValueError(f"{path}: object ids must lie in 0..255")
-  pal = DAVIS_PALETTE if palette is None else np.asarray(palette, np.uint8).reshape(-1, 3)
-  im = Image.fromarray(mask.astype(np.uint8), mode="P")
-  im.putpalette(pal.reshape(-1).tolist())
-  path.parent.mkdir(parents=True, exist_ok=True)
-  im.save(path)
-  return path
 
 
 # -------------------------------------------------------------------------------- the dataset

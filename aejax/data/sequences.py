@@ -1,8 +1,10 @@
 """DAVIS-2017 sequences and MovingMNIST as Grain random-access sources.
 
 DAVIS-2017 (Pont-Tuset et al. 2017): `JPEGImages/<res>/<seq>/*.jpg` with indexed-palette
-`Annotations/<res>/<seq>/*.png` and `ImageSets/2017/{train,val}.txt`. MovingMNIST (Srivastava et
-al. 2015): the original `mnist_test_seq.npy` memory-mapped, or the bouncing-digits generator.
+`Annotations/<res>/<seq>/*.png` and `ImageSets/2017/{train,val}.txt`. The one reader and writer
+of those indexed PNGs (`read_indexed_png`, `write_indexed_png`, `DAVIS_PALETTE`) lives here;
+`aejax.davis` and `aejax.data.synthetic` use it. MovingMNIST (Srivastava et al. 2015): the
+original `mnist_test_seq.npy` memory-mapped, or the bouncing-digits generator.
 """
 
 from __future__ import annotations
@@ -10,30 +12,72 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from aejax.data import digits as digits_lib
-from aejax.data import synthetic
 from aejax.data.images import load_image
 
+# ------------------------------------------------------------------ DAVIS indexed PNG files
 
-def read_indexed_png(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-  """An indexed (palette) PNG → (ids [H, W] uint8, palette [256, 3] uint8)."""
-  try:
-    from aejax.davis import read_indexed_png as davis_read
-  except ImportError:
-    davis_read = None
-  if davis_read is not None:
-    return davis_read(path)
-  from PIL import Image
+
+def _pascal_palette(n: int = 256) -> np.ndarray:
+  """PASCAL VOC colour map (the DAVIS annotation palette): [n, 3] uint8, id 1 = (128, 0, 0)."""
+  pal = np.zeros((n, 3), np.uint8)
+  for i in range(n):
+    c, rgb = i, [0, 0, 0]
+    for j in range(8):
+      for ch in range(3):
+        rgb[ch] |= ((c >> ch) & 1) << (7 - j)
+      c >>= 3
+    pal[i] = rgb
+  return pal
+
+
+DAVIS_PALETTE = _pascal_palette()  # [256, 3] uint8
+
+
+def read_indexed_png(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+  """Reads an indexed (palette) or greyscale PNG without touching its indices.
+
+  Returns:
+    (mask uint8 [H, W] of object ids, palette uint8 [N, 3] or None for a greyscale PNG).
+  """
   path = Path(path)
   if not path.is_file():
-    raise FileNotFoundError(f"{path}: annotation not found")
-  with Image.open(path) as im:
-    if im.mode != "P":
-      raise ValueError(f"{path}: annotation is not an indexed (palette) PNG (mode {im.mode})")
-    pal = np.asarray(im.getpalette() or [], np.uint8)
-    pal = np.pad(pal, (0, 768 - len(pal)))[:768].reshape(256, 3)
-    return np.asarray(im, np.uint8), pal
+    raise FileNotFoundError(f"{path}: PNG not found")
+  try:
+    with Image.open(path) as im:
+      im.load()
+      if im.mode == "P":
+        pal = np.asarray(im.getpalette() or [], np.uint8).reshape(-1, 3)
+        return np.asarray(im, np.uint8), pal
+      if im.mode in ("L", "I", "I;16"):
+        arr = np.asarray(im)
+        if arr.max(initial=0) > 255:
+          raise ValueError(f"{path}: object ids above 255")
+        return arr.astype(np.uint8), None
+      raise ValueError(f"{path}: not an indexed PNG (mode {im.mode}); write object ids with a palette")
+  except OSError as e:
+    raise ValueError(f"{path}: unreadable PNG ({e})") from None
+
+
+def write_indexed_png(path: str | Path, mask: np.ndarray, palette: np.ndarray | None = None) -> Path:
+  """Writes object ids [H, W] (0..255) as an indexed PNG with `palette` (default DAVIS)."""
+  path = Path(path)
+  mask = np.asarray(mask)
+  if mask.ndim != 2:
+    raise ValueError(f"{path}: mask must be [H, W], got shape {mask.shape}")
+  if mask.size and (mask.min() < 0 or mask.max() > 255):
+    raise ValueError(f"{path}: object ids must lie in 0..255")
+  pal = DAVIS_PALETTE if palette is None else np.asarray(palette, np.uint8).reshape(-1, 3)
+  im = Image.fromarray(mask.astype(np.uint8), mode="P")
+  im.putpalette(pal.reshape(-1).tolist())
+  path.parent.mkdir(parents=True, exist_ok=True)
+  im.save(path)
+  return path
+
+
+# -------------------------------------------------------------------------------- DAVIS source
 
 
 class DavisSource:
@@ -86,7 +130,7 @@ class DavisSource:
     """The first annotation's palette, [256, 3] uint8 (DAVIS's for a greyscale annotation)."""
     pal = read_indexed_png(self.sequences[i][2][0])[1]
     if pal is None:
-      return synthetic.DAVIS_PALETTE.copy()
+      return DAVIS_PALETTE.copy()
     pal = np.asarray(pal, np.uint8).reshape(-1, 3)[:256]
     return np.concatenate([pal, np.zeros((256 - len(pal), 3), np.uint8)])
 

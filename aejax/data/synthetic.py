@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from aejax.data.digits import load_digits, moving_digits, moving_digits_sequence, procedural_digits
+from aejax.data.sequences import DAVIS_PALETTE, write_indexed_png
 
 __all__ = [
     "DAVIS_PALETTE", "SyntheticVideo", "davis_like", "load_digits", "moving_digits",
@@ -32,23 +33,6 @@ __all__ = [
     "scene_cut_video", "shapes_video", "textured_images", "write_davis_like",
     "write_davis_sequence", "write_indexed_png", "write_video_folder",
 ]
-
-
-def _voc_palette(n: int = 256) -> np.ndarray:
-  """The PASCAL VOC / DAVIS colour map: [n, 3] uint8 (id 1 is (128, 0, 0))."""
-  pal = np.zeros((n, 3), np.uint8)
-  for i in range(n):
-    c, r, g, b = i, 0, 0, 0
-    for j in range(8):
-      r |= ((c >> 0) & 1) << (7 - j)
-      g |= ((c >> 1) & 1) << (7 - j)
-      b |= ((c >> 2) & 1) << (7 - j)
-      c >>= 3
-    pal[i] = (r, g, b)
-  return pal
-
-
-DAVIS_PALETTE = _voc_palette()
 
 
 def _size2(size: int | Sequence[int]) -> tuple[int, int]:
@@ -300,24 +284,6 @@ def davis_like(num_sequences: int = 3, num_frames: int = 10, size: int | Sequenc
     d = shapes_video(num_frames, size, k, seed=seed * 7919 + i)
     seqs.append({"name": f"synth-{i:03d}", **d})
   return seqs
-
-
-def write_indexed_png(path: str | Path, mask: np.ndarray, palette: np.ndarray | None = None):
-  """Object ids [H, W] → an indexed PNG (DAVIS palette by default); `aejax.davis`'s when present."""
-  try:
-    from aejax.davis import write_indexed_png as davis_write
-  except ImportError:
-    davis_write = None
-  if davis_write is not None:
-    return davis_write(path, mask, palette)
-  from PIL import Image
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  pal = DAVIS_PALETTE if palette is None else np.asarray(palette, np.uint8).reshape(-1, 3)
-  im = Image.fromarray(np.asarray(mask, np.uint8), mode="P")
-  im.putpalette(pal.reshape(-1).tolist())
-  im.save(path)
-  return path
 
 
 def write_davis_sequence(root: str | Path, name: str, video: np.ndarray | None = None,
