@@ -25,9 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aejax import elbo  # noqa: E402
 from aejax.models.vae import ConvVAE  # noqa: E402
 from aejax.train import make_optimizer  # noqa: E402
+from aejax.vae import elbo  # noqa: E402
 from bench import common as bc  # noqa: E402
 from experiments.vae import make_loss_fn  # noqa: E402
 

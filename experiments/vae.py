@@ -38,14 +38,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from aejax import cli, elbo
-from aejax import similarity as sim
+from aejax import cli
 from aejax.data import synthetic
 from aejax.data.pipeline import make_loader
 from aejax.data.sources import ArraySource, ImageFolderSource, split_indices
 from aejax.data.transforms import RandomResizedCrop, Resize
 from aejax.models.vae import ConvVAE
 from aejax.train import CheckpointIO, apply_model, fit, init_state, make_optimizer, restore_state
+from aejax.vae import elbo
+from aejax.vae import similarity as sim
 from aejax.viz import make_grid, save_image
 
 

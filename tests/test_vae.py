@@ -1,4 +1,4 @@
-"""Tests of the conv VAE (aejax/models/vae.py), its ELBO terms (aejax/elbo.py) and experiments/vae.py."""
+"""Tests of the conv VAE (aejax/models/vae.py), its ELBO terms (aejax/vae/elbo.py) and experiments/vae.py."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax import elbo
 from aejax.models.vae import ConvVAE, check_image_size, decoded_size, encoded_size, valid_sizes
+from aejax.vae import elbo
 
 TINY = dict(image_size=(30, 30), latent_dim=8, features=(4, 8, 8))
 RNGS = lambda seed=0: {"params": jax.random.key(seed), "sample": jax.random.key(seed + 1)}
@@ -168,7 +168,7 @@ def test_bce_matches_pytorch_formula_and_loss_terms():
 
 
 def test_auroc_and_cosine_match_brute_force():
-  from aejax import similarity as sim
+  from aejax.vae import similarity as sim
 
   rng = np.random.default_rng(3)
   pos = np.round(rng.normal(0.5, 0.3, 40), 1)  # rounding makes ties
@@ -183,7 +183,7 @@ def test_auroc_and_cosine_match_brute_force():
 
 
 def test_negative_pairs_never_share_a_folder():
-  from aejax import similarity as sim
+  from aejax.vae import similarity as sim
 
   images = [np.full((40, 50, 3), 20 * i, np.uint8) for i in range(6)]
   groups = np.array([0, 0, 0, 1, 1, 2])
@@ -236,7 +236,7 @@ def test_smoke_training_validates_every_epoch_and_keeps_the_best(smoke_run):
 
 
 def test_similarity_study_on_real_photos(smoke_run, realdata, tmp_path):
-  from aejax import similarity as sim
+  from aejax.vae import similarity as sim
   from experiments import vae
 
   workdir, _ = smoke_run

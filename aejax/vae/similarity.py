@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from aejax.data.transforms import sample_crop
-from aejax.viz import make_grid, save_image
+from aejax.evaluate import map_batches
+from aejax.viz import make_grid, pyplot, save_figure, save_image
 
 
 def load_image_groups(root) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
@@ -74,15 +75,10 @@ def make_pairs(images, groups, *, size: int, pairs_per_image: int, scale=(0.2, 1
 
 
 def embed(features_fn: Callable, crops: np.ndarray, batch_size: int = 32) -> np.ndarray:
-  """Features of uint8 crops [N, S, S, 3], in batches padded to one shape."""
-  out = []
-  for i in range(0, len(crops), batch_size):
-    x = crops[i:i + batch_size].astype(np.float32) / 255.0
-    n = len(x)
-    if n < batch_size:
-      x = np.concatenate([x, np.zeros((batch_size - n, *x.shape[1:]), np.float32)])
-    out.append(np.asarray(features_fn(x), np.float64)[:n])
-  return np.concatenate(out)
+  """Features float64 [N, D] of uint8 crops [N, S, S, 3], in batches zero-padded to one shape."""
+  feats = map_batches(lambda x: features_fn(x.astype(np.float32) / 255.0), crops, batch_size,
+                      mode="zeros")
+  return np.asarray(feats, np.float64)
 
 
 def cosine(a: np.ndarray, b: np.ndarray, eps: float = 1e-8) -> np.ndarray:
@@ -106,13 +102,7 @@ def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 def plot_histograms(path, pos, neg, *, bins: int = 30, title: str = "") -> Path:
   """Two overlaid histograms (same bins) with the means marked; saved as PNG."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
+  plt = pyplot()
   edges = np.histogram_bin_edges(np.concatenate([pos, neg]), bins=bins)
   fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
   ax.hist(neg, bins=edges, alpha=0.55, color="tab:red", label=f"different images (n={len(neg)})")
@@ -123,10 +113,7 @@ def plot_histograms(path, pos, neg, *, bins: int = 30, title: str = "") -> Path:
   ax.set_ylabel("pairs")
   ax.set_title(title, fontsize=9)
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path, dpi=120)
 
 
 def _border(im: np.ndarray, color, width: int = 3) -> np.ndarray:
