@@ -143,6 +143,28 @@ def test_writer_outputs_read_back_and_restore_into_eval_shape(tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_logged_learning_rate_follows_the_schedule_and_parameter_table(tmp_path):
+  import ml_collections
+
+  from aejax.train import fit
+
+  model = _tiny.make_model()
+  tx = make_optimizer("adam", 0.1, schedule="warmup_cosine", warmup_steps=3, total_steps=8)
+  fit(workdir=tmp_path, config=ml_collections.ConfigDict({"tiny": True}), model=model,
+      loss_fn=_tiny.loss_fn, tx=tx, train_iter=_tiny.slice_iter(8),
+      init_fn=lambda r: init_state(model, tx, r, jnp.zeros((1, 8, 8, 1))), num_steps=8, log_every=1,
+      checkpoint_every=100, verbose=False)
+  rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == list(range(1, 9))
+  sched = make_schedule(0.1, "warmup_cosine", warmup_steps=3, total_steps=8)
+  # Row `step` logs the rate its last update used: the schedule at step - 1 (0 at the first step).
+  expected = [float(sched(r["step"] - 1)) for r in rows]
+  np.testing.assert_allclose([r["learning_rate"] for r in rows], expected, rtol=1e-5, atol=1e-9)
+  assert rows[0]["learning_rate"] == 0.0 and rows[3]["learning_rate"] == pytest.approx(0.1)
+  table = (tmp_path / "parameters.txt").read_text()
+  assert "Conv_0/kernel" in table and "(3, 3, 1, 4)" in table and "Total: 81 " in table
+
+
 def test_nan_stops_with_one_line_error_and_keeps_last_good(tmp_path):
   data = _tiny.dataset()
 

@@ -12,8 +12,10 @@ from pathlib import Path
 import jax
 import numpy as np
 from clu import metrics as clu_metrics
+from clu import parameter_overview
 
 from aejax.train.checkpoint import CheckpointIO
+from aejax.train.optim import learning_rate
 from aejax.train.step import make_train_step
 from aejax.train.writer import Writer
 
@@ -92,9 +94,12 @@ def fit(*, workdir, config, model, loss_fn, tx, train_iter, init_fn: Callable,
         ema_decay: float | None = None, verbose: bool = True):
   """Trains `model` for `num_steps` steps, resuming from `workdir/checkpoints` if present.
 
+  Every log step writes the step's metrics (averaged since the last log step) and, for an optimiser
+  from `make_optimizer`, the `learning_rate` of the last step, to `metrics.jsonl` and TensorBoard.
+
   Args:
-    workdir: the run folder (created): `metrics.jsonl`, `config.json`, `tb/`, `checkpoints/`,
-      `artefacts/`.
+    workdir: the run folder (created): `metrics.jsonl`, `config.json`, `parameters.txt` (the
+      parameter table), `tb/`, `checkpoints/`, `artefacts/`.
     config: the experiment's ConfigDict (saved to `config.json`).
     model, loss_fn, tx: see `make_train_step`.
     train_iter: an iterator of host batches (dicts of numpy arrays, process-local). A Grain
@@ -130,6 +135,7 @@ def fit(*, workdir, config, model, loss_fn, tx, train_iter, init_fn: Callable,
     state = ckpt.restore(state, step=start, data_iter=train_iter)
     _say(verbose, f"resumed from {ckpt.directory / str(start)}")
   start = int(jax.device_get(state.step))
+  _parameter_table(writer, state.params, verbose)
   runner = make_train_step(model, loss_fn, tx, parallel=parallel, ema_decay=ema_decay)
   dstate = runner.put_state(state)
   del state
@@ -175,7 +181,8 @@ def fit(*, workdir, config, model, loss_fn, tx, train_iter, init_fn: Callable,
         at_end = step == num_steps
         if step % log_every == 0 or at_end or stop.requested or step % checkpoint_every == 0:
           values = flush(step)
-          writer.scalars(step, values)
+          lr = learning_rate(dstate.opt_state)
+          writer.scalars(step, values if lr is None else {**values, "learning_rate": lr})
           if step % log_every == 0 or at_end:
             _say(verbose, progress.line(step, values))
         if eval_every and step % eval_every == 0 and not at_end:
@@ -195,6 +202,15 @@ def fit(*, workdir, config, model, loss_fn, tx, train_iter, init_fn: Callable,
   finally:
     ckpt.close()
     writer.close()
+
+
+def _parameter_table(writer: Writer, params, verbose: bool) -> None:
+  """Writes clu's parameter table to `workdir/parameters.txt` and prints its total once."""
+  table = parameter_overview.get_parameter_overview(params, include_stats=False)
+  if writer.active:
+    (writer.workdir / "parameters.txt").write_text(table + "\n")
+  total = table.strip().splitlines()[-1]  # "Total: 81 -- 324 bytes"
+  _say(verbose, f"parameters: {total.removeprefix('Total: ')} (table in {writer.workdir / 'parameters.txt'})")
 
 
 def _say(verbose: bool, msg: str) -> None:

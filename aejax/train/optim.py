@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import numpy as np
 import optax
 from flax import traverse_util
 
@@ -57,30 +58,40 @@ def make_optimizer(name: str = "adam", lr: float = 1e-3, *, momentum: float | No
     schedule: "constant", "cosine" or "warmup_cosine".
     warmup_steps, total_steps, end_lr: schedule parameters.
     grad_clip: clip the global gradient norm to this value when set.
+
+  Returns:
+    The optimiser under `optax.inject_hyperparams`: its state's `hyperparams["learning_rate"]` is
+    the learning rate of the last step (read it with `learning_rate(opt_state)`).
   """
   sched = make_schedule(lr, schedule, warmup_steps=warmup_steps, total_steps=total_steps,
                         end_lr=end_lr)
   name = name.lower()
-  if name == "sgd":
-    opt = optax.sgd(sched, momentum=momentum or None, nesterov=nesterov)
-    decay = optax.add_decayed_weights(weight_decay, decay_mask) if weight_decay else None
-    parts = [decay, opt] if decay else [opt]
-  elif name == "adam":
-    decay = optax.add_decayed_weights(weight_decay, decay_mask) if weight_decay else None
-    opt = optax.adam(sched, b1=b1, b2=b2, eps=eps)
-    parts = [decay, opt] if decay else [opt]
-  elif name == "adamw":
-    parts = [optax.adamw(sched, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=decay_mask)]
-  else:
+  if name not in ("sgd", "adam", "adamw"):
     raise ValueError(f"unknown optimizer {name!r}: use sgd, adam or adamw")
-  if grad_clip:
-    parts = [optax.clip_by_global_norm(grad_clip)] + parts
-  return optax.chain(*parts) if len(parts) > 1 else parts[0]
+
+  def build(learning_rate):
+    decay = optax.add_decayed_weights(weight_decay, decay_mask) if weight_decay else None
+    if name == "sgd":
+      parts = [decay, optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov)]
+    elif name == "adam":
+      parts = [decay, optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)]
+    else:
+      parts = [optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+                           mask=decay_mask)]
+    parts = [optax.clip_by_global_norm(grad_clip) if grad_clip else None, *parts]
+    parts = [p for p in parts if p is not None]
+    return optax.chain(*parts) if len(parts) > 1 else parts[0]
+
+  # The schedule's value of the last step lives in `opt_state.hyperparams["learning_rate"]`.
+  return optax.inject_hyperparams(build)(learning_rate=sched)
 
 
-def current_lr(tx_kwargs: dict, step: int) -> float:
-  """The learning rate `make_optimizer(**tx_kwargs)` uses at `step` (for logging)."""
-  keys = ("lr", "schedule", "warmup_steps", "total_steps", "end_lr")
-  kw = {k: tx_kwargs[k] for k in keys if k in tx_kwargs}
-  lr = kw.pop("lr", 1e-3)
-  return float(jax.device_get(make_schedule(lr, **kw)(step)))
+def learning_rate(opt_state) -> float | None:
+  """The learning rate of the last step, from a `make_optimizer` state (None for other optimisers).
+
+  Works on a host, replicated or pmapped (one copy per device) state.
+  """
+  hyperparams = getattr(opt_state, "hyperparams", None)
+  if not isinstance(hyperparams, dict) or "learning_rate" not in hyperparams:
+    return None
+  return float(np.asarray(jax.device_get(hyperparams["learning_rate"])).reshape(-1)[0])

@@ -1,9 +1,8 @@
-"""The pure train and eval steps, and the runner that places them on devices."""
+"""The pure train step, and the runner that places it on devices."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -69,44 +68,30 @@ def _train_body(model, loss_fn: LossFn, tx, ema_decay, axis_name):
   return train_step
 
 
-def _eval_body(model, loss_fn: LossFn, axis_name):
-
-  def eval_step(state: TrainState, batch, rng):
-    rngs = split_rngs(rng)
-    _, metrics, _ = loss_fn(model, state.variables, batch, rngs, False)
-    metrics = jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), dict(metrics))
-    if axis_name:
-      metrics = lax.pmean(metrics, axis_name)
-    return metrics
-
-  return eval_step
-
-
 class StepRunner:
-  """A jitted step plus the placement it expects.
+  """A jitted train step (state donated) plus the placement it expects.
 
   Call it as `state, metrics = runner(state, batch, rng)` with a state from `put_state` and a host
   batch (numpy); `get_state` brings the state back as one (replicated) copy for checkpoints and apps.
   """
 
-  def __init__(self, fn, parallel: str, mesh, *, donate: bool, returns_state: bool):
+  def __init__(self, fn, parallel: str, mesh):
     if parallel not in PARALLEL_MODES:
       raise ValueError(f"parallel must be one of {PARALLEL_MODES}, got {parallel!r}")
     self.parallel = parallel
     self.mesh = mesh
-    donate_argnums = (0,) if donate else ()
     if parallel == "pmap":
-      self._fn = jax.pmap(fn, axis_name=par.AXIS, in_axes=(0, 0, None), donate_argnums=donate_argnums)
+      self._fn = jax.pmap(fn, axis_name=par.AXIS, in_axes=(0, 0, None), donate_argnums=(0,))
     elif parallel == "jit":
       repl = NamedSharding(mesh, P())
-      out = (repl, repl) if returns_state else repl
       # The batch keeps the sharding `put_batch` gave it (first axis over "data", scalars replicated).
-      self._fn = jax.jit(fn, in_shardings=(repl, None, repl), out_shardings=out,
-                         donate_argnums=donate_argnums)
+      self._fn = jax.jit(fn, in_shardings=(repl, None, repl), out_shardings=(repl, repl),
+                         donate_argnums=(0,))
     else:
-      self._fn = jax.jit(fn, donate_argnums=donate_argnums)
+      self._fn = jax.jit(fn, donate_argnums=(0,))
 
   def put_state(self, state):
+    """Places a host state as the step expects it (replicated, or one copy per device)."""
     if self.parallel == "pmap":
       return par.pmap_replicate(state)
     if self.parallel == "jit":
@@ -114,9 +99,11 @@ class StepRunner:
     return jax.device_put(state)
 
   def get_state(self, state):
+    """One copy of a placed state (for checkpoints, evaluation and apps)."""
     return par.unreplicate(state) if self.parallel == "pmap" else state
 
   def put_batch(self, batch):
+    """Places a process-local host batch: sharded over the mesh, or split per device."""
     if self.parallel == "pmap":
       return par.pmap_split(batch)
     if self.parallel == "jit":
@@ -124,6 +111,7 @@ class StepRunner:
     return batch
 
   def __call__(self, state, batch, rng):
+    """One step: `(state, metrics)`; `state` is donated."""
     return self._fn(state, self.put_batch(batch), rng)
 
 
@@ -142,25 +130,4 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, tx: optax.GradientTransfo
   axis = par.AXIS if parallel == "pmap" else None
   model = _with_axis_name(model, axis)
   mesh = mesh if mesh is not None or parallel != "jit" else par.make_mesh()
-  return StepRunner(_train_body(model, loss_fn, tx, ema_decay, axis), parallel, mesh, donate=True,
-                    returns_state=True)
-
-
-def make_eval_step(model: nn.Module, loss_fn: LossFn, *, parallel: str = "jit",
-                   mesh=None) -> StepRunner:
-  """Builds `eval_step(state, batch, rng) -> metrics` (`train=False`, nothing donated)."""
-  axis = par.AXIS if parallel == "pmap" else None
-  model = _with_axis_name(model, axis)
-  mesh = mesh if mesh is not None or parallel != "jit" else par.make_mesh()
-  return StepRunner(_eval_body(model, loss_fn, axis), parallel, mesh, donate=False,
-                    returns_state=False)
-
-
-def metrics_mean(metrics_list: list[dict[str, Any]]) -> dict[str, float]:
-  """Host-side mean of a list of metric dicts (pmap leaves reduced over devices first)."""
-  import numpy as np
-
-  out = {}
-  for k in metrics_list[0]:
-    out[k] = float(np.mean([np.mean(np.asarray(m[k])) for m in metrics_list]))
-  return out
+  return StepRunner(_train_body(model, loss_fn, tx, ema_decay, axis), parallel, mesh)
