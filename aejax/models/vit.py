@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+from flax import traverse_util
 
 from aejax.models.layers import Block, layer_norm, sincos_2d
 
@@ -225,7 +226,7 @@ def load_torch_state_dict(params: Mapping, state_dict: Mapping) -> dict:
   fixed and the checkpoint's is ignored. Raises ValueError on a missing weight or a shape
   mismatch.
   """
-  flat = {tuple(k): v for k, v in _flatten(params).items()}
+  flat = traverse_util.flatten_dict(params)
   new = dict(flat)
   seen = set()
   for name, arr in _unwrap(state_dict).items():
@@ -247,7 +248,7 @@ def load_torch_state_dict(params: Mapping, state_dict: Mapping) -> dict:
   missing = sorted("/".join(p) for p in flat if p not in seen)
   if missing:
     raise ValueError(f"checkpoint lacks {len(missing)} ViT weights, e.g. {missing[:3]}")
-  return _unflatten(new)
+  return traverse_util.unflatten_dict(new)
 
 
 def _resize_pos(table: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -260,26 +261,6 @@ def _resize_pos(table: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     raise ValueError(f"pos_embed {table.shape} cannot be resized to {shape}")
   grid = jax.image.resize(table[0, 1:].reshape(g_in, g_in, d), (g_out, g_out, d), "cubic")
   return np.concatenate([table[:, :1], np.asarray(grid).reshape(1, -1, d)], axis=1)
-
-
-def _flatten(tree: Mapping, prefix: tuple = ()) -> dict:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, prefix + (k,)))
-    else:
-      out[prefix + (k,)] = v
-  return out
-
-
-def _unflatten(flat: dict) -> dict:
-  out: dict = {}
-  for path, v in flat.items():
-    node = out
-    for k in path[:-1]:
-      node = node.setdefault(k, {})
-    node[path[-1]] = v
-  return out
 
 
 def load_weights(path: str | Path) -> dict[str, np.ndarray]:
