@@ -20,18 +20,27 @@ BatchNorm momentum is Flax's decay of the running average: PyTorch's `momentum=m
 `1 - m` (`flax_momentum`); the final model used PyTorch 0.5, i.e. Flax 0.5 (PyTorch's default 0.1
 would be Flax 0.9). eps 1e-5 as PyTorch. One small difference stays: PyTorch updates the running
 variance with the unbiased batch variance, Flax with the biased one (a factor n/(n-1), n = B*H*W).
+
+The released weights (`MS_SSIM_L1-epoch-50.pth`, the README's pick) load with
+`load_original_weights(path)` or `load_torch_state_dict(variables, state_dict)`: equal to the
+PyTorch model in eval mode to ~1e-6 (tests/test_original_weights.py). They were trained on
+[-1, 1] images, which our pipeline feeds; the original's key-frame code fed [0, 1] frames instead
+(`original_inference=True` reproduces that from our [-1, 1] input, see `load_torch_state_dict`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 from aejax.models.layers import ConvTranspose4x4, torch_uniform_init
+from aejax.models.torch_weights import load_state_dict, map_state_dict, to_numpy
 
 Dtype = Any
 
@@ -139,3 +148,94 @@ class KeyframeAE(nn.Module):
 def param_count(params) -> int:
   """Number of parameters in a params pytree."""
   return int(sum(p.size for p in jax.tree.leaves(params)))
+
+
+# The original registers every module twice: as an attribute and inside its `encoder` / `decoder`
+# Sequential (LeakyReLU and Tanh at the missing indices), so its state dict has 120 keys.
+_SEQUENTIAL_ALIASES = {
+    **{f"encoder.{i}": n for i, n in enumerate(
+        ["bn0", "conv1", "bn1", None, "conv2", "bn2", None, "conv3", "bn3", None, "conv4", "bn4", None,
+         "conv5", "bn5"]) if n},
+    **{f"decoder.{i}": n for i, n in enumerate(
+        ["t_conv1", "bn4", None, "t_conv2", "bn3", None, "t_conv3", "bn2", None, "t_conv4", "bn1", None,
+         "t_conv5"]) if n},
+}
+
+
+def _canonical_names(state_dict: Mapping) -> dict[str, np.ndarray]:
+  """Attribute names for Sequential aliases (which must hold the same values); counters dropped."""
+  out: dict[str, np.ndarray] = {}
+  for key, value in state_dict.items():
+    module, _, attr = key.rpartition(".")
+    if attr == "num_batches_tracked":
+      continue
+    name = f"{_SEQUENTIAL_ALIASES.get(module, module)}.{attr}"
+    value = to_numpy(value)
+    if name in out and (out[name].shape != value.shape or not np.array_equal(out[name], value)):
+      raise ValueError(f"KeyframeAE: state-dict keys {key!r} and {name!r} name one module but differ")
+    out[name] = value
+  return out
+
+
+def load_torch_state_dict(variables: Mapping, state_dict: Mapping, *, original_inference: bool = False,
+                          epsilon: float = 1e-5) -> dict:
+  """Best-Frame-Retrieval's AE_final state dict -> our `KeyframeAE` variables (new host arrays).
+
+  Conv weights [out, in, kh, kw] -> kernels [kh, kw, in, out]; transposed-conv weights
+  [in, out, kh, kw] -> kernels [kh, kw, in, out] flipped in both spatial axes (`ConvTranspose4x4`
+  and the stride-1 convs computing PyTorch's `ConvTranspose2d`); BatchNorm weight, bias,
+  running_mean, running_var -> params scale, bias and batch_stats mean, var. The original's
+  `encoder.N` / `decoder.N` keys are the same modules again (checked equal);
+  `num_batches_tracked` is ignored. For a model with `share_norms=False` the decoder's norms get
+  copies of the shared ones (bn4, bn3, bn2, bn1), which is the same function in eval mode.
+
+  Args:
+    variables: our model's variables (or their `jax.eval_shape`), `{"params", "batch_stats"}`.
+    state_dict: torch names -> torch tensors or NumPy arrays.
+    original_inference: the weights were trained on [-1, 1] images (what our pipeline feeds), but
+      the original's key-frame extraction fed [0, 1] frames. When True, bn0's running statistics
+      are rewritten so that our model fed x in [-1, 1] computes exactly (in eval mode) what the
+      original computed on (x + 1) / 2: mean' = 2 mean - 1, var' = 4 (var + eps) - eps.
+    epsilon: the BatchNorm epsilon (1e-5, both sides), used by `original_inference`.
+
+  Raises:
+    ValueError: one line naming a missing, unexpected or mis-shaped key.
+  """
+  canon = _canonical_names(state_dict)
+  conv = lambda w: np.transpose(w, (2, 3, 1, 0))  # [out, in, kh, kw] -> [kh, kw, in, out]
+  tconv = lambda w: np.transpose(w, (2, 3, 0, 1))[::-1, ::-1]  # [in, out, kh, kw] -> flipped HWIO
+  keep = lambda a: a
+  plan = []
+  for j in range(1, 6):
+    plan += [(f"conv{j}.weight", ("params", f"conv{j}", "kernel"), conv),
+             (f"conv{j}.bias", ("params", f"conv{j}", "bias"), keep),
+             (f"t_conv{j}.weight", ("params", f"t_conv{j}", "kernel"), tconv),
+             (f"t_conv{j}.bias", ("params", f"t_conv{j}", "bias"), keep)]
+  params = variables.get("params", {})
+  norms = [(f"bn{j}", f"bn{j}") for j in range(6)]
+  if "dec_bn1" in params:  # share_norms=False: the decoder's own norms are copies of the shared ones
+    norms += [(f"bn{4 - j}", f"dec_bn{j + 1}") for j in range(4)]
+  for src, dst in norms:
+    mean, var = keep, keep
+    if src == "bn0" and original_inference:
+      mean = lambda m: 2.0 * m - 1.0
+      var = lambda v: 4.0 * (v + epsilon) - epsilon
+    plan += [(f"{src}.weight", ("params", dst, "scale"), keep),
+             (f"{src}.bias", ("params", dst, "bias"), keep),
+             (f"{src}.running_mean", ("batch_stats", dst, "mean"), mean),
+             (f"{src}.running_var", ("batch_stats", dst, "var"), var)]
+  return map_state_dict(variables, canon, plan, model="KeyframeAE")
+
+
+def load_original_weights(path: str | Path, model: KeyframeAE | None = None, *,
+                          original_inference: bool = False) -> dict:
+  """Flax variables of `model` (default: the faithful `KeyframeAE(share_norms=True)`) from a weights
+  file (`.pth`/`.pt` without torch, `.npz`, `.safetensors`), e.g. `MS_SSIM_L1-epoch-50.pth`.
+
+  `original_inference` as in `load_torch_state_dict`. Raises FileNotFoundError or a one-line
+  ValueError (unreadable file, missing / unexpected / mis-shaped key).
+  """
+  model = KeyframeAE(share_norms=True) if model is None else model
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False))
+  return load_torch_state_dict(shapes, load_state_dict(path), original_inference=original_inference,
+                               epsilon=model.epsilon)

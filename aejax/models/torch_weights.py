@@ -16,12 +16,12 @@ from __future__ import annotations
 import pickle
 import zipfile
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["load_state_dict", "read_pth", "to_numpy", "unwrap_state_dict"]
+__all__ = ["load_state_dict", "map_state_dict", "read_pth", "to_numpy", "unwrap_state_dict"]
 
 # Storage class names as torch pickles them -> element dtype.
 _STORAGE_DTYPES = {
@@ -194,3 +194,54 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
   else:
     raise ValueError(f"{path}: unknown weights format {suffix!r} (use .pth/.pt, .npz or .safetensors)")
   return {k: to_numpy(v) for k, v in unwrap_state_dict(obj, path).items()}
+
+
+Plan = Sequence[tuple[str, tuple[str, ...], Callable[[np.ndarray], np.ndarray]]]
+
+
+def map_state_dict(variables: Mapping, state_dict: Mapping[str, np.ndarray], plan: Plan, *,
+                   model: str) -> dict:
+  """New Flax variables: every leaf of `variables` from one state-dict entry, as `plan` says.
+
+  Args:
+    variables: the model's variables (arrays or `jax.ShapeDtypeStruct` leaves; only shapes and
+      dtypes are read), e.g. `{"params": ..., "batch_stats": ...}`.
+    state_dict: torch names -> arrays or torch tensors (aliases already resolved by the caller).
+    plan: `(torch name, variable path, convert)` for every leaf; `convert` maps the torch array
+      to our layout. Several entries may read the same torch name.
+    model: the model's name for error messages.
+
+  Returns:
+    `{"params": ..., ...}` of host NumPy arrays in the template's dtypes.
+
+  Raises:
+    ValueError: one line naming the key: missing, unexpected, or of the wrong shape, or a model
+      variable the plan does not fill.
+  """
+  from flax import traverse_util
+
+  flat = traverse_util.flatten_dict(dict(variables))
+  used, out = set(), {}
+  for key, path, convert in plan:
+    if key not in state_dict:
+      raise ValueError(f"{model}: the state dict lacks {key!r} (for {'/'.join(path)})")
+    if path not in flat:
+      raise ValueError(f"{model}: {key!r} has no place in this model (no variable {'/'.join(path)}; "
+                       "another configuration?)")
+    raw = to_numpy(state_dict[key])
+    value = np.asarray(convert(raw))
+    want = tuple(flat[path].shape)
+    if value.shape != want:
+      raise ValueError(f"{model}: {key!r} has shape {raw.shape}, which does not fit "
+                       f"{'/'.join(path)} {want} (another configuration?)")
+    out[path] = np.asarray(value, flat[path].dtype)
+    used.add(key)
+  extra = [k for k in state_dict if k not in used]
+  if extra:
+    raise ValueError(f"{model}: unexpected key {extra[0]!r} in the state dict"
+                     + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+  unfilled = [p for p in flat if p not in out]
+  if unfilled:
+    raise ValueError(f"{model}: no state-dict entry fills {'/'.join(unfilled[0])}"
+                     + (f" (and {len(unfilled) - 1} more)" if len(unfilled) > 1 else ""))
+  return traverse_util.unflatten_dict(out)

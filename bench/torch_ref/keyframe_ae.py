@@ -4,7 +4,8 @@
 bn1..bn4 shared between encoder and decoder when `share_norms`); `ms_ssim_l1_loss` is the mix of
 Zhao et al. with every channel filtered by every sigma (the same definition as
 `aejax.losses.ms_ssim_l1_loss`, fixed grouping), written with grouped 33x33 convolutions on CPU or
-CUDA. `load_flax_params` copies aejax parameters in, so both sides compute the same numbers.
+CUDA. `load_flax_params` copies aejax parameters in, so both sides compute the same numbers; the
+module names are the original's, so its released state dicts load as they are.
 """
 
 from __future__ import annotations
@@ -16,38 +17,48 @@ from torch.nn import functional as F
 
 
 class Autoencoder(nn.Module):
-  """AE_final in NCHW; input and output in [-1, 1]."""
+  """AE_final in NCHW; input and output in [-1, 1].
+
+  Module names are the original's (`keyframe/model.py`): `bn0`, `conv1..5`, `bn1..5`,
+  `t_conv1..5`, and the `encoder` / `decoder` Sequentials that hold the same modules again (LeakyReLU
+  and Tanh at the original's indices), so `state_dict()` has the released checkpoints' 120 keys and
+  `load_state_dict(torch.load("MS_SSIM_L1-epoch-50.pth"))` works with `strict=True`. With
+  `share_norms=False` the decoder uses its own `dec_bn1..4` (not the original).
+  """
 
   def __init__(self, share_norms: bool = True, momentum: float = 0.5):
     super().__init__()
     bn = lambda c: nn.BatchNorm2d(c, momentum=momentum, eps=1e-5)
+    self.relu, self.tanh = nn.LeakyReLU(0.01), nn.Tanh()
     self.bn0 = bn(3)
     self.conv1, self.bn1 = nn.Conv2d(3, 32, 3, 1, 1), bn(32)
     self.conv2, self.bn2 = nn.Conv2d(32, 64, 3, 1, 1), bn(64)
     self.conv3, self.bn3 = nn.Conv2d(64, 128, 4, 2, 1), bn(128)
     self.conv4, self.bn4 = nn.Conv2d(128, 64, 4, 2, 1), bn(64)
     self.conv5, self.bn5 = nn.Conv2d(64, 8, 4, 2, 1), bn(8)
+    self.encoder = nn.Sequential(
+        self.bn0, self.conv1, self.bn1, self.relu, self.conv2, self.bn2, self.relu, self.conv3, self.bn3,
+        self.relu, self.conv4, self.bn4, self.relu, self.conv5, self.bn5)
     self.t_conv1 = nn.ConvTranspose2d(8, 64, 4, 2, 1)
     self.t_conv2 = nn.ConvTranspose2d(64, 128, 4, 2, 1)
     self.t_conv3 = nn.ConvTranspose2d(128, 64, 4, 2, 1)
     self.t_conv4 = nn.ConvTranspose2d(64, 32, 3, 1, 1)
     self.t_conv5 = nn.ConvTranspose2d(32, 3, 3, 1, 1)
     if share_norms:
-      self.dec_bn = [self.bn4, self.bn3, self.bn2, self.bn1]
+      dec_bn = [self.bn4, self.bn3, self.bn2, self.bn1]
     else:
       self.dec_bn1, self.dec_bn2, self.dec_bn3, self.dec_bn4 = bn(64), bn(128), bn(64), bn(32)
-      self.dec_bn = [self.dec_bn1, self.dec_bn2, self.dec_bn3, self.dec_bn4]
-    self.act = nn.LeakyReLU(0.01)
+      dec_bn = [self.dec_bn1, self.dec_bn2, self.dec_bn3, self.dec_bn4]
+    convs = [self.t_conv1, self.t_conv2, self.t_conv3, self.t_conv4]
+    self.decoder = nn.Sequential(*[m for c, n in zip(convs, dec_bn) for m in (c, n, self.relu)],
+                                 self.t_conv5, self.tanh)
 
   def forward(self, x):
-    h = self.bn0(x)
-    for conv, norm in ((self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3),
-                       (self.conv4, self.bn4)):
-      h = self.act(norm(conv(h)))
-    h = self.bn5(self.conv5(h))
-    for conv, norm in zip((self.t_conv1, self.t_conv2, self.t_conv3, self.t_conv4), self.dec_bn):
-      h = self.act(norm(conv(h)))
-    return torch.tanh(self.t_conv5(h))
+    return self.decoder(self.encoder(x))
+
+  def encode(self, x):
+    """The latent (bn5's output), [N, 8, H/8, W/8]."""
+    return self.encoder(x)
 
 
 def _gauss(size: int, sigma: float) -> np.ndarray:
