@@ -19,8 +19,6 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-DISTRIBUTED_FLAGS = ("coordinator_address", "num_processes", "process_id")
-
 
 class UsageError(ValueError):
   """A bad command line (one-line message)."""
@@ -88,7 +86,8 @@ def apply_overrides(config, overrides: dict[str, str]):
   return config
 
 
-def _split_overrides(rest: list[str]) -> dict[str, str]:
+def split_overrides(rest: list[str]) -> dict[str, str]:
+  """`['--config.a.b=1', '--config.c', '2']` -> `{'a.b': '1', 'c': '2'}`; anything else is a UsageError."""
   out, i = {}, 0
   while i < len(rest):
     arg = rest[i]
@@ -129,34 +128,6 @@ def _module_name(get_config: Callable) -> str:
   return mod
 
 
-def config_of_run(path, config, keys):
-  """`config` with `keys` taken from the `config.json` of the run that wrote checkpoint `path`.
-
-  The file is looked for in `path` and up to three folders above it (a step folder sits in
-  WORKDIR/checkpoints/). A key names a whole section ("model": its entries are updated) or one
-  value ("data.image_size"; lists become tuples where the current value is a tuple). Returns a
-  copy, or `config` itself when no `config.json` is found.
-  """
-  import ml_collections
-
-  p = Path(path).absolute()
-  for folder in (p, *p.parents[:3]):
-    if (folder / "config.json").is_file():
-      saved = json.loads((folder / "config.json").read_text())
-      config = ml_collections.ConfigDict(config.to_dict())
-      for key in keys:
-        *parents, leaf = key.split(".")
-        src, dst = saved, config
-        for k in parents:
-          src, dst = src[k], dst[k]
-        if isinstance(src[leaf], dict):
-          dst[leaf].update(src[leaf])
-        else:
-          dst[leaf] = tuple(src[leaf]) if isinstance(dst[leaf], tuple) else src[leaf]
-      return config
-  return config
-
-
 def setup_compilation_cache(path: str | None) -> None:
   """Turns on JAX's persistent compilation cache (`''` turns it off)."""
   if not path:
@@ -170,6 +141,7 @@ def setup_compilation_cache(path: str | None) -> None:
 
 def build_parser(prog: str, modes: dict, presets: dict, default_preset: str | None,
                  flags: dict, doc: str | None, config_help: str) -> argparse.ArgumentParser:
+  """The argument parser of `run` (mode, --workdir, --preset, extra flags, multi-host flags)."""
   mode_lines = "\n".join(f"  {name:<12} {(fn.__doc__ or '').strip().splitlines()[0] if fn.__doc__ else ''}"
                          for name, fn in modes.items())
   epilog = f"modes:\n{mode_lines}\n\npresets: {', '.join(presets) or '(none)'}"
@@ -239,7 +211,7 @@ def run(get_config: Callable, *, modes: dict[str, Callable], presets: dict[str, 
   rest = config_args + rest
   try:
     config = presets[args.preset]() if presets and getattr(args, "preset", None) else get_config()
-    apply_overrides(config, _split_overrides(rest))
+    apply_overrides(config, split_overrides(rest))
     preset = getattr(args, "preset", None) or "default"
     workdir = Path(args.workdir or Path("workdirs") / prog.split(".")[-1] / preset)
     from absl import flags as absl_flags

@@ -67,11 +67,13 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
 
 
 def combinations(grid: dict[str, list[str]]) -> list[dict[str, str]]:
+  """Every combination of the grid's values, as `{key: value}` dicts (the grid's key order)."""
   keys = list(grid)
   return [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))]
 
 
 def run_name(combo: dict[str, str]) -> str:
+  """A folder name for one combination: `key=value,...` with unsafe characters as `_`."""
   text = ",".join(f"{k}={v}" for k, v in combo.items())
   return re.sub(r"[^A-Za-z0-9._=,+-]", "_", text)
 
@@ -139,6 +141,7 @@ def sweep(module_name: str, grid: dict[str, list[str]], *, workdir, preset: str 
 
 
 def write_summary(rows: list[dict], out_dir: Path, key: str, title: str) -> None:
+  """Writes the ranked rows as `summary.csv`, `summary.md` and a bar chart `summary.png`."""
   cols = ["rank", "run"] + [c for r in rows for c in r if c not in ("rank", "run")]
   cols = list(dict.fromkeys(cols))
   with open(out_dir / "summary.csv", "w", newline="") as f:
@@ -149,22 +152,19 @@ def write_summary(rows: list[dict], out_dir: Path, key: str, title: str) -> None
   lines = [f"# {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
   lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
   (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
-  import matplotlib
+  from aejax.viz import pyplot, save_figure
 
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = pyplot()
   scored = [r for r in rows if isinstance(r.get(key), (int, float))]
   fig, ax = plt.subplots(figsize=(8, 0.5 * max(len(scored), 2) + 1.2))
   ax.barh([r["run"] for r in scored][::-1], [r[key] for r in scored][::-1])
   ax.set_xlabel(key)
   ax.set_title(title, fontsize=9)
-  fig.tight_layout()
-  fig.savefig(out_dir / "summary.png", dpi=100)
-  plt.close(fig)
+  save_figure(fig, out_dir / "summary.png", dpi=100)
 
 
 def main(argv=None) -> list[dict]:
+  """`python -m aejax.sweep EXPERIMENT --grid KEY=V1,V2 ...`: runs the sweep, prints the best rows."""
   p = argparse.ArgumentParser(prog="python -m aejax.sweep", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("experiment", help="module with get_config() and main(argv), e.g. experiments.oval")
@@ -177,7 +177,7 @@ def main(argv=None) -> list[dict]:
   args, rest = p.parse_known_args(argv)
   try:
     grid = parse_grid(args.grid)
-    extra = cli._split_overrides(rest)  # noqa: SLF001 - the shared --config.* syntax
+    extra = cli.split_overrides(rest)
     wd = args.workdir or f"workdirs/sweep_{args.experiment.split('.')[-1]}"
     rows = sweep(args.experiment, grid, workdir=wd, preset=args.preset, mode=args.mode, extra=extra,
                  rank_by=args.rank_by, ascending=args.ascending)

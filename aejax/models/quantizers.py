@@ -214,11 +214,6 @@ class VectorQuantizer(nn.Module):
     return restarts
 
 
-def bits_per_code(num_codes: int) -> float:
-  """Bits of a fixed-length code for one of `num_codes` symbols."""
-  return math.log2(num_codes)
-
-
 def empirical_entropy_bits(counts) -> float:
   """Entropy in bits of the empirical distribution given by code `counts` (flattened)."""
   import numpy as np
