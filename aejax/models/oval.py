@@ -22,17 +22,28 @@ one conv over [x, h]; 7,240 parameters) after the encoder stack and one before t
 frame sequences [B, T, H, W, 3] scanned over T with `nn.scan` (one `lax.scan`), the (h, c) carry
 passed in and returned so a stream can continue across calls, and `tbptt=K` cutting the gradient
 through the carry every K frames (truncated backpropagation through time).
+
+The released weights (`results/offline/03_13_v2/save2/offline8.pt` and siblings) load with
+`load_original_weights(path)` / `load_torch_state_dict(variables, state_dict)`, mapping two
+quirks of the original: it read BGR frames and laid them out [N, C, W, H], so its kernels' spatial
+axes are swapped relative to ours and its first / last layers' channels are in BGR order. With
+`exact_output=False` the result equals the original to ~2e-6 (tests/test_original_weights.py); with
+the default `exact_output=True` only the bottom and right 18 rows and columns of a 360x480 frame
+differ (the added output padding).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 from aejax.models.layers import torch_uniform_init
+from aejax.models.torch_weights import load_state_dict, map_state_dict
 
 FAITHFUL = dict(features=(6, 8, 9, 10, 10), kernels=(3, 3, 4, 3, 3), strides=(1, 2, 1, 3, 2))
 # Wider hidden layers, same geometry and the same 10-channel latent: the same rate, more quality.
@@ -291,3 +302,74 @@ def reconstruction_loss(name: str, logits, target) -> jax.Array:
     flat = lambda a: a.reshape(-1, *a.shape[-3:])
     return 1.0 - jnp.mean(metrics.ms_ssim(flat(y), flat(target)))
   raise ValueError(f"unknown OVAL loss {name!r}; use one of {LOSSES}")
+
+
+def load_torch_state_dict(variables: Mapping, state_dict: Mapping, *, channels: str = "rgb",
+                          swap_hw: bool = True) -> dict:
+  """The original's state dict (`encoder.conv_net.{0,2,..}`, `decoder.conv_net.{0,2,..}`) -> our
+  `OVAL` variables (new host arrays; non-LSTM models of any `features` / `kernels`).
+
+  Conv weights [out, in, kA, kB] -> kernels [kh, kw, in, out]; transposed-conv weights
+  [in, out, kA, kB] -> kernels flipped in both spatial axes (Flax's `ConvTranspose` correlates,
+  PyTorch's is the gradient of a convolution). Strides are not in a state dict: `variables` must
+  come from a model with the original's strides (`FAITHFUL` for offline8.pt).
+
+  Args:
+    variables: our model's variables (or their `jax.eval_shape`), `{"params": ...}`.
+    state_dict: torch names -> torch tensors or NumPy arrays.
+    channels: "rgb" (default): the first layer's input and the last layer's output channels are
+      reversed so our model reads and writes RGB frames (`data.color_space="rgb"`) and computes
+      exactly what the original computed on the BGR frames; "bgr": kept in the original's order
+      (feed BGR, `data.color_space="bgr"`).
+    swap_hw: the original fed frames laid out [N, C, W, H] (`permute(0, 3, 2, 1)`), so a kernel's
+      first spatial axis ran along the width; True (default) swaps the kernels' spatial axes so
+      our model takes natural [N, H, W, C] frames (a 360x480 frame for the original's 480x360
+      `img_size`). Kernels are square and strides symmetric, so this is exact. False for weights
+      trained on [N, C, H, W] frames.
+
+  Raises:
+    ValueError: an unknown `channels`, or one line naming a missing, unexpected or mis-shaped key.
+  """
+  if channels not in ("rgb", "bgr"):
+    raise ValueError(f"OVAL: channels must be 'rgb' or 'bgr', got {channels!r}")
+  params = variables.get("params", {})
+  n_enc = sum(1 for k in params if k.startswith("enc") and k[3:].isdigit())
+  n_dec = sum(1 for k in params if k.startswith("dec") and k[3:].isdigit())
+  hw = (3, 2) if swap_hw else (2, 3)
+  flip = channels == "rgb"
+  plan = []
+  for i in range(n_enc):
+    def conv(w, first=i == 0):  # [out, in, kA, kB] -> [kh, kw, in, out]
+      k = np.transpose(w, (*hw, 1, 0))
+      return k[:, :, ::-1] if first and flip else k
+    plan += [(f"encoder.conv_net.{2 * i}.weight", ("params", f"enc{i}", "kernel"), conv),
+             (f"encoder.conv_net.{2 * i}.bias", ("params", f"enc{i}", "bias"), lambda b: b)]
+  for j in range(n_dec):
+    last = j == n_dec - 1
+
+    def tconv(w, last=last):  # [in, out, kA, kB] -> [kh, kw, in, out], spatially flipped
+      k = np.transpose(w, (*hw, 0, 1))[::-1, ::-1]
+      return k[..., ::-1] if last and flip else k
+
+    def bias(b, last=last):
+      return b[::-1] if last and flip else b
+
+    plan += [(f"decoder.conv_net.{2 * j}.weight", ("params", f"dec{j}", "kernel"), tconv),
+             (f"decoder.conv_net.{2 * j}.bias", ("params", f"dec{j}", "bias"), bias)]
+  return map_state_dict(variables, state_dict, plan, model="OVAL")
+
+
+def load_original_weights(path: str | Path, model: OVAL | None = None, *, channels: str = "rgb",
+                          swap_hw: bool = True) -> dict:
+  """Flax variables of `model` (default: the faithful `OVAL()`, exact-size output) from a weights
+  file (`.pth`/`.pt` without torch, `.npz`, `.safetensors`), e.g. the original's `offline8.pt`.
+
+  `channels` and `swap_hw` as in `load_torch_state_dict`. Raises FileNotFoundError or a one-line
+  ValueError (unreadable file, missing / unexpected / mis-shaped key).
+  """
+  model = OVAL() if model is None else model
+  k = max(model.kernels)
+  size = (k * int(np.prod(model.strides)) * 2,) * 2  # big enough for any stack
+  x = jnp.zeros((1, 1, *size, model.image_channels) if model.use_lstm else (1, *size, model.image_channels))
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+  return load_torch_state_dict(shapes, load_state_dict(path), channels=channels, swap_hw=swap_hw)

@@ -1,10 +1,11 @@
 """PyTorch reference of the OVAL autoencoder (isidorjkaplan/OVAL `model.py`, final conv_settings).
 
-NCHW with natural (H, W) axes: Conv2d 3-6-8-9-10-10 (k 3,3,4,3,3; s 1,2,1,3,2; padding 0, ReLU
-between), mirrored ConvTranspose2d with sigmoid; 6,991 parameters. `output_padding` per layer
-makes the decoder return exactly the input size, as `aejax.models.oval.OVAL(exact_output=True)`.
+NCHW: Conv2d 3-6-8-9-10-10 (k 3,3,4,3,3; s 1,2,1,3,2; padding 0, ReLU between), mirrored
+ConvTranspose2d with sigmoid; 6,991 parameters, under the original's module names (its released
+state dicts load as they are). `output_padding` per layer (`exact_output`, the default) makes the
+decoder return exactly the input size, as `aejax.models.oval.OVAL(exact_output=True)`.
 `load_flax_params` copies an aejax parameter tree in, so both sides compute the same loss. Only
-the benchmark imports it (torch is in bench/requirements.txt, not in the library's).
+the benchmark and the tests import it (torch is in bench/requirements.txt, not in the library's).
 """
 
 from __future__ import annotations
@@ -24,32 +25,59 @@ def _sizes(size):
   return out
 
 
-class OVAL(nn.Module):
+class _Stack(nn.Module):
+  """The original's `Encoder` / `Decoder` as far as weights go: one `conv_net` Sequential."""
 
-  def __init__(self, size=(360, 480)):
+  def __init__(self, layers):
+    super().__init__()
+    self.conv_net = nn.Sequential(*layers)
+
+  def forward(self, x):
+    return self.conv_net(x)
+
+
+class OVAL(nn.Module):
+  """The faithful OVAL autoencoder; `forward` returns the decoder's logits (pre-sigmoid).
+
+  Module names are the original's (`encoder.conv_net.{0,2,4,6,8}`, `decoder.conv_net.{0,2,4,6,8}`,
+  ReLUs at the odd indices), so `load_state_dict(torch.load("offline8.pt"))` works with
+  `strict=True`. `size` is the frame's (H, W) in the tensor's layout (the original fed
+  [N, C, W, H], i.e. size (480, 360)). `exact_output` adds the `output_padding` that makes the
+  decoder return exactly `size` (as `aejax.models.oval.OVAL(exact_output=True)`); without it the
+  decoder is the original's (351x471 for 360x480).
+  """
+
+  def __init__(self, size=(360, 480), exact_output: bool = True):
     super().__init__()
     ins = (3, *FEATURES[:-1])
-    self.enc = nn.ModuleList(nn.Conv2d(c, f, k, s) for c, f, k, s in zip(ins, FEATURES, KERNELS, STRIDES))
+    enc = []
+    for i, (c, f, k, s) in enumerate(zip(ins, FEATURES, KERNELS, STRIDES)):
+      enc += [nn.ReLU()] if i else []
+      enc.append(nn.Conv2d(c, f, k, s))
+    self.encoder = _Stack(enc)
     sizes = _sizes(size)[::-1]
     outs = (*FEATURES[-2::-1], 3)
-    layers = []
+    dec = []
     for j, (f, k, s) in enumerate(zip(outs, KERNELS[::-1], STRIDES[::-1])):
       c = FEATURES[-1] if j == 0 else outs[j - 1]
       natural = [(sizes[j][a] - 1) * s + k for a in range(2)]
-      pad = tuple(sizes[j + 1][a] - natural[a] for a in range(2))
-      layers.append(nn.ConvTranspose2d(c, f, k, s, output_padding=pad))
-    self.dec = nn.ModuleList(layers)
+      pad = tuple(sizes[j + 1][a] - natural[a] for a in range(2)) if exact_output else (0, 0)
+      dec += [nn.ReLU()] if j else []
+      dec.append(nn.ConvTranspose2d(c, f, k, s, output_padding=pad))
+    self.decoder = _Stack(dec)
+
+  @property
+  def enc(self):
+    """The encoder's convolutions, in order."""
+    return [m for m in self.encoder.conv_net if isinstance(m, nn.Conv2d)]
+
+  @property
+  def dec(self):
+    """The decoder's transposed convolutions, in order."""
+    return [m for m in self.decoder.conv_net if isinstance(m, nn.ConvTranspose2d)]
 
   def forward(self, x):
-    for i, conv in enumerate(self.enc):
-      x = conv(x)
-      if i < len(self.enc) - 1:
-        x = torch.relu(x)
-    for j, deconv in enumerate(self.dec):
-      x = deconv(x)
-      if j < len(self.dec) - 1:
-        x = torch.relu(x)
-    return x  # logits
+    return self.decoder(self.encoder(x))  # logits
 
 
 def load_flax_params(model: OVAL, params) -> OVAL:
