@@ -262,6 +262,7 @@ def test_similarity_study_on_real_photos(smoke_run, realdata, tmp_path):
 def test_image_folder_data_for_training(realdata):
   from aejax.data.pipeline import make_loader
   from aejax.data.transforms import RandomResizedCrop
+  from aejax.vae.evaluation import preview_images
   from experiments import vae
 
   config = vae.smoke()
@@ -274,26 +275,44 @@ def test_image_folder_data_for_training(realdata):
   assert [p for p, _ in again.files] == [p for p, _ in valid_src.files]
   batch = next(make_loader(train_src, batch_size=4, transforms=[RandomResizedCrop(30, scale=(0.2, 1))]))
   assert batch["image"].shape == (4, 30, 30, 3) and batch["image"].dtype == np.uint8
-  previews = vae.preview_images(valid_src, 30, n=3)
+  previews = preview_images(valid_src, 30, n=3)
   assert previews.shape == (3, 30, 30, 3)
 
 
-def test_config_from_checkpoint_reads_the_runs_config_json(tmp_path):
+def test_eval_of_the_best_checkpoint_reproduces_its_validation(smoke_run, tmp_path):
   import json
 
+  from experiments import vae
+
+  workdir, _ = smoke_run
+  best = json.loads((workdir / "best.json").read_text())
+  got = vae.main(["eval", "--preset", "smoke", "--checkpoint", str(workdir / "best"),
+                  "--workdir", str(tmp_path / "ev")])
+  for k in ("neg_elbo", "kl", "bce", "nats_per_dim", "bits_per_dim"):
+    assert got[k] == pytest.approx(best[k], rel=1e-5), k
+  assert json.loads((tmp_path / "ev" / "eval_results.json").read_text()) == got
+  with pytest.raises(ValueError, match="--checkpoint"):
+    vae.main(["eval", "--preset", "smoke", "--workdir", str(tmp_path / "ev")])
+
+
+def test_restore_keys_take_the_model_from_the_runs_config_json(tmp_path):
+  import json
+
+  from aejax.train.checkpoint import run_config
   from experiments import vae as exp
 
   config = exp.get_config()
   step = tmp_path / "run" / "checkpoints" / "12"
   step.mkdir(parents=True)
-  assert exp.config_from_checkpoint(step, config) is config  # no config.json anywhere above
+  assert run_config(step, config, exp.RESTORE_KEYS) is config  # no config.json anywhere above
   saved = config.to_dict()
-  saved["model"]["latent_dim"] = 7
+  saved["model"].update(latent_dim=7, features=[4, 8, 8])
   saved["data"].update(image_size=30, batch_size=999)
-  saved["optim"]["learning_rate"] = 0.125
+  saved["optim"]["lr"] = 0.125
   (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
-  got = exp.config_from_checkpoint(step, config)  # found two folders up
+  got = run_config(step, config, exp.RESTORE_KEYS)  # found two folders up
   assert got.model.latent_dim == 7 and got.data.image_size == 30
-  assert got.optim.learning_rate == 0.125
+  assert got.model.features == (4, 8, 8)  # JSON lists back to tuples
   assert got.data.batch_size == config.data.batch_size != 999  # only the listed keys are taken
+  assert got.optim.lr == config.optim.lr != 0.125  # restoring variables needs no optimiser
   assert config.model.latent_dim != 7  # the caller's config is untouched

@@ -55,6 +55,11 @@ def squared_error(x_hat, targets):
   return jnp.square(d).reshape(d.shape[0], -1).sum(-1)
 
 
+def per_dimension(neg_elbo, dims: int) -> dict:
+  """`nats_per_dim` and `bits_per_dim` of a negative ELBO (nats per example) over `dims` values."""
+  return {"nats_per_dim": neg_elbo / dims, "bits_per_dim": neg_elbo / (dims * math.log(2.0))}
+
+
 def vae_loss(x, x_hat, logits, mu, logvar, *, reconstruction: str = "bce", beta: float = 1.0,
              reduction: str = "sum"):
   """The VAE objective and its metrics.
@@ -89,7 +94,6 @@ def vae_loss(x, x_hat, logits, mu, logvar, *, reconstruction: str = "bce", beta:
       "kl": kl.mean(),
       "recon": recon.mean(),
       "neg_elbo": neg_elbo,
-      "nats_per_dim": neg_elbo / dims,
-      "bits_per_dim": neg_elbo / (dims * math.log(2.0)),
+      **per_dimension(neg_elbo, dims),
   }
   return loss, metrics
