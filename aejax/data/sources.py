@@ -82,9 +82,11 @@ class VideoFiles:
     return len(self.infos)
 
   def info(self, i: int) -> VideoInfo:
+    """The `VideoInfo` of video `i`."""
     return self.infos[i]
 
   def read(self, i: int, indices: Sequence[int]) -> np.ndarray:
+    """Frames `indices` of video `i`: uint8 [len(indices), H, W, 3]."""
     info = self.infos[i]
     reader = getattr(self._local, "reader", None)
     if reader is None or str(reader.path) != info.path:
@@ -266,6 +268,7 @@ class VideoClipSource(_VideoSampler):
             "label": np.int32(self.labels.get(info.label, -1))}
 
   def random_getitem(self, index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """One clip: random start, or the `index`-th fixed clip when `hop` is set (unreadable videos skipped)."""
     if self.hop is None:
       return super().random_getitem(index, rng)
     n = len(self.clips)

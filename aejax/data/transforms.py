@@ -84,6 +84,7 @@ class Resize(grain.transforms.Map):
   size: int | tuple[int, int]
 
   def map(self, element: dict) -> dict:
+    """Resizes every image entry of the element."""
     def make(_, hw):
       h, w = hw
       if isinstance(self.size, int):
@@ -102,6 +103,7 @@ class CenterCrop(grain.transforms.Map):
   size: int | tuple[int, int]
 
   def map(self, element: dict) -> dict:
+    """Crops every image entry of the element."""
     ch, cw = _hw(self.size)
 
     def make(_, hw):
@@ -146,6 +148,7 @@ class RandomResizedCrop(grain.transforms.RandomMap):
   ratio: tuple[float, float] = (3 / 4, 4 / 3)
 
   def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+    """Crops the same random box from every image entry of the element."""
     out_hw = _hw(self.size)
     boxes: dict[int, tuple] = {}
 
@@ -163,6 +166,7 @@ class RandomFlip(grain.transforms.RandomMap):
   p: float = 0.5
 
   def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+    """Flips every image entry of the element (or none)."""
     flips: dict[int, bool] = {}
 
     def make(g, _):
@@ -178,6 +182,7 @@ class ToFloat(grain.transforms.Map):
   """uint8 image entries → float32 in [0, 1] (masks untouched)."""
 
   def map(self, element: dict) -> dict:
+    """Converts the uint8 image entries of the element to float32 in [0, 1]."""
     out = dict(element)
     for k in IMAGE_KEYS:
       if k in out and out[k].dtype == np.uint8:
@@ -193,6 +198,7 @@ class Normalize(grain.transforms.Map):
   std: Sequence[float] = (0.229, 0.224, 0.225)
 
   def map(self, element: dict) -> dict:
+    """Normalises every float image entry of the element."""
     out = dict(element)
     mean, std = np.float32(self.mean), np.float32(self.std)
     for k in IMAGE_KEYS:
@@ -211,6 +217,7 @@ class GaussianNoise(grain.transforms.RandomMap):
   clip: bool = True
 
   def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+    """Adds noise to every float image entry of the element."""
     out = dict(element)
     for k in IMAGE_KEYS:
       if k in out:
@@ -228,6 +235,7 @@ class ColorSpace(grain.transforms.Map):
   space: str = "rgb"
 
   def map(self, element: dict) -> dict:
+    """Converts the float RGB image entries of the element to `space`."""
     out = dict(element)
     for k in IMAGE_KEYS:
       if k in out:

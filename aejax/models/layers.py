@@ -51,6 +51,7 @@ class ConvTranspose4x4(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    """[B, H, W, in] -> [B, 2H + 2 - 2p, 2W + 2 - 2p, features]."""
     p = self.padding
     if x.ndim != 4 or p < 0 or min(x.shape[1:3]) < p:
       raise ValueError(f"ConvTranspose4x4: expected [B, H, W, C] with H, W >= padding {p} >= 0, "
@@ -128,6 +129,7 @@ class ResidualBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    """[B, *spatial, C] -> [B, *spatial, features] (BatchNorm statistics update when `train`)."""
     if x.ndim < 3:
       raise ValueError(f"ResidualBlock: expected [B, *spatial, C], got shape {x.shape}")
     features = self.features or x.shape[-1]
@@ -205,6 +207,7 @@ class Attention(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, kv: jax.Array | None = None,
                kv_lengths: jax.Array | None = None) -> jax.Array:
+    """x [B, N, D] attends to itself, or to `kv` [B, M, D] when given -> [B, N, D]."""
     b, n, d = x.shape  # [B, N, D]
     if d % self.num_heads:
       raise ValueError(f"width {d} is not divisible by {self.num_heads} heads")
@@ -232,6 +235,7 @@ class Mlp(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    """[..., D] -> [..., D]."""
     y = xavier_dense(self.hidden, "fc1", self.dtype, self.param_dtype)(x)
     y = nn.gelu(y, approximate=False)
     return xavier_dense(x.shape[-1], "fc2", self.dtype, self.param_dtype)(y)
@@ -261,6 +265,7 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, ctx: jax.Array | None = None,
                lengths: jax.Array | None = None, ctx_lengths: jax.Array | None = None):
+    """Tokens x [B, N, D] (and context `ctx` [B, M, D] for cross blocks) -> [B, N, D]."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     attn = functools.partial(Attention, self.num_heads, implementation=self.implementation, **kw)
     if self.cross:

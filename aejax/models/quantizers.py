@@ -77,6 +77,7 @@ class ScalarQuantizer(nn.Module):
 
   @nn.compact
   def __call__(self, z: jax.Array, *, train: bool = False):
+    """Quantises every element of z: `(out, aux)` with `indices`, `loss`, `perplexity`, `usage`."""
     if self.mode not in SCALAR_MODES:
       raise ValueError(f"ScalarQuantizer: mode must be one of {SCALAR_MODES}, got {self.mode!r}")
     centroids = self.param("centroids", _centroid_init, (self.num_codes,), self.param_dtype)
@@ -141,6 +142,11 @@ class VectorQuantizer(nn.Module):
 
   @nn.compact
   def __call__(self, z: jax.Array, *, train: bool = False):
+    """Quantises z [..., D] by channel groups: `(out, aux)`.
+
+    `aux` holds `indices` [..., G], `loss`, `commitment`, `perplexity`, `usage`, and `restarts`
+    when training with EMA updates.
+    """
     dim = z.shape[-1]
     groups = self.num_codebooks
     if dim % groups:

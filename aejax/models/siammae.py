@@ -104,6 +104,7 @@ class SiamMAE(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   def setup(self):
+    """Builds the shared ViT encoder and the decoder (validating the configuration)."""
     if self.decoder not in DECODERS:
       raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
     cfg = vit_variant(self.encoder)
@@ -175,6 +176,7 @@ class SiamMAE(nn.Module):
     return t
 
   def __call__(self, frames: jax.Array, *, train: bool = False):
+    """Pairs [B, 2, H, W, 3] -> (predicted future patches [B, L, p*p*3], aux `loss`, `mask`, `target`)."""
     del train  # no dropout / BatchNorm; masking is always on (the `mask` stream)
     if frames.ndim != 5 or frames.shape[1] != 2 or frames.shape[-1] != 3:
       raise ValueError(f"SiamMAE expects frame pairs [B, 2, H, W, 3], got shape {frames.shape}")

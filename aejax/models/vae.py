@@ -94,6 +94,7 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
+    """x [B, H, W, 3] in [0, 1] -> (mu, logvar), each [B, latent_dim]."""
     x = x.astype(self.dtype)
     for i, f in enumerate(self.features):
       x = nn.Conv(f, (3, 3), strides=(2, 2), padding="VALID", dtype=self.dtype,
@@ -123,6 +124,7 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, z):
+    """z [B, latent_dim] -> logits [B, H, W, out_channels]."""
     h, w = self.latent_hw
     c = self.features[-1]
     x = nn.Dense(c * h * w, dtype=self.dtype, param_dtype=self.param_dtype, name="fc",
@@ -161,6 +163,7 @@ class ConvVAE(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   def setup(self):
+    """Builds the encoder and decoder (checking that the image size fits the conv stack)."""
     latent_hw = check_image_size(self.image_size, len(self.features))
     bn = tuple(i for i in (1, 3) if i < len(self.features))
     self.encoder = Encoder(self.features, bn, self.latent_dim, self.bn_momentum, self.axis_name,

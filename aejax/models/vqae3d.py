@@ -124,6 +124,7 @@ class Conv3D(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    """[B, T, H, W, C] -> [B, T', H', W', features] (strided, or transposed when `transpose`)."""
     k = (self.kernel_size,) * 3
     cin = x.shape[-1]
     # PyTorch's fan_in: in_channels * k^3 for Conv3d, out_channels * k^3 for ConvTranspose3d.
@@ -153,6 +154,7 @@ class ResidualStack(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    """[B, T, H, W, C] -> [B, T, H, W, C]."""
     conv = functools.partial(Conv3D, unrolled=self.unrolled, dtype=self.dtype,
                              param_dtype=self.param_dtype)
 
@@ -214,6 +216,7 @@ class VQAE3D(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   def setup(self):
+    """Builds the encoder, quantiser and decoder (validating the configuration)."""
     if self.quantizer not in QUANTIZERS:
       raise ValueError(f"VQAE3D: quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
     f1, f2 = self.features
@@ -287,6 +290,7 @@ class VQAE3D(nn.Module):
     return self.dec_bn3(self.dec_conv3(h), use_running_average=ura)  # [B, T, 8h, 8w, C]
 
   def __call__(self, x: jax.Array, *, train: bool = False):
+    """Video [B, T, H, W, C] -> (reconstruction, aux: the quantiser's aux plus `z`, `zq`)."""
     z = self.encode(x, train=train)
     zq, qaux = self.quantize(z, train=train)
     recon = self.decode(zq, train=train)

@@ -45,12 +45,11 @@ class CheckpointIO:
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create))
 
   def latest_step(self) -> int | None:
+    """The newest saved step, or None when there is none."""
     return self.mngr.latest_step()
 
-  def all_steps(self) -> list[int]:
-    return list(self.mngr.all_steps())
-
   def save(self, step: int, state, data_iter=None) -> None:
+    """Saves `state` (and a Grain iterator's position) as step `step`, asynchronously."""
     args = {"state": ocp.args.StandardSave(state)}
     if _has_iterator_state(data_iter):
       import grain
@@ -59,6 +58,7 @@ class CheckpointIO:
     self.mngr.save(int(step), args=ocp.args.Composite(**args), force=True)
 
   def wait(self) -> None:
+    """Blocks until pending saves are written."""
     self.mngr.wait_until_finished()
 
   def _check_shapes(self, step: int, abstract_state) -> None:
@@ -88,6 +88,7 @@ class CheckpointIO:
     return restored["state"]
 
   def close(self) -> None:
+    """Waits for pending saves and releases the manager."""
     self.mngr.wait_until_finished()
     self.mngr.close()
 

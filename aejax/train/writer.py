@@ -56,6 +56,7 @@ class Writer:
     path.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=True))
 
   def scalars(self, step: int, scalars: dict) -> None:
+    """Appends one `metrics.jsonl` line `{step, time, **scalars}` and the TensorBoard scalars."""
     if not self.active:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
@@ -77,6 +78,7 @@ class Writer:
       self._tb.add_image(k, im, int(step), dataformats="HWC")
 
   def histogram(self, step: int, name: str, values) -> None:
+    """A TensorBoard histogram of `values` (flattened)."""
     if self.active and self._tb is not None:
       self._tb.add_histogram(name, np.asarray(values, np.float32).ravel(), int(step))
 
@@ -98,10 +100,12 @@ class Writer:
     return path
 
   def flush(self) -> None:
+    """Flushes TensorBoard events to disk."""
     if self._tb is not None:
       self._tb.flush()
 
   def close(self) -> None:
+    """Closes TensorBoard and `metrics.jsonl` (the writer is unusable afterwards)."""
     if self._tb is not None:
       self._tb.close()
       self._tb = None
