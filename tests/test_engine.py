@@ -207,6 +207,13 @@ def test_shape_mismatch_names_the_parameter(tmp_path):
   assert "(4,)" in msg or "(3, 3, 1, 4)" in msg
   with pytest.raises(CheckpointError, match="does not exist"):
     restore_state(tmp_path / "nope", abstract)
+  # Same model, another optimiser: the state tree differs, a one-line error says so.
+  sgd = make_optimizer("sgd", 0.1, momentum=0.9)
+  other = jax.eval_shape(lambda: init_state(_tiny.make_model(), sgd, jax.random.PRNGKey(0),
+                                            jnp.zeros((1, 8, 8, 1))))
+  with pytest.raises(CheckpointError, match="does not fit this run") as err:
+    restore_state(tmp_path, other)
+  assert "\n" not in str(err.value)
 
 
 def test_weight_decay_mask_and_schedules():

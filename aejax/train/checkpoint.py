@@ -84,7 +84,13 @@ class CheckpointIO:
       import grain
 
       args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-    restored = self.mngr.restore(step, args=ocp.args.Composite(**args))
+    try:
+      restored = self.mngr.restore(step, args=ocp.args.Composite(**args))
+    except ValueError as e:  # e.g. an optimiser state of another layout (older aejax, other tx)
+      first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      raise CheckpointError(
+          f"{self.directory / str(step)}: the saved train state does not fit this run's ({first}); "
+          "use a new workdir, or read only the model with restore_variables") from None
     return restored["state"]
 
   def close(self) -> None:
