@@ -1,11 +1,21 @@
-"""Every video read and write of aejax: a frame reader, a sampled stream, a camera, a streaming
-writer (atomic), and a cached, validating folder scan. Nothing else in the package opens videos.
+"""Every video read and write of aejax: a seeking frame reader, a sampled stream, a camera, a
+streaming writer (atomic), and a cached, validating folder scan. Nothing else opens videos.
 
-OpenCV's `CAP_PROP_FRAME_COUNT` is unreliable (it reports 444 frames for a 68-frame cinepak AVI
-and 1 for a 79-frame MPEG-1 file in `../shared/realdata/videos`), so the scan counts frames by
-grabbing them once and caches the result beside the dataset (or in `cache_path`). Validation
-replaces the shell scripts of the SiamMAE replication: corrupt, too-short and wrong-fps files are
-dropped and listed in a written report.
+Reading uses PyAV (`av` on PyPI, imported on first use). `VideoReader.read` seeks: a first read
+demuxes the file once (packets only, no decoding) into a presentation-order index of frame
+timestamps and key frames; each wanted frame is then decoded from the nearest key frame at or
+before it, skipping non-reference frames on the way, and reads in increasing order continue the
+open decoder. Frame i is the i-th frame in presentation order, the same frame a sequential decode
+gives (tests check this bit for bit on H.264 with B-frames across GOP boundaries). Files whose
+packets carry no usable timestamps are decoded sequentially instead.
+
+Container frame counts are not always right: OpenCV and PyAV report 444 frames for a 68-frame
+cinepak AVI in `../shared/realdata/videos`, and MPEG-1 streams report none. `scan_videos` reads the
+container's count where it is a sample table (MP4/MOV), counts packets (demuxing, no decoding)
+elsewhere, and decodes every frame only with `exact_count=True`. A count that is still wrong
+surfaces at read time as `FrameCountError` (a `ValueError`), which the video sources count as a
+skip. The scan caches what it has read beside the dataset as it goes (atomically), so an
+interrupted scan resumes; corrupt, too-short and wrong-fps files are dropped and listed in a report.
 """
 
 from __future__ import annotations
@@ -14,7 +24,9 @@ import dataclasses
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator, Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -24,55 +36,145 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mpeg", ".mpg", ".mov", ".
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG",
           ".webm": "VP90"}
 CACHE_NAME = ".aejax_video_index.json"
+# Containers whose frame count is a sample table (exact unless the file is damaged).
+_TABLE_FORMATS = ("mov", "mp4")
+_LEVEL = {False: 0, None: 1, True: 2}  # exact_count -> how much of the file the count reads
+# The scan rewrites its cache at most this often (seconds), and never spends more than a tenth of
+# its time doing so.
+CACHE_FLUSH_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
 
 
-def _open_capture(path: Path) -> cv2.VideoCapture:
+class FrameCountError(ValueError):
+  """A frame index at or past the real end of a file (its container's frame count was wrong)."""
+
+
+def _av():
+  try:
+    import av
+  except ImportError:
+    raise ImportError("reading videos needs PyAV: pip install av") from None
+  av.logging.set_level(av.logging.PANIC)  # damaged files are reported by us, once, per file
+  return av
+
+
+def _check_file(path: Path) -> None:
   if not path.exists():
     raise FileNotFoundError(f"{path}: video file not found")
   if path.is_dir():
     raise ValueError(f"{path}: is a folder, not a video file")
   if path.stat().st_size == 0:
     raise ValueError(f"{path}: empty (zero-byte) video file")
+
+
+def _open(path: Path):
+  """(container, video stream) of a file; one-line ValueError naming it when unreadable."""
+  _check_file(path)
+  av = _av()
+  try:
+    c = av.open(str(path))
+  except av.FFmpegError as e:
+    raise ValueError(f"{path}: cannot open this video (corrupt or unsupported: "
+                     f"{getattr(e, 'strerror', None) or e})") from None
+  if not c.streams.video:
+    c.close()
+    raise ValueError(f"{path}: no video stream")
+  s = c.streams.video[0]
+  s.codec_context.thread_count = 1  # parallelism comes from loader workers, not decoder threads
+  return c, s
+
+
+def _rate(s) -> float:
+  r = s.average_rate or s.guessed_rate or s.base_rate
+  return float(r) if r else 0.0
+
+
+def _open_capture(path: Path) -> cv2.VideoCapture:
+  _check_file(path)
   cap = cv2.VideoCapture(str(path))
   if not cap.isOpened():
     raise ValueError(f"{path}: OpenCV cannot open this video (corrupt or unsupported codec)")
   return cap
 
 
+def _decode_all(c, s, keep=None):
+  """Yields (i, frame or None) for every decoded frame in order; stops early on damaged data."""
+  av = _av()
+  i = 0
+  try:
+    for pkt in c.demux(s):
+      for fr in s.codec_context.decode(pkt if pkt.size else None):
+        yield i, (fr if keep is None or keep(i) else None)
+        i += 1
+  except av.FFmpegError:
+    return  # a truncated or damaged file ends early, like OpenCV's grab loop
+
+
 def count_frames(path: str | Path) -> int:
-  """Decodable frame count, by grabbing every frame (the container's count is not trusted)."""
-  cap = _open_capture(Path(path))
-  n = 0
-  while cap.grab():
-    n += 1
-  cap.release()
-  return n
+  """Decodable frame count, by decoding every frame (the container's count is not trusted)."""
+  c, s = _open(Path(path))
+  try:
+    return sum(1 for _ in _decode_all(c, s, keep=lambda i: False))
+  finally:
+    c.close()
+
+
+@dataclasses.dataclass
+class _Index:
+  """Presentation-order frame timestamps of one stream and where to start decoding each."""
+
+  pts: list[int]  # [n] timestamps, presentation order
+  dec: list[int]  # [n] decode number (packet position) of each frame
+  start: list[int]  # [n] decode number of the key frame to decode frame i from (-1: file start)
+  seek_ts: dict[int, int]  # key frame decode number -> its pts (the timestamp to seek to)
+  dnum: dict[int, int]  # packet pts -> decode number
+
+  @classmethod
+  def build(cls, c, s) -> _Index | None:
+    """Demuxes every packet (no decoding); None when timestamps cannot place the frames."""
+    rows = [(p.pts, p.dts, p.is_keyframe, p.is_discard) for p in c.demux(s) if p.size]
+    pts = [r[0] for r in rows]
+    if not rows or None in pts or len(set(pts)) != len(pts):
+      return None
+    order = sorted(range(len(rows)), key=pts.__getitem__)
+    keys = [d for d, r in enumerate(rows) if r[2]]
+    start = []
+    for d in order:
+      j = np.searchsorted(keys, d, side="right") - 1
+      while j >= 0 and rows[keys[j]][0] > rows[d][0]:  # an open-GOP leading frame: key before
+        j -= 1
+      start.append(keys[j] if j >= 0 else -1)
+    keep = [k for k, d in enumerate(order) if not rows[d][3]]  # discarded packets: never shown
+    return cls([pts[order[k]] for k in keep], [order[k] for k in keep], [start[k] for k in keep],
+               {d: rows[d][0] for d in keys},
+               {p: d for d, p in enumerate(pts)})
 
 
 class VideoReader:
-  """Random-access frames of one video file, decoded by OpenCV, as RGB uint8.
-
-  Frames are decoded sequentially (seeking is unreliable across codecs); reading indices in
-  increasing order reuses the open decoder, going backwards reopens the file.
+  """Random-access frames of one video file as RGB uint8, decoded by PyAV with seeking.
 
   Args:
-    path: the video file.
-    num_frames: the frame count when already known (e.g. from `scan_videos`); counted lazily
-      otherwise.
+    path: the video file (opened at once: a missing or unreadable file is a one-line error).
+    num_frames: the frame count when already known (e.g. from `scan_videos`); counted by
+      decoding lazily otherwise.
   """
 
   def __init__(self, path: str | Path, num_frames: int | None = None):
     self.path = Path(path)
-    cap = _open_capture(self.path)
-    self.fps = float(cap.get(cv2.CAP_PROP_FPS)) or 0.0
-    self.size = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
-    self._cap, self._pos = cap, 0
+    c, s = _open(self.path)
+    self.fps = _rate(s)
+    self.size = (int(s.codec_context.height), int(s.codec_context.width))
+    self._container_frames = max(int(s.frames or 0), 0)
+    self._c, self._s = c, s
     self._num_frames = num_frames
+    self._index: _Index | None | bool = False  # False: not built yet, None: not seekable
+    self._demux, self._fed, self._pos = None, 0, 0
+    self.frames_seen = 0
 
   @property
   def num_frames(self) -> int:
+    """The frame count given at construction, else the decodable count (decodes the file once)."""
     if self._num_frames is None:
       self._num_frames = count_frames(self.path)
     return self._num_frames
@@ -83,15 +185,25 @@ class VideoReader:
   def __repr__(self) -> str:
     return f"VideoReader({str(self.path)!r})"
 
-  def _rewind(self) -> None:
-    if self._cap is not None:
-      self._cap.release()
-    self._cap, self._pos = _open_capture(self.path), 0
+  def _reopen(self) -> None:
+    if self._c is not None:
+      self._c.close()
+    self._c, self._s = _open(self.path)
+    self._demux, self._fed, self._pos = None, 0, 0
+
+  def _ensure_index(self) -> _Index | None:
+    if self._index is False:
+      if self._c is None:
+        self._reopen()
+      self._index = _Index.build(self._c, self._s)
+      self._demux = None  # the demuxer is at the end: the next read seeks or reopens
+    return self._index
 
   def read(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
     """Frames at `indices` (any order, repeats allowed): [len(indices), H, W, 3] uint8 RGB.
 
     Raises:
+      FrameCountError: (a ValueError) naming the file when an index is at or past the real end.
       ValueError: naming the file when a frame cannot be decoded (truncated or corrupt file).
     """
     indices = [int(i) for i in np.asarray(indices).reshape(-1)]
@@ -100,31 +212,94 @@ class VideoReader:
     if min(indices) < 0:
       raise IndexError(f"{self.path}: negative frame index {min(indices)}")
     wanted = sorted(set(indices))
-    if self._cap is None or wanted[0] < self._pos:
-      self._rewind()
-    got: dict[int, np.ndarray] = {}
-    for idx in wanted:
-      while self._pos < idx:
-        if not self._cap.grab():
-          raise ValueError(f"{self.path}: cannot decode frame {self._pos} (file has fewer "
-                           f"frames than requested or is truncated)")
-        self._pos += 1
-      ok, frame = self._cap.read()
-      if not ok or frame is None:
-        raise ValueError(f"{self.path}: cannot decode frame {idx} (file has fewer frames than "
-                         f"requested or is truncated)")
-      self._pos += 1
-      got[idx] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    av = _av()
+    try:
+      ix = self._ensure_index()
+      got = self._read_seeking(ix, wanted) if ix is not None else self._read_sequential(wanted)
+    except av.FFmpegError as e:
+      self._demux = None
+      raise ValueError(f"{self.path}: cannot decode frame {wanted[0]} or later "
+                       f"({getattr(e, 'strerror', None) or e})") from None
     return np.stack([got[i] for i in indices])
 
+  def _past_end(self, i: int, n: int) -> FrameCountError:
+    return FrameCountError(f"{self.path}: cannot decode frame {i} (the file has {n} frames: its "
+                           f"frame count was wrong, or it is truncated)")
+
+  def _seek(self, ix: _Index, key: int) -> None:
+    """Positions the demuxer on key frame `key` (a decode number; -1: the file start)."""
+    if key < 0 or self._c is None:
+      self._reopen()
+      if key < 0:
+        return
+    self._c.seek(ix.seek_ts[key], stream=self._s, backward=True)
+    self._s.codec_context.flush_buffers()
+    it = self._c.demux(self._s)
+    first = next((p for p in it if p.size), None)
+    d = ix.dnum.get(first.pts, -1) if first is not None else -1
+    if d < 0 or d > key or not first.is_keyframe:  # landed past it or off the index: start over
+      self._reopen()
+      return
+
+    def packets():
+      yield first
+      yield from it
+    self._demux, self._fed = packets(), d
+
+  def _read_seeking(self, ix: _Index, wanted: list[int]) -> dict[int, np.ndarray]:
+    n = len(ix.pts)
+    if wanted[-1] >= n:
+      raise self._past_end(wanted[-1], n)
+    cc = self._s.codec_context if self._s is not None else None
+    got: dict[int, np.ndarray] = {}
+    todo = {ix.pts[i]: i for i in wanted}
+    for t in wanted:
+      if t in got:
+        continue
+      key = ix.start[t]
+      if not (self._demux is not None and key <= self._fed <= ix.dec[t]):
+        self._seek(ix, key)
+        cc = self._s.codec_context
+        if self._demux is None:
+          self._demux, self._fed = self._c.demux(self._s), 0
+      for pkt in self._demux:
+        flush = not pkt.size
+        if not flush:
+          self._fed += 1
+          cc.skip_frame = "DEFAULT" if pkt.pts in todo else "NONREF"
+        else:
+          cc.skip_frame = "DEFAULT"
+        for fr in cc.decode(None if flush else pkt):
+          i = todo.pop(fr.pts, None)
+          if i is not None:
+            got[i] = fr.to_ndarray(format="rgb24")
+        if flush:
+          self._demux = None  # the decoder is drained: the next read seeks
+          break
+        if t in got:
+          break
+      if t not in got:
+        self._demux = None
+        raise ValueError(f"{self.path}: cannot decode frame {t} (truncated or corrupt file)")
+    return got
+
+  def _read_sequential(self, wanted: list[int]) -> dict[int, np.ndarray]:
+    if self._demux is None or wanted[0] < self._pos:
+      self._reopen()
+      self._demux = _decode_all(self._c, self._s, keep=lambda i: True)
+    need, got = set(wanted), {}
+    for i, fr in self._demux:
+      self._pos = i + 1
+      if i in need:
+        got[i] = fr.to_ndarray(format="rgb24")
+        if len(got) == len(need):
+          return got
+    self._demux = None
+    raise self._past_end(min(need - set(got)), self._pos)
+
   def __iter__(self) -> Iterator[np.ndarray]:
-    self._rewind()
-    while True:
-      ok, frame = self._cap.read()
-      if not ok:
-        break
-      self._pos += 1
-      yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    for _, frame in self.stream():
+      yield frame
 
   def read_all(self) -> np.ndarray:
     """Every decodable frame: [T, H, W, 3] uint8 RGB."""
@@ -135,9 +310,10 @@ class VideoReader:
     return np.stack(frames)
 
   def close(self) -> None:
-    if self._cap is not None:
-      self._cap.release()
-      self._cap = None
+    """Releases the file and decoder (reads reopen it)."""
+    if self._c is not None:
+      self._c.close()
+    self._c, self._s, self._demux = None, None, None
 
   def __enter__(self) -> VideoReader:
     return self
@@ -147,35 +323,31 @@ class VideoReader:
 
   def __getstate__(self):  # picklable for Grain workers: the decoder is reopened on demand
     state = self.__dict__.copy()
-    state["_cap"], state["_pos"] = None, 0
+    state.update(_c=None, _s=None, _demux=None, _fed=0, _pos=0)
     return state
 
   @property
   def container_frames(self) -> int:
     """The frame count the container reports (fast; wrong for some AVI/MPEG files, 0 if unknown)."""
-    cap = self._cap if self._cap is not None else _open_capture(self.path)
-    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    if cap is not self._cap:
-      cap.release()
-    return max(n, 0)
+    return self._container_frames
 
   def stream(self, keep=None, max_frames: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-    """`(index, RGB frame)` in file order; frames with `keep(index)` false are grabbed, not decoded.
+    """`(index, RGB frame)` in file order; frames with `keep(index)` false are not converted.
 
     Stops at the end of the decodable frames (a truncated file ends early, without an error) or
     after `max_frames` frames (0: all). `self.frames_seen` counts the frames walked so far.
     """
-    self._rewind()
+    c, s = _open(self.path)
     self.frames_seen = 0
-    i = 0
-    while (not max_frames or i < max_frames) and self._cap.grab():
-      self._pos = i + 1
-      self.frames_seen = i + 1
-      if keep is None or keep(i):
-        ok, frame = self._cap.retrieve()
-        if ok and frame is not None:
-          yield i, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-      i += 1
+    try:
+      for i, fr in _decode_all(c, s, keep):
+        if max_frames and i >= max_frames:
+          break
+        self.frames_seen = i + 1
+        if fr is not None:
+          yield i, fr.to_ndarray(format="rgb24")
+    finally:
+      c.close()
 
 
 def open_video(path: str | Path, fps: float = 0.0) -> VideoReader:
@@ -232,16 +404,22 @@ def camera_frames(index: int, max_frames: int = 0) -> Iterator[np.ndarray]:
 class VideoWriter:
   """Streams RGB uint8 frames [H, W, 3] (or grey [H, W]) into a video file, one at a time.
 
-  The codec follows the extension (mp4v for .mp4, MJPG for .avi/.mkv, VP9 for .webm; the OpenCV
-  wheels have no H.264 encoder). Frames go to a temporary file in the same folder, renamed onto
-  `path` by `close()`, so an interrupted run never leaves a half-written video under `path`.
-  The size is taken from the first frame unless given as `size=(H, W)`.
+  By default the codec follows the extension through OpenCV (mp4v for .mp4, MJPG for .avi/.mkv,
+  VP9 for .webm; the OpenCV wheels have no H.264 encoder). `codec="libx264"` (or "h264") encodes
+  H.264 yuv420p with PyAV instead, `options` going to the encoder (e.g. {"crf": "23", "g": "30",
+  "bf": "3"}; libx264's defaults otherwise, as a plain `ffmpeg -c:v libx264`). Frames go to a
+  temporary file in the same folder, renamed onto `path` by `close()`, so an interrupted run never
+  leaves a half-written video under `path`. The size is taken from the first frame unless given
+  as `size=(H, W)`.
   """
 
-  def __init__(self, path: str | Path, fps: float = 30.0, size: tuple[int, int] | None = None):
+  def __init__(self, path: str | Path, fps: float = 30.0, size: tuple[int, int] | None = None, *,
+               codec: str | None = None, options: dict[str, str] | None = None):
     self.path = Path(path)
     self.fps = float(fps)
-    self.fourcc = FOURCC.get(self.path.suffix.lower())
+    self.codec = "libx264" if codec == "h264" else codec
+    self.options = {k: str(v) for k, v in (options or {}).items()}
+    self.fourcc = FOURCC.get(self.path.suffix.lower()) if codec is None else self.codec
     if self.fourcc is None:
       raise ValueError(f"{self.path}: cannot write extension {self.path.suffix!r}; use one of "
                        f"{list(FOURCC)}")
@@ -255,10 +433,19 @@ class VideoWriter:
   def _open(self, size: tuple[int, int]) -> None:
     self.path.parent.mkdir(parents=True, exist_ok=True)
     h, w = size
-    self._w = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (w, h))
-    if not self._w.isOpened():
-      self._w = None
-      raise ValueError(f"{self.path}: OpenCV VideoWriter did not open (codec {self.fourcc})")
+    if self.codec is not None:
+      av = _av()
+      self._w = av.open(str(self._tmp), "w")
+      s = self._w.add_stream(self.codec, rate=Fraction(self.fps).limit_denominator(1001),
+                             options=self.options)
+      s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+      self._stream = s
+    else:
+      self._w = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps,
+                                (w, h))
+      if not self._w.isOpened():
+        self._w = None
+        raise ValueError(f"{self.path}: OpenCV VideoWriter did not open (codec {self.fourcc})")
     self.size = (h, w)
 
   def write(self, frame: np.ndarray) -> None:
@@ -273,8 +460,22 @@ class VideoWriter:
       self._open(frame.shape[:2])
     if frame.shape[:2] != self.size:
       raise ValueError(f"{self.path}: frame size {frame.shape[:2]} differs from the video's {self.size}")
-    self._w.write(np.ascontiguousarray(frame[..., ::-1]))
+    if self.codec is not None:
+      vf = _av().VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+      for pkt in self._stream.encode(vf):
+        self._w.mux(pkt)
+    else:
+      self._w.write(np.ascontiguousarray(frame[..., ::-1]))
     self.frames_written += 1
+
+  def _release(self) -> None:
+    if self.codec is not None:
+      for pkt in self._stream.encode():
+        self._w.mux(pkt)
+      self._w.close()
+    else:
+      self._w.release()
+    self._w = None
 
   def close(self) -> Path:
     """Finishes the file and moves it onto `path`; returns `path`."""
@@ -284,19 +485,20 @@ class VideoWriter:
       if self.frames_written == 0 and not self.path.exists():
         raise ValueError(f"{self.path}: no frames to write")
       return self.path
-    self._w.release()
-    self._w = None
+    self._release()
     if not self._tmp.is_file() or self._tmp.stat().st_size == 0:
       self._tmp.unlink(missing_ok=True)
-      raise ValueError(f"{self.path}: OpenCV wrote no data (codec {self.fourcc})")
+      raise ValueError(f"{self.path}: the encoder wrote no data (codec {self.fourcc})")
     os.replace(self._tmp, self.path)
     return self.path
 
   def abort(self) -> None:
     """Drops the temporary file; `path` is left as it was."""
     if self._w is not None:
-      self._w.release()
-      self._w = None
+      try:
+        self._release()
+      except Exception:  # noqa: BLE001 - the file is dropped anyway
+        self._w = None
     self._tmp.unlink(missing_ok=True)
 
   def __enter__(self) -> VideoWriter:
@@ -309,15 +511,18 @@ class VideoWriter:
       self.abort()
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float = 30.0) -> Path:
-  """Writes RGB uint8 frames [T, H, W, 3] (or [T, H, W] grey) through `VideoWriter`; returns the path."""
+def write_video(path: str | Path, frames: np.ndarray, fps: float = 30.0, **writer_kwargs) -> Path:
+  """Writes RGB uint8 frames [T, H, W, 3] (or [T, H, W] grey) through `VideoWriter`; returns the path.
+
+  `writer_kwargs` (`codec`, `options`) go to `VideoWriter`.
+  """
   path = Path(path)
   frames = np.asarray(frames)
   if frames.ndim not in (3, 4) or len(frames) == 0:
     raise ValueError(f"{path}: expected frames [T, H, W, 3] with T > 0, got {frames.shape}")
   if frames.dtype != np.uint8:
     raise ValueError(f"{path}: expected uint8 frames, got {frames.dtype}")
-  with VideoWriter(path, fps) as w:
+  with VideoWriter(path, fps, **writer_kwargs) as w:
     for f in frames:
       w.write(f)
   return path
@@ -348,30 +553,48 @@ def find_videos(root: str | Path, extensions: Sequence[str] = VIDEO_EXTENSIONS) 
   return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
 
 
-def probe_video(path: str | Path, label: str = "", exact_count: bool = True) -> VideoInfo:
+def probe_video(path: str | Path, label: str = "", exact_count: bool | None = True) -> VideoInfo:
   """fps, frame count and size of one file; `ok=False` with a reason when unreadable.
 
-  `exact_count` counts decodable frames by grabbing them all; otherwise the container's count is
-  trusted (fast, but wrong for some AVI/MPEG files) once the first frame decodes.
+  `exact_count`: True decodes every frame and counts them; None reads the container's count where
+  it is a sample table (MP4/MOV) and counts packets (demuxing, no decoding) elsewhere; False
+  trusts any container count above 1 (fast, wrong for some AVI files), counting packets without
+  one. Without True, the first frame is still decoded, to reject files the codec cannot read.
   """
   path = Path(path)
   try:
-    cap = _open_capture(path)
-    fps = float(cap.get(cv2.CAP_PROP_FPS)) or 0.0
-    h, w = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
-    header = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    n = 0
-    if not exact_count and header > 1:  # MPEG-1 streams report 1
-      n = header if cap.grab() else 0
-    else:
-      while cap.grab():
-        n += 1
-    cap.release()
-    if n == 0:
-      return VideoInfo(str(path), fps, 0, h, w, label, False, "no decodable frames")
-    return VideoInfo(str(path), fps, n, h, w, label)
+    c, s = _open(path)
   except (ValueError, FileNotFoundError) as e:
     return VideoInfo(str(path), 0.0, 0, 0, 0, label, False, str(e).split(": ", 1)[-1])
+  av, level = _av(), _LEVEL[exact_count]
+  try:
+    fps = _rate(s)
+    if not fps:  # PyAV found no rate: ask OpenCV
+      cap = _open_capture(path)
+      fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+      cap.release()
+    h, w = int(s.codec_context.height), int(s.codec_context.width)
+    if level == 2:
+      n = sum(1 for _ in _decode_all(c, s, keep=lambda i: False))
+    else:
+      table = set(c.format.name.split(",")) & set(_TABLE_FORMATS) or level == 0
+      table = int(s.frames or 0) if table else 0
+      n, first = 0, False
+      for pkt in c.demux(s):
+        n += bool(pkt.size)
+        first = first or any(True for _ in s.codec_context.decode(pkt if pkt.size else None))
+        if first and table > 1:
+          n = table
+          break
+      n = n if first else 0
+  except (av.FFmpegError, ValueError) as e:
+    return VideoInfo(str(path), 0.0, 0, 0, 0, label, False,
+                     f"cannot decode ({getattr(e, 'strerror', None) or e})")
+  finally:
+    c.close()
+  if n == 0:
+    return VideoInfo(str(path), fps, 0, h, w, label, False, "no decodable frames")
+  return VideoInfo(str(path), fps, n, h, w, label)
 
 
 def _load_cache(path: Path | None) -> dict:
@@ -383,23 +606,38 @@ def _load_cache(path: Path | None) -> dict:
     return {}
 
 
+def _write_json(path: Path, obj) -> None:
+  """Writes JSON atomically: a temporary file in the same folder, then a rename."""
+  tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+  tmp.write_text(json.dumps(obj, separators=(",", ":")))
+  os.replace(tmp, path)
+
+
+def _cached_level(ent: dict) -> int:
+  return int(ent["level"]) if "level" in ent else _LEVEL[bool(ent.get("exact", True))]
+
+
 def scan_videos(root: str | Path, *, extensions: Sequence[str] = VIDEO_EXTENSIONS,
                 min_frames: int = 1, fps: float | None = None, fps_tolerance: float = 0.5,
                 cache_path: str | Path | None | bool = True, report_path: str | Path | None = None,
-                return_rejected: bool = False, exact_count: bool = True):
+                return_rejected: bool = False, exact_count: bool | None = None):
   """Scans a video folder (flat or Kinetics-style `<class>/<video>`), validating every file.
 
   Args:
     root: a folder (searched recursively) or one video file.
-    min_frames: files with fewer decodable frames are rejected ("too short").
+    min_frames: files with fewer frames are rejected ("too short").
     fps: when set, files whose fps differs by more than `fps_tolerance` are rejected.
-    cache_path: the metadata cache (JSON, keyed by path, size and mtime). True: `root/` +
-      `.aejax_video_index.json` when `root` is writable, else no cache; False/None: no cache.
+    cache_path: the metadata cache (JSON, keyed by path, size and mtime), rewritten atomically
+      every few seconds while scanning and at the end (also when interrupted), so a new scan
+      resumes. True: `root/` + `.aejax_video_index.json` when `root` is writable, else no cache;
+      False/None: no cache.
     report_path: where to write the validation report (JSON: kept count, rejected files and
       reasons). Written whenever given.
     return_rejected: also return the rejected `VideoInfo`s.
-    exact_count: count frames by decoding (default; cached) rather than trusting the container
-      (fast for Kinetics-scale folders; a wrong count is then caught as a skip at read time).
+    exact_count: None (default): container metadata, no decoding beyond the first frame
+      (packets counted where the container's count is unreliable); True: decode every frame;
+      False: any container count (see `probe_video`). A count that is still wrong is caught as a
+      skip at read time (`FrameCountError`).
 
   Returns:
     The valid `VideoInfo`s, sorted by path (and the rejected ones when `return_rejected`).
@@ -416,26 +654,39 @@ def scan_videos(root: str | Path, *, extensions: Sequence[str] = VIDEO_EXTENSION
     cache_path = root / CACHE_NAME if root.is_dir() and os.access(root, os.W_OK) else None
   cache_path = Path(cache_path) if cache_path else None
   cache = _load_cache(cache_path)
-  infos, dirty = [], False
-  for f in files:
-    st = f.stat()
-    key = str(f.resolve())
-    label = f.parent.name if root.is_dir() and f.parent != root else ""
-    ent = cache.get(key)
-    if (ent and ent.get("size") == st.st_size and ent.get("mtime") == st.st_mtime
-        and ent.get("exact", True) >= exact_count):
-      info = VideoInfo(**{**ent["info"], "label": label})
-    else:
-      info = probe_video(f, label, exact_count)
-      cache[key] = {"size": st.st_size, "mtime": st.st_mtime, "exact": exact_count,
-                    "info": dataclasses.asdict(info)}
-      dirty = True
-    infos.append(info)
-  if dirty and cache_path is not None:
+  level = _LEVEL[exact_count]
+  infos, dirty, last, cost = [], False, time.monotonic(), 0.0
+
+  def flush() -> None:
+    nonlocal dirty, cache_path, last, cost
+    t = time.monotonic()
     try:
-      cache_path.write_text(json.dumps(cache, indent=1))
+      _write_json(cache_path, cache)
     except OSError as e:
       log.warning("%s: cannot write the video metadata cache (%s)", cache_path, e)
+      cache_path = None
+    dirty, last, cost = False, time.monotonic(), time.monotonic() - t
+
+  try:
+    for f in files:
+      st = f.stat()
+      key = str(f.resolve())
+      label = f.parent.name if root.is_dir() and f.parent != root else ""
+      ent = cache.get(key)
+      if (ent and ent.get("size") == st.st_size and ent.get("mtime") == st.st_mtime
+          and _cached_level(ent) >= level):
+        info = VideoInfo(**{**ent["info"], "label": label})
+      else:
+        info = probe_video(f, label, exact_count)
+        cache[key] = {"size": st.st_size, "mtime": st.st_mtime, "level": level,
+                      "info": dataclasses.asdict(info)}
+        dirty = True
+        if cache_path is not None and time.monotonic() - last >= max(CACHE_FLUSH_SECONDS, 10 * cost):
+          flush()
+      infos.append(info)
+  finally:
+    if dirty and cache_path is not None:
+      flush()
   valid, rejected = [], []
   for info in infos:
     if info.ok and info.num_frames < min_frames:
