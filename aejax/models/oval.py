@@ -337,25 +337,21 @@ def load_torch_state_dict(variables: Mapping, state_dict: Mapping, *, channels: 
   n_dec = sum(1 for k in params if k.startswith("dec") and k[3:].isdigit())
   hw = (3, 2) if swap_hw else (2, 3)
   flip = channels == "rgb"
+  rgb_in = lambda k: k[:, :, ::-1] if flip else k  # the first conv's input channels
+  rgb_out = lambda k: k[..., ::-1] if flip else k  # the last layer's output channels (and bias)
+  conv = lambda w: np.transpose(w, (*hw, 1, 0))  # [out, in, kA, kB] -> [kh, kw, in, out]
+  tconv = lambda w: np.transpose(w, (*hw, 0, 1))[::-1, ::-1]  # [in, out, kA, kB] -> flipped HWIO
+  keep = lambda a: a
   plan = []
   for i in range(n_enc):
-    def conv(w, first=i == 0):  # [out, in, kA, kB] -> [kh, kw, in, out]
-      k = np.transpose(w, (*hw, 1, 0))
-      return k[:, :, ::-1] if first and flip else k
-    plan += [(f"encoder.conv_net.{2 * i}.weight", ("params", f"enc{i}", "kernel"), conv),
-             (f"encoder.conv_net.{2 * i}.bias", ("params", f"enc{i}", "bias"), lambda b: b)]
+    plan += [(f"encoder.conv_net.{2 * i}.weight", ("params", f"enc{i}", "kernel"),
+              (lambda w: rgb_in(conv(w))) if i == 0 else conv),
+             (f"encoder.conv_net.{2 * i}.bias", ("params", f"enc{i}", "bias"), keep)]
   for j in range(n_dec):
     last = j == n_dec - 1
-
-    def tconv(w, last=last):  # [in, out, kA, kB] -> [kh, kw, in, out], spatially flipped
-      k = np.transpose(w, (*hw, 0, 1))[::-1, ::-1]
-      return k[..., ::-1] if last and flip else k
-
-    def bias(b, last=last):
-      return b[::-1] if last and flip else b
-
-    plan += [(f"decoder.conv_net.{2 * j}.weight", ("params", f"dec{j}", "kernel"), tconv),
-             (f"decoder.conv_net.{2 * j}.bias", ("params", f"dec{j}", "bias"), bias)]
+    plan += [(f"decoder.conv_net.{2 * j}.weight", ("params", f"dec{j}", "kernel"),
+              (lambda w: rgb_out(tconv(w))) if last else tconv),
+             (f"decoder.conv_net.{2 * j}.bias", ("params", f"dec{j}", "bias"), rgb_out if last else keep)]
   return map_state_dict(variables, state_dict, plan, model="OVAL")
 
 
