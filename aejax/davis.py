@@ -89,6 +89,7 @@ class DavisDataset:
     return len(self.sequences)
 
   def frame_paths(self, seq: str) -> list[Path]:
+    """The JPEG frames of sequence `seq`, sorted; an error when there are none."""
     d = self.img_dir / seq
     paths = sorted(d.glob("*.jpg"))
     if not paths:
@@ -357,6 +358,7 @@ def format_tables(results: dict, per_object: dict | None = None, split: str = "v
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  """`python -m aejax.davis --pred DIR --gt DIR`: prints the toolkit's tables; exit code 0 or 1."""
   p = argparse.ArgumentParser(prog="python -m aejax.davis", description=__doc__.split("\n")[0])
   p.add_argument("--pred", required=True, help="folder with one subfolder of PNGs per sequence")
   p.add_argument("--gt", required=True, help="DAVIS root (Annotations/480p, ImageSets/2017)")

@@ -1,4 +1,4 @@
-"""DAVIS-2017 sequences and MovingMNIST as Grain random-access sources.
+"""DAVIS-2017 sequences, in-memory videos and MovingMNIST as Grain random-access sources.
 
 DAVIS-2017 (Pont-Tuset et al. 2017): `JPEGImages/<res>/<seq>/*.jpg` with indexed-palette
 `Annotations/<res>/<seq>/*.png` and `ImageSets/2017/{train,val}.txt`. The one reader and writer
@@ -16,6 +16,7 @@ from PIL import Image
 
 from aejax.data import digits as digits_lib
 from aejax.data.images import load_image
+from aejax.data.video import VideoInfo
 
 # ------------------------------------------------------------------ DAVIS indexed PNG files
 
@@ -124,6 +125,7 @@ class DavisSource:
     return len(self.sequences)
 
   def name(self, i: int) -> str:
+    """The name of sequence `i`."""
     return self.sequences[i][0]
 
   def palette(self, i: int) -> np.ndarray:
@@ -146,6 +148,35 @@ class DavisSource:
   def __repr__(self) -> str:
     return (f"DavisSource(root={str(self.root)!r}, split={self.split!r}, "
             f"resolution={self.resolution!r}, n={len(self.sequences)})")
+
+
+# ------------------------------------------------------------------------- in-memory videos
+
+
+class ArrayVideos:
+  """In-memory videos [N, T, H, W, 3] uint8 as a video collection (`VideoPairSource`, ...).
+
+  The collection protocol of `aejax.data.sources.VideoFiles`: `len`, `info(i)` (a `VideoInfo` at
+  `fps`) and `read(i, indices)`; `name` makes the `repr` stable for Grain.
+  """
+
+  def __init__(self, videos: np.ndarray, name: str, fps: float = 30.0):
+    self.videos, self.name, self.root, self.fps = videos, name, name, fps
+
+  def __len__(self) -> int:
+    return len(self.videos)
+
+  def info(self, i: int) -> VideoInfo:
+    """The `VideoInfo` of video `i` (path `<name>/<i>`)."""
+    _, t, h, w, _ = self.videos.shape
+    return VideoInfo(path=f"{self.name}/{i}", fps=self.fps, num_frames=t, height=h, width=w)
+
+  def read(self, i: int, indices) -> np.ndarray:
+    """Frames `indices` of video `i`: [len(indices), H, W, 3] uint8."""
+    return self.videos[i][np.asarray(indices)]
+
+  def __repr__(self) -> str:
+    return f"ArrayVideos({self.name!r}, shape={list(self.videos.shape)})"
 
 
 # ------------------------------------------------------------------------------ MovingMNIST
@@ -202,6 +233,7 @@ class MovingMNISTSource:
     return self.random_getitem(index, np.random.default_rng([self.seed, int(index), 53]))
 
   def random_getitem(self, index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Sequence `index` (from the file, or generated with `rng`)."""
     if self.array is not None:
       return {"video": np.asarray(self.array[:, int(index)])[..., None],
               "index": np.int32(index)}
