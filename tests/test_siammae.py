@@ -157,11 +157,14 @@ def test_reconstruct_pastes_visible_patches():
 
 
 def test_experiment_smoke_train_then_eval_davis_folder(tmp_path):
-  """The smoke preset trains and checkpoints; `eval` restores it and scores a DAVIS-layout folder."""
+  """The smoke preset trains and checkpoints; `eval` restores it (the model from the run's
+  config.json, whatever the command line's preset) and scores a DAVIS-layout folder."""
   from aejax.data.synthetic import write_davis_like
   from experiments import siammae as exp
 
-  res = exp.main(["train", "--preset", "smoke", "--workdir", str(tmp_path / "run")])
+  # A wider encoder than the smoke preset's: `eval --preset smoke` must take it from config.json.
+  res = exp.main(["train", "--preset", "smoke", "--workdir", str(tmp_path / "run"),
+                  "--config.model.encoder_width=48"])
   for k in ("pretrained/J&F-Mean", "random/J&F-Mean"):
     assert 0.0 <= res[k] <= 1.0
   assert list((tmp_path / "run" / "artefacts").glob("reconstruction_*.png"))
@@ -175,3 +178,17 @@ def test_experiment_smoke_train_then_eval_davis_folder(tmp_path):
   with pytest.raises(FileNotFoundError):
     exp.main(["eval", "--preset", "smoke", "--workdir", str(tmp_path / "ev2"),
               "--checkpoint", str(tmp_path / "run"), "--davis_dir", str(tmp_path / "nope")])
+
+
+def test_unset_config_values_are_none_and_take_typed_overrides():
+  from aejax import cli
+  from experiments import siammae as exp
+
+  c = exp.paper()
+  assert c.optim.lr is None and c.model.encoder_width is None and c.eval.seq_size is None
+  _, lr = exp.optimiser(c)
+  assert lr == pytest.approx(1.5e-4 * 2048 / 256)  # derived from the batch when unset
+  cli.apply_overrides(c, {"optim.lr": "1e-3", "model.encoder_width": "64",
+                          "eval.seq_size": "(32, 48)", "data.root": "/videos"})
+  assert exp.optimiser(c)[1] == 1e-3 and c.optim.total_steps is None
+  assert (c.model.encoder_width, c.eval.seq_size, c.data.root) == (64, (32, 48), "/videos")
