@@ -146,7 +146,7 @@ def test_segment_clips_hand_worked():
   clips = kf.segment_clips([0, 30, 35, 100], 150, fps=10, min_len=1.0, max_len=6.0)
   assert [(c["start"], c["end"]) for c in clips] == [(0, 35), (35, 68), (68, 100), (100, 150)]
   assert clips[0]["key_frames"] == [0, 30] and clips[2]["key_frames"] == []
-  short_first = kf.segment_clips([0, 3, 40], 60, fps=10, min_len=1.0, max_len=0)
+  short_first = kf.segment_clips([0, 3, 40], 60, fps=10, min_len=1.0, max_len=None)
   assert [(c["start"], c["end"]) for c in short_first] == [(0, 40), (40, 60)]
   late_first = kf.segment_clips([15, 30], 79, fps=25, min_len=0.5, max_len=10)
   assert [(c["start"], c["end"], c["key_frames"]) for c in late_first] == [(0, 30, [15]), (30, 79, [30])]
@@ -183,7 +183,7 @@ def smoke_run(tmp_path_factory):
   return exp, root, video
 
 
-def test_smoke_train_extract_evaluate(smoke_run):
+def test_smoke_train_extract_eval(smoke_run):
   exp, root, video = smoke_run
   assert (root / "run" / "checkpoints" / "2").is_dir()
   out = root / "out"
@@ -206,7 +206,7 @@ def test_smoke_train_extract_evaluate(smoke_run):
   assert total == 36
   for png in ("timeline.png", "contact_sheet.png"):
     assert cv2.imread(str(out / png)) is not None
-  ev = exp.main(["evaluate", "--preset", "smoke", "--checkpoint", str(root / "run"), "--out", str(out),
+  ev = exp.main(["eval", "--preset", "smoke", "--checkpoint", str(root / "run"), "--out", str(out),
                  "--compilation_cache", ""])
   assert set(ev) >= {"ae_latent_last_top2", "pixels_latent_previous_top2", "ae_recon_last_top4"}
   assert all(0.0 <= m["recall"] <= 1.0 for m in ev.values())

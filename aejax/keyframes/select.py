@@ -20,7 +20,7 @@ The pipeline (`specs/seeds_keyframe_oval_vae.md` §1.7, with the original's edge
 4. Key clips: the video is cut at the key frames; clips shorter than `min_len` seconds merge into
    the one before, clips longer than `max_len` are split evenly.
 
-The distances are functions of the candidates' features (see `experiments/keyframes.py`): the RMS
+The distances are functions of the candidates' features (`aejax.keyframes.features`): the RMS
 difference of autoencoder latents, or the MS-SSIM + L1 loss between reconstructions, and the same
 on raw pixels for the baseline, all on frames resized and scaled to [-1, 1] the same way.
 """
@@ -182,15 +182,15 @@ def select_keyframes(n: int, dist_pairs: Callable, *, reference: str = "last",
   return keys, scores, float(thr)
 
 
-def _percentile(consec: np.ndarray, q: float) -> float:
-  vals = consec[1:]
-  return float(np.percentile(vals, q)) if len(vals) else float("inf")
+def _changes(consec: np.ndarray) -> np.ndarray:
+  """The finite consecutive distances `consec[1:]` (the first candidate has none)."""
+  vals = np.asarray(consec[1:], np.float64)
+  return vals[np.isfinite(vals)]
 
 
 def robust_threshold(consec: np.ndarray, k: float) -> float:
   """median + k x 1.4826 x MAD of the consecutive distances `consec[1:]` (inf when empty)."""
-  vals = np.asarray(consec[1:], np.float64)
-  vals = vals[np.isfinite(vals)]
+  vals = _changes(consec)
   if not len(vals):
     return float("inf")
   med = float(np.median(vals))
@@ -202,14 +202,15 @@ def _threshold_value(consec: np.ndarray, mode: str, threshold: float) -> float:
     return float(threshold)
   if mode == "mad":
     return robust_threshold(consec, threshold)
-  return _percentile(consec, threshold)
+  vals = _changes(consec)
+  return float(np.percentile(vals, threshold)) if len(vals) else float("inf")
 
 
 # ---------------------------------------------------------------------------------- clips
 
 
 def segment_clips(key_frames: Sequence[int], num_frames: int, fps: float, *, min_len: float = 1.0,
-                  max_len: float = 10.0) -> list[dict]:
+                  max_len: float | None = 10.0) -> list[dict]:
   """Cuts frames [0, num_frames) at the key frames into clips.
 
   Args:
@@ -217,7 +218,7 @@ def segment_clips(key_frames: Sequence[int], num_frames: int, fps: float, *, min
     num_frames: frames in the video.
     fps: frames per second.
     min_len: clips shorter than this (seconds) merge into the clip before (the first into the next).
-    max_len: clips longer than this (seconds) are split into equal parts (0 disables).
+    max_len: clips longer than this (seconds) are split into equal parts (None: never split).
 
   Returns:
     Dicts `start`, `end` (frame indices, end exclusive) and `key_frames` (those inside), in order,
@@ -240,9 +241,9 @@ def segment_clips(key_frames: Sequence[int], num_frames: int, fps: float, *, min
     else:
       merged.append(list(clip))
   out = []
-  max_frames = int(math.floor(max_len * fps + 1e-9)) if max_len > 0 else 0
+  max_frames = int(math.floor(max_len * fps + 1e-9)) if max_len else None
   for a, b in merged:
-    parts = int(math.ceil((b - a) / max_frames)) if max_frames > 0 else 1
+    parts = int(math.ceil((b - a) / max_frames)) if max_frames else 1
     edges = np.linspace(a, b, max(parts, 1) + 1).round().astype(int)
     for s, e in zip(edges[:-1], edges[1:]):
       out.append({"start": int(s), "end": int(e),
@@ -261,92 +262,3 @@ def shot_recall(key_frames: Sequence[int], shot_ids: np.ndarray) -> dict[str, fl
   return {"recall": float(np.isin(shots, hit).mean()),
           "keyframes_per_shot": float(len(key_frames) / len(shots)),
           "num_keyframes": float(len(key_frames))}
-
-
-# ------------------------------------------------------------------------- features, scores
-
-
-def resize_frames(frames: np.ndarray, size: Sequence[int] | None) -> np.ndarray:
-  """uint8 RGB [B, H, W, 3] resized to `size` (H, W) by area averaging; `size=None` keeps the frame
-  size, edge-padded to a multiple of 8 (the autoencoder's stride)."""
-  frames = np.asarray(frames)
-  if size is not None:
-    h, w = int(size[0]), int(size[1])
-    if frames.shape[1:3] != (h, w):
-      frames = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames])
-    return frames
-  ph, pw = (-frames.shape[1]) % 8, (-frames.shape[2]) % 8
-  if ph or pw:
-    frames = np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
-  return frames
-
-
-def to_model_input(frames: np.ndarray) -> np.ndarray:
-  """uint8 [..., 3] -> float32 in [-1, 1], as the autoencoder was trained."""
-  return np.asarray(frames).astype(np.float32) * np.float32(2 / 255) - 1.0
-
-
-def candidate_features(candidates: Iterable[Candidate], embed_fn: Callable, *, size, batch_size: int,
-                       keep_frames: bool = False) -> tuple[list[Candidate], dict]:
-  """Streams candidates through `embed_fn(x [B, h, w, 3] in [-1, 1]) -> dict of [B, ...]` in
-  fixed-size batches (the last padded: one compilation). Frames are dropped after resizing unless
-  `keep_frames`, so memory grows with the features only. Returns (candidates, stacked features)."""
-  kept: list[Candidate] = []
-  small: list[np.ndarray] = []
-  out: dict[str, list] = {}
-
-  def flush():
-    x = to_model_input(np.stack(small))
-    n = len(x)
-    if n < batch_size:
-      x = np.concatenate([x, np.repeat(x[-1:], batch_size - n, axis=0)])
-    for k, v in embed_fn(x).items():
-      out.setdefault(k, []).append(np.asarray(v)[:n])
-    small.clear()
-
-  for c in candidates:
-    small.append(resize_frames(c.frame[None], size)[0])
-    if not keep_frames:
-      c.frame = None
-    kept.append(c)
-    if len(small) == batch_size:
-      flush()
-  if small:
-    flush()
-  return kept, {k: np.concatenate(v) for k, v in out.items()}
-
-
-def make_dist_pairs(features: np.ndarray, metric: str, *, chunk: int = 16, loss_kwargs=None) -> Callable:
-  """`dist_pairs(i, j) -> [K]` over candidate features.
-
-  metric "latent": RMS difference of the feature arrays (latents, or pixels for the baseline);
-  "recon": `ms_ssim_l1_loss` between the images (reconstructions, or frames for the baseline),
-  per pair, on [-1, 1] images (data range 2).
-  """
-  feats = np.asarray(features, np.float32)
-  if metric == "latent":
-    flat = feats.reshape(len(feats), -1)
-    return lambda i, j: np.sqrt(np.mean((flat[np.asarray(i)] - flat[np.asarray(j)]) ** 2, axis=1))
-  if metric != "recon":
-    raise ValueError(f"metric must be 'latent' or 'recon', got {metric!r}")
-  import jax
-
-  from aejax.losses import ms_ssim_l1_loss
-
-  kw = dict(loss_kwargs or {})
-  fn = jax.jit(lambda a, b: ms_ssim_l1_loss(a, b, reduction="per_example", **kw))
-
-  def dist_pairs(i, j):
-    i, j = np.asarray(i), np.asarray(j)
-    res = []
-    size = 1 if len(i) == 1 else chunk  # two compiled shapes: single pairs (greedy) and chunks
-    for s in range(0, len(i), size):
-      a, b = feats[i[s:s + size]], feats[j[s:s + size]]
-      n = len(a)
-      if n < size:
-        a = np.concatenate([a, np.repeat(a[-1:], size - n, 0)])
-        b = np.concatenate([b, np.repeat(b[-1:], size - n, 0)])
-      res.append(np.asarray(fn(a, b))[:n])
-    return np.concatenate(res) if res else np.zeros(0)
-
-  return dist_pairs

@@ -1,0 +1,38 @@
+"""Key frames and key clips of a video, after Best-Frame-Retrieval (Chen et al. 2021).
+
+- `select`: frame sampling, the sharpest frame per second, novelty scores and thresholds, key-frame
+  selection, key clips, shot recall.
+- `features`: frames resized and scaled for the autoencoder, its embeddings (latent or
+  reconstruction) and the pixel baseline, pairwise distances.
+- `report`: key-frame PNGs, clip MP4s, the timeline plot, the contact sheet, `keyframes.json`.
+- `pipeline`: `extract_video` (one file, every output) and `shot_recall_study` (synthetic videos).
+"""
+
+# ruff: noqa: F401  (the names below are the package's public surface)
+from aejax.keyframes.features import (
+  METRICS,
+  candidate_features,
+  make_dist_pairs,
+  make_embed_fn,
+  raw_embed_fn,
+  resize_frames,
+  to_model_input,
+  video_frame_images,
+)
+from aejax.keyframes.pipeline import extract_video, shot_recall_study
+from aejax.keyframes.report import contact_sheet, timeline_plot, write_outputs, write_outputs_pass
+from aejax.keyframes.select import (
+  REFERENCES,
+  THRESHOLD_MODES,
+  Candidate,
+  consecutive_scores,
+  is_sampled,
+  robust_threshold,
+  sample_slot,
+  sampled_frames,
+  segment_clips,
+  select_keyframes,
+  sharpest_per_second,
+  sharpness,
+  shot_recall,
+)
