@@ -104,13 +104,13 @@ def make_video(path: Path, seconds: float, fps: float = 30.0) -> Path:
 
 
 def bench_extract(seconds: float, metric: str) -> dict:
+  """Times `experiments.keyframes extract` (distance `metric`) on a `seconds`-long 640x360 video."""
   tmp = Path(tempfile.mkdtemp(prefix="kf_bench_"))
   video = make_video(tmp / "in.mp4", seconds)
   config = exp.demo()
   config.data.image_size = SIZE
-  model = KeyframeAE(**config.model)
-  tx = make_optimizer(**config.optim)
-  state = init_state(model, tx, jax.random.key(0), jnp.zeros((1, *SIZE, 3)))
+  state = init_state(exp.build_model(config), make_optimizer(**config.optim), jax.random.key(0),
+                     exp.example(config))
   io = CheckpointIO(tmp / "run" / "checkpoints")
   io.save(0, state)
   io.close()
