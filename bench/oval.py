@@ -28,11 +28,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aejax import compression as comp  # noqa: E402
+from aejax.codec.convert import FrameCodec  # noqa: E402
+from aejax.codec.latent import LatentCodec  # noqa: E402
 from aejax.models.oval import OVAL, reconstruction_loss  # noqa: E402
 from aejax.train import make_optimizer  # noqa: E402
 from bench import common as bc  # noqa: E402
-from experiments._oval_apps import FrameCodec  # noqa: E402
 from experiments.oval import make_loss_fn  # noqa: E402
 
 
@@ -68,8 +68,9 @@ def bench_torch_train(torch, batch, size, steps, compiled, dtype: str = "float32
 
 
 def bench_convert(model, params, batch, size, batches) -> dict:
+  """Frames/s of encode → float16 latent bytes → decode (`FrameCodec`), and of each part."""
   codec = FrameCodec(model, params, "rgb", size, batch)
-  latent = comp.LatentCodec("float16")
+  latent = LatentCodec("float16")
   frames = np.random.default_rng(2).integers(0, 256, (batch, *size, 3), dtype=np.uint8)
   codec.decode(latent.roundtrip(codec.encode(frames))[0])  # compile
   t_enc = t_codec = t_dec = 0.0
@@ -88,6 +89,7 @@ def bench_convert(model, params, batch, size, batches) -> dict:
 
 
 def bench_torch_forward(torch, batch, size, batches) -> float:
+  """Frames/s of the PyTorch reference's eager forward (encode + decode, no latent bytes)."""
   from bench.torch_ref import oval as ref
 
   dev = bc.torch_device(torch)
@@ -107,6 +109,7 @@ def bench_torch_forward(torch, batch, size, batches) -> float:
 
 
 def main():
+  """Runs the loss check, the training and convert timings; prints and records the table."""
   p = bc.step_parser(__doc__, batch=16, steps=3)
   p.add_argument("--size", type=int, nargs=2, default=(360, 480), help="H W")
   p.add_argument("--convert_batches", type=int, default=4)

@@ -1,28 +1,27 @@
-"""OVAL (Kaplan et al., APS360 2022): offline training, file conversion, R–D study, online learning.
+"""OVAL (Kaplan et al., APS360 2022): offline training, eval, conversion, R–D study, online learning.
 
-The 6,991-parameter conv autoencoder of isidorjkaplan/OVAL (`aejax.models.oval`, exact-size
-decoder) trained on batches of consecutive frames interleaved across videos, resized to 360x480,
-in a chosen colour space (rgb, bgr, hsv, ycbcr, lab; the model predicts in it, outputs and metrics
-are RGB), with Gaussian input noise in training only, BCE (or MSE, MAE, MS-SSIM), Adam 1e-3,
-batch 16. Without `--config.data.root` it trains on embedded synthetic videos:
+The 6,991-parameter conv autoencoder of isidorjkaplan/OVAL (`aejax.models.oval`) on batches of
+consecutive frames interleaved across videos, resized to 360x480, in a chosen colour space (rgb,
+bgr, hsv, ycbcr, lab; metrics in RGB), Gaussian input noise in training only, BCE (or MSE, MAE,
+MS-SSIM), Adam 1e-3, batch 16; without `--config.data.root` it trains on synthetic videos.
 
-  python -m experiments.oval train --workdir /tmp/oval                        # demo (synthetic)
-  python -m experiments.oval train --preset paper --config.data.root VIDEOS   # a folder of videos
+  python -m experiments.oval train --workdir /tmp/oval    # demo; --preset paper --config.data.root VIDEOS
+  python -m experiments.oval eval --workdir /tmp/oval     # quality and rate on the validation video
   python -m experiments.oval convert --checkpoint /tmp/oval --video IN --out OUT.mp4 --side-by-side
-  python -m experiments.oval rd --checkpoint /tmp/oval --video IN             # table + plot
-  python -m experiments.oval online --checkpoint /tmp/oval --video IN         # or --camera 0
+  python -m experiments.oval rd --checkpoint /tmp/oval --video IN     # codecs vs bit cut/resize/JPEG
+  python -m experiments.oval online --checkpoint /tmp/oval --video IN # or --camera 0
   python -m aejax.sweep experiments.oval --grid optim.lr=1e-3,3e-3 data.batch_size=8,16
 
-`convert` writes the decoded video at the input's size and fps (or original | decoded | error
-heat map side by side) plus per-frame PSNR, MS-SSIM, MAE, bytes and ratio (CSV and plot). `rd`
-compares the latent codecs with bit cutting, down/up-scaling and JPEG at matched bytes. `online`
-runs sender, trainer and receiver on a logical clock with the frozen model as baseline
-(`aejax.online`). Expected: the smoke preset runs in seconds; the demo takes minutes on a GPU.
-Rates are bytes actually sent against raw 8-bit RGB of the full frame (`aejax.compression`).
+The apps live in `aejax.codec`. Expected: the smoke preset runs in seconds on CPU, the demo in
+minutes on a GPU. Deviations from the original: the decoder returns the full frame (its 351x471
+crop is `exact_output=False`); rates are the bytes actually sent against raw 8-bit RGB of the full
+frame; the online loop runs on a logical clock and decodes every frame (§2.11 of
+`specs/seeds_keyframe_oval_vae.md`). Measured results: `docs/results/oval.md`.
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import jax
@@ -31,38 +30,43 @@ import ml_collections
 import numpy as np
 
 from aejax import cli
+from aejax.codec.convert import convert_frames, rd_study
+from aejax.codec.latent import LatentCodec
+from aejax.codec.online import OnlineConfig, run_online_mode
 from aejax.data import synthetic
 from aejax.data.pipeline import make_loader
 from aejax.data.sources import ArraySource, VideoClipSource
 from aejax.data.transforms import Resize, convert_color, convert_color_inverse
-from aejax.data.video import VideoReader
+from aejax.data.video import read_frames
+from aejax.metrics import psnr
 from aejax.models.oval import FAITHFUL, OVAL, V2, reconstruction_loss
-from aejax.train import apply_model, fit, init_state, make_optimizer, restore_state
-from experiments._oval_apps import convert_frames, rd_study, run_online_mode
+from aejax.train import apply_model, fit, init_state, make_optimizer
+from aejax.train.checkpoint import restore_for_eval
 
 
 def get_config() -> ml_collections.ConfigDict:
   """The faithful configuration on embedded synthetic videos (the `demo` preset)."""
   c = ml_collections.ConfigDict()
-  # batch_size frames per batch, made of clips of clip_len consecutive frames (0: one clip).
-  c.data = dict(root="", size=(360, 480), color_space="rgb", batch_size=16, clip_len=0,
+  # batch_size frames per batch, made of clips of clip_len consecutive frames (None: one clip).
+  c.data = dict(root=None, size=(360, 480), color_space="rgb", batch_size=16, clip_len=None,
                 shuffle=False, noise_std=0.0, num_synthetic=6, synthetic_frames=64, worker_count=0)
   c.model = dict(**FAITHFUL, exact_output=True, use_lstm=False, tbptt=0)
   c.loss = dict(name="bce")
-  c.codec = dict(precision="float16", channels=0, step=0.0, entropy="none")  # 0: all / range
+  c.codec = dict(precision="float16", channels=None, step=None, entropy="none")  # `LatentCodec`
   c.optim = dict(name="adam", lr=1e-3)
   c.train = dict(num_steps=1000, seed=0, log_every=20, eval_every=250, checkpoint_every=250,
                  keep_checkpoints=2, parallel="jit", ema_decay=None)
-  c.eval = dict(video="", max_frames=32, batch_size=8)
-  c.convert = dict(batch_size=16, max_frames=0, ms_ssim=True)
+  c.eval = dict(video=None, max_frames=32, batch_size=8)  # video None: a synthetic one
+  c.convert = dict(batch_size=16, max_frames=None, ms_ssim=True)
   c.online = dict(buffer_size=20, lr=2.5e-3, loss="bce", threshold=0.01, train_every=1,
-                  update_dtype="float32", max_frames=0, ms_ssim=True)
-  c.rd = dict(max_frames=0, bits=(1, 2, 3, 4), factors=(2, 3, 4, 6, 8, 12),
+                  update_dtype="float32", max_frames=None, ms_ssim=True)
+  c.rd = dict(max_frames=None, bits=(1, 2, 3, 4), factors=(2, 3, 4, 6, 8, 12),
               jpeg_qualities=(5, 10, 25, 50, 75, 90))
   return c
 
 
 def demo() -> ml_collections.ConfigDict:
+  """The default: the faithful model on synthetic videos."""
   return get_config()
 
 
@@ -97,16 +101,27 @@ def smoke() -> ml_collections.ConfigDict:
 
 
 def build_model(config) -> OVAL:
-  m = dict(config.model)
-  return OVAL(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in m.items()})
+  """The OVAL model of `config.model`."""
+  return OVAL(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in config.model.items()})
 
 
-def _clips_of(videos: list[np.ndarray], clip_len: int) -> np.ndarray:
-  """Consecutive-frame clips, interleaved across videos: clip p of video 0, 1, ..., then p + 1."""
-  per = [len(v) // clip_len for v in videos]
-  out = [v[p * clip_len:(p + 1) * clip_len] for p in range(max(per)) for v, n in zip(videos, per)
-         if p < n]
-  return np.stack(out)
+def example_input(config, frames: int = 2):
+  """Zeros shaped like one input: a frame [1, H, W, 3], or a clip [1, frames, H, W, 3] (ConvLSTM)."""
+  h, w = config.data.size
+  return jnp.zeros((1, frames, h, w, 3) if config.model.use_lstm else (1, h, w, 3), jnp.float32)
+
+
+def restore(path, config):
+  """(model, params, config) of the checkpoint at `path` (a workdir or a step folder); the model
+  and colour space are the trained run's (its config.json)."""
+  model, variables, config = restore_for_eval(path, config, build_model=build_model,
+                                              example=example_input, keys=("model", "data.color_space"))
+  return model, variables["params"], config
+
+
+def interleave(groups: list[list]) -> list:
+  """Round robin: item p of group 0, 1, ..., then item p + 1 (exhausted groups drop out)."""
+  return [g[p] for p in range(max(map(len, groups))) for g in groups if p < len(g)]
 
 
 class InterleavedClips:
@@ -117,8 +132,7 @@ class InterleavedClips:
     by_video: dict[int, list[int]] = {}
     for i, (v, _) in enumerate(source.clips):
       by_video.setdefault(v, []).append(i)
-    lists = list(by_video.values())
-    self.order = [lst[p] for p in range(max(map(len, lists))) for lst in lists if p < len(lst)]
+    self.order = interleave(list(by_video.values()))
 
   def __len__(self) -> int:
     return len(self.order)
@@ -138,7 +152,9 @@ def train_source(data):
   videos = [synthetic.shapes_video(data.synthetic_frames, tuple(data.size), seed=s)["video"]
             for s in range(data.num_synthetic)]
   name = f"oval-synthetic-{data.num_synthetic}x{data.synthetic_frames}-{tuple(data.size)}-{clip_len}"
-  return ArraySource({"video": _clips_of(videos, clip_len)}, name=name), clip_len
+  clips = interleave([[v[p:p + clip_len] for p in range(0, len(v) - clip_len + 1, clip_len)]
+                      for v in videos])
+  return ArraySource({"video": np.stack(clips)}, name=name), clip_len
 
 
 def make_loss_fn(name: str, color_space: str, noise_std: float, use_lstm: bool):
@@ -153,50 +169,28 @@ def make_loss_fn(name: str, color_space: str, noise_std: float, use_lstm: bool):
     (y, aux), new_state = apply_model(model, variables, inp, rngs=rngs, train=train)
     loss = reconstruction_loss(name, aux["logits"], x)
     y_rgb = jnp.clip(convert_color_inverse(y, color_space), 0.0, 1.0)
-    mse_rgb = jnp.mean((y_rgb - rgb) ** 2)
+    frames = lambda a: a.reshape(-1, *a.shape[-3:])  # [N, H, W, 3]
     metrics = {"loss": loss, "bce": reconstruction_loss("bce", aux["logits"], x),
-               "mse": jnp.mean((y - x) ** 2), "mae": jnp.mean(jnp.abs(y - x)),
-               "mae_rgb": jnp.mean(jnp.abs(y_rgb - rgb)), "psnr_rgb": -10.0 * jnp.log10(mse_rgb)}
+                "mse": jnp.mean((y - x) ** 2), "mae": jnp.mean(jnp.abs(y - x)),
+                "mae_rgb": jnp.mean(jnp.abs(y_rgb - rgb)),
+                "psnr_rgb": jnp.mean(psnr(frames(y_rgb), frames(rgb)))}  # mean per frame
     return loss, metrics, new_state
 
   return loss_fn
 
 
-def config_from_checkpoint(path, config):
-  """Model, data colour space and codec of the run that wrote `path` (its config.json)."""
-  return cli.config_of_run(path, config, ("model", "data.color_space"))
-
-
-def load_params(config, checkpoint):
-  """(model, params): restored from `checkpoint` (a workdir or step folder) or a fresh init."""
-  model = build_model(config)
-  tx = make_optimizer(**config.optim)
-  h, w = config.data.size
-  example = jnp.zeros((1, 2, h, w, 3) if model.use_lstm else (1, h, w, 3), jnp.float32)
-  make = lambda: init_state(model, tx, jax.random.key(config.train.seed), example)
-  state = restore_state(checkpoint, jax.eval_shape(make)) if checkpoint else jax.jit(make)()
-  return model, jax.device_get(state.params)
-
-
-def read_frames(path, max_frames: int = 0) -> tuple[np.ndarray, float]:
-  """Every frame of a video (or the first `max_frames`) as RGB uint8, and its fps."""
-  with VideoReader(path) as r:
-    frames = []
-    for f in r:
-      frames.append(f)
-      if max_frames and len(frames) >= max_frames:
-        break
-    fps = r.fps or 25.0
-  if not frames:
-    raise ValueError(f"{path}: no decodable frames")
-  return np.stack(frames), fps
-
-
 def validation_frames(config) -> tuple[np.ndarray, float]:
+  """The validation video (`eval.video`, else a synthetic one) as RGB uint8 frames, and its fps."""
   if config.eval.video:
     return read_frames(config.eval.video, config.eval.max_frames)
   v = synthetic.shapes_video(config.eval.max_frames, tuple(config.data.size), seed=10_000)["video"]
   return v, 15.0
+
+
+def convert(model, params, config, frames, **kw) -> dict:
+  """`aejax.codec.convert.convert_frames` with the config's colour space, batch and latent codec."""
+  return convert_frames(model, params, frames, color_space=config.data.color_space,
+                        batch_size=config.convert.batch_size, latent=LatentCodec(**config.codec), **kw)
 
 
 # ------------------------------------------------------------------------------------ modes
@@ -214,77 +208,83 @@ def train(config, workdir: Path, args) -> dict:
                        shuffle=data.shuffle, worker_count=data.worker_count,
                        transforms=[Resize(tuple(data.size))] if data.root else [])
   tx = make_optimizer(**config.optim)
-  h, w = data.size
-  example = jnp.zeros((1, clip_len, h, w, 3) if model.use_lstm else (1, h, w, 3), jnp.float32)
   valid, _ = validation_frames(config)
 
   def eval_fn(state, step):
-    res = convert_frames(model, state.params, config, valid, with_ms_ssim=True)["summary"]
-    keys = ("psnr", "ms_ssim", "mae", "ratio", "bpp", "bytes_per_frame")
-    out = {k: res[k] for k in keys}
+    res = convert(model, state.params, config, valid, with_ms_ssim=True)["summary"]
+    out = {k: res[k] for k in ("psnr", "ms_ssim", "mae", "ratio", "bpp", "bytes_per_frame")}
     out["mae_per_ratio"] = res["mae"] / res["ratio"]
     return out
 
   print(f"train: {len(source)} clips of {clip_len} frames ({source!r}), {clips_per_batch} per batch")
   state = fit(workdir=workdir, config=config, model=model,
               loss_fn=make_loss_fn(config.loss.name, data.color_space, data.noise_std, model.use_lstm),
-              tx=tx, train_iter=loader, init_fn=lambda rng: init_state(model, tx, rng, example),
+              tx=tx, train_iter=loader, init_fn=lambda rng: init_state(model, tx, rng,
+                                                                       example_input(config, clip_len)),
               eval_fn=eval_fn, **config.train)
   return {"step": int(state.step), "workdir": str(workdir)}
 
 
-def convert(config, workdir: Path, args) -> dict:
+def evaluate(config, workdir: Path, args) -> dict:
+  """Quality and rate of a checkpoint (default: the workdir's) on the validation video."""
+  ckpt = args.checkpoint or workdir
+  model, params, config = restore(ckpt, config)
+  frames, fps = validation_frames(config)
+  out = Path(workdir) / "eval"
+  s = convert(model, params, config, frames, fps=fps, out_video=out / "valid_decoded.mp4",
+              with_ms_ssim=True, report_dir=out, name="valid")["summary"]
+  return {**s, "checkpoint": str(ckpt)}
+
+
+def convert_video(config, workdir: Path, args) -> dict:
   """Encode + decode a video file: decoded (or side-by-side) mp4, per-frame CSV and plot."""
   if not args.video:
     raise ValueError("convert needs --video IN")
-  config = config_from_checkpoint(args.checkpoint, config) if args.checkpoint else config
-  model, params = load_params(config, args.checkpoint)
+  model, params, config = restore(args.checkpoint or workdir, config)
   out = Path(args.out or workdir / "convert" / (Path(args.video).stem + ".mp4"))
   frames, fps = read_frames(args.video, config.convert.max_frames)
-  res = convert_frames(model, params, config, frames, fps=fps, out_video=out,
-                       side_by_side=args.side_by_side, with_ms_ssim=config.convert.ms_ssim,
-                       report_dir=out.parent, name=out.stem)
-  return {**res["summary"], "video": str(out), "checkpoint": str(args.checkpoint or "untrained")}
+  res = convert(model, params, config, frames, fps=fps, out_video=out, side_by_side=args.side_by_side,
+                with_ms_ssim=config.convert.ms_ssim, report_dir=out.parent, name=out.stem)
+  return {**res["summary"], "video": str(out), "checkpoint": str(args.checkpoint or workdir)}
 
 
 def rd(config, workdir: Path, args) -> dict:
   """Rate–distortion table and plot: latent codecs vs bit cutting, resizing and JPEG."""
   if not args.video:
     raise ValueError("rd needs --video IN")
-  config = config_from_checkpoint(args.checkpoint, config) if args.checkpoint else config
-  model, params = load_params(config, args.checkpoint)
+  model, params, config = restore(args.checkpoint or workdir, config)
   frames, _ = read_frames(args.video, config.rd.max_frames)
-  return rd_study(model, params, config, frames, workdir / "rd", title=Path(args.video).name)
+  baselines = {k: v for k, v in config.rd.items() if k != "max_frames"}
+  return rd_study(model, params, frames, workdir / "rd", color_space=config.data.color_space,
+                  batch_size=config.convert.batch_size, title=Path(args.video).name, **baselines)
 
 
 def online(config, workdir: Path, args) -> dict:
   """Online learning on a video file or camera, with the frozen model as baseline."""
-  config = config_from_checkpoint(args.checkpoint, config) if args.checkpoint else config
-  model, params = load_params(config, args.checkpoint)
-  return run_online_mode(model, params, config, workdir / "online", video=args.video,
-                         camera=args.camera)
+  model, params, config = restore(args.checkpoint or workdir, config)
+  settings = {k: v for k, v in config.online.items() if k != "max_frames"}
+  cfg = OnlineConfig(**settings, color_space=config.data.color_space)
+  return run_online_mode(model, params, workdir / "online", cfg=cfg, latent=LatentCodec(**config.codec),
+                         video=args.video, camera=None if args.camera is None else int(args.camera),
+                         max_frames=config.online.max_frames)
 
 
 def sweep_score(config, workdir) -> dict:
-  """For `aejax.sweep`: convert the validation video with the run's model; rank by PSNR per bpp."""
-  workdir = Path(workdir)
-  config = config_from_checkpoint(workdir, config)
-  model, params = load_params(config, workdir)
-  frames, fps = validation_frames(config)
-  s = convert_frames(model, params, config, frames, fps=fps, out_video=workdir / "valid_decoded.mp4",
-                     with_ms_ssim=True)["summary"]
-  return {"score": s["psnr"] / s["bpp"], "psnr": s["psnr"], "ms_ssim": s["ms_ssim"], "mae": s["mae"],
-          "bpp": s["bpp"], "ratio": s["ratio"]}
+  """For `aejax.sweep`: the `eval` mode's summary of the run; ranked by PSNR per bpp."""
+  s = evaluate(config, Path(workdir), argparse.Namespace(checkpoint=None))
+  return {"score": s["psnr"] / s["bpp"], **{k: s[k] for k in ("psnr", "ms_ssim", "mae", "bpp", "ratio")}}
 
 
 def main(argv=None):
-  return cli.run(get_config, modes={"train": train, "convert": convert, "rd": rd, "online": online},
+  """The command line (`--help` lists modes, presets and config keys)."""
+  return cli.run(get_config, modes={"train": train, "eval": evaluate, "convert": convert_video, "rd": rd,
+                                    "online": online},
                  presets={"demo": demo, "smoke": smoke, "paper": paper, "v2": v2},
                  default_preset="demo",
-                 flags={"checkpoint": "a workdir or a step folder", "video": "input video",
-                        "out": "output video (convert)",
+                 flags={"checkpoint": "a workdir or a step folder (default: --workdir)",
+                        "video": "input video", "out": "output video (convert)",
                         "side-by-side": ("original | decoded | error heat map", False),
-                        "camera": ("camera index for online (-1: none)", -1)},
+                        "camera": "camera index for online (instead of --video)"},
                  doc=__doc__, argv=argv)
 
 

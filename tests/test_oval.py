@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax import compression as comp
+from aejax.codec import baselines, latent, report
+from aejax.codec.latent import LatentCodec
 from aejax.models.oval import OVAL, V2, ConvLSTM, ConvLSTMCell, latent_shape, split_params
 
 count = lambda tree: sum(int(np.size(a)) for a in jax.tree.leaves(tree))
@@ -119,57 +120,57 @@ def test_lstm_model_carry_continues_a_stream():
 def test_rate_accounting_by_hand():
   z = np.random.default_rng(0).normal(size=(28, 38, 10)).astype(np.float32)
   n = 28 * 38 * 10
-  assert len(comp.LatentCodec("float16").encode(z)) == 2 * n == 21280
-  assert len(comp.LatentCodec("float32").encode(z)) == 4 * n
-  assert len(comp.LatentCodec("int8").encode(z)) == n + 4 * 10  # + lo, scale (fp16) per channel
-  assert len(comp.LatentCodec("int4").encode(z)) == n // 2 + 4 * 10
-  assert len(comp.LatentCodec("int4", step=0.25).encode(z)) == n // 2  # fixed step: no side info
-  assert len(comp.LatentCodec("int8", channels=4).encode(z)) == 28 * 38 * 4 + 4 * 4 + 2 * 6
+  assert len(LatentCodec("float16").encode(z)) == 2 * n == 21280
+  assert len(LatentCodec("float32").encode(z)) == 4 * n
+  assert len(LatentCodec("int8").encode(z)) == n + 4 * 10  # + lo, scale (fp16) per channel
+  assert len(LatentCodec("int4").encode(z)) == n // 2 + 4 * 10
+  assert len(LatentCodec("int4", step=0.25).encode(z)) == n // 2  # fixed step: no side info
+  assert len(LatentCodec("int8", channels=4).encode(z)) == 28 * 38 * 4 + 4 * 4 + 2 * 6
   # The full 360x480 frame, not the original's cropped 351x471 (which gave "23.3x").
-  assert comp.compression_ratio(21280, 360, 480) == pytest.approx(518400 / 21280)
+  assert latent.compression_ratio(21280, 360, 480) == pytest.approx(518400 / 21280)
   assert 3 * 351 * 471 / 21280 == pytest.approx(23.31, abs=0.01)
-  assert comp.bits_per_pixel(21280, 360, 480) == pytest.approx(8 * 21280 / 172800)
+  assert latent.bits_per_pixel(21280, 360, 480) == pytest.approx(8 * 21280 / 172800)
   dec = split_params(_init(OVAL(), (1, 360, 480, 3)))[1]
-  assert comp.tree_bytes(dec) == 13968 and comp.tree_bytes(dec, "float16") == 6984
+  assert latent.tree_bytes(dec) == 13968 and latent.tree_bytes(dec, "float16") == 6984
 
 
 def test_latent_codec_roundtrip_errors():
   rng = np.random.default_rng(1)
   z = rng.normal(size=(3, 5, 7, 6)).astype(np.float32)
-  zh, nb = comp.LatentCodec("float16").roundtrip(z)
+  zh, nb = LatentCodec("float16").roundtrip(z)
   np.testing.assert_array_equal(zh, z.astype(np.float16).astype(np.float32))
   for prec, levels in (("int8", 256), ("int4", 16)):
-    zh, _ = comp.LatentCodec(prec).roundtrip(z)
+    zh, _ = LatentCodec(prec).roundtrip(z)
     step = (z.max((1, 2)) - z.min((1, 2))) / (levels - 1)  # [N, C]
     assert np.all(np.abs(zh - z) <= step[:, None, None] * 0.5 * 1.01 + 2e-3)
-  zh, nb = comp.LatentCodec("int4", step=0.5).roundtrip(np.clip(z, -3.9, 3.4))
+  zh, nb = LatentCodec("int4", step=0.5).roundtrip(np.clip(z, -3.9, 3.4))
   assert np.all(np.abs(zh - np.clip(z, -3.9, 3.4)) <= 0.25 + 1e-6) and set(nb) == {5 * 7 * 6 // 2}
-  zh, _ = comp.LatentCodec("int8", channels=2).roundtrip(z)
+  zh, _ = LatentCodec("int8", channels=2).roundtrip(z)
   np.testing.assert_allclose(zh[..., 2:], np.broadcast_to(
       z[..., 2:].mean((1, 2), keepdims=True).astype(np.float16), zh[..., 2:].shape), atol=1e-6)
-  plain, _ = comp.LatentCodec("int4").roundtrip(z)
-  zipped, nbz = comp.LatentCodec("int4", entropy="zlib").roundtrip(z)
+  plain, _ = LatentCodec("int4").roundtrip(z)
+  zipped, nbz = LatentCodec("int4", entropy="zlib").roundtrip(z)
   np.testing.assert_array_equal(plain, zipped)  # zlib is lossless
   zc = np.zeros((1, 5, 7, 6), np.float32)
-  assert comp.LatentCodec("int8", entropy="zlib").roundtrip(zc)[1][0] < 5 * 7 * 6 / 4
+  assert LatentCodec("int8", entropy="zlib").roundtrip(zc)[1][0] < 5 * 7 * 6 / 4
 
 
 def test_baselines_closed_forms():
   rng = np.random.default_rng(0)
   f = rng.integers(0, 256, (2, 40, 60, 3), dtype=np.uint8)
-  rec, nb = comp.bit_cut(f, 3)
+  rec, nb = baselines.bit_cut(f, 3)
   assert set(nb) == {math.ceil(3 * 40 * 60 * 3 / 8)}
   np.testing.assert_array_equal(rec, (f & 0b11100000) + 16)  # bin centres
-  rec, nb = comp.resize_codec(f, 4)
+  rec, nb = baselines.resize_codec(f, 4)
   assert rec.shape == f.shape and set(nb) == {3 * 10 * 15}
-  rec, nb = comp.resize_codec(f, 3)
+  rec, nb = baselines.resize_codec(f, 3)
   assert set(nb) == {3 * 13 * 20}  # rounded small size, true pixel count
   target = 3000
-  rec, nb, q = comp.jpeg_at_bytes(f[:1], target)
-  sizes = {qq: comp.jpeg_codec(f[:1], qq)[1][0] for qq in range(1, 101)}
+  rec, nb, q = baselines.jpeg_at_bytes(f[:1], target)
+  sizes = {qq: baselines.jpeg_codec(f[:1], qq)[1][0] for qq in range(1, 101)}
   best = min(abs(s - target) for s in sizes.values())
   assert abs(nb[0] - target) == best and sizes[q[0]] == nb[0]
-  rows = comp.baseline_rows(f, bits=(4,), factors=(2,), jpeg_qualities=(50,), jpeg_targets=(target,),
+  rows = baselines.baseline_rows(f, bits=(4,), factors=(2,), jpeg_qualities=(50,), jpeg_targets=(target,),
                             with_ms_ssim=False)
   assert [r["method"] for r in rows] == ["bit_cut", "resize", "jpeg", "jpeg@bytes"]
   assert rows[0]["ratio"] == pytest.approx(2.0) and rows[0]["bpp"] == pytest.approx(12.0)
@@ -181,7 +182,7 @@ def test_host_quality_matches_metrics():
   rng = np.random.default_rng(0)
   a = rng.uniform(size=(2, 40, 52, 3)).astype(np.float32)
   b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1).astype(np.float32)
-  q = comp.quality(a, b)
+  q = report.quality(a, b)
   np.testing.assert_allclose(q["ms_ssim"], metrics.ms_ssim(a, b), atol=2e-5)
   np.testing.assert_allclose(q["psnr"], metrics.psnr(a, b), atol=1e-3)
   np.testing.assert_allclose(q["mae"], np.abs(a - b).mean((1, 2, 3)), atol=1e-6)
@@ -191,13 +192,13 @@ def test_host_quality_matches_metrics():
 
 
 def _online(frames, threshold, tmp_path=None, train_every=5, on_frame=None, lr=5e-3):
-  from aejax.online import OnlineConfig, run_online
+  from aejax.codec.online import OnlineConfig, run_online
 
   m = OVAL()
   p = jax.device_get(m.init(jax.random.key(0), jnp.zeros((1, 36, 48, 3)))["params"])
   cfg = OnlineConfig(buffer_size=4, lr=lr, threshold=threshold, train_every=train_every, ms_ssim=False)
   kw = dict(out_video=tmp_path / "out.mp4", csv_path=tmp_path / "f.csv") if tmp_path else {}
-  return run_online(frames, m, p, cfg, comp.LatentCodec("int8"), fps=15, on_frame=on_frame, **kw), p
+  return run_online(frames, m, p, cfg, LatentCodec("int8"), fps=15, on_frame=on_frame, **kw), p
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +215,7 @@ def test_online_loop_updates_and_accounting(tmp_path, tiny_video):
   s, params = _online(iter(frames), threshold=-1.0, tmp_path=tmp_path)  # every step is sent
   rows = list(csv.DictReader(open(tmp_path / "f.csv")))
   assert len(rows) == s["frames"] == 200 == count_frames(tmp_path / "out.mp4")  # none dropped
-  dec_bytes = comp.tree_bytes(split_params(params)[1])
+  dec_bytes = latent.tree_bytes(split_params(params)[1])
   ups = [int(r["frame"]) for r in rows if int(r["update_bytes"])]
   assert ups == list(s["update_frames"]) and s["updates"] == 200 // 5 - 1  # last one unsent
   for r in rows:
@@ -248,22 +249,20 @@ def test_online_memory_is_flat_over_thousands_of_frames(tiny_video):
 
 
 def test_convert_real_videos(realdata, tmp_path):
-  from aejax.data.video import VideoReader
+  from aejax.data.video import VIDEO_EXTENSIONS, VideoReader, read_frames
   from experiments import oval
-  from experiments._oval_apps import convert_frames
 
   config = oval.smoke()
-  model, params = oval.load_params(config, None)
-  from aejax.data.video import VIDEO_EXTENSIONS
-
+  model = oval.build_model(config)
+  params = jax.jit(model.init)(jax.random.key(0), oval.example_input(config))["params"]
   videos = sorted(p for p in (realdata / "videos").glob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
   assert videos
   for path in videos:
-    frames, fps = oval.read_frames(path, 4)
+    frames, fps = read_frames(path, 4)
     h, w = frames.shape[1:3]
     out = tmp_path / f"{path.stem}.mp4"
-    res = convert_frames(model, params, config, frames, fps=fps, out_video=out, side_by_side=True,
-                         report_dir=tmp_path, name=path.stem)
+    res = oval.convert(model, params, config, frames, fps=fps, out_video=out, side_by_side=True,
+                       report_dir=tmp_path, name=path.stem)
     s = res["summary"]
     with VideoReader(out) as r:
       assert r.size == (h, 3 * w) and r.fps == pytest.approx(fps, rel=1e-3)
@@ -274,6 +273,53 @@ def test_convert_real_videos(realdata, tmp_path):
     assert s["ratio"] == pytest.approx(3 * h * w / s["bytes_per_frame"])
     assert len(list(csv.DictReader(open(tmp_path / f"{path.stem}_frames.csv")))) == len(frames)
     assert 0 < s["ms_ssim"] <= 1 and np.isfinite(s["psnr"])
+
+
+def test_frame_codec_pads_conv_batches_and_runs_lstm_batches_at_their_length():
+  from aejax.codec.convert import FrameCodec
+
+  frames = np.random.default_rng(0).integers(0, 256, (7, 36, 48, 3), dtype=np.uint8)
+  for use_lstm in (False, True):
+    m = OVAL(use_lstm=use_lstm)
+    x = jnp.zeros((1, 2, 36, 48, 3) if use_lstm else (1, 36, 48, 3))
+    params = m.init(jax.random.key(0), x)["params"]
+    whole, parts = FrameCodec(m, params, "rgb", (36, 48), 7), FrameCodec(m, params, "rgb", (36, 48), 4)
+    z = whole.encode(frames)
+    assert z.shape == (7, *latent_shape((36, 48)))
+    zp = np.concatenate([parts.encode(frames[:4]), parts.encode(frames[4:])])  # 4 + 3 (padded)
+    np.testing.assert_allclose(zp, z, atol=1e-5)  # the LSTM carry continues, padding unseen
+  y = whole.decode(z)  # the last (LSTM) codec
+  assert y.shape == frames.shape and y.dtype == np.uint8
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  from experiments import oval
+
+  root = tmp_path_factory.mktemp("oval_smoke")
+  oval.main(["train", "--preset", "smoke", "--workdir", str(root / "run"), "--compilation_cache", ""])
+  return oval, root
+
+
+def test_smoke_train_eval_convert_and_restore_errors(smoke_run, realdata):
+  from aejax.train.checkpoint import CheckpointError
+
+  oval, root = smoke_run
+  run = str(root / "run")
+  ev = oval.main(["eval", "--preset", "smoke", "--workdir", run, "--compilation_cache", ""])
+  assert ev["frames"] == 6 and np.isfinite(ev["psnr"])
+  assert (root / "run" / "eval" / "valid_decoded.mp4").is_file()
+  video = realdata / "videos" / "opencv_tree.avi"
+  out = root / "tree.mp4"
+  res = oval.main(["convert", "--preset", "smoke", "--checkpoint", run, "--video", str(video), "--out",
+                   str(out), "--config.convert.max_frames=3", "--config.model.features=(32,48,64,64,10)",
+                   "--compilation_cache", ""])  # the run's config.json gives the trained model back
+  assert res["frames"] == 3 and out.is_file() and res["size"] == [240, 320]
+  with pytest.raises(CheckpointError, match="does not exist"):
+    oval.main(["convert", "--preset", "smoke", "--checkpoint", str(root / "nothing"), "--video", str(video),
+               "--compilation_cache", ""])
+  with pytest.raises(ValueError, match="needs --video"):
+    oval.main(["rd", "--preset", "smoke", "--checkpoint", run, "--compilation_cache", ""])
 
 
 def test_loss_noise_only_in_training():

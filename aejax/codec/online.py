@@ -27,27 +27,23 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from aejax.compression import (
-  LatentCodec,
-  bits_per_pixel,
-  cast_tree,
-  compression_ratio,
-  ms_ssim_host,
-  pyplot,
-  save_figure,
-  tree_bytes,
-)
+from aejax.codec.convert import frame_codec_fns
+from aejax.codec.latent import LatentCodec, bits_per_pixel, cast_tree, compression_ratio, tree_bytes
+from aejax.codec.report import quality
 from aejax.data.transforms import convert_color, convert_color_inverse
+from aejax.data.video import VideoReader, VideoWriter, camera_frames, iter_frames
 from aejax.models.oval import OVAL, reconstruction_loss, split_params
+from aejax.train.writer import Writer
+from aejax.viz import pyplot, save_figure
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,73 +72,30 @@ class OnlineConfig:
   ms_ssim: bool = True
 
 
-class VideoSink:
-  """Streams RGB uint8 frames into a video file with OpenCV (checked), one frame at a time."""
-
-  def __init__(self, path, fps: float, size: tuple[int, int]):
-    self.path = Path(path)
-    self.path.parent.mkdir(parents=True, exist_ok=True)
-    fourcc = {".avi": "MJPG", ".webm": "VP90"}.get(self.path.suffix.lower(), "mp4v")
-    h, w = size
-    self._w = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), float(fps), (w, h))
-    if not self._w.isOpened():
-      raise ValueError(f"{self.path}: OpenCV VideoWriter did not open (codec {fourcc})")
-
-  def write(self, frame: np.ndarray) -> None:
-    self._w.write(np.ascontiguousarray(frame[..., ::-1]))
-
-  def close(self) -> None:
-    self._w.release()
-
-
-class Codec:
-  """The jitted halves of the model for one frame size: RGB uint8 <-> latent <-> RGB uint8."""
-
-  def __init__(self, model: OVAL, color_space: str, size: tuple[int, int]):
-    if model.use_lstm:
-      raise ValueError("online learning supports the convolutional OVAL model (use_lstm=False)")
-    self.size, self.space = tuple(size), color_space
-
-    def encode(enc_params, frames):  # [N, H, W, 3] uint8 RGB -> latent
-      x = convert_color(frames.astype(jnp.float32) / 255.0, color_space)
-      return model.apply({"params": enc_params}, x, method=OVAL.encode)[0]
-
-    def decode(dec_params, z):  # latent -> [N, H, W, 3] uint8 RGB
-      y, _ = model.apply({"params": dec_params}, z, self.size, method=OVAL.decode)
-      rgb = jnp.clip(convert_color_inverse(y, color_space), 0.0, 1.0)
-      return jnp.round(rgb * 255.0).astype(jnp.uint8)
-
-    self.encode, self.decode = jax.jit(encode), jax.jit(decode)
-
-
-def frame_quality(ref: np.ndarray, rec: np.ndarray, with_ms_ssim: bool) -> dict:
+def _frame_quality(ref: np.ndarray, rec: np.ndarray, with_ms_ssim: bool) -> dict:
   """MAE ([0, 1] scale), PSNR (dB) and optionally MS-SSIM of one RGB uint8 frame."""
-  a, b = ref.astype(np.float32) / 255.0, rec.astype(np.float32) / 255.0
-  mse = float(np.mean(np.square(a - b, dtype=np.float64)))
-  out = {"mae": float(np.mean(np.abs(a - b))), "psnr": 10.0 * np.log10(1.0 / max(mse, 1e-20))}
-  if with_ms_ssim:
-    out["ms_ssim"] = ms_ssim_host(a, b)
-  return out
+  return {k: float(v[0]) for k, v in quality(ref[None], rec[None], with_ms_ssim=with_ms_ssim).items()}
 
 
 class Sender:
   """Holds the live encoder; turns each frame into the payload that crosses the link."""
 
-  def __init__(self, codec: Codec, latent: LatentCodec, enc_params):
-    self.codec, self.latent, self.params, self.pending = codec, latent, enc_params, None
+  def __init__(self, encode: Callable, latent: LatentCodec, enc_params):
+    self.encode, self.latent, self.params, self.pending = encode, latent, enc_params, None
 
   def send(self, frame: np.ndarray) -> bytes:
+    """Installs a pending encoder update, then encodes one RGB uint8 frame into its payload."""
     if self.pending is not None:
       self.params, self.pending = self.pending, None
-    z = np.asarray(self.codec.encode(self.params, frame[None]))[0]
+    z = np.asarray(self.encode(self.params, frame[None], None)[0])[0]
     return self.latent.encode(z)
 
 
 class Receiver:
   """Holds its own decoder; installs updates (charging their bytes) and decodes every frame."""
 
-  def __init__(self, codec: Codec, latent: LatentCodec, dec_params, z_shape, sink=None):
-    self.codec, self.latent, self.params = codec, latent, dec_params
+  def __init__(self, decode: Callable, latent: LatentCodec, dec_params, z_shape, sink=None):
+    self.decode, self.latent, self.params = decode, latent, dec_params
     self.z_shape, self.sink, self.pending = z_shape, sink, None
 
   def receive(self, payload: bytes) -> tuple[np.ndarray, int]:
@@ -151,7 +104,7 @@ class Receiver:
     if self.pending is not None:
       (self.params, update_bytes), self.pending = self.pending, None
     z = self.latent.decode(payload, self.z_shape)
-    frame = np.asarray(self.codec.decode(self.params, z[None]))[0]
+    frame = np.asarray(self.decode(self.params, z[None], None)[0])[0]
     if self.sink is not None:
       self.sink.write(frame)
     return frame, update_bytes
@@ -189,6 +142,7 @@ class Trainer:
     self._step = jax.jit(step)
 
   def observe(self, frame: np.ndarray) -> None:
+    """Pushes one frame into the buffer (the oldest drops out)."""
     self.buffer.append(frame)
 
   def maybe_step(self, tick: int) -> dict | None:
@@ -226,18 +180,20 @@ def run_online(frames: Iterable[np.ndarray], model: OVAL, params, cfg: OnlineCon
     A summary: frames, updates, update bytes, mean bytes/ratio/bpp and mean quality, online and
     frozen, plus the arrays `per_frame_mae`, `per_frame_frozen_mae` and `update_frames`.
   """
+  if model.use_lstm:
+    raise ValueError("online learning supports the convolutional OVAL model (use_lstm=False)")
   it = iter(frames)
   try:
     first = next(it)
   except StopIteration:
     raise ValueError("online: the video has no frames") from None
   size = first.shape[:2]
-  codec = Codec(model, cfg.color_space, size)
+  encode, decode = frame_codec_fns(model, cfg.color_space, size)
   enc0, dec0 = split_params(params)
-  z_shape = tuple(codec.encode(enc0, first[None]).shape[1:])
-  sink = VideoSink(out_video, fps, size) if out_video else None
-  sender, receiver = Sender(codec, latent, enc0), Receiver(codec, latent, dec0, z_shape, sink)
-  frozen_tx, frozen_rx = Sender(codec, latent, enc0), Receiver(codec, latent, dec0, z_shape)
+  z_shape = tuple(encode(enc0, first[None], None)[0].shape[1:])
+  sink = VideoWriter(out_video, fps, size) if out_video else None
+  sender, receiver = Sender(encode, latent, enc0), Receiver(decode, latent, dec0, z_shape, sink)
+  frozen_tx, frozen_rx = Sender(encode, latent, enc0), Receiver(decode, latent, dec0, z_shape)
   trainer = Trainer(model, params, cfg)
   fields = ["frame", "time_s", "bytes", "update_bytes", "ratio", "bpp", "mae", "psnr",
             *(["ms_ssim"] if cfg.ms_ssim else []), "frozen_mae", "frozen_psnr",
@@ -256,8 +212,8 @@ def run_online(frames: Iterable[np.ndarray], model: OVAL, params, cfg: OnlineCon
       payload = sender.send(frame)
       decoded, upd = receiver.receive(payload)
       nbytes = len(payload) + upd
-      q = frame_quality(frame, decoded, cfg.ms_ssim)
-      fq = frame_quality(frame, frozen_rx.receive(frozen_tx.send(frame))[0], cfg.ms_ssim)
+      q = _frame_quality(frame, decoded, cfg.ms_ssim)
+      fq = _frame_quality(frame, frozen_rx.receive(frozen_tx.send(frame))[0], cfg.ms_ssim)
       trainer.observe(frame)
       res = trainer.maybe_step(i)
       if res is not None and res["update"]:  # effective from the next tick at both ends
@@ -281,9 +237,12 @@ def run_online(frames: Iterable[np.ndarray], model: OVAL, params, cfg: OnlineCon
       if on_frame is not None:
         on_frame(i, rec)
       n = i + 1
-  finally:
+  finally:  # what was streamed so far is kept, also when the stream is interrupted
     if sink is not None:
-      sink.close()
+      if sink.frames_written:
+        sink.close()
+      else:
+        sink.abort()
     if fh is not None:
       fh.close()
   update_frames = [f for f in update_frames if f < n]  # one sent after the last frame is never used
@@ -314,3 +273,44 @@ def plot_online(summary: dict, path, title: str = "") -> Path:
   ax.set_title(title or "online vs frozen")
   ax.legend()
   return save_figure(fig, path)
+
+
+def run_online_mode(model: OVAL, params, out_dir, *, cfg: OnlineConfig, latent: LatentCodec,
+                    video=None, camera: int | None = None, max_frames: int | None = None) -> dict:
+  """Online learning on a video file or a camera: decoded video, per-frame CSV, plot, TensorBoard.
+
+  Args:
+    model, params: the OVAL model and its starting parameters.
+    out_dir: where `decoded.mp4`, `frames.csv`, `online.png`, `summary.json` and TensorBoard go.
+    cfg: the online settings; latent: how each frame's latent is sent.
+    video: an input video file (its fps drives the clock; 15 when it reports none), or
+    camera: a camera index (15 fps clock).
+    max_frames: stop after this many frames (None: the whole stream).
+
+  Returns:
+    The JSON-able summary (means, updates, `mae_reduction` against the frozen model, `outputs`).
+  """
+  if video:
+    with VideoReader(video) as r:
+      fps = r.fps or 15.0
+    frames = iter_frames(video, max_frames)
+  elif camera is not None:
+    fps, frames = 15.0, camera_frames(camera, max_frames)
+  else:
+    raise ValueError("online needs --video IN or --camera N")
+  out_dir = Path(out_dir)
+  writer = Writer(out_dir)
+  try:
+    s = run_online(frames, model, params, cfg, latent, fps=fps, out_video=out_dir / "decoded.mp4",
+                   csv_path=out_dir / "frames.csv",
+                   scalars=lambda i, d: writer.scalars(i, {f"online/{k}": v for k, v in d.items()}))
+  finally:
+    writer.close()
+  plot_online(s, out_dir / "online.png", title=f"{Path(video).name if video else 'camera'}: "
+                                              f"{s['updates']} updates")
+  summary = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in s.items()
+             if not isinstance(v, np.ndarray)}
+  summary["mae_reduction"] = 1.0 - summary["mae"] / summary["frozen_mae"]
+  summary["outputs"] = str(out_dir)
+  (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+  return summary

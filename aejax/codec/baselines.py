@@ -1,0 +1,107 @@
+"""The classic codecs a learned one must beat, on uint8 RGB frames [N, H, W, 3].
+
+Each returns (reconstruction uint8 [N, H, W, 3], bytes per frame [N]): keeping the k most
+significant bits of every channel (bin centres restored), down/up-scaling (INTER_AREA down,
+INTER_CUBIC up; the rate is the 8-bit small frame, labelled by its pixel ratio, not the per-side
+factor the original OVAL report used), and per-frame JPEG (OpenCV) at a given quality or at the
+quality whose size is nearest a byte budget (`jpeg_at_bytes`), which is what a user would pick
+instead. `baseline_rows` turns them into rate–distortion rows (`aejax.codec.report`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from aejax.codec.report import summarize
+
+
+def bit_cut(frames: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+  """Keeps the `bits` most significant bits per channel (restored at bin centres).
+
+  Returns (reconstruction uint8 [N, H, W, 3], bytes per frame [N]) with bytes = ceil(3 H W bits / 8).
+  """
+  if not 1 <= bits <= 8:
+    raise ValueError(f"bit_cut: bits must be in 1..8, got {bits}")
+  frames = np.asarray(frames, np.uint8)
+  cut = 8 - bits
+  rec = (frames >> cut) << cut
+  if cut:
+    rec = rec + np.uint8(1 << (cut - 1))
+  n, h, w, _ = frames.shape
+  return rec.astype(np.uint8), np.full(n, math.ceil(3 * h * w * bits / 8), np.int64)
+
+
+def resize_codec(frames: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
+  """Down-scales by `factor` per side (INTER_AREA), sends the 8-bit small frame, up-scales back
+  (INTER_CUBIC). The pixel ratio is about factor²; bytes are exactly 3 h' w'."""
+  frames = np.asarray(frames, np.uint8)
+  n, h, w, _ = frames.shape
+  sh, sw = max(1, int(round(h / factor))), max(1, int(round(w / factor)))
+  rec = np.stack([cv2.resize(cv2.resize(f, (sw, sh), interpolation=cv2.INTER_AREA), (w, h),
+                             interpolation=cv2.INTER_CUBIC) for f in frames])
+  return rec, np.full(n, 3 * sh * sw, np.int64)
+
+
+def _jpeg(frame: np.ndarray, quality: int) -> tuple[np.ndarray, int]:
+  ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(frame[..., ::-1]),
+                         [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+  if not ok:
+    raise ValueError("OpenCV could not encode a JPEG")
+  return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1], int(buf.size)
+
+
+def jpeg_codec(frames: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray]:
+  """Per-frame JPEG (OpenCV, 4:2:0) at `quality` (1..100): (reconstruction, bytes per frame)."""
+  out = [_jpeg(f, quality) for f in np.asarray(frames, np.uint8)]
+  return np.stack([o[0] for o in out]), np.array([o[1] for o in out], np.int64)
+
+
+def jpeg_at_bytes(frames: np.ndarray, target) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Per-frame JPEG at the quality whose size is nearest `target` bytes (a scalar or [N]).
+
+  Returns (reconstruction, bytes per frame, quality per frame).
+  """
+  frames = np.asarray(frames, np.uint8)
+  targets = np.broadcast_to(np.asarray(target, np.float64), (len(frames),))
+  recs, sizes, quals = [], [], []
+  for f, t in zip(frames, targets):
+    lo, hi = 1, 100
+    while lo < hi:  # smallest quality whose size reaches the target (size grows with quality)
+      mid = (lo + hi) // 2
+      if _jpeg(f, mid)[1] >= t:
+        hi = mid
+      else:
+        lo = mid + 1
+    cands = [(abs(_jpeg(f, q)[1] - t), q) for q in {max(1, lo - 1), lo}]
+    q = min(cands)[1]
+    rec, size = _jpeg(f, q)
+    recs.append(rec)
+    sizes.append(size)
+    quals.append(q)
+  return np.stack(recs), np.array(sizes, np.int64), np.array(quals, np.int64)
+
+
+def baseline_rows(frames: np.ndarray, *, bits=(1, 2, 3, 4, 6), factors=(2, 3, 4, 6, 8),
+                  jpeg_qualities=(5, 10, 25, 50, 75, 90), jpeg_targets: Sequence[float] = (),
+                  with_ms_ssim: bool = True) -> list[dict]:
+  """R–D rows for every baseline on uint8 RGB frames (JPEG also at each byte target)."""
+  rows = []
+  for b in bits:
+    rows.append(summarize("bit_cut", f"{b} bits", frames, *bit_cut(frames, b), with_ms_ssim))
+  for f in factors:
+    rec, nb = resize_codec(frames, f)
+    h, w = frames.shape[1:3]
+    pix = h * w / (nb[0] / 3)
+    rows.append(summarize("resize", f"1/{f:g} per side ({pix:.1f}x fewer pixels)", frames, rec, nb,
+                          with_ms_ssim))
+  for q in jpeg_qualities:
+    rows.append(summarize("jpeg", f"q{q}", frames, *jpeg_codec(frames, q), with_ms_ssim))
+  for t in jpeg_targets:
+    rec, nb, qs = jpeg_at_bytes(frames, t)
+    rows.append(summarize("jpeg@bytes", f"~{t:.0f} B (q {qs.min()}-{qs.max()})", frames, rec, nb,
+                          with_ms_ssim))
+  return rows
