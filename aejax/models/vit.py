@@ -19,8 +19,7 @@ padded keys are masked with `key_value_seq_lengths`, which both the XLA and the 
 dropped after the last block. All shapes are static.
 
 `load_torch_state_dict(params, state_dict)` maps timm names (`blocks.3.attn.qkv.weight`, ...)
-onto ours; `load_weights(path)` reads `.pth` (torch, `weights_only=True`), `.safetensors` or
-`.npz`.
+onto ours; `load_pretrained(params, path)` reads a `.pth`, `.safetensors` or `.npz` file into them.
 """
 
 from __future__ import annotations
@@ -35,9 +34,9 @@ from flax import linen as nn
 from flax import traverse_util
 
 from aejax.models.layers import Block, layer_norm, sincos_2d
+from aejax.models.torch_weights import load_state_dict
 
-__all__ = ["VARIANTS", "ViT", "load_pretrained", "load_torch_state_dict", "load_weights",
-           "vit_variant"]
+__all__ = ["VARIANTS", "ViT", "load_pretrained", "load_torch_state_dict", "vit_variant"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -263,28 +262,9 @@ def _resize_pos(table: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
   return np.concatenate([table[:, :1], np.asarray(grid).reshape(1, -1, d)], axis=1)
 
 
-def load_weights(path: str | Path) -> dict[str, np.ndarray]:
-  """Reads a state dict from `.pth`/`.pt` (needs torch), `.safetensors` or `.npz`."""
-  path = Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f"{path}: no such weights file")
-  suffix = path.suffix.lower()
-  if suffix == ".safetensors":
-    from safetensors.numpy import load_file
-    return dict(load_file(str(path)))
-  if suffix == ".npz":
-    with np.load(path) as z:
-      return {k: z[k] for k in z.files}
-  if suffix in (".pth", ".pt", ".bin"):
-    try:
-      import torch
-    except ImportError as e:
-      raise ValueError(f"{path}: reading .pth needs torch; convert it to .safetensors or .npz") \
-          from e
-    return torch.load(str(path), map_location="cpu", weights_only=True)
-  raise ValueError(f"{path}: unknown weights format {suffix!r} (.pth, .safetensors or .npz)")
-
-
 def load_pretrained(params: Mapping, path: str | Path) -> dict:
-  """`load_torch_state_dict(params, load_weights(path))`."""
-  return load_torch_state_dict(params, load_weights(path))
+  """`load_torch_state_dict(params, state_dict)` of a `.pth`, `.safetensors` or `.npz` file.
+
+  The file is read by `aejax.models.torch_weights.load_state_dict` (no torch needed).
+  """
+  return load_torch_state_dict(params, load_state_dict(path))
