@@ -59,7 +59,7 @@ class ConvTranspose4x4(nn.Module):
     cin = x.shape[-1]
     kernel = self.param("kernel", self.kernel_init, (4, 4, cin, self.features), self.param_dtype)
     bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-    taps = jnp.array([[1, 3], [0, 2]])  # kernel rows (columns) used by output parity 0 and 1
+    taps = np.array([[1, 3], [0, 2]])  # kernel rows (columns) used by output parity 0 and 1
     sub = kernel[taps][:, :, taps]  # [py, ty, px, tx, in, out]
     sub = jnp.transpose(sub, (1, 3, 4, 0, 2, 5)).reshape(2, 2, cin, 4 * self.features)
     # Padding by hand: XLA:CPU's kernel gradient of a conv with `padding=((1, 1), (1, 1))` is ~25x
