@@ -65,11 +65,6 @@ def get_config() -> ml_collections.ConfigDict:
   return c
 
 
-def demo() -> ml_collections.ConfigDict:
-  """The default: the faithful model on synthetic videos."""
-  return get_config()
-
-
 def v2() -> ml_collections.ConfigDict:
   """The wider model (same geometry and 10-channel latent: the same rate)."""
   c = get_config()
@@ -188,9 +183,11 @@ def validation_frames(config) -> tuple[np.ndarray, float]:
 
 
 def convert(model, params, config, frames, **kw) -> dict:
-  """`aejax.codec.convert.convert_frames` with the config's colour space, batch and latent codec."""
+  """`aejax.codec.convert.convert_frames` with the config's colour space, latent codec and (unless
+  given) `convert.batch_size`."""
+  kw.setdefault("batch_size", config.convert.batch_size)
   return convert_frames(model, params, frames, color_space=config.data.color_space,
-                        batch_size=config.convert.batch_size, latent=LatentCodec(**config.codec), **kw)
+                        latent=LatentCodec(**config.codec), **kw)
 
 
 # ------------------------------------------------------------------------------------ modes
@@ -211,7 +208,7 @@ def train(config, workdir: Path, args) -> dict:
   valid, _ = validation_frames(config)
 
   def eval_fn(state, step):
-    res = convert(model, state.params, config, valid, with_ms_ssim=True)["summary"]
+    res = convert(model, state.params, config, valid, batch_size=config.eval.batch_size)["summary"]
     out = {k: res[k] for k in ("psnr", "ms_ssim", "mae", "ratio", "bpp", "bytes_per_frame")}
     out["mae_per_ratio"] = res["mae"] / res["ratio"]
     return out
@@ -219,9 +216,8 @@ def train(config, workdir: Path, args) -> dict:
   print(f"train: {len(source)} clips of {clip_len} frames ({source!r}), {clips_per_batch} per batch")
   state = fit(workdir=workdir, config=config, model=model,
               loss_fn=make_loss_fn(config.loss.name, data.color_space, data.noise_std, model.use_lstm),
-              tx=tx, train_iter=loader, init_fn=lambda rng: init_state(model, tx, rng,
-                                                                       example_input(config, clip_len)),
-              eval_fn=eval_fn, **config.train)
+              tx=tx, train_iter=loader, eval_fn=eval_fn, **config.train,
+              init_fn=lambda rng: init_state(model, tx, rng, example_input(config, clip_len)))
   return {"step": int(state.step), "workdir": str(workdir)}
 
 
@@ -231,8 +227,8 @@ def evaluate(config, workdir: Path, args) -> dict:
   model, params, config = restore(ckpt, config)
   frames, fps = validation_frames(config)
   out = Path(workdir) / "eval"
-  s = convert(model, params, config, frames, fps=fps, out_video=out / "valid_decoded.mp4",
-              with_ms_ssim=True, report_dir=out, name="valid")["summary"]
+  s = convert(model, params, config, frames, batch_size=config.eval.batch_size, fps=fps,
+              out_video=out / "valid_decoded.mp4", report_dir=out, name="valid")["summary"]
   return {**s, "checkpoint": str(ckpt)}
 
 
@@ -279,7 +275,7 @@ def main(argv=None):
   """The command line (`--help` lists modes, presets and config keys)."""
   return cli.run(get_config, modes={"train": train, "eval": evaluate, "convert": convert_video, "rd": rd,
                                     "online": online},
-                 presets={"demo": demo, "smoke": smoke, "paper": paper, "v2": v2},
+                 presets={"demo": get_config, "smoke": smoke, "paper": paper, "v2": v2},
                  default_preset="demo",
                  flags={"checkpoint": "a workdir or a step folder (default: --workdir)",
                         "video": "input video", "out": "output video (convert)",
