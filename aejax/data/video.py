@@ -39,8 +39,8 @@ CACHE_NAME = ".aejax_video_index.json"
 # Containers whose frame count is a sample table (exact unless the file is damaged).
 _TABLE_FORMATS = ("mov", "mp4")
 _LEVEL = {False: 0, None: 1, True: 2}  # exact_count -> how much of the file the count reads
-# The scan rewrites its cache at most this often (seconds), and never spends more than a tenth of
-# its time doing so.
+# The scan rewrites its cache at most this often (seconds; 0: after every file), and otherwise
+# never spends more than a tenth of its time doing so.
 CACHE_FLUSH_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
@@ -681,7 +681,8 @@ def scan_videos(root: str | Path, *, extensions: Sequence[str] = VIDEO_EXTENSION
         cache[key] = {"size": st.st_size, "mtime": st.st_mtime, "level": level,
                       "info": dataclasses.asdict(info)}
         dirty = True
-        if cache_path is not None and time.monotonic() - last >= max(CACHE_FLUSH_SECONDS, 10 * cost):
+        wait = max(CACHE_FLUSH_SECONDS, 10 * cost) if CACHE_FLUSH_SECONDS > 0 else 0.0
+        if cache_path is not None and time.monotonic() - last >= wait:
           flush()
       infos.append(info)
   finally:
