@@ -77,8 +77,7 @@ def demo() -> ml_collections.ConfigDict:
   c = get_config()
   c.data.update(image_size=64, batch_size=32, worker_count=0, num_videos=64, video_frames=64,
                 video_size=80, video_speed=0.25)
-  # A 128-wide, 4-deep, 4-head ViT with 8x8 patches: "S/8" only supplies the patch size.
-  c.model.update(encoder="S/8", encoder_width=128, encoder_depth=4, encoder_heads=4,
+  c.model.update(encoder="mini/8",  # a 128-wide, 4-deep, 4-head ViT with 8x8 patches
                  decoder_width=128, decoder_depth=2, decoder_heads=4, dtype="float32")
   c.optim.update(lr=3e-4, warmup_steps=40)
   c.train.update(num_steps=800, log_every=50, checkpoint_every=400, eval_every=400)

@@ -32,7 +32,7 @@ def setups():
   out = {}
   for i, decoder in enumerate(DECODERS):
     model = sc.build_model(_config(decoder))
-    assert (model.img_size, model.encoder, model.encoder_width) == (SIZE, "S/8", 32)
+    assert (model.img_size, model.encoder, model.encoder_width) == (SIZE, "mini/8", 32)
     out[decoder] = (model, sc.random_params(model, seed=i), frames)
   return out
 

@@ -73,8 +73,8 @@ class SiamMAE(nn.Module):
   {"loss", "mask" [B, L] (1 = hidden), "target" [B, L, p*p*3]}.
 
   Attributes:
-    encoder: ViT variant name ("S/16", "S/8", ...); `encoder_width/depth/heads` override it (0:
-      keep the variant's value; the demo uses a narrow, shallow ViT).
+    encoder: ViT variant name ("S/16", "S/8", "mini/8", ...); `encoder_width/depth/heads`
+      override it (None: keep the variant's value).
     img_size: the training resolution; other sizes get interpolated sin-cos positions (`ViT`).
     mask_ratio: the fraction of f2's patches hidden.
     decoder: "cross_self", "cross" or "joint".
@@ -87,9 +87,9 @@ class SiamMAE(nn.Module):
 
   encoder: str = "S/16"
   img_size: int = 224
-  encoder_width: int = 0
-  encoder_depth: int = 0
-  encoder_heads: int = 0
+  encoder_width: int | None = None
+  encoder_depth: int | None = None
+  encoder_heads: int | None = None
   mask_ratio: float = 0.95
   decoder: str = "cross_self"
   decoder_width: int = 512

@@ -47,11 +47,12 @@ VARIANTS = {
     "S/8": dict(patch_size=8, width=384, depth=12, num_heads=6),
     "B/16": dict(patch_size=16, width=768, depth=12, num_heads=12),
     "L/16": dict(patch_size=16, width=1024, depth=24, num_heads=16),
+    "mini/8": dict(patch_size=8, width=128, depth=4, num_heads=4),  # the SiamMAE CPU demo's encoder
 }
 
 
 def vit_variant(name: str) -> dict:
-  """The `ViT` fields of a named variant ("Ti/16", "S/16", "S/8", "B/16", "L/16")."""
+  """The `ViT` fields of a named variant (a key of `VARIANTS`: "S/16", "B/16", "mini/8", ...)."""
   if name not in VARIANTS:
     raise ValueError(f"unknown ViT variant {name!r}; choose from {sorted(VARIANTS)}")
   return dict(VARIANTS[name])
