@@ -92,3 +92,60 @@ def save_figure(fig, path, dpi: int = 110) -> Path:
   fig.savefig(path, dpi=dpi)
   pyplot().close(fig)
   return path
+
+
+def side_by_side(videos, *, gap: int = 1, scale: int = 1) -> np.ndarray:
+  """Equally long videos [T, H, W, C] (uint8, or float in [0, 1]) left to right, white `gap`-pixel
+  columns between them, every pixel repeated `scale` times: uint8 [T, scale * H, scale * W', 3]."""
+  vids = [_rgb(v) for v in videos]
+  white = np.full(vids[0].shape[:2] + (gap, 3), 255, np.uint8)
+  frames = np.concatenate([p for v in vids for p in (white, v)][1:], axis=2)
+  return frames.repeat(scale, 1).repeat(scale, 2)
+
+
+def write_side_by_side(stem, videos, fps: float, *, gap: int = 1, scale: int = 1) -> tuple[Path, Path]:
+  """Writes `stem.gif` and `stem.mp4` of `side_by_side(videos)`, cropped to even sizes (mp4v)."""
+  from aejax.data.video import write_video
+
+  frames = side_by_side(videos, gap=gap, scale=scale)
+  frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]
+  stem = Path(stem)
+  return write_gif(stem.with_suffix(".gif"), frames, fps), write_video(stem.with_suffix(".mp4"), frames, fps)
+
+
+def plot_metrics(metrics_path, out, series: dict[str, str], *, ylabel: str = "",
+                 log: bool = False) -> Path | None:
+  """Curves of logged values against step from a run's `metrics.jsonl`.
+
+  Args:
+    metrics_path: the `metrics.jsonl` file (one JSON object with a `step` per line).
+    out: the PNG to write.
+    series: legend label -> logged key, e.g. `{"train MSE": "mse", "validation MSE": "eval/mse"}`;
+      `eval/` keys are drawn with markers (they are sparse).
+    ylabel: the y axis label.
+    log: a logarithmic y axis.
+
+  Returns:
+    The path written, or None when the file is missing or none of the keys was logged.
+  """
+  import json
+
+  path = Path(metrics_path)
+  if not path.is_file():
+    return None
+  curves: dict[str, dict] = {label: {} for label in series}
+  for line in path.read_text().splitlines():
+    rec = json.loads(line)
+    for label, key in series.items():
+      if key in rec:
+        curves[label][rec.get("step")] = rec[key]
+  if not any(curves.values()):
+    return None
+  fig, ax = pyplot().subplots(figsize=(5, 3.5))
+  for label, points in curves.items():
+    if points:
+      ax.plot(list(points), list(points.values()), "o-" if series[label].startswith("eval/") else "-",
+              label=label)
+  ax.set(xlabel="step", ylabel=ylabel, yscale="log" if log else "linear")
+  ax.legend()
+  return save_figure(fig, out)
