@@ -1,30 +1,28 @@
 """ae_compressed_vision: a 3D conv compression autoencoder with a learned codebook on MovingMNIST.
 
-Gaurav Mitra's ae_compressed_vision (UT Austin 2024; Habibian et al., ICCV 2019 and Mentzer et
-al., CVPR 2018 lineage), with the quantiser fixed (soft-to-hard STE by default; `legacy` mode
-keeps the original's bug), plus the Compressed Vision idea (Wiles et al., ACCV 2022) of running a
-task network directly on the codes.
+Gaurav Mitra's ae_compressed_vision (UT Austin 2024; after Habibian et al., ICCV 2019 and Mentzer
+et al., CVPR 2018) with the quantiser fixed (soft-to-hard STE; `legacy` keeps the original's bug),
+plus the Compressed Vision idea (Wiles et al., ACCV 2022) of a task network on the codes.
 
-  python -m experiments.compressed_vision train --preset demo    # ~10 min on 2 CPU cores
-  python -m experiments.compressed_vision sweep --preset demo    # rate-distortion, ~1 h on CPU
-  python -m experiments.compressed_vision probe --preset demo    # digits-present probe, codes vs pixels
-  python -m experiments.compressed_vision train --preset paper   # the faithful model (GPU)
+  python -m experiments.compressed_vision train --preset demo --workdir W   # ~10 min, 2 CPU cores
+  python -m experiments.compressed_vision eval --checkpoint W               # model from W's config
+  python -m experiments.compressed_vision sweep --preset demo               # rate-distortion, ~1 h
+  python -m experiments.compressed_vision probe --checkpoint W --preset demo  # digits: codes vs pixels
 
-Data: MovingMNIST clips [T, 64, 64, 1] from `mnist_test_seq.npy` (`--config.data.source=PATH`)
-or generated from digits (`data.digits`: '' for the embedded procedural digits, or an MNIST
-.npz), split 80/20 by `data.split_seed`. Loss: MSE on [0, 1] pixels plus the quantiser's loss;
-Adam 1e-3; batch 16. The faithful model (`paper`) has 31,023,971 + K parameters; `demo` and
-`smoke` shrink widths (8/16 and 4/8), the residual stack (1 stage of 1 block), the kernels
-(3 instead of 5) and the clip length (10 and 4 frames) to fit a 2-core CPU (~1.8 s a step), and
-start the output BatchNorm at the pixel std/mean (0.2, 0.05) instead of (1, 0).
-
-Outputs in the workdir: metrics.jsonl, TensorBoard, `artefacts/recon_<step>_<i>.{gif,mp4}`
-(original | reconstruction), `artefacts/loss_curve.png`; the sweep writes `rate_distortion.{md,
-json,png}`; the probe writes `probe.json`.
+Data: MovingMNIST clips [T, 64, 64, 1], generated bouncing digits (`data.digits`: None for the
+embedded procedural digits, or an MNIST .npz) or `mnist_test_seq.npy` (`--config.data.source=PATH`),
+split 80/20 by `data.split_seed`, batched by the Grain loader (checkpointed, resumed exactly).
+Loss: MSE on [0, 1] pixels plus the quantiser's loss; Adam 1e-3, batch 16. `paper` is the faithful
+model (31,023,971 + K parameters; GPU); `demo`/`smoke` shrink the widths (8/16, 4/8), the residual
+stack (1 stage of 1 block), the kernels (3) and the clips (10, 4 frames) and start the output
+BatchNorm at the pixel std/mean (0.2, 0.05). Outputs: metrics.jsonl, TensorBoard,
+`artefacts/recon_<step>_<i>.{gif,mp4}`, `artefacts/loss_curve.png`; the sweep writes
+`rate_distortion.{md,json,png}`, the probe `probe.json`. Results: docs/results/compressed_vision.md.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -34,17 +32,23 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from aejax import cli
+from aejax import cli, metrics, viz
+from aejax.data.digits import moving_digits
+from aejax.data.pipeline import make_loader
+from aejax.data.sources import ArraySource, MovingMNISTSource
+from aejax.evaluate import ClipProbe, map_batches, multi_hot, train_probe
 from aejax.models.quantizers import empirical_entropy_bits
 from aejax.models.vqae3d import VQAE3D
-from aejax.train import apply_model, fit, init_state, make_optimizer, restore_state
-from experiments import compressed_vision_tools as tools
+from aejax.train import apply_model, fit, init_state, make_optimizer
+from aejax.train.checkpoint import restore_for_eval
+
+FRAME = (64, 64, 1)  # MovingMNIST frames [H, W, C]
 
 
 def get_config() -> ml_collections.ConfigDict:
   """The faithful configuration (the `paper` preset)."""
   c = ml_collections.ConfigDict()
-  c.data = dict(source="generated", digits="", num_clips=10000, num_frames=20, num_digits=2,
+  c.data = dict(source="generated", digits=None, num_clips=10000, num_frames=20, num_digits=2,
                 valid_fraction=0.2, split_seed=0, batch_size=16)
   c.model = dict(features=(64, 128), latent_features=32, kernel_size=5, num_stages=5,
                  blocks_per_stage=3, share_residual_stack=False, quantizer="scalar", num_codes=128,
@@ -63,10 +67,12 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 def paper() -> ml_collections.ConfigDict:
+  """The faithful model and data (GPU-sized)."""
   return get_config()
 
 
 def demo() -> ml_collections.ConfigDict:
+  """A narrow, shallow model on 10-frame clips that trains on a 2-core CPU."""
   c = get_config()
   c.data.num_clips, c.data.num_frames = 2000, 10
   c.model.features, c.model.num_stages, c.model.blocks_per_stage = (8, 16), 1, 1
@@ -80,10 +86,11 @@ def demo() -> ml_collections.ConfigDict:
 
 
 def smoke() -> ml_collections.ConfigDict:
+  """Two steps of a tiny model on 4-frame clips (tests)."""
   c = demo()
   c.data.update(num_clips=24, num_frames=4, batch_size=4)
   c.model.update(features=(4, 8), latent_features=8)
-  c.train.update(num_steps=2, log_every=1, eval_every=0, checkpoint_every=2)
+  c.train.update(num_steps=2, log_every=1, eval_every=None, checkpoint_every=2)
   c.eval.update(num_clips=4, batch_size=4, num_animations=1)
   c.sweep.update(codebook_sizes=(2, 4), vq_sizes=(8,), vq_codebooks=(2,), steps_per_round=1,
                  max_rounds=2)
@@ -91,10 +98,33 @@ def smoke() -> ml_collections.ConfigDict:
   return c
 
 
-# ----------------------------------------------------------------------------------- model, loss
+# ------------------------------------------------------------------------------- data, model, loss
+
+
+def load_clips(data) -> dict:
+  """MovingMNIST clips split by `data.split_seed`: {train, valid} -> {video [N,T,64,64,1], labels}.
+
+  `data.source` "generated" draws bouncing digits over `data.digits`; otherwise it is the path of
+  the original `mnist_test_seq.npy`, whose digit labels are unknown (-1).
+  """
+  if data.source == "generated":
+    clips = moving_digits(data.num_clips, data.num_frames, FRAME[0], data.num_digits,
+                          seed=data.split_seed, digits=data.digits)
+  else:
+    src = MovingMNISTSource(data.source)
+    video = np.stack([src[i]["video"][:data.num_frames] for i in range(min(data.num_clips, len(src)))])
+    clips = {"video": video, "labels": np.full((len(video), data.num_digits), -1, np.int32)}
+  n = len(clips["video"])
+  if n < 2:
+    raise ValueError(f"{data.source}: need at least 2 clips, got {n}")
+  perm = np.random.default_rng(data.split_seed).permutation(n)
+  n_valid = max(1, int(round(data.valid_fraction * n)))
+  return {split: {k: v[idx] for k, v in clips.items()}
+          for split, idx in (("train", perm[n_valid:]), ("valid", perm[:n_valid]))}
 
 
 def build_model(config) -> VQAE3D:
+  """The autoencoder of `config.model`."""
   m = dict(config.model)
   m["features"], m["output_init"] = tuple(m["features"]), tuple(m["output_init"])
   return VQAE3D(**m)
@@ -104,86 +134,78 @@ def loss_fn(model, variables, batch, rngs, train):
   """MSE on [0, 1] pixels plus the quantiser's own loss terms (float32)."""
   x = batch["video"].astype(jnp.float32) / 255.0  # [B, T, H, W, 1]
   (recon, aux), new_state = apply_model(model, variables, x, rngs=rngs, train=train)
-  mse = jnp.mean((recon.astype(jnp.float32) - x) ** 2)
+  recon = recon.astype(jnp.float32)
+  mse = jnp.mean((recon - x) ** 2)
   loss = mse + aux["loss"]
-  metrics = {"loss": loss, "mse": mse, "psnr": -10.0 * jnp.log10(jnp.maximum(mse, 1e-10)),
-             "quant_loss": aux["loss"], "perplexity": aux["perplexity"], "usage": aux["usage"]}
-  return loss, metrics, new_state
+  flat = lambda v: v.reshape(1, -1, *v.shape[3:])  # the batch as one image: the PSNR of `mse`
+  psnr = metrics.psnr(flat(recon), flat(x))[0]
+  return loss, {"loss": loss, "mse": mse, "psnr": psnr, "quant_loss": aux["loss"],
+                "perplexity": aux["perplexity"], "usage": aux["usage"]}, new_state
 
 
-def _setup(config):
-  data = tools.load_clips(**config.data)
-  model = build_model(config)
-  tx = make_optimizer(**config.optim)
-  example = jnp.zeros((1,) + data["train"]["video"].shape[1:], jnp.float32)
-  return data, model, tx, lambda rng: init_state(model, tx, rng, example)
+@functools.partial(jax.jit, static_argnums=0)
+def predict(model, variables, video):
+  """uint8 clips -> (reconstruction in [0, 1], code indices, quantised latents `zq`)."""
+  recon, aux = model.apply(variables, video.astype(jnp.float32) / 255.0, train=False)
+  return jnp.clip(recon, 0.0, 1.0), aux["indices"], aux["zq"]
 
 
-def _predict_fn(model):
-  @jax.jit
-  def predict(variables, video):
-    x = video.astype(jnp.float32) / 255.0
-    recon, aux = model.apply(variables, x, train=False)
-    return jnp.clip(recon, 0.0, 1.0), aux["indices"], aux["zq"]
+@functools.partial(jax.jit, static_argnums=0)
+def clip_stats(model, variables, video):
+  """Per clip: MSE and PSNR of the reconstruction, and code counts [groups, K]."""
+  recon, idx, _ = predict(model, variables, video)
+  x, y = (v.reshape(len(video), -1, *v.shape[3:]) for v in (video / 255.0, recon))  # a clip: 1 image
+  groups = model.num_codebooks if model.quantizer == "vq" else 1
+  count = jax.vmap(jax.vmap(lambda i: jnp.bincount(i, length=model.num_codes), in_axes=1))
+  return (jnp.mean((y - x) ** 2, axis=(1, 2, 3)), metrics.psnr(y, x),
+          count(idx.reshape(len(video), -1, groups)))
 
-  return predict
 
-
-def evaluate(model, config, state, valid) -> dict:
+def evaluate(model, config, variables, valid) -> dict:
   """Validation MSE/PSNR and bits per pixel (fixed-length codes and empirical code entropy)."""
-  predict = _predict_fn(model)
   n = min(config.eval.num_clips, len(valid["video"]))
-  bs = config.eval.batch_size
-  groups = config.model.num_codebooks if config.model.quantizer == "vq" else 1
-  counts = np.zeros((groups, config.model.num_codes), np.int64)
-  se, psnrs, codes_per_clip = 0.0, [], 0
-  for i in range(0, n, bs):
-    video = valid["video"][i:i + bs]
-    recon, idx, _ = predict(state.variables, video)
-    err = (np.asarray(recon, np.float64) - video / 255.0) ** 2  # [B, T, H, W, 1]
-    se += err.sum()
-    psnrs += list(-10 * np.log10(np.maximum(err.reshape(len(video), -1).mean(1), 1e-10)))
-    idx = np.asarray(idx).reshape(len(video), -1, groups)
-    codes_per_clip = idx.shape[1] * groups
-    for g in range(groups):
-      counts[g] += np.bincount(idx[:, :, g].ravel(), minlength=config.model.num_codes)
+  mse, psnr, counts = map_batches(lambda v: clip_stats(model, variables, v), valid["video"][:n],
+                                  config.eval.batch_size)
+  codes_per_clip, counts = int(counts[0].sum()), counts.sum(0)
   pixels = int(np.prod(valid["video"].shape[1:]))
-  mse = se / (n * pixels)
+  mse = float(np.mean(mse, dtype=np.float64))
   entropy = float(np.mean([empirical_entropy_bits(c) for c in counts]))
-  probs = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-  return {"mse": float(mse), "psnr": float(np.mean(psnrs)), "psnr_of_mse": float(-10 * np.log10(mse)),
-          "bpp": codes_per_clip * float(np.log2(config.model.num_codes)) / pixels,
-          "bpp_entropy": codes_per_clip * entropy / pixels,
-          "usage": float((counts > 0).mean()),
+  return {"mse": mse, "psnr": float(np.mean(psnr, dtype=np.float64)),
+          "psnr_of_mse": float(10 * np.log10(1 / mse)),
+          "bpp": codes_per_clip * float(np.log2(model.num_codes)) / pixels,
+          "bpp_entropy": codes_per_clip * entropy / pixels, "usage": float((counts > 0).mean()),
           "perplexity": float(np.mean([2 ** empirical_entropy_bits(c) for c in counts])),
           "code_entropy_bits": entropy, "clips": n,
-          "max_code_prob": float(probs.max())}
+          "max_code_prob": float((counts / np.maximum(counts.sum(1, keepdims=True), 1)).max())}
 
 
-def _artefacts(model, config, valid):
-  predict = _predict_fn(model)
-
-  def artefact_fn(state, step, writer):
-    k = config.eval.num_animations
-    if k <= 0:
-      return
-    recon, _, _ = predict(state.variables, valid["video"][:k])
+def _animate(model, config, variables, valid, folder: Path, tag: str) -> None:
+  k = config.eval.num_animations
+  if k > 0:
+    recon = np.asarray(predict(model, variables, valid["video"][:k])[0])
     for i in range(k):
-      path = writer.artefact_path(f"recon_{step:06d}_{i}")
-      tools.write_side_by_side(path, valid["video"][i], np.asarray(recon[i]), config.eval.fps)
-
-  return artefact_fn
+      viz.write_side_by_side(folder / f"recon_{tag}_{i}", [valid["video"][i], recon[i]],
+                             config.eval.fps, scale=2)
 
 
-def _fit(config, workdir, model, tx, init_fn, data, *, num_steps=None, eval_fn=None,
-         artefact_fn=None, seed_offset=0, verbose=True):
-  train_kw = dict(config.train)
-  if num_steps is not None:
-    train_kw["num_steps"] = num_steps
-  it = tools.batches(data["train"], config.data.batch_size, seed=config.train.seed + seed_offset)
-  return fit(workdir=workdir, config=config, model=model, loss_fn=loss_fn, tx=tx, train_iter=it,
-             init_fn=init_fn, eval_fn=eval_fn, artefact_fn=artefact_fn, verbose=verbose,
-             **train_kw)
+def _fit(config, workdir: Path, model, clips, num_steps=None, **fit_kw):
+  tx = make_optimizer(**config.optim)
+  example = jnp.zeros((1,) + clips["train"]["video"].shape[1:], jnp.float32)
+  d = config.data
+  source = ArraySource({"video": clips["train"]["video"]},
+                       name=f"movingmnist-train-{d.source}-{d.digits}-{d.num_digits}-{d.split_seed}")
+  return fit(workdir=workdir, config=config, model=model, loss_fn=loss_fn, tx=tx,
+             train_iter=make_loader(source, batch_size=d.batch_size, seed=config.train.seed),
+             init_fn=lambda rng: init_state(model, tx, rng, example),
+             **dict(config.train, num_steps=num_steps or config.train.num_steps), **fit_kw)
+
+
+def _restore(config, workdir: Path, args):
+  """(model, variables, config, clips) of `--checkpoint` (default the workdir); the run decides."""
+  model, variables, config = restore_for_eval(
+      args.checkpoint or workdir, config, build_model=build_model,
+      example=lambda c: jnp.zeros((1, c.data.num_frames, *FRAME)), keys=("model", "data.num_frames"))
+  return model, variables, config, load_clips(config.data)
 
 
 # ------------------------------------------------------------------------------------------ modes
@@ -191,97 +213,105 @@ def _fit(config, workdir, model, tx, init_fn, data, *, num_steps=None, eval_fn=N
 
 def train(config, workdir: Path, args) -> dict:
   """Train the autoencoder; evaluate, animate and plot the loss curve."""
-  data, model, tx, init_fn = _setup(config)
-  eval_fn = lambda state, step: evaluate(model, config, state, data["valid"])
-  state = _fit(config, workdir, model, tx, init_fn, data, eval_fn=eval_fn,
-               artefact_fn=_artefacts(model, config, data["valid"]))
-  tools.plot_loss_curves(workdir / "metrics.jsonl", workdir / "artefacts" / "loss_curve.png")
-  return evaluate(model, config, state, data["valid"])
-
-
-def _restore(config, workdir: Path, args):
-  data, model, tx, init_fn = _setup(config)
-  source = Path(args.checkpoint) if getattr(args, "checkpoint", None) else workdir
-  abstract = jax.eval_shape(init_fn, jax.random.key(0))
-  return data, model, restore_state(source, abstract)
+  clips, model = load_clips(config.data), build_model(config)
+  valid = clips["valid"]
+  state = _fit(config, workdir, model, clips,
+               eval_fn=lambda state, step: evaluate(model, config, state.variables, valid),
+               artefact_fn=lambda state, step, writer: _animate(
+                   model, config, state.variables, valid, writer.workdir / "artefacts", f"{step:06d}"))
+  viz.plot_metrics(workdir / "metrics.jsonl", workdir / "artefacts" / "loss_curve.png",
+                   {"train MSE": "mse", "validation MSE": "eval/mse"}, ylabel="MSE ([0, 1] pixels)",
+                   log=True)
+  return evaluate(model, config, state.variables, valid)
 
 
 def eval_mode(config, workdir: Path, args) -> dict:
   """Evaluate a checkpoint (`--checkpoint`, default the workdir) and write animations."""
-  data, model, state = _restore(config, workdir, args)
-  from aejax.train import Writer
-
-  writer = Writer(workdir / "eval")
-  _artefacts(model, config, data["valid"])(state, int(state.step), writer)
-  writer.close()
-  return evaluate(model, config, state, data["valid"])
+  model, variables, config, clips = _restore(config, workdir, args)
+  _animate(model, config, variables, clips["valid"], workdir / "eval" / "artefacts", "eval")
+  return evaluate(model, config, variables, clips["valid"])
 
 
 def sweep(config, workdir: Path, args) -> dict:
   """Rate-distortion sweep over scalar codebook sizes and VQ sizes, with early stopping."""
-  data, _, tx, _ = _setup(config)
-  runs = [dict(quantizer="scalar", num_codes=k, num_codebooks=1)
-          for k in config.sweep.codebook_sizes]
-  runs += [dict(quantizer="vq", num_codes=k, num_codebooks=g)
-           for k in config.sweep.vq_sizes for g in config.sweep.vq_codebooks]
+  clips, s = load_clips(config.data), config.sweep
+  runs = [dict(quantizer="scalar", num_codes=k, num_codebooks=1) for k in s.codebook_sizes]
+  runs += [dict(quantizer="vq", num_codes=k, num_codebooks=g) for k in s.vq_sizes for g in s.vq_codebooks]
   rows = []
   for run in runs:
     cfg = ml_collections.ConfigDict(config.to_dict())
     cfg.model.update(run)
     name = (f"scalar_K{run['num_codes']}" if run["quantizer"] == "scalar"
             else f"vq_K{run['num_codes']}_G{run['num_codebooks']}")
-    model = build_model(cfg)
-    example = jnp.zeros((1,) + data["train"]["video"].shape[1:], jnp.float32)
-    init_fn = lambda rng, model=model: init_state(model, tx, rng, example)
-    history, rises, t0 = [], 0, time.perf_counter()
-    for r in range(1, cfg.sweep.max_rounds + 1):
-      state = _fit(cfg, workdir / name, model, tx, init_fn, data, verbose=False,
-                   num_steps=r * cfg.sweep.steps_per_round, seed_offset=r)
-      res = evaluate(model, cfg, state, data["valid"])
+    model, history, rises, t0 = build_model(cfg), [], 0, time.perf_counter()
+    for r in range(1, s.max_rounds + 1):  # each round resumes the run (state and data iterator)
+      state = _fit(cfg, workdir / name, model, clips, num_steps=r * s.steps_per_round, verbose=False)
+      res = evaluate(model, cfg, state.variables, clips["valid"])
       history.append(res["mse"])
       print(f"{name} round {r}: val mse {res['mse']:.5f} psnr {res['psnr']:.2f} "
             f"bpp {res['bpp']:.3f} (entropy {res['bpp_entropy']:.3f})", flush=True)
-      if len(history) > 1:
-        prev = history[-2]
-        rises = rises + 1 if history[-1] > prev else 0
-        if abs(history[-1] - prev) / prev <= cfg.sweep.min_rel_change or rises >= cfg.sweep.patience:
+      if r > 1:
+        rises = rises + 1 if history[-1] > history[-2] else 0
+        if abs(history[-1] - history[-2]) / history[-2] <= s.min_rel_change or rises >= s.patience:
           break
     rows.append(dict(name=name, **run, rounds=len(history), steps=int(state.step),
                      seconds=round(time.perf_counter() - t0, 1), **res))
-  tools.write_rd_table(rows, workdir)
+  write_rd_table(rows, workdir)
   return {"table": str(workdir / "rate_distortion.md"), "runs": len(rows)}
+
+
+def write_rd_table(rows: list[dict], workdir: Path) -> None:
+  """`rate_distortion.{json,md,png}`: bpp (fixed-length and entropy) against PSNR and MSE."""
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "rate_distortion.json").write_text(json.dumps(rows, indent=2))
+  lines = ["| run | K | codebooks | bpp (log2 K) | bpp (entropy) | MSE | PSNR dB | usage | "
+           "perplexity | rounds | steps | s |", "|" + "---|" * 12]
+  lines += [f"| {r['name']} | {r['num_codes']} | {r['num_codebooks']} | {r['bpp']:.3f} | "
+            f"{r['bpp_entropy']:.3f} | {r['mse']:.5f} | {r['psnr']:.2f} | {r['usage']:.2f} | "
+            f"{r['perplexity']:.1f} | {r['rounds']} | {r['steps']} | {r['seconds']:.0f} |" for r in rows]
+  (workdir / "rate_distortion.md").write_text("\n".join(lines) + "\n")
+  fig, axes = viz.pyplot().subplots(1, 2, figsize=(10, 3.8))
+  for kind, marker in (("scalar", "o"), ("vq", "s")):
+    rs = sorted([r for r in rows if r["quantizer"] == kind], key=lambda r: r["bpp"])
+    for key, style in (("bpp", "-"), ("bpp_entropy", "--")) if rs else ():
+      label = f"{kind}, {'log2 K' if key == 'bpp' else 'entropy'}"
+      for ax, y in zip(axes, ("psnr", "mse")):
+        ax.plot([r[key] for r in rs], [r[y] for r in rs], marker + style, label=label)
+  axes[0].set(xlabel="bits per pixel", ylabel="PSNR (dB)", title="rate-distortion")
+  axes[1].set(xlabel="bits per pixel", ylabel="MSE ([0, 1] pixels)", yscale="log")
+  axes[0].legend(fontsize=8)
+  viz.save_figure(fig, workdir / "rate_distortion.png")
 
 
 def probe(config, workdir: Path, args) -> dict:
   """Which digits appear: a small classifier on the codes against the same on the pixels."""
-  data, model, state = _restore(config, workdir, args)
-  if (data["train"]["labels"] < 0).any():
+  model, variables, config, clips = _restore(config, workdir, args)
+  if (clips["train"]["labels"] < 0).any():
     raise ValueError(f"{config.data.source}: the probe needs digit labels (use generated clips)")
-  predict = _predict_fn(model)
-
-  def codes(video):
-    out, t0 = [], time.perf_counter()
-    for i in range(0, len(video), config.eval.batch_size):
-      out.append(np.asarray(predict(state.variables, video[i:i + config.eval.batch_size])[2]))
-    return np.concatenate(out), (time.perf_counter() - t0) / max(len(video), 1)
-
   p = config.probe
-  tr = {k: v[:p.num_train] for k, v in data["train"].items()}
-  te = {k: v[:p.num_test] for k, v in data["valid"].items()}
-  ctr, enc_time = codes(tr["video"])
-  cte, _ = codes(te["video"])
-  result = {"encode_seconds_per_clip": enc_time}
-  for kind, xtr, xte in (("codes", ctr, cte), ("pixels", tr["video"], te["video"])):
-    result[kind] = tools.train_probe(kind, xtr, tools.multi_hot(tr["labels"]), xte,
-                                     tools.multi_hot(te["labels"]), seed=config.train.seed, **p)
+  tr = {k: v[:p.num_train] for k, v in clips["train"].items()}
+  te = {k: v[:p.num_test] for k, v in clips["valid"].items()}
+  codes = lambda video: map_batches(lambda v: predict(model, variables, v)[2], video,
+                                    config.eval.batch_size)
+  t0 = time.perf_counter()
+  ctr = codes(tr["video"])
+  result = {"encode_seconds_per_clip": (time.perf_counter() - t0) / len(tr["video"])}
+  pixels = lambda v: jnp.asarray(v, jnp.float32) / 255.0
+  for kind, xtr, xte in (("codes", ctr, codes(te["video"])), ("pixels", tr["video"], te["video"])):
+    res = train_probe(ClipProbe(width=p.width, downsample=3 if kind == "pixels" else 0), xtr,
+                      multi_hot(tr["labels"], 10), xte, multi_hot(te["labels"], 10), steps=p.steps,
+                      batch_size=p.batch_size, lr=p.lr, seed=config.train.seed,
+                      prepare=pixels if kind == "pixels" else None)
+    res["seconds_per_clip"] = res.pop("seconds_per_example")
+    result[kind] = res
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "probe.json").write_text(json.dumps(result, indent=2))
   return result
 
 
 def main(argv=None):
-  return cli.run(get_config, modes={"train": train, "eval": eval_mode, "sweep": sweep,
-                                    "probe": probe},
+  """The command line: `train`, `eval`, `sweep`, `probe` (see the module docstring)."""
+  return cli.run(get_config, modes={"train": train, "eval": eval_mode, "sweep": sweep, "probe": probe},
                  presets={"demo": demo, "smoke": smoke, "paper": paper}, default_preset="demo",
                  flags={"checkpoint": "a workdir or a step folder (eval, probe)"}, doc=__doc__,
                  argv=argv)
