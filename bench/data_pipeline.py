@@ -1,32 +1,30 @@
-"""Input-pipeline throughput: decoding + transforming real video into 224×224 frame pairs.
+"""Input-pipeline CPU cost: Kinetics-like H.264 clips → 224² frame pairs, and the folder scan.
 
-    python bench/data_pipeline.py [--pairs 192] [--video-dir ../shared/realdata/videos]
+    python -m bench.clips --out /tmp/kl --clips 16 --synthetic 300   # the clips (once)
+    python -m bench.data_pipeline --clips /tmp/kl [--clips /tmp/kl_g30] [--synthetic /tmp/kl/synthetic]
 
-Compares, in one run on the same videos and the same work per pair (SiamMAE sampling: a gap of
-4–48 frames at 30 fps scaled to the video's fps, decode both frames, one random resized crop
-(scale 0.5–1) to 224×224 and one flip shared by the pair):
+Work per output pair, as SiamMAE's loader does it: a gap of 4–48 frames at 30 fps, repeated
+sampling 2 (two pairs from one opened video), one random resized crop (scale 0.5–1) to 224×224
+and one flip per pair. Rows, for each `--clips` folder:
 
-- a plain sequential OpenCV loop (open, grab up to f1, read, grab up to f2, read, crop, resize);
-- `make_loader(VideoPairSource(...))` in-process (1 read thread, and 8), and with 1 and 2
-  worker processes (`mp_prefetch`);
-- the same pairs read from a prepared array_record set (`python -m aejax.data.prepare videos`,
-  JPEG frames decoded on demand), in-process and with 2 workers.
+- raw H.264, OpenCV grabbing forward from frame 0 (the reader before issue 14), in-process;
+- raw H.264, the seeking PyAV `VideoReader` (`VideoFiles`), in-process, and through
+  `make_loader` with 2 worker processes;
+- the same clips prepared (`prepare_videos`, JPEG at its default quality), in-process, and
+  through `make_loader` with 2 worker processes.
 
-frames/s counts decoded-and-transformed frames (2 per pair), measured after the first batch (so
-worker start-up is excluded and reported apart), then one untimed window that drains the
-read-ahead buffers, then the best of two timed windows (the
-machine is shared, so the better window is the less disturbed one). CPU ms / frame sums the CPU
-time of this process and its worker processes over the window: the work per frame, independent
-of how many other jobs share the cores. Prints a markdown table and replaces the
-"Data pipeline" section of `bench/RESULTS.md` (`--no-write` to skip).
+In-process rows call `source.random_getitem` and the two transforms in a plain loop (CPU time of
+this process); loader rows take the CPU time of this process and its workers over a timed window
+after a first untimed one (start-up and read-ahead excluded). CPU-ms per pair is the work done
+whatever else shares the cores; pairs/s (wall) depends on the machine's load, printed with it.
+The scan rows time `scan_videos(..., cache_path=False)` per file, metadata only and exact.
+Appends a dated section to `bench/RESULTS.md` (`--no-write` to skip).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
-import re
 import sys
 import tempfile
 import time
@@ -63,52 +61,67 @@ def cpu_seconds() -> float:
   return total
 
 
-def sequential_opencv(infos, num_pairs: int, seed: int) -> float:
-  """The baseline: one plain loop, no Grain; returns (wall, CPU) seconds for `num_pairs` pairs."""
-  from aejax.data.transforms import sample_crop
-  rng = np.random.default_rng(seed)
-  t0, c0 = time.perf_counter(), cpu_seconds()
-  for k in range(num_pairs):
-    info = infos[k % len(infos)]
-    s = info.fps / 30.0 if info.fps > 0 else 1.0
-    gmin = max(1, round(4 * s))
-    gmax = min(max(gmin, round(48 * s)), info.num_frames - 1)
-    gap = int(rng.integers(gmin, gmax + 1))
-    f1 = int(rng.integers(0, info.num_frames - gap))
-    cap = cv2.VideoCapture(info.path)
-    frames = []
-    pos = 0
-    for want in (f1, f1 + gap):
-      while pos < want:
+class OpenCVFromStart:
+  """The reader before issue 14, as a video collection: OpenCV, grabbing from frame 0 each read."""
+
+  def __init__(self, infos):
+    self.infos, self.root = list(infos), ""
+
+  def __len__(self) -> int:
+    return len(self.infos)
+
+  def info(self, i: int):
+    return self.infos[i]
+
+  def read(self, i: int, indices) -> np.ndarray:
+    cap = cv2.VideoCapture(self.infos[i].path)
+    pos, got = 0, {}
+    for idx in sorted(set(int(j) for j in indices)):
+      while pos < idx:
         cap.grab()
         pos += 1
-      ok, fr = cap.read()
+      ok, f = cap.read()
       pos += 1
-      frames.append(cv2.cvtColor(fr, cv2.COLOR_BGR2RGB))
+      if not ok:
+        raise ValueError(f"{self.infos[i].path}: cannot decode frame {idx}")
+      got[idx] = cv2.cvtColor(f, cv2.COLOR_BGR2RGB)
     cap.release()
-    h, w = frames[0].shape[:2]
-    y0, x0, ch, cw = sample_crop(rng, h, w, (0.5, 1.0), (3 / 4, 4 / 3))
-    flip = rng.uniform() < 0.5
-    out = [cv2.resize(f[y0:y0 + ch, x0:x0 + cw], (SIZE, SIZE), interpolation=cv2.INTER_AREA)
-           for f in frames]
-    if flip:
-      out = [o[:, ::-1] for o in out]
-    np.stack(out)
-  return time.perf_counter() - t0, cpu_seconds() - c0
+    return np.stack([got[int(j)] for j in indices])
+
+
+def _transforms():
+  from aejax.data.transforms import RandomFlip, RandomResizedCrop
+
+  return [RandomResizedCrop(SIZE, scale=(0.5, 1.0)), RandomFlip()]
+
+
+def source_run(source, num_pairs: int, seed: int = 0) -> tuple[float, float]:
+  """(CPU s, wall s) per output pair: `random_getitem` + crop + flip in a plain loop."""
+  crop, flip = _transforms()
+  rng = np.random.default_rng(seed)
+  e = flip.random_map(crop.random_map(source.random_getitem(0, rng), rng), rng)  # warm-up
+  assert e["frames"].shape[-3:] == (SIZE, SIZE, 3)
+  t0, c0 = time.perf_counter(), time.process_time()
+  pairs, k = 0, 1
+  while pairs < num_pairs:
+    flip.random_map(crop.random_map(source.random_getitem(k, rng), rng), rng)
+    pairs += source.repeats
+    k += 1
+  return (time.process_time() - c0) / pairs, (time.perf_counter() - t0) / pairs
 
 
 def grain_run(source, num_pairs: int, batch: int, workers: int, threads: int, seed: int,
               windows: int = 2):
-  """(start-up s, best wall s per pair, best CPU s per pair) over `windows` timed windows."""
+  """(start-up s, best wall s per pair, best CPU s per pair) through `make_loader`."""
   from aejax.data.pipeline import make_loader
-  from aejax.data.transforms import RandomFlip, RandomResizedCrop
+
+  repeats = getattr(source, "repeats", 1)
   t0 = time.perf_counter()
   it = make_loader(source, batch_size=batch, seed=seed, worker_count=workers, num_threads=threads,
-                   transforms=[RandomResizedCrop(SIZE, scale=(0.5, 1.0)),
-                                                   RandomFlip()])
+                   transforms=_transforms())
   try:
     first = next(it)
-    assert first["frames"].shape == (batch, 2, SIZE, SIZE, 3)
+    assert first["frames"].shape[-3:] == (SIZE, SIZE, 3) and len(first["frames"]) == batch
     start = time.perf_counter() - t0
     best, best_cpu = float("inf"), float("inf")
     for w in range(windows + 1):  # window 0 drains the read-ahead buffers: not timed
@@ -116,7 +129,7 @@ def grain_run(source, num_pairs: int, batch: int, workers: int, threads: int, se
       n = 0
       while n < num_pairs:
         next(it)
-        n += batch
+        n += batch * repeats
       if w:
         best = min(best, (time.perf_counter() - t1) / n)
         best_cpu = min(best_cpu, (cpu_seconds() - c1) / n)
@@ -126,107 +139,89 @@ def grain_run(source, num_pairs: int, batch: int, workers: int, threads: int, se
   return start, best, best_cpu
 
 
+def scan_run(folder: Path, exact_count) -> tuple[float, int]:
+  """(CPU ms per file, files) of one uncached `scan_videos`."""
+  from aejax.data.video import scan_videos
+
+  c0 = time.process_time()
+  n = len(scan_videos(folder, cache_path=False, exact_count=exact_count))
+  return 1e3 * (time.process_time() - c0) / n, n
+
+
 def _versions() -> str:
   from importlib.metadata import version
 
-  import grain  # noqa: F401
-  import jax
-  return (f"Python {platform.python_version()}, jax {jax.__version__}, grain {version('grain')}, "
-          f"opencv {cv2.__version__}, tensorflow-datasets {version('tensorflow-datasets')}")
-
-
-def _cpu() -> str:
-  name = platform.processor() or "cpu"
-  try:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        name = line.split(":", 1)[1].strip()
-        break
-  except OSError:
-    pass
-  return f"{name}, {os.cpu_count()} cores visible, 1-min load average {os.getloadavg()[0]:.1f}"
-
-
-def update_results(path: Path, section: str) -> None:
-  text = path.read_text() if path.is_file() else "# Benchmark results\n"
-  pat = re.compile(r"^## Data pipeline\n.*?(?=^## |\Z)", re.S | re.M)
-  if pat.search(text):
-    text = pat.sub(lambda _: section.rstrip("\n") + "\n\n", text)
-  else:
-    text = text.rstrip("\n") + "\n\n" + section
-  path.write_text(text.rstrip("\n") + "\n")
+  return (f"Python {sys.version.split()[0]}, grain {version('grain')}, av {version('av')}, "
+          f"opencv {cv2.__version__}")
 
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--video-dir", type=Path, default=_default_videos())
-  p.add_argument("--pairs", type=int, default=128, help="pairs per timed window")
-  p.add_argument("--batch", type=int, default=8)
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--clips", type=Path, action="append", required=True,
+                 help="a Kinetics-like clip folder (repeatable)")
+  p.add_argument("--synthetic", type=Path, default=None, help="a folder of many tiny clips (scan)")
+  p.add_argument("--pairs", type=int, default=96, help="output pairs per timed run")
+  p.add_argument("--batch", type=int, default=4, help="loader batch (elements of 2 pairs)")
   p.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
   p.add_argument("--no-write", action="store_true")
   a = p.parse_args(argv)
   from absl import flags
+
   flags.FLAGS.mark_as_parsed()
-  from aejax.data.prepare import PreparedVideos, prepare
-  from aejax.data.sources import VideoPairSource
+  cv2.setNumThreads(1)
+  from aejax.data.prepare import QUALITY, PreparedVideos, prepare_videos
+  from aejax.data.sources import VideoFiles, VideoPairSource
   from aejax.data.video import scan_videos
 
-  if not a.video_dir.is_dir():
-    print(f"error: {a.video_dir}: video folder not found (set AEJAX_REALDATA)", file=sys.stderr)
-    return 1
-  infos = scan_videos(a.video_dir, cache_path=False)
-  src = VideoPairSource(infos, gap=(4, 48))
-  rows = []
-  runs = [sequential_opencv(infos, a.pairs, a.seed + w) for w in range(2)]
-  base = 2 * a.pairs / min(r[0] for r in runs)
-  rows.append(("sequential OpenCV loop", "-", "-", 0.0, base,
-               min(r[1] for r in runs) / (2 * a.pairs)))
-  configs = [("Grain, in-process", 0, 1), ("Grain, in-process", 0, 8),
-             ("Grain, worker processes", 1, 1), ("Grain, worker processes", 2, 1),
-             ("Grain, worker processes", 2, 2)]
-  for name, workers, threads in configs:
-    start, per_pair, cpu = grain_run(src, a.pairs, a.batch, workers, threads, a.seed)
-    rows.append((name, workers, threads, start, 2 / per_pair, cpu / 2))
-  with tempfile.TemporaryDirectory() as tmp:
-    t0 = time.perf_counter()
-    prepare("videos", a.video_dir, tmp, cache_path=False, report=Path(tmp) / "report.json")
-    prep_s = time.perf_counter() - t0
-    prepared = VideoPairSource(PreparedVideos(tmp), gap=(4, 48))
-    for workers, threads in ((0, 1), (2, 1)):
-      start, per_pair, cpu = grain_run(prepared, a.pairs, a.batch, workers, threads, a.seed)
-      rows.append(("prepared array_record (JPEG q95)", workers, threads, start, 2 / per_pair,
-                   cpu / 2))
-  names = ", ".join(f"`{Path(i.path).name}` ({i.width}×{i.height}, {i.num_frames} frames, "
-                    f"{i.fps:.0f} fps)" for i in infos)
-  lines = [
-      "## Data pipeline", "",
-      f"`python bench/data_pipeline.py --pairs {a.pairs} --batch {a.batch}` — frame pairs "
-      f"(gap 4–48 at 30 fps, scaled per video) from {names}, each decoded with OpenCV, cropped "
-      f"(random resized crop, scale 0.5–1) and resized to {SIZE}×{SIZE}, flipped; frames/s counts "
-      "output frames (2 per pair), best of two timed windows of that many pairs after a first "
-      "untimed window (start-up and read-ahead excluded); CPU ms / frame is the CPU time of "
-      "this process and its workers per output frame "
-      "(the work done, whatever else shares the cores). Preparing the array_record set "
-      f"took {prep_s:.1f} s.", "",
-      "| pipeline | workers | threads | start-up (s) | frames/s | vs sequential | CPU ms / frame |",
-      "|---|---|---|---|---|---|---|"]
-  for name, w, th, start, fps, cpu in rows:
-    lines.append(f"| {name} | {w} | {th} | {start:.2f} | {fps:.0f} | {fps / base:.2f}× | "
-                 f"{1000 * cpu:.2f} |")
-  seq_cpu = rows[0][5]
-  w2 = next(r for r in rows if r[1] == 2 and r[2] == 1 and r[0].startswith("Grain"))
-  lines += ["", f"With the cores shared, wall-clock speed-ups mostly measure the scheduler. The "
-            f"CPU column bounds an idle {os.cpu_count()}-core machine: 2 worker processes at "
-            f"{1000 * w2[5]:.2f} CPU ms/frame can reach ≈{2 / w2[5]:.0f} frames/s, "
-            f"{(2 / w2[5]) / (1 / seq_cpu):.2f}× the sequential loop's ≈{1 / seq_cpu:.0f} "
-            "(an estimate, not a measurement)."]
-  lines += ["", f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on CPU "
-            f"({_cpu()}; shared machine: figures are noisy). {_versions()}.", ""]
-  section = "\n".join(lines)
-  print(section)
+  load0 = os.getloadavg()[0]
+  pair_rows, scan_rows = [], []
+  for folder in a.clips:
+    infos = [i for i in scan_videos(folder, cache_path=False) if "synthetic" not in i.path]
+    name = f"`{folder}` ({len(infos)} clips)"
+
+    def pairs(videos):
+      return VideoPairSource(videos, gap=(4, 48), repeats=2, seed=0)
+
+    for label, videos in (("raw H.264, OpenCV from frame 0", OpenCVFromStart(infos)),
+                          ("raw H.264, seeking reader", VideoFiles(infos))):
+      cpu, wall = source_run(pairs(videos), a.pairs)
+      pair_rows.append((name, label, "in-process", cpu, 1 / wall))
+    _, wall, cpu = grain_run(pairs(VideoFiles(infos)), a.pairs, a.batch, 2, 1, 0)
+    pair_rows.append((name, "raw H.264, seeking reader", "make_loader, 2 workers", cpu, 1 / wall))
+    with tempfile.TemporaryDirectory() as tmp:
+      sub = Path(tmp) / "src"
+      sub.mkdir()
+      for i in infos:  # the clips only (not a synthetic sub-folder)
+        (sub / Path(i.path).name).symlink_to(i.path)
+      prepare_videos(sub, tmp, workers=1, progress=None)
+      prepared = pairs(PreparedVideos(tmp))
+      cpu, wall = source_run(prepared, a.pairs)
+      pair_rows.append((name, f"prepared (JPEG q{QUALITY})", "in-process", cpu, 1 / wall))
+      _, wall, cpu = grain_run(prepared, a.pairs, a.batch, 2, 1, 0)
+      pair_rows.append((name, f"prepared (JPEG q{QUALITY})", "make_loader, 2 workers", cpu, 1 / wall))
+    for exact in (None, True):
+      ms, n = scan_run(folder, exact)
+      scan_rows.append((f"`{folder}` ({n} files)", "metadata" if exact is None else "exact", ms))
+  if a.synthetic:
+    ms, n = scan_run(a.synthetic, None)
+    scan_rows.append((f"`{a.synthetic}` ({n} tiny files)", "metadata", ms))
+  lines = ["| clips | frames from | pipeline | CPU-ms / pair | pairs/s (wall) |", "|---|---|---|---|---|"]
+  lines += [f"| {n} | {src} | {pipe} | {1e3 * cpu:.1f} | {ps:.1f} |" for n, src, pipe, cpu, ps in pair_rows]
+  lines += ["", "| folder | scan | CPU-ms / file |", "|---|---|---|"]
+  lines += [f"| {n} | {kind} | {ms:.2f} |" for n, kind, ms in scan_rows]
+  lines += ["", f"1-min load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+            f"({os.cpu_count()} cores shared with other jobs: wall figures are noisy, CPU figures "
+            f"less so). {_versions()}."]
+  text = "\n".join(lines)
+  print(text)
   if not a.no_write:
-    update_results(a.results, section)
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    cmd = "python -m bench.data_pipeline " + " ".join(f"--clips {c}" for c in a.clips) + (
+        f" --synthetic {a.synthetic}" if a.synthetic else "") + f" --pairs {a.pairs}"
+    with open(a.results, "a") as f:
+      f.write(f"\n## Video pairs and scan, seeking reader ({stamp}, 2-core CPU, `{cmd}`)\n\n"
+              f"Pairs: gap 4–48 at 30 fps, repeated sampling 2, 224² random resized crop + flip "
+              f"per pair.\n\n{text}\n")
   return 0
 
 

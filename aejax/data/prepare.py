@@ -68,9 +68,11 @@ def _tfds():
   return tfds
 
 
-def encode_frame(rgb: np.ndarray, fmt: str = "jpeg", quality: int = QUALITY) -> bytes:
-  """RGB (or single-channel) uint8 → encoded JPEG / PNG bytes."""
-  img = rgb[..., ::-1] if rgb.ndim == 3 else rgb
+def encode_frame(rgb: np.ndarray, fmt: str = "jpeg", quality: int = QUALITY, *,
+                 bgr: bool = False) -> bytes:
+  """RGB (BGR with `bgr=True`, or single-channel) uint8 → encoded JPEG / PNG bytes."""
+  img = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 and rgb.shape[-1] == 3 and not bgr \
+      else rgb
   ext, params = (".png", []) if fmt == "png" else (".jpg", [cv2.IMWRITE_JPEG_QUALITY, quality])
   ok, buf = cv2.imencode(ext, np.ascontiguousarray(img), params)
   if not ok:
@@ -115,10 +117,11 @@ def encode_video(path: str | Path, options: dict) -> tuple[list[bytes], dict]:
     if o.get("fps") and abs(r.fps - o["fps"]) > o.get("fps_tolerance", 0.5):
       raise ValueError(f"fps {r.fps:.3g} != {o['fps']:.3g}")
     frames, h, w = [], 0, 0
-    for _, frame in r.stream(max_frames=o.get("max_frames") or 0):
+    for _, frame in r.stream(max_frames=o.get("max_frames") or 0, format="bgr24"):
       frame = _resize_short(frame, o.get("size"))
       h, w = frame.shape[:2]
-      frames.append(encode_frame(frame, o.get("format", "jpeg"), o.get("quality", QUALITY)))
+      frames.append(encode_frame(frame, o.get("format", "jpeg"), o.get("quality", QUALITY),
+                                 bgr=True))
   finally:
     r.close()
   if not frames:

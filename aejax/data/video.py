@@ -331,11 +331,13 @@ class VideoReader:
     """The frame count the container reports (fast; wrong for some AVI/MPEG files, 0 if unknown)."""
     return self._container_frames
 
-  def stream(self, keep=None, max_frames: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+  def stream(self, keep=None, max_frames: int = 0, *,
+             format: str = "rgb24") -> Iterator[tuple[int, np.ndarray]]:
     """`(index, RGB frame)` in file order; frames with `keep(index)` false are not converted.
 
     Stops at the end of the decodable frames (a truncated file ends early, without an error) or
     after `max_frames` frames (0: all). `self.frames_seen` counts the frames walked so far.
+    `format="bgr24"` gives OpenCV's channel order (the same values, without a copy to swap them).
     """
     c, s = _open(self.path)
     self.frames_seen = 0
@@ -345,7 +347,7 @@ class VideoReader:
           break
         self.frames_seen = i + 1
         if fr is not None:
-          yield i, fr.to_ndarray(format="rgb24")
+          yield i, fr.to_ndarray(format=format)
     finally:
       c.close()
 
