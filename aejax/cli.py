@@ -182,7 +182,7 @@ def build_parser(prog: str, modes: dict, presets: dict, default_preset: str | No
 
 def run(get_config: Callable, *, modes: dict[str, Callable], presets: dict[str, Callable] | None = None,
         default_preset: str | None = None, flags: dict | None = None, doc: str | None = None,
-        argv: list[str] | None = None) -> dict | None:
+        argv: list[str] | None = None, real_data_key: str = "data.root") -> dict | None:
   """Parses the command line and runs the chosen mode.
 
   Args:
@@ -193,6 +193,9 @@ def run(get_config: Callable, *, modes: dict[str, Callable], presets: dict[str, 
     flags: extra flags: name -> help string (a string flag) or (help, default).
     doc: the experiment's docstring, shown by `--help`.
     argv: arguments (default `sys.argv[1:]`).
+    real_data_key: the config value that `train --preset paper` must set (the real dataset's
+      location); without it the run stops with a one-line error instead of silently training on
+      the embedded synthetic data.
 
   Returns:
     What the mode returned. On a one-line error (exit code 2 for usage, 1 otherwise) this calls
@@ -213,6 +216,8 @@ def run(get_config: Callable, *, modes: dict[str, Callable], presets: dict[str, 
     config = presets[args.preset]() if presets and getattr(args, "preset", None) else get_config()
     apply_overrides(config, split_overrides(rest))
     preset = getattr(args, "preset", None) or "default"
+    if args.mode == "train" and preset == "paper":
+      _require_real_data(config, real_data_key)
     workdir = Path(args.workdir or Path("workdirs") / prog.split(".")[-1] / preset)
     from absl import flags as absl_flags
 
@@ -232,6 +237,16 @@ def run(get_config: Callable, *, modes: dict[str, Callable], presets: dict[str, 
       raise
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2 if isinstance(e, UsageError) else 1)
+
+
+def _require_real_data(config, key: str) -> None:
+  """Raises a UsageError when `key` (dotted) is unset: the paper recipe needs the real dataset."""
+  value = config
+  for k in key.split("."):
+    value = value.get(k) if hasattr(value, "get") else None
+  if value in (None, ""):
+    raise UsageError(f"--preset paper trains on the real dataset: set --config.{key}=PATH "
+                     "(the demo and smoke presets use the embedded synthetic data)")
 
 
 def _is_user_error(e: BaseException) -> bool:

@@ -314,7 +314,7 @@ def main(argv=None):
   return cli.run(get_config, modes={"train": train, "eval": eval_mode, "sweep": sweep, "probe": probe},
                  presets={"demo": demo, "smoke": smoke, "paper": paper}, default_preset="demo",
                  flags={"checkpoint": "a workdir or a step folder (eval, probe)"}, doc=__doc__,
-                 argv=argv)
+                 argv=argv, real_data_key="data.digits")
 
 
 if __name__ == "__main__":

@@ -107,3 +107,16 @@ def test_help_and_one_line_error_from_a_real_process(tmp_path):
   typo = subprocess.run([sys.executable, str(script), "--config.data.batchsize=3"],
                         capture_output=True, text=True)
   assert typo.returncode == 2 and typo.stderr.strip().startswith("error: unknown config key")
+
+
+@pytest.mark.parametrize("name,key", [("siammae", "data.root"), ("keyframes", "data.root"),
+                                      ("oval", "data.root"), ("vae", "data.root"),
+                                      ("compressed_vision", "data.digits")])
+def test_paper_preset_without_its_dataset_is_a_one_line_error(tmp_path, name, key):
+  """`train --preset paper` never falls back to the synthetic data silently (all five)."""
+  import importlib
+
+  exp = importlib.import_module(f"experiments.{name}")
+  with pytest.raises(cli.UsageError, match=rf"--config\.{key}=PATH"):
+    exp.main(["train", "--preset", "paper", "--workdir", str(tmp_path / "w")])
+  assert not (tmp_path / "w").exists()  # nothing started
