@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 
@@ -82,6 +83,20 @@ def test_sequential_fallback_without_timestamps(clips, monkeypatch):
   np.testing.assert_array_equal(r.read([50, 3, 119, 3]), seq[[50, 3, 119, 3]])
   with pytest.raises(video.FrameCountError, match="cannot decode frame 120"):
     r.read([120])
+
+
+def test_index_disagreeing_with_the_decoder_falls_back(clips, monkeypatch):
+  seq = video.VideoReader(clips["open"]).read_all()
+  build = video._Index.build.__func__
+
+  def shifted(cls, c, s):  # timestamps the decoder never reports
+    ix = build(cls, c, s)
+    return dataclasses.replace(ix, pts=[p + 1 for p in ix.pts])
+
+  monkeypatch.setattr(video._Index, "build", classmethod(shifted))
+  r = video.VideoReader(clips["open"])
+  np.testing.assert_array_equal(r.read([70, 2]), seq[[70, 2]])
+  assert r._index is None  # sequential from then on
 
 
 def test_seek_skips_decoding(clips, monkeypatch):

@@ -215,7 +215,10 @@ class VideoReader:
     av = _av()
     try:
       ix = self._ensure_index()
-      got = self._read_seeking(ix, wanted) if ix is not None else self._read_sequential(wanted)
+      got = self._read_seeking(ix, wanted) if ix is not None else None
+      if got is None:  # not seekable, or the decoder's timestamps disagree with the index
+        self._index = None
+        got = self._read_sequential(wanted)
     except av.FFmpegError as e:
       self._demux = None
       raise ValueError(f"{self.path}: cannot decode frame {wanted[0]} or later "
@@ -246,7 +249,7 @@ class VideoReader:
       yield from it
     self._demux, self._fed = packets(), d
 
-  def _read_seeking(self, ix: _Index, wanted: list[int]) -> dict[int, np.ndarray]:
+  def _read_seeking(self, ix: _Index, wanted: list[int]) -> dict[int, np.ndarray] | None:
     n = len(ix.pts)
     if wanted[-1] >= n:
       raise self._past_end(wanted[-1], n)
@@ -278,9 +281,9 @@ class VideoReader:
           break
         if t in got:
           break
-      if t not in got:
+      if t not in got:  # the stream ended without it: let a sequential decode decide
         self._demux = None
-        raise ValueError(f"{self.path}: cannot decode frame {t} (truncated or corrupt file)")
+        return None
     return got
 
   def _read_sequential(self, wanted: list[int]) -> dict[int, np.ndarray]:
