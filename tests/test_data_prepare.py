@@ -82,6 +82,11 @@ def test_prepare_videos_round_trip(tmp_path):
   pairs = VideoPairSource(pv, gap=(2, 8))
   e = pairs[4]
   np.testing.assert_array_equal(e["frames"], pv.read(pairs.keep[4 % 3], e["frame_index"]))
+  raw_pairs = VideoPairSource(src, gap=(2, 8), cache_path=False)  # the same draws, up to JPEG
+  for k in range(5):
+    a, b = pairs[k], raw_pairs[k]
+    np.testing.assert_array_equal(a["frame_index"], b["frame_index"])
+    assert np.abs(a["frames"].astype(np.float32) - b["frames"]).mean() < 6
 
 
 def test_prepare_videos_resizes_and_reports_progress(tmp_path, capsys):

@@ -214,7 +214,10 @@ class _Progress:
       self.last = now
       rate = self.videos / max(now - self.t0, 1e-9)
       left = self.total - self.done - self.videos
-      eta = time.strftime("%H:%M:%S", time.gmtime(left / rate)) if rate > 0 else "?"
+      eta = "?"
+      if rate > 0:
+        m, sec = divmod(int(left / rate), 60)
+        eta = f"{m // 60}:{m % 60:02d}:{sec:02d}"
       print(f"prepare videos: {self.done + self.videos}/{self.total} ({self.skipped} skipped), "
             f"{rate:.1f} videos/s, ETA {eta}", file=sys.stderr, flush=True)
 
@@ -575,6 +578,10 @@ def main(argv=None) -> int:
   except (FileNotFoundError, ValueError, ImportError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
+  except KeyboardInterrupt:
+    print("interrupted: finished shards are kept; run the same command again to resume",
+          file=sys.stderr)
+    return 130
   print(f"prepared {a.kind} from {a.src} into {path}")
   return 0
 
