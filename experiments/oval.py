@@ -140,10 +140,16 @@ class InterleavedClips:
 
 
 def train_source(data):
-  """The training clips: `video` [clip_len, H, W, 3] uint8 elements, interleaved across videos."""
+  """The training clips: `video` [clip_len, H, W, 3] uint8 elements, interleaved across videos.
+
+  `data.root`: a video folder or a prepared `aejax_videos` set (`aejax.data.roots.videos`).
+  """
+  from aejax.data import roots
+
   clip_len = min(data.clip_len or data.batch_size, data.batch_size)
   if data.root:
-    return InterleavedClips(VideoClipSource(data.root, num_frames=clip_len, hop=clip_len)), clip_len
+    return InterleavedClips(VideoClipSource(roots.videos(data.root), num_frames=clip_len,
+                                            hop=clip_len)), clip_len
   videos = [synthetic.shapes_video(data.synthetic_frames, tuple(data.size), seed=s)["video"]
             for s in range(data.num_synthetic)]
   name = f"oval-synthetic-{data.num_synthetic}x{data.synthetic_frames}-{tuple(data.size)}-{clip_len}"
