@@ -32,7 +32,8 @@ from aejax.data.video import VideoInfo, VideoReader, scan_videos, write_report
 
 __all__ = [
     "IMAGE_EXTENSIONS", "ArraySource", "DavisSource", "ImageFolderSource", "MovingMNISTSource",
-    "VideoClipSource", "VideoFiles", "VideoPairSource", "as_videos", "decode_image", "load_image",
+    "Subset", "VideoClipSource", "VideoFiles", "VideoPairSource", "as_videos", "decode_image",
+    "load_image",
     "read_indexed_png", "split_indices", "to_rgb_uint8",
 ]
 
@@ -62,6 +63,23 @@ class ArraySource:
   def __repr__(self) -> str:
     fields = ", ".join(f"{k}={v.dtype}{list(v.shape)}" for k, v in self.arrays.items())
     return f"ArraySource({self.name!r}, {fields})"
+
+
+class Subset:
+  """Elements `indices` of another source, renumbered: element i is `source[indices[i]]`
+  with `index` = i (a seeded split of a prepared set, as `ImageFolderSource` splits a folder)."""
+
+  def __init__(self, source, indices, name: str = ""):
+    self.source, self.indices, self.name = source, np.asarray(indices, np.int64), name
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    return {**self.source[int(self.indices[int(index)])], "index": np.int32(index)}
+
+  def __repr__(self) -> str:
+    return f"Subset({self.source!r}, {self.name!r}, n={len(self.indices)})"
 
 
 # ---------------------------------------------------------------------------------- videos
