@@ -36,7 +36,7 @@ from aejax import cli
 from aejax import keyframes as kf
 from aejax.data import synthetic
 from aejax.data.pipeline import make_loader
-from aejax.data.sources import ArraySource, ImageFolderSource, split_indices
+from aejax.data.sources import ArraySource, split_indices
 from aejax.data.transforms import Resize
 from aejax.evaluate import evaluate, map_batches
 from aejax.losses import ms_ssim_l1_loss
@@ -136,10 +136,15 @@ def make_loss_fn(**loss_kw):
 
 
 def image_sources(data):
-  """(train, valid, transforms): Caltech-256-style folder, video frames or embedded textures; 80/20."""
+  """(train, valid, transforms): Caltech-256-style folder, video frames or embedded textures; 80/20.
+
+  `data.root`: an image folder or a prepared `aejax_images` set (`aejax.data.roots.images`).
+  """
+  from aejax.data import roots
+
   if data.root:
-    mk = lambda s: ImageFolderSource(data.root, split=s, valid_fraction=data.valid_fraction,
-                                     seed=data.split_seed)
+    mk = lambda s: roots.images(data.root, s, valid_fraction=data.valid_fraction,
+                                seed=data.split_seed)
     return mk("train"), mk("valid"), [Resize(tuple(data.image_size))]
   if data.video_root:
     images = kf.video_frame_images(data.video_root, data.video_frame_step, data.image_size)
