@@ -10,7 +10,7 @@ the cosine similarity of the latent means (AUROC, retrieval, histograms, grids i
 `WORKDIR/similarity/`).
 
   python -m experiments.vae train --workdir /tmp/vae            # demo: 256 textures, 16 epochs
-  python -m experiments.vae train --preset paper --config.data.root DIR   # class sub-folders or flat
+  python -m experiments.vae train --preset paper --config.data.root DIR   # image folder or prepared set
   python -m experiments.vae eval --checkpoint /tmp/vae/best
   python -m experiments.vae similarity --checkpoint /tmp/vae/best --images DIR
 
@@ -30,9 +30,9 @@ import ml_collections
 import numpy as np
 
 from aejax import cli
-from aejax.data import synthetic
+from aejax.data import roots, synthetic
 from aejax.data.pipeline import make_loader
-from aejax.data.sources import ArraySource, ImageFolderSource, split_indices
+from aejax.data.sources import ArraySource, split_indices
 from aejax.data.transforms import RandomResizedCrop, Resize
 from aejax.models.vae import ConvVAE
 from aejax.train import CheckpointIO, apply_model, fit, init_state, make_optimizer, split_rngs
@@ -125,10 +125,11 @@ def make_loss_fn(reconstruction: str = "bce", beta: float = 1.0, reduction: str 
 
 
 def image_sources(data):
-  """(train, valid) sources: the folder `data.root` (seeded split) or embedded textures."""
+  """(train, valid) sources: `data.root` (an image folder, seeded split, or a prepared
+  `aejax_images` set, see `aejax.data.roots.images`) or embedded textures."""
   if data.root:
-    mk = lambda split: ImageFolderSource(data.root, split=split, valid_fraction=data.valid_fraction,
-                                         seed=data.split_seed)
+    mk = lambda split: roots.images(data.root, split, valid_fraction=data.valid_fraction,
+                                    seed=data.split_seed)
     return mk("train"), mk("valid")
   images = synthetic.textured_images(data.num_synthetic, size=data.synthetic_size,
                                      seed=data.split_seed)
