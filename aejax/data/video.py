@@ -170,6 +170,7 @@ class VideoReader:
     self._num_frames = num_frames
     self._index: _Index | None | bool = False  # False: not built yet, None: not seekable
     self._demux, self._fed, self._pos = None, 0, 0
+    self._coming: set[int] = set()  # pts fed in full since the last seek, not yet output
     self.frames_seen = 0
 
   @property
@@ -190,6 +191,7 @@ class VideoReader:
       self._c.close()
     self._c, self._s = _open(self.path)
     self._demux, self._fed, self._pos = None, 0, 0
+    self._coming = set()
 
   def _ensure_index(self) -> _Index | None:
     if self._index is False:
@@ -237,6 +239,7 @@ class VideoReader:
         return
     self._c.seek(ix.seek_ts[key], stream=self._s, backward=True)
     self._s.codec_context.flush_buffers()
+    self._coming = set()
     it = self._c.demux(self._s)
     first = next((p for p in it if p.size), None)
     d = ix.dnum.get(first.pts, -1) if first is not None else -1
@@ -260,7 +263,8 @@ class VideoReader:
       if t in got:
         continue
       key = ix.start[t]
-      if not (self._demux is not None and key <= self._fed <= ix.dec[t]):
+      ahead = self._fed <= ix.dec[t] or ix.pts[t] in self._coming  # fed in full, not out yet
+      if not (self._demux is not None and key <= self._fed and ahead):
         self._seek(ix, key)
         cc = self._s.codec_context
         if self._demux is None:
@@ -269,10 +273,14 @@ class VideoReader:
         flush = not pkt.size
         if not flush:
           self._fed += 1
-          cc.skip_frame = "DEFAULT" if pkt.pts in todo else "NONREF"
+          full = pkt.pts in todo
+          cc.skip_frame = "DEFAULT" if full else "NONREF"
+          if full:
+            self._coming.add(pkt.pts)
         else:
           cc.skip_frame = "DEFAULT"
         for fr in cc.decode(None if flush else pkt):
+          self._coming.discard(fr.pts)
           i = todo.pop(fr.pts, None)
           if i is not None:
             got[i] = fr.to_ndarray(format="rgb24")
@@ -326,7 +334,7 @@ class VideoReader:
 
   def __getstate__(self):  # picklable for Grain workers: the decoder is reopened on demand
     state = self.__dict__.copy()
-    state.update(_c=None, _s=None, _demux=None, _fed=0, _pos=0)
+    state.update(_c=None, _s=None, _demux=None, _fed=0, _pos=0, _coming=set())
     return state
 
   @property
