@@ -154,6 +154,8 @@ def test_prepare_videos_resumes_after_an_injected_failure(video_src, tmp_path, m
   assert _prepared(tmp_path / "resumed") == _prepared(tmp_path / "whole")
   with pytest.raises(ValueError, match="other options"):
     prepare_videos(video_src, tmp_path / "resumed", workers=1, **{**OPTS, "min_frames": 2})
+  with pytest.raises(ValueError, match="prepared from"):
+    prepare_videos(video_src / "run", tmp_path / "resumed", workers=1, **OPTS)
 
 
 def test_prepare_videos_killed_process_resumes(video_src, tmp_path):

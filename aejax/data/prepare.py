@@ -179,6 +179,8 @@ def _plan(src: Path, folder: Path, options: dict) -> dict:
   path = folder / _PLAN
   if path.is_file():
     plan = json.loads(path.read_text())
+    if plan["src"] != str(src.resolve()):
+      raise ValueError(f"{folder}: prepared from {plan['src']}, not {src}; use another --out")
     if plan["options"] != opts:
       raise ValueError(f"{folder}: prepared with other options {plan['options']} (now {opts}); "
                        f"use another --out or delete it")
@@ -189,7 +191,7 @@ def _plan(src: Path, folder: Path, options: dict) -> dict:
   labeled = [(str(f.resolve()), f.parent.name if src.is_dir() and f.parent != src else "")
              for f in files]
   per = max(1, int(opts["videos_per_shard"]))
-  plan = {"src": str(src), "options": opts,
+  plan = {"src": str(src.resolve()), "options": opts,
           "shards": [labeled[i:i + per] for i in range(0, len(labeled), per)]}
   folder.mkdir(parents=True, exist_ok=True)
   _write_json(path, plan)
