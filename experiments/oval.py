@@ -10,6 +10,8 @@ MS-SSIM), Adam 1e-3, batch 16; without `--config.data.root` it trains on synthet
   python -m experiments.oval convert --checkpoint /tmp/oval --video IN --out OUT.mp4 --side-by-side
   python -m experiments.oval rd --checkpoint /tmp/oval --video IN     # codecs vs bit cut/resize/JPEG
   python -m experiments.oval online --checkpoint /tmp/oval --video IN # or --camera 0
+  python -m experiments.oval encode --weights offline8.pt --video IN --out OUT.aejx  # or --checkpoint
+  python -m experiments.oval decode OUT.aejx --out OUT.mp4   # bit-exact; the weights named in the file
   python -m aejax.sweep experiments.oval --grid optim.lr=1e-3,3e-3 data.batch_size=8,16
 
 The apps live in `aejax.codec`. Expected: the smoke preset runs in seconds on CPU, the demo in
@@ -22,6 +24,7 @@ frame; the online loop runs on a logical clock and decodes every frame (§2.11 o
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import jax
@@ -30,16 +33,17 @@ import ml_collections
 import numpy as np
 
 from aejax import cli
-from aejax.codec.convert import convert_frames, rd_study
+from aejax.codec.bitstream import read_header
+from aejax.codec.convert import convert_frames, decode_file, encode_video, rd_study
 from aejax.codec.latent import LatentCodec
 from aejax.codec.online import OnlineConfig, run_online_mode
 from aejax.data import synthetic
 from aejax.data.pipeline import make_loader
 from aejax.data.sources import ArraySource, VideoClipSource
 from aejax.data.transforms import Resize, convert_color, convert_color_inverse
-from aejax.data.video import read_frames
+from aejax.data.video import VideoReader, iter_frames, read_frames
 from aejax.metrics import psnr
-from aejax.models.oval import FAITHFUL, OVAL, V2, reconstruction_loss
+from aejax.models.oval import FAITHFUL, OVAL, V2, load_original_weights, reconstruction_loss
 from aejax.train import apply_model, fit, init_state, make_optimizer
 from aejax.train.checkpoint import restore_for_eval
 
@@ -52,7 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
                 shuffle=False, noise_std=0.0, num_synthetic=6, synthetic_frames=64, worker_count=0)
   c.model = dict(**FAITHFUL, exact_output=True, use_lstm=False, tbptt=0)
   c.loss = dict(name="bce")
-  c.codec = dict(precision="float16", channels=None, step=None, entropy="none")  # `LatentCodec`
+  c.codec = dict(precision="float16", channels=None, step=None, entropy="none", temporal=False)  # LatentCodec
   c.optim = dict(name="adam", lr=1e-3)
   c.train = dict(num_steps=1000, seed=0, log_every=20, eval_every=250, checkpoint_every=250,
                  keep_checkpoints=2, parallel="jit", ema_decay=None)
@@ -112,6 +116,23 @@ def restore(path, config):
   model, variables, config = restore_for_eval(path, config, build_model=build_model,
                                               example=example_input, keys=("model", "data.color_space"))
   return model, variables["params"], config
+
+
+def load(config, workdir, args) -> tuple[OVAL, dict, ml_collections.ConfigDict, dict]:
+  """(model, params, config, source) from `--weights` (the original's released weights, e.g.
+  offline8.pt, into `config.model`, RGB frames; the decoder keeps the full frame size,
+  `exact_output=True`, where the original returned 351x471 for 360x480) or else from
+  `--checkpoint` (default: the workdir)."""
+  weights = getattr(args, "weights", None)
+  if weights:
+    config = config.copy_and_resolve_references()
+    config.data.color_space = "rgb"
+    model = build_model(config)
+    params = load_original_weights(weights, model, channels="rgb")["params"]
+    return model, params, config, {"weights": str(Path(weights).resolve())}
+  ckpt = getattr(args, "checkpoint", None) or workdir
+  model, params, config = restore(ckpt, config)
+  return model, params, config, {"checkpoint": str(Path(ckpt).resolve())}
 
 
 def interleave(groups: list[list]) -> list:
@@ -242,7 +263,7 @@ def convert_video(config, workdir: Path, args) -> dict:
   """Encode + decode a video file: decoded (or side-by-side) mp4, per-frame CSV and plot."""
   if not args.video:
     raise ValueError("convert needs --video IN")
-  model, params, config = restore(args.checkpoint or workdir, config)
+  model, params, config, _ = load(config, workdir, args)
   out = Path(args.out or workdir / "convert" / (Path(args.video).stem + ".mp4"))
   frames, fps = read_frames(args.video, config.convert.max_frames)
   res = convert(model, params, config, frames, fps=fps, out_video=out, side_by_side=args.side_by_side,
@@ -250,11 +271,44 @@ def convert_video(config, workdir: Path, args) -> dict:
   return {**res["summary"], "video": str(out), "checkpoint": str(args.checkpoint or workdir)}
 
 
+def encode(config, workdir: Path, args) -> dict:
+  """Encode a video file into an .aejx file (streamed; the rate is the file's size)."""
+  if not args.video:
+    raise ValueError("encode needs --video IN")
+  model, params, config, source = load(config, workdir, args)
+  out = Path(args.out or workdir / "encode" / (Path(args.video).stem + ".aejx"))
+  if out.suffix != ".aejx":
+    raise ValueError(f"encode writes an .aejx file, got --out {out}")
+  with VideoReader(args.video) as r:
+    fps = r.fps or 25.0
+  return encode_video(model, params, iter_frames(args.video, config.convert.max_frames), out,
+                      color_space=config.data.color_space, batch_size=config.convert.batch_size,
+                      latent=LatentCodec(**config.codec), fps=fps, model_config=config.model.to_dict(),
+                      source=source, with_ms_ssim=config.convert.ms_ssim,
+                      report_dir=out.parent, name=out.stem)
+
+
+def decode(config, workdir: Path, args) -> dict:
+  """Decode an .aejx file (`decode FILE --out OUT.mp4`) with the weights it names (or --weights /
+  --checkpoint); the frames equal the encoder's reconstruction bit for bit."""
+  if not args.input:
+    raise ValueError("decode needs the .aejx file: decode FILE --out OUT.mp4")
+  header, _ = read_header(args.input)
+  config = config.copy_and_resolve_references()
+  config.model.update(header["model"])
+  src = header.get("source", {})
+  if not (args.weights or args.checkpoint):
+    args.weights, args.checkpoint = src.get("weights"), src.get("checkpoint")
+  model, params, config, _ = load(config, workdir, args)
+  out = Path(args.out or Path(args.input).with_suffix(".mp4"))
+  return decode_file(args.input, model, params, out_video=out)
+
+
 def rd(config, workdir: Path, args) -> dict:
   """Rate–distortion table and plot: latent codecs vs bit cutting, resizing and JPEG."""
   if not args.video:
     raise ValueError("rd needs --video IN")
-  model, params, config = restore(args.checkpoint or workdir, config)
+  model, params, config, _ = load(config, workdir, args)
   frames, _ = read_frames(args.video, config.rd.max_frames)
   baselines = {k: v for k, v in config.rd.items() if k != "max_frames"}
   return rd_study(model, params, frames, workdir / "rd", color_space=config.data.color_space,
@@ -263,7 +317,7 @@ def rd(config, workdir: Path, args) -> dict:
 
 def online(config, workdir: Path, args) -> dict:
   """Online learning on a video file or camera, with the frozen model as baseline."""
-  model, params, config = restore(args.checkpoint or workdir, config)
+  model, params, config, _ = load(config, workdir, args)
   settings = {k: v for k, v in config.online.items() if k != "max_frames"}
   cfg = OnlineConfig(**settings, color_space=config.data.color_space)
   return run_online_mode(model, params, workdir / "online", cfg=cfg, latent=LatentCodec(**config.codec),
@@ -279,12 +333,18 @@ def sweep_score(config, workdir) -> dict:
 
 def main(argv=None):
   """The command line (`--help` lists modes, presets and config keys)."""
+  if argv is None and len(sys.argv) > 2 and sys.argv[1] == "decode" and not sys.argv[2].startswith("-"):
+    sys.argv[2:3] = ["--input", sys.argv[2]]  # `decode FILE` (one positional is the mode)
+  elif argv is not None and len(argv) > 1 and argv[0] == "decode" and not argv[1].startswith("-"):
+    argv = [argv[0], "--input", *argv[1:]]
   return cli.run(get_config, modes={"train": train, "eval": evaluate, "convert": convert_video, "rd": rd,
-                                    "online": online},
+                                    "online": online, "encode": encode, "decode": decode},
                  presets={"demo": get_config, "smoke": smoke, "paper": paper, "v2": v2},
                  default_preset="demo",
                  flags={"checkpoint": "a workdir or a step folder (default: --workdir)",
-                        "video": "input video", "out": "output video (convert)",
+                        "video": "input video", "out": "output video (convert) or .aejx file (encode)",
+                        "input": "the .aejx file to decode (also `decode FILE`)",
+                        "weights": "released original weights (e.g. offline8.pt) instead of a checkpoint",
                         "side-by-side": ("original | decoded | error heat map", False),
                         "camera": "camera index for online (instead of --video)"},
                  doc=__doc__, argv=argv)

@@ -8,6 +8,7 @@ a `LatentCodec`, writing the decoded (or side-by-side) video, per-frame CSV, plo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -205,3 +206,152 @@ def rd_study(model: OVAL, params, frames: np.ndarray, out_dir, *, color_space: s
   return {"rows": len(rows), "table": str(out_dir / "rd.md"), "plot": str(out_dir / "rd.png"),
           "picture": f"{out_dir / 'compare_int8_vs_jpeg.png'} (top: original | OVAL int8 {nb[0]} B; "
                      f"bottom: JPEG q{jq[0]} {jb[0]} B | OVAL error)"}
+
+
+def _sha_frames(h, frames: np.ndarray) -> None:
+  for f in frames:
+    h.update(np.ascontiguousarray(f).tobytes())
+
+
+def encode_video(model: OVAL, params, frames: Iterable[np.ndarray], out_path, *, color_space: str,
+                 batch_size: int, latent: LatentCodec, fps: float, model_config: dict,
+                 source: dict | None = None, recon_video=None, with_ms_ssim: bool = False,
+                 report_dir=None, name: str = "encode") -> dict:
+  """Streams frames into an `.aejx` file (`aejax.codec.bitstream`), decoding as the receiver will.
+
+  Frames are encoded in batches of `batch_size` and each payload is written as soon as it exists,
+  so memory stays flat in the video's length. The reconstruction reported (quality, `recon_sha256`
+  over its uint8 frames, `recon_video` if given) is what `decode_file` reproduces bit for bit on
+  the same platform; `bytes` is the file's size and `bpp` = 8 bytes / (frames H W).
+
+  Args:
+    model, params: the OVAL model and its parameters.
+    frames: RGB uint8 frames [H, W, 3] (any iterable, e.g. `aejax.data.video.iter_frames`).
+    out_path: the `.aejx` file.
+    color_space, batch_size, latent, fps: as `convert_frames`.
+    model_config: the model's config dict (stored in the header, rebuilt by the decoder).
+    source: where the weights came from ({"checkpoint": path} or {"weights": path}), a hint.
+    recon_video: also write the reconstruction as a video (None: not written).
+    with_ms_ssim: also measure MS-SSIM; report_dir, name: per-frame CSV and summary JSON.
+
+  Returns:
+    The summary (frames, bytes = file size, header bytes, bpp, ratio, PSNR, ..., recon_sha256).
+  """
+  import hashlib
+
+  from aejax.codec.bitstream import BitstreamWriter, params_sha256
+
+  rows, writer, sink, codec, sender, receiver = [], None, None, None, latent.stream(), latent.stream()
+  sha = hashlib.sha256()
+  t0 = time.perf_counter()
+  try:
+    for batch in _chunks(frames, batch_size):
+      if codec is None:
+        h, w = batch.shape[1:3]
+        codec = FrameCodec(model, params, color_space, (h, w), batch_size)
+        z_shape = latent_shape((h, w), model.features, model.kernels, model.strides)
+        header = {"model": dict(model_config), "decoder_sha256": params_sha256(codec.dec_params),
+                  "source": source or {}, "color_space": color_space, "size": [int(h), int(w)],
+                  "fps": float(fps), "latent_shape": list(z_shape), "codec": dataclasses.asdict(latent),
+                  "batch": int(batch_size)}
+        writer = BitstreamWriter(out_path, header)
+        if recon_video:
+          sink = VideoWriter(recon_video, fps, (h, w), codec="libx264")
+      z = codec.encode(batch)
+      zhat, nbytes = np.empty_like(z), []
+      for j, zj in enumerate(z):
+        payload = sender.encode(zj)
+        nbytes.append(writer.write_frame(payload))
+        zhat[j] = receiver.decode(payload, zj.shape)
+      dec = codec.decode(zhat)
+      _sha_frames(sha, dec)
+      if sink is not None:
+        for f in dec:
+          sink.write(f)
+      q = quality(batch, dec, with_ms_ssim=with_ms_ssim)
+      for j in range(len(batch)):
+        rows.append({"frame": len(rows), "record_bytes": int(nbytes[j]),
+                     **{k: float(v[j]) for k, v in q.items()}})
+  except BaseException:
+    for s in (writer, sink):
+      if s is not None:
+        s.abort()
+    raise
+  if writer is None:
+    raise ValueError("encode: no frames")
+  path = writer.close()
+  if sink is not None:
+    sink.close()
+  size, n = path.stat().st_size, len(rows)
+  mean = lambda k: float(np.mean([r[k] for r in rows]))
+  summary = {"file": str(path), "frames": n, "size": [int(h), int(w)], "latent": latent.name,
+             "bytes": size, "header_bytes": writer.header_bytes, "bytes_per_frame": size / n,
+             "bpp": float(bits_per_pixel(size / n, h, w)),
+             "ratio": float(compression_ratio(size / n, h, w)), "psnr": mean("psnr"), "mae": mean("mae"),
+             **({"ms_ssim": mean("ms_ssim")} if with_ms_ssim else {}),
+             "recon_sha256": sha.hexdigest(), "seconds": time.perf_counter() - t0}
+  if report_dir is not None:
+    report_dir = Path(report_dir)
+    write_csv(rows, report_dir / f"{name}_frames.csv")
+    (report_dir / f"{name}_summary.json").write_text(json.dumps(summary, indent=2))
+  return summary
+
+
+def decode_file(path, model: OVAL, params, *, out_video=None) -> dict:
+  """Decodes an `.aejx` file with `model` / `params` (checked against the header's decoder hash).
+
+  Writes the frames to `out_video` (H.264 MP4 through PyAV; None: not written) and returns
+  {"frames", "size", "fps", "bytes" (file size), "bpp", "recon_sha256", "updates"}; the hash equals
+  the encoder's `recon_sha256` when the decode is bit exact.
+  """
+  import hashlib
+
+  from aejax.codec.bitstream import UPDATE, iter_records, params_sha256, read_header, tree_from_bytes
+
+  header, n_frames = read_header(path)
+  _, dec_params = split_params(params)
+  if params_sha256(dec_params) != header["decoder_sha256"]:
+    raise ValueError(f"{path}: the decoder's weights differ from the encoder's (decoder_sha256 "
+                     f"{header['decoder_sha256'][:12]}..., these {params_sha256(dec_params)[:12]}...)")
+  h, w = header["size"]
+  batch = int(header["batch"])
+  latent = LatentCodec(**header["codec"])
+  codec = FrameCodec(model, params, header["color_space"], (h, w), batch)
+  receiver, z_shape = latent.stream(), tuple(header["latent_shape"])
+  sink = VideoWriter(out_video, header["fps"], (h, w), codec="libx264") if out_video else None
+  sha, buf, n, updates = hashlib.sha256(), [], 0, 0
+
+  def flush():
+    dec = codec.decode(np.stack(buf))
+    _sha_frames(sha, dec)
+    if sink is not None:
+      for f in dec:
+        sink.write(f)
+    buf.clear()
+
+  try:
+    for kind, payload in iter_records(path):
+      if kind == UPDATE:  # effective from the next frame: decode what came before with the old one
+        if buf:
+          flush()
+        codec.dec_params = tree_from_bytes(codec.dec_params, payload, header["update_dtype"])
+        updates += 1
+        continue
+      buf.append(receiver.decode(payload, z_shape))
+      n += 1
+      if len(buf) == batch:
+        flush()
+    if buf:
+      flush()
+  except BaseException:
+    if sink is not None:
+      sink.abort()
+    raise
+  if sink is not None:
+    sink.close()
+  if n != n_frames:
+    raise ValueError(f"{path}: {n} frame records, the header says {n_frames}")
+  size = Path(path).stat().st_size
+  return {"frames": n, "size": [h, w], "fps": header["fps"], "bytes": size,
+          "bpp": float(bits_per_pixel(size / max(n, 1), h, w)), "recon_sha256": sha.hexdigest(),
+          "updates": updates, "video": str(out_video) if out_video else None}

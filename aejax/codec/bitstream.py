@@ -1,0 +1,148 @@
+"""The `.aejx` container: one learned-codec video in one file, written as it streams.
+
+Layout (all integers little-endian):
+
+  offset 0   magic      4 bytes  b"AEJX"
+         4   version    uint16   (1)
+         6   flags      uint16   (0; reserved)
+         8   frames     uint32   frame records in the file (patched when the writer closes)
+        12   header_len uint32
+        16   header     header_len bytes of UTF-8 JSON (keys below)
+  then records, each  kind uint8 | length uint32 | payload (length bytes):
+    kind 0  one frame's latent payload (`LatentCodec` bytes), in display order
+    kind 1  a decoder update (online mode): the decoder's parameters at the header's
+            `update_dtype`, leaves in `jax.tree` order, effective from the next frame record
+
+The header JSON holds the model identity (`model`: the model config, `decoder_sha256`: SHA-256 of
+the decoder parameters as float32 in tree order, `source`: where the encoder got the weights, a
+hint for the decoder), `color_space`, `size` [H, W], `fps`, `latent_shape` [h, w, C], `codec` (the
+`LatentCodec` fields: quantiser and entropy model; the per-frame model parameters travel in each
+payload), `batch` (frames per decoder call, so the receiver computes exactly what the sender
+reported) and, for online streams, `update_dtype`. Every byte counts toward the rate: the file
+size is the reported size. Framing costs 5 bytes per record plus the header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import jax
+import numpy as np
+
+MAGIC = b"AEJX"
+VERSION = 1
+FRAME, UPDATE = 0, 1
+_FIXED = struct.Struct("<4sHHII")
+_RECORD = struct.Struct("<BI")
+
+
+def params_sha256(params) -> str:
+  """SHA-256 of every leaf of `params` as little-endian float32, in `jax.tree` order."""
+  h = hashlib.sha256()
+  for leaf in jax.tree.leaves(params):
+    h.update(np.ascontiguousarray(np.asarray(leaf, "<f4")).tobytes())
+  return h.hexdigest()
+
+
+def tree_to_bytes(tree, dtype: str) -> bytes:
+  """Every leaf of `tree` at `dtype` (little-endian), concatenated in `jax.tree` order."""
+  dt = np.dtype(dtype).newbyteorder("<")
+  return b"".join(np.ascontiguousarray(np.asarray(a).astype(dt)).tobytes() for a in jax.tree.leaves(tree))
+
+
+def tree_from_bytes(like, data: bytes, dtype: str):
+  """Inverse of `tree_to_bytes`: a tree shaped like `like`, float32 leaves."""
+  dt = np.dtype(dtype).newbyteorder("<")
+  leaves, treedef = jax.tree.flatten(like)
+  out, off = [], 0
+  for a in leaves:
+    n = int(np.size(a)) * dt.itemsize
+    out.append(np.frombuffer(data[off:off + n], dt).astype(np.float32).reshape(np.shape(a)))
+    off += n
+  if off != len(data):
+    raise ValueError(f"decoder update: {len(data)} bytes, expected {off}")
+  return jax.tree.unflatten(treedef, out)
+
+
+class BitstreamWriter:
+  """Writes an `.aejx` file record by record (atomically: a temporary file renamed by `close`)."""
+
+  def __init__(self, path, header: dict):
+    self.path = Path(path)
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    self._tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    self._f = open(self._tmp, "wb")
+    self._f.write(_FIXED.pack(MAGIC, VERSION, 0, 0, len(head)) + head)
+    self.frames, self.nbytes = 0, _FIXED.size + len(head)
+    self.header_bytes = self.nbytes
+
+  def _record(self, kind: int, payload: bytes) -> int:
+    self._f.write(_RECORD.pack(kind, len(payload)))
+    self._f.write(payload)
+    n = _RECORD.size + len(payload)
+    self.nbytes += n
+    return n
+
+  def write_frame(self, payload: bytes) -> int:
+    """Appends one frame record; returns the bytes it added to the file."""
+    self.frames += 1
+    return self._record(FRAME, payload)
+
+  def write_update(self, payload: bytes) -> int:
+    """Appends a decoder-update record; returns the bytes it added to the file."""
+    return self._record(UPDATE, payload)
+
+  def close(self) -> Path:
+    """Patches the frame count, closes and renames onto `path`; returns the path."""
+    self._f.seek(8)
+    self._f.write(struct.pack("<I", self.frames))
+    self._f.close()
+    os.replace(self._tmp, self.path)
+    return self.path
+
+  def abort(self) -> None:
+    """Closes and deletes the temporary file (nothing is left under `path`)."""
+    self._f.close()
+    self._tmp.unlink(missing_ok=True)
+
+
+def read_header(path) -> tuple[dict, int]:
+  """(header dict, frame count) of an `.aejx` file; a one-line ValueError for anything else."""
+  with open(path, "rb") as f:
+    fixed = f.read(_FIXED.size)
+    if len(fixed) < _FIXED.size:
+      raise ValueError(f"{path}: too short for an .aejx file")
+    magic, version, _, frames, n = _FIXED.unpack(fixed)
+    if magic != MAGIC:
+      raise ValueError(f"{path}: not an .aejx file (magic {magic!r})")
+    if version != VERSION:
+      raise ValueError(f"{path}: .aejx version {version}, this library reads {VERSION}")
+    head = f.read(n)
+  if len(head) != n:
+    raise ValueError(f"{path}: truncated header")
+  return json.loads(head.decode()), frames
+
+
+def iter_records(path) -> Iterator[tuple[int, bytes]]:
+  """(kind, payload) of every record of an `.aejx` file, in order (streamed)."""
+  with open(path, "rb") as f:
+    f.seek(8)
+    n = struct.unpack("<I", f.read(8)[4:])[0]
+    f.seek(_FIXED.size + n)
+    while True:
+      rec = f.read(_RECORD.size)
+      if not rec:
+        return
+      if len(rec) < _RECORD.size:
+        raise ValueError(f"{path}: truncated record")
+      kind, length = _RECORD.unpack(rec)
+      payload = f.read(length)
+      if len(payload) != length:
+        raise ValueError(f"{path}: truncated record")
+      yield kind, payload
