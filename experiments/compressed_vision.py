@@ -10,8 +10,9 @@ plus the Compressed Vision idea (Wiles et al., ACCV 2022) of a task network on t
   python -m experiments.compressed_vision probe --checkpoint W --preset demo  # digits: codes vs pixels
 
 Data: MovingMNIST clips [T, 64, 64, 1], generated bouncing digits (`data.digits`: None for the
-embedded procedural digits, or an MNIST .npz) or `mnist_test_seq.npy` (`--config.data.source=PATH`),
-split 80/20 by `data.split_seed`, batched by the Grain loader (checkpointed, resumed exactly).
+embedded procedural digits, or an MNIST .npz), or `--config.data.source=PATH`: `mnist_test_seq.npy`
+or a video folder / prepared `aejax_videos` set (grey 64x64 clips), split 80/20 by `data.split_seed`,
+batched by the Grain loader (checkpointed, resumed exactly).
 Loss: MSE on [0, 1] pixels plus the quantiser's loss; Adam 1e-3, batch 16. `paper` is the faithful
 model (31,023,971 + K parameters; GPU); `demo`/`smoke` shrink the widths (8/16, 4/8), the residual
 stack (1 stage of 1 block), the kernels (3) and the clips (10, 4 frames) and start the output
@@ -27,15 +28,17 @@ import json
 import time
 from pathlib import Path
 
+import cv2
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from aejax import cli, metrics, viz
+from aejax.data import roots
 from aejax.data.digits import moving_digits
 from aejax.data.pipeline import make_loader
-from aejax.data.sources import ArraySource, MovingMNISTSource
+from aejax.data.sources import ArraySource, MovingMNISTSource, VideoClipSource
 from aejax.evaluate import ClipProbe, map_batches, multi_hot, train_probe
 from aejax.models.quantizers import empirical_entropy_bits
 from aejax.models.vqae3d import VQAE3D
@@ -105,11 +108,16 @@ def load_clips(data) -> dict:
   """MovingMNIST clips split by `data.split_seed`: {train, valid} -> {video [N,T,64,64,1], labels}.
 
   `data.source` "generated" draws bouncing digits over `data.digits`; otherwise it is the path of
-  the original `mnist_test_seq.npy`, whose digit labels are unknown (-1).
+  the original `mnist_test_seq.npy`, or a video folder or prepared `aejax_videos` set
+  (`aejax.data.roots.videos`: consecutive `num_frames`-frame clips, grey, resized to 64x64); the
+  digit labels of files are unknown (-1).
   """
   if data.source == "generated":
     clips = moving_digits(data.num_clips, data.num_frames, FRAME[0], data.num_digits,
                           seed=data.split_seed, digits=data.digits)
+  elif Path(data.source).is_dir():
+    clips = {"video": video_clips(data.source, data.num_clips, data.num_frames)}
+    clips["labels"] = np.full((len(clips["video"]), data.num_digits), -1, np.int32)
   else:
     src = MovingMNISTSource(data.source)
     video = np.stack([src[i]["video"][:data.num_frames] for i in range(min(data.num_clips, len(src)))])
@@ -121,6 +129,17 @@ def load_clips(data) -> dict:
   n_valid = max(1, int(round(data.valid_fraction * n)))
   return {split: {k: v[idx] for k, v in clips.items()}
           for split, idx in (("train", perm[n_valid:]), ("valid", perm[:n_valid]))}
+
+
+def video_clips(root, num_clips: int, num_frames: int) -> np.ndarray:
+  """Up to `num_clips` clips [N, num_frames, 64, 64, 1] uint8 (grey) of the videos under `root`."""
+  src = VideoClipSource(roots.videos(root), num_frames=num_frames, hop=num_frames)
+  out = []
+  for i in range(min(num_clips, len(src))):
+    v = src[i]["video"]  # [T, H, W, 3]
+    out.append(np.stack([cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), FRAME[1::-1],
+                                    interpolation=cv2.INTER_AREA) for f in v])[..., None])
+  return np.stack(out)
 
 
 def build_model(config) -> VQAE3D:
