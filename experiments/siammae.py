@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 
 from aejax import cli, labelprop
-from aejax.data import synthetic
+from aejax.data import roots, synthetic
 from aejax.data.pipeline import make_loader
 from aejax.data.sequences import ArrayVideos
 from aejax.data.sources import VideoPairSource
@@ -110,11 +110,16 @@ def synthetic_videos(data) -> ArrayVideos:
   return ArrayVideos(vids, f"synthetic-{data.num_videos}x{data.video_frames}x{data.video_size}")
 
 
-def train_loader(data):
-  """Frame pairs of `data.root` (or the synthetic videos), one crop and flip per pair."""
-  videos = data.root or synthetic_videos(data)
-  source = VideoPairSource(videos, gap=tuple(data.gap), reference_fps=data.reference_fps,
-                           repeats=data.repeats, seed=data.seed)
+def train_source(data) -> VideoPairSource:
+  """Frame pairs of `data.root` (raw video folder or prepared set) or of the synthetic videos."""
+  videos = roots.videos(data.root) if data.root else synthetic_videos(data)
+  return VideoPairSource(videos, gap=tuple(data.gap), reference_fps=data.reference_fps,
+                         repeats=data.repeats, seed=data.seed)
+
+
+def train_loader(data, source=None):
+  """Batches of `source` (default `train_source(data)`), one crop and flip per pair."""
+  source = source if source is not None else train_source(data)
   if data.batch_size % data.repeats:
     raise ValueError(f"data.batch_size {data.batch_size} (pairs) must be a multiple of "
                      f"data.repeats {data.repeats}")
