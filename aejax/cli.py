@@ -4,7 +4,12 @@
 
 Each experiment calls `run(get_config, modes=..., presets=...)` from its `main()`. Overrides are
 type-checked against the chosen preset; a misspelt key or a bad value is a one-line error, as is
-any `ValueError`/`OSError` a mode raises (pass `--debug` for the traceback).
+any `ValueError`/`OSError` a mode raises (pass `--debug` for the traceback). A `--workdir` that is
+a file is refused before the mode starts. Modes that write files check them with
+`aejax.io.check_output(path, inputs=[...], overwrite=args.overwrite)`: an output that is one of the
+inputs, or an existing one without `--overwrite`, is a one-line error. While a mode runs,
+`current_experiment()` names the experiment (`fit` records it in `run.json`, and `restore_for_eval`
+refuses another experiment's checkpoint).
 """
 
 from __future__ import annotations
@@ -22,6 +27,14 @@ from pathlib import Path
 
 class UsageError(ValueError):
   """A bad command line (one-line message)."""
+
+
+_CURRENT: dict = {"experiment": None}
+
+
+def current_experiment() -> str | None:
+  """The module name of the experiment whose mode is running under `run` (None outside it)."""
+  return _CURRENT["experiment"]
 
 
 def _flatten(cfg, prefix="") -> dict:
@@ -176,6 +189,8 @@ def build_parser(prog: str, modes: dict, presets: dict, default_preset: str | No
                       default=os.environ.get("AEJAX_COMPILATION_CACHE",
                                              str(Path("~/.cache/aejax/jax").expanduser())),
                       help="persistent XLA compilation cache folder ('' disables)")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace existing output files and folders (never an input)")
   parser.add_argument("--debug", action="store_true", help="show full tracebacks")
   return parser
 
@@ -219,6 +234,9 @@ def run(get_config: Callable, *, modes: dict[str, Callable], presets: dict[str, 
     if args.mode == "train" and preset == "paper":
       _require_real_data(config, real_data_key)
     workdir = Path(args.workdir or Path("workdirs") / prog.split(".")[-1] / preset)
+    from aejax.io import check_workdir
+
+    check_workdir(workdir)
     from absl import flags as absl_flags
 
     absl_flags.FLAGS.mark_as_parsed()  # Grain worker processes read absl flags
@@ -226,7 +244,11 @@ def run(get_config: Callable, *, modes: dict[str, Callable], presets: dict[str, 
 
     maybe_initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
     setup_compilation_cache(args.compilation_cache)
-    result = modes[args.mode](config, workdir, args)
+    previous, _CURRENT["experiment"] = _CURRENT["experiment"], prog
+    try:
+      result = modes[args.mode](config, workdir, args)
+    finally:
+      _CURRENT["experiment"] = previous
     if isinstance(result, dict) and result:
       print(json.dumps(result, indent=2, default=str))
     return result
@@ -235,8 +257,16 @@ def run(get_config: Callable, *, modes: dict[str, Callable], presets: dict[str, 
       raise
     if from_tests:
       raise
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {one_line(e)}", file=sys.stderr)
     sys.exit(2 if isinstance(e, UsageError) else 1)
+
+
+def one_line(e: BaseException) -> str:
+  """An error as one line: a KeyError names the missing key, other messages are joined."""
+  if isinstance(e, KeyError) and len(e.args) == 1 and not isinstance(e, UsageError):
+    return f"missing key {e.args[0]!r} ({type(e).__name__})"
+  text = " ".join(str(e).split("\n")).strip()
+  return text or type(e).__name__
 
 
 def _require_real_data(config, key: str) -> None:

@@ -1,18 +1,26 @@
 """Orbax checkpoints of {state, data iterator}; restore with clear errors.
 
-Apps and evaluation restore through `restore_for_eval(path, config, ...)`: it reads the run's
-`config.json`, rebuilds the model from it and checks every parameter's shape.
+Apps and evaluation restore through `restore_for_eval(path, config, ...)`: it checks the run's
+`run.json` (which experiment and model wrote it), reads its `config.json`, rebuilds the model from
+it and checks every parameter's shape. Saves that fail on a full disk or an I/O error become a
+one-line `CheckpointError` naming the folder and the last complete checkpoint, and Orbax's
+half-written `*.orbax-checkpoint-tmp*` folders are removed.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from aejax import io
+
+RUN_RECORD = "run.json"  # beside config.json: the experiment and the model class that wrote the run
 
 
 class CheckpointError(ValueError):
@@ -35,18 +43,67 @@ def _abstract(tree):
 
 
 class CheckpointIO:
-  """Saves and restores `{state, data}` under `directory/<step>` with Orbax (keeps the last K)."""
+  """Saves and restores `{state, data}` under `directory/<step>` with Orbax (keeps the last K).
+
+  A save that fails for lack of space or an I/O error (now or when the asynchronous write finishes)
+  raises a one-line CheckpointError naming the folder and the last complete step, after removing
+  the half-written temporary folder; the complete checkpoints stay restorable.
+  """
 
   def __init__(self, directory, *, max_to_keep: int = 3, create: bool = True):
     self.directory = Path(directory).absolute()
     if not create and not self.directory.is_dir():
       raise CheckpointError(f"{self.directory}: no checkpoint folder")
-    self.mngr = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create))
+    if create:
+      io.check_workdir(self.directory)
+    self.failed = False
+    self._pending: int | None = None
+    if create:  # the writer's folder (fit holds the workdir lock): leftovers of a crash go
+      self.remove_temporaries()
+    try:
+      self.mngr = ocp.CheckpointManager(
+          self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create))
+    except OSError as e:
+      raise CheckpointError(f"{io.describe_os_error(e, self.directory)} (checkpoint folder)") from None
 
   def latest_step(self) -> int | None:
     """The newest saved step, or None when there is none."""
     return self.mngr.latest_step()
+
+  def complete_steps(self) -> list[int]:
+    """The steps whose folders are complete on disk (finalised by Orbax), oldest first."""
+    if not self.directory.is_dir():
+      return []
+    return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit() and p.is_dir())
+
+  def remove_temporaries(self) -> list[Path]:
+    """Deletes Orbax's `*.orbax-checkpoint-tmp*` folders (left by a crash or a full disk)."""
+    if jax.process_index() != 0 or not self.directory.is_dir():
+      return []
+    gone = [p for p in self.directory.iterdir() if ".orbax-checkpoint-tmp" in p.name]
+    for p in gone:
+      shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return gone
+
+  def _failure(self, e: BaseException, step: int | None) -> CheckpointError:
+    """The one-line error of a failed save (and the clean-up of its temporary folder)."""
+    self.failed = True
+    self.remove_temporaries()
+    done = [s for s in self.complete_steps() if s != step]
+    last = (f"last complete checkpoint: step {done[-1]} in {self.directory}" if done
+            else "no complete checkpoint yet")
+    where = self.directory / str(step) if step is not None else self.directory
+    reason = "no space left on device" if io.is_no_space(e) else io.first_line(e)
+    return CheckpointError(f"{where}: checkpoint not written ({reason}); {last}; free space and run "
+                           "the same command again to resume")
+
+  def _guard(self, fn, step: int | None):
+    try:
+      return fn()
+    except Exception as e:  # noqa: BLE001 - disk and I/O failures become one line
+      if isinstance(e, CheckpointError) or not (io.is_disk_error(e) or isinstance(e, OSError)):
+        raise
+      raise self._failure(e, step) from None
 
   def save(self, step: int, state, data_iter=None) -> None:
     """Saves `state` (and a Grain iterator's position) as step `step`, asynchronously."""
@@ -55,11 +112,14 @@ class CheckpointIO:
       import grain
 
       args["data"] = grain.checkpoint.CheckpointSave(data_iter)
-    self.mngr.save(int(step), args=ocp.args.Composite(**args), force=True)
+    self._guard(self.wait, self._pending)  # a previous asynchronous save's failure surfaces here
+    self._pending = int(step)
+    self._guard(lambda: self.mngr.save(int(step), args=ocp.args.Composite(**args), force=True), int(step))
 
   def wait(self) -> None:
-    """Blocks until pending saves are written."""
-    self.mngr.wait_until_finished()
+    """Blocks until pending saves are written (raises a one-line error if one failed)."""
+    self._guard(self.mngr.wait_until_finished, self._pending)
+    self._pending = None
 
   def _check_shapes(self, step: int, abstract_state) -> None:
     """Raises a one-line CheckpointError naming the first parameter whose shape differs."""
@@ -87,16 +147,33 @@ class CheckpointIO:
     try:
       restored = self.mngr.restore(step, args=ocp.args.Composite(**args))
     except ValueError as e:  # e.g. an optimiser state of another layout (older aejax, other tx)
-      first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
       raise CheckpointError(
-          f"{self.directory / str(step)}: the saved train state does not fit this run's ({first}); "
-          "use a new workdir, or read only the model with restore_variables") from None
+          f"{self.directory / str(step)}: the saved train state does not fit this run's "
+          f"({io.first_line(e)}); use a new workdir, or read only the model with restore_variables"
+      ) from None
+    except (OSError, KeyError) as e:
+      raise CheckpointError(f"{self.directory / str(step)}: unreadable checkpoint "
+                            f"({type(e).__name__}: {io.first_line(e)})") from None
     return restored["state"]
 
   def close(self) -> None:
-    """Waits for pending saves and releases the manager."""
-    self.mngr.wait_until_finished()
-    self.mngr.close()
+    """Waits for pending saves and releases the manager (after a failed save, quietly)."""
+    try:
+      if self.failed:
+        try:
+          self.mngr.wait_until_finished()
+        except Exception:  # noqa: BLE001 - already reported as a CheckpointError
+          pass
+      else:
+        self.wait()
+    finally:
+      try:
+        self.mngr.close()
+      except Exception:  # noqa: BLE001
+        if not self.failed:
+          raise
+      if self.failed:
+        self.remove_temporaries()
 
 
 def resolve_checkpoint(path) -> tuple[Path, int | None]:
@@ -116,11 +193,11 @@ def resolve_checkpoint(path) -> tuple[Path, int | None]:
 def restore_state(path, abstract_state, *, step: int | None = None):
   """Restores a state from a workdir (latest step), a checkpoints folder or a step folder."""
   directory, found_step = resolve_checkpoint(path)
-  io = CheckpointIO(directory, create=False)
+  ckio = CheckpointIO(directory, create=False)
   try:
-    return io.restore(abstract_state, step=step if step is not None else found_step)
+    return ckio.restore(abstract_state, step=step if step is not None else found_step)
   finally:
-    io.close()
+    ckio.close()
 
 
 def restore_variables(path, *, step: int | None = None) -> dict:
@@ -130,14 +207,18 @@ def restore_variables(path, *, step: int | None = None) -> dict:
   (latest step), a checkpoints folder or a step folder.
   """
   directory, found_step = resolve_checkpoint(path)
-  io = CheckpointIO(directory, create=False)
+  ckio = CheckpointIO(directory, create=False)
   try:
-    step = step if step is not None else (found_step if found_step is not None else io.latest_step())
+    step = step if step is not None else (found_step if found_step is not None else ckio.latest_step())
     if step is None:
       raise CheckpointError(f"{directory}: no checkpoint to restore")
-    restored = io.mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    try:
+      restored = ckio.mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    except (OSError, ValueError, KeyError) as e:  # a step folder with missing or broken files
+      raise CheckpointError(f"{directory / str(step)}: unreadable checkpoint "
+                            f"({type(e).__name__}: {io.first_line(e)})") from None
   finally:
-    io.close()
+    ckio.close()
   state = restored["state"]
   out = {"params": state["params"]}
   if state.get("batch_stats"):
@@ -234,6 +315,43 @@ def run_config(path, config, keys: Sequence[str] = ("model",)):
   return config
 
 
+def model_name(model) -> str:
+  """`module.Class` of a model (or a model class), as `run.json` records it."""
+  cls = model if isinstance(model, type) else type(model)
+  return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def read_run_record(path) -> tuple[Path, dict] | None:
+  """`(file, record)` of the `run.json` beside the `config.json` of checkpoint `path`, if any."""
+  p = Path(path).expanduser().absolute()
+  for folder in (p, *p.parents[:3]):
+    f = folder / RUN_RECORD
+    if f.is_file():
+      try:
+        return f, json.loads(f.read_text())
+      except (OSError, ValueError) as e:
+        raise CheckpointError(f"{f}: unreadable run record ({type(e).__name__})") from None
+    if (folder / "config.json").is_file():
+      return None  # an older run: a config.json without a record
+  return None
+
+
+def check_run_record(path, *, experiment: str | None, model: str | None) -> None:
+  """Raises a one-line CheckpointError when the run at `path` was written by another experiment
+  or model class (`None` skips that check; a run without `run.json` passes)."""
+  found = read_run_record(path)
+  if found is None:
+    return
+  where, rec = found
+  theirs_exp, theirs_model = rec.get("experiment"), rec.get("model")
+  if experiment and theirs_exp and theirs_exp != experiment:
+    raise CheckpointError(f"{where.parent}: a run of {theirs_exp} (model {theirs_model}), not of "
+                          f"{experiment} (model {model or '?'}); pass a checkpoint of {experiment}")
+  if model and theirs_model and theirs_model != model:
+    raise CheckpointError(f"{where.parent}: a run of model {theirs_model}, not {model} "
+                          f"({experiment or theirs_exp or 'this experiment'}); pass a checkpoint of {model}")
+
+
 def restore_for_eval(path, config, *, build_model: Callable, example: Callable,
                      keys: Sequence[str] = ("model",), init_kwargs: dict | None = None,
                      step: int | None = None):
@@ -254,16 +372,29 @@ def restore_for_eval(path, config, *, build_model: Callable, example: Callable,
     The model, its variables (`params`, and `batch_stats` if any, as host arrays) and the config.
 
   Raises:
-    CheckpointError: one line naming the checkpoint and the first parameter that does not fit.
+    CheckpointError: one line naming the checkpoint and the problem: another experiment's or
+      model's run (from its `run.json`), a run config this model cannot be built from, or the
+      first parameter that does not fit.
   """
+  from aejax.cli import current_experiment
   from aejax.train.state import split_rngs
 
-  config = run_config(path, config, keys)
-  model = build_model(config)
-  ex = example(config)
-  ex = ex if isinstance(ex, tuple) else (ex,)
-  abstract = jax.eval_shape(lambda: model.init(split_rngs(jax.random.key(0)), *ex, train=False,
-                                               **(init_kwargs or {})))
+  resolve_checkpoint(path)  # a missing path or a folder without checkpoints: say so first
+  check_run_record(path, experiment=current_experiment(), model=model_name(build_model(config)))
+  try:
+    config = run_config(path, config, keys)
+    model = build_model(config)
+    ex = example(config)
+    ex = ex if isinstance(ex, tuple) else (ex,)
+    abstract = jax.eval_shape(lambda: model.init(split_rngs(jax.random.key(0)), *ex, train=False,
+                                                 **(init_kwargs or {})))
+  except CheckpointError:
+    raise
+  except (TypeError, KeyError, ValueError, AttributeError) as e:  # an older run without run.json
+    found = find_run_config(path)
+    raise CheckpointError(
+        f"{found or path}: this model cannot be built from the run's config ({type(e).__name__}: "
+        f"{io.first_line(e)}); was the checkpoint written by another experiment?") from None
   variables = restore_variables(path, step=step)
   directory, found_step = resolve_checkpoint(path)
   check_shapes(variables, abstract, directory if found_step is None else directory / str(found_step))

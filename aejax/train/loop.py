@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import sys
@@ -14,7 +15,8 @@ import numpy as np
 from clu import metrics as clu_metrics
 from clu import parameter_overview
 
-from aejax.train.checkpoint import CheckpointIO
+from aejax import io
+from aejax.train.checkpoint import RUN_RECORD, CheckpointError, CheckpointIO, model_name
 from aejax.train.optim import learning_rate
 from aejax.train.step import make_train_step
 from aejax.train.writer import Writer
@@ -117,19 +119,91 @@ def fit(*, workdir, config, model, loss_fn, tx, train_iter, init_fn: Callable,
     ema_decay: keep an EMA of the parameters (needs an `init_fn` that creates `ema_params`).
     verbose: print the progress lines.
 
+  The workdir is locked while the run uses it (`workdir/.lock`, host and PID; see
+  `aejax.io.WorkdirLock`), and `run.json` records the experiment and the model class.
+
   Returns:
     The final `TrainState` (one replicated copy).
 
   Raises:
     TrainingDiverged: on a non-finite loss (the last good checkpoint is kept).
+    WorkdirLocked: another live process trains in `workdir`.
+    CheckpointError: `workdir` holds another experiment's or model's run; or a checkpoint could
+      not be written (full disk, I/O error): one line naming the folder and the last complete step.
+    OutputError: an artefact or log could not be written (one line, with the last complete step).
   """
-  workdir = Path(workdir)
+  workdir = io.check_workdir(workdir)
+  lock = io.WorkdirLock(workdir) if jax.process_index() == 0 else None
+  if lock is not None:
+    lock.acquire()
+  try:
+    return _fit(workdir=workdir, config=config, model=model, loss_fn=loss_fn, tx=tx,
+                train_iter=train_iter, init_fn=init_fn, eval_fn=eval_fn, artefact_fn=artefact_fn,
+                num_steps=num_steps, seed=seed, log_every=log_every, eval_every=eval_every,
+                checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
+                parallel=parallel, ema_decay=ema_decay, verbose=verbose)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _check_owner(workdir: Path, experiment: str | None, model: str) -> None:
+  """A workdir whose `run.json` names another experiment or model is not resumed."""
+  path = workdir / RUN_RECORD
+  if not path.is_file():
+    return
+  try:
+    rec = json.loads(path.read_text())
+  except (OSError, ValueError):
+    return  # unreadable record (e.g. a crash mid-write of an older version): rewritten below
+  theirs_exp, theirs_model = rec.get("experiment"), rec.get("model")
+  if (experiment and theirs_exp and theirs_exp != experiment) or (theirs_model and theirs_model != model):
+    raise CheckpointError(f"{workdir}: a workdir of {theirs_exp} (model {theirs_model}), not of "
+                          f"{experiment or '?'} (model {model}); use another --workdir")
+
+
+def _fit(*, workdir: Path, config, model, loss_fn, tx, train_iter, init_fn, eval_fn, artefact_fn,
+         num_steps, seed, log_every, eval_every, checkpoint_every, keep_checkpoints, parallel,
+         ema_decay, verbose):
+  """`fit` with the workdir locked."""
+  from aejax.cli import current_experiment
+
+  experiment, mname = current_experiment(), model_name(model)
+  _check_owner(workdir, experiment, mname)
   writer = Writer(workdir)
-  writer.write_config(config)
+  ckpt = None
+  try:
+    writer.write_config(config)
+    writer.write_run(experiment=experiment, model=mname)
+    ckpt = CheckpointIO(workdir / "checkpoints", max_to_keep=keep_checkpoints)
+  except OSError as e:
+    writer.close()
+    raise io.OutputError(f"{io.describe_os_error(e, workdir)} (writing the run's files)") from None
+  except BaseException:
+    writer.close()
+    raise
+  try:
+    return _train(workdir=workdir, writer=writer, ckpt=ckpt, model=model, loss_fn=loss_fn, tx=tx,
+                  train_iter=train_iter, init_fn=init_fn, eval_fn=eval_fn, artefact_fn=artefact_fn,
+                  num_steps=num_steps, seed=seed, log_every=log_every, eval_every=eval_every,
+                  checkpoint_every=checkpoint_every, parallel=parallel, ema_decay=ema_decay,
+                  verbose=verbose)
+  except OSError as e:  # an artefact, a metrics line, an event file: no space, read-only, ...
+    done = ckpt.complete_steps()
+    last = (f"last complete checkpoint: step {done[-1]} in {ckpt.directory}" if done
+            else "no complete checkpoint yet")
+    raise io.OutputError(f"{io.describe_os_error(e, workdir)}; {last}; fix it and run the same "
+                         "command again to resume") from None
+  finally:
+    _close_all(ckpt.close, writer.close)
+
+
+def _train(*, workdir, writer, ckpt, model, loss_fn, tx, train_iter, init_fn, eval_fn, artefact_fn,
+           num_steps, seed, log_every, eval_every, checkpoint_every, parallel, ema_decay, verbose):
+  """The loop proper (the caller closes `writer` and `ckpt`)."""
   root = jax.random.PRNGKey(seed)
   init_rng, step_rng = jax.random.split(root)
   state = jax.jit(init_fn)(init_rng)
-  ckpt = CheckpointIO(workdir / "checkpoints", max_to_keep=keep_checkpoints)
   start = ckpt.latest_step()
   if start is not None:
     state = ckpt.restore(state, step=start, data_iter=train_iter)
@@ -168,47 +242,59 @@ def fit(*, workdir, config, model, loss_fn, tx, train_iter, init_fn: Callable,
     writer.flush()
 
   step = start
-  try:
-    with _Stop() as stop:
-      while step < num_steps:
-        try:
-          batch = next(train_iter)
-        except StopIteration:
-          raise ValueError(f"the training data ran out at step {step} of {num_steps}") from None
-        dstate, metrics = runner(dstate, batch, step_rng)
-        step += 1
-        pending.append(metrics)
-        at_end = step == num_steps
-        if step % log_every == 0 or at_end or stop.requested or step % checkpoint_every == 0:
-          values = flush(step)
-          lr = learning_rate(dstate.opt_state)
-          writer.scalars(step, values if lr is None else {**values, "learning_rate": lr})
-          if step % log_every == 0 or at_end:
-            _say(verbose, progress.line(step, values))
-        if eval_every and step % eval_every == 0 and not at_end:
-          evaluate(step, runner.get_state(dstate))
-        if step % checkpoint_every == 0 or at_end or stop.requested:
-          ckpt.save(step, runner.get_state(dstate), train_iter)
-          last_good = step
-        if stop.requested:
-          ckpt.wait()
-          _say(True, f"{stop.requested}: saved a checkpoint at step {step} in {ckpt.directory}; "
-                     "run the same command again to resume")
-          break
-    final = runner.get_state(dstate)
-    if step == num_steps:
-      evaluate(step, final)
-    return final
-  finally:
-    ckpt.close()
-    writer.close()
+  with _Stop() as stop:
+    while step < num_steps:
+      try:
+        batch = next(train_iter)
+      except StopIteration:
+        raise ValueError(f"the training data ran out at step {step} of {num_steps}") from None
+      dstate, metrics = runner(dstate, batch, step_rng)
+      step += 1
+      pending.append(metrics)
+      at_end = step == num_steps
+      if step % log_every == 0 or at_end or stop.requested or step % checkpoint_every == 0:
+        values = flush(step)
+        lr = learning_rate(dstate.opt_state)
+        writer.scalars(step, values if lr is None else {**values, "learning_rate": lr})
+        if step % log_every == 0 or at_end:
+          _say(verbose, progress.line(step, values))
+      if eval_every and step % eval_every == 0 and not at_end:
+        evaluate(step, runner.get_state(dstate))
+      if step % checkpoint_every == 0 or at_end or stop.requested:
+        ckpt.save(step, runner.get_state(dstate), train_iter)
+        last_good = step
+      if stop.requested:
+        ckpt.wait()
+        _say(True, f"{stop.requested}: saved a checkpoint at step {step} in {ckpt.directory}; "
+                   "run the same command again to resume")
+        break
+  final = runner.get_state(dstate)
+  if step == num_steps:
+    evaluate(step, final)
+  ckpt.wait()  # a failed last save is reported here, before the run counts as finished
+  return final
+
+
+def _close_all(*closers) -> None:
+  """Calls every closer; raises the first error only when no other exception is on its way."""
+  in_flight = sys.exc_info()[1] is not None
+  first = None
+  for close in closers:
+    try:
+      close()
+    except Exception as e:  # noqa: BLE001
+      first = first or e
+  if first is not None and not in_flight:
+    if isinstance(first, OSError):
+      raise io.OutputError(io.describe_os_error(first)) from None
+    raise first
 
 
 def _parameter_table(writer: Writer, params, verbose: bool) -> None:
   """Writes clu's parameter table to `workdir/parameters.txt` and prints its total once."""
   table = parameter_overview.get_parameter_overview(params, include_stats=False)
   if writer.active:
-    (writer.workdir / "parameters.txt").write_text(table + "\n")
+    io.write_text(writer.workdir / "parameters.txt", table + "\n")
   total = table.strip().splitlines()[-1]  # "Total: 81 -- 324 bytes"
   _say(verbose, f"parameters: {total.removeprefix('Total: ')} (table in {writer.workdir / 'parameters.txt'})")
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
+
+from aejax import io
 
 
 def _jsonable(x):
@@ -25,12 +30,14 @@ def _jsonable(x):
 class Writer:
   """Writes scalars to `metrics.jsonl` and TensorBoard, images to TensorBoard, files to artefacts/.
 
+  `config.json` and `run.json` are written atomically (temporary name, then rename).
+
   Only process 0 writes; on other processes every method is a no-op. TensorBoard files go to
   `workdir/tb` (`tensorboard --logdir workdir`).
   """
 
   def __init__(self, workdir, *, tensorboard: bool = True):
-    self.workdir = Path(workdir)
+    self.workdir = io.check_workdir(workdir)
     self.active = jax.process_index() == 0
     self._tb = None
     self._jsonl = None
@@ -49,11 +56,24 @@ class Writer:
     data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     path = self.workdir / "config.json"
     if path.exists():
-      old = json.loads(path.read_text())
+      try:
+        old = json.loads(path.read_text())
+      except ValueError:
+        old = None  # unreadable: kept aside like an older config
       if old != _jsonable(data):
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path.rename(self.workdir / f"config.{stamp}.json")
-    path.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=True))
+    io.write_json(path, _jsonable(data), sort_keys=True)
+
+  def write_run(self, *, experiment: str | None, model: str | None) -> None:
+    """Saves `run.json`: the experiment (module name) and model class that write this workdir,
+    with host, PID, time and command (`restore_for_eval` checks the first two)."""
+    if not self.active:
+      return
+    io.write_json(self.workdir / "run.json", {
+        "experiment": experiment, "model": model, "host": socket.gethostname(), "pid": os.getpid(),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)[:1000]},
+        sort_keys=True)
 
   def scalars(self, step: int, scalars: dict) -> None:
     """Appends one `metrics.jsonl` line `{step, time, **scalars}` and the TensorBoard scalars."""
