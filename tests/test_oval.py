@@ -222,6 +222,11 @@ def test_online_loop_updates_and_accounting(tmp_path, tiny_video):
     lat = 1 * 2 * 10 + 4 * 10  # int8 latent (1x2x10 for a 36x48 frame) + lo, scale per channel
     assert int(r["bytes"]) == lat + (dec_bytes if int(r["frame"]) in ups else 0)
     assert float(r["ratio"]) == pytest.approx(3 * 36 * 48 / int(r["bytes"]))
+  total = sum(int(r["bytes"]) for r in rows)  # latents + decoder updates
+  assert s["bytes_total"] == total and s["update_bytes_total"] == dec_bytes * len(ups)
+  assert s["ratio"] == pytest.approx(3 * 36 * 48 * 200 / total)  # totals, not a mean of ratios
+  assert s["ratio"] < np.mean([float(r["ratio"]) for r in rows])
+  assert s["frozen_ratio"] == pytest.approx(3 * 36 * 48 / 60)
   assert s["per_frame_mae"][-40:].mean() < s["per_frame_frozen_mae"][-40:].mean()
   frozen, _ = _online(iter(frames[:60]), threshold=1e9)  # never beats: online == frozen
   np.testing.assert_array_equal(frozen["per_frame_mae"], frozen["per_frame_frozen_mae"])

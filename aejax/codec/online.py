@@ -82,13 +82,14 @@ class Sender:
 
   def __init__(self, encode: Callable, latent: LatentCodec, enc_params):
     self.encode, self.latent, self.params, self.pending = encode, latent, enc_params, None
+    self.stream = latent.stream()
 
   def send(self, frame: np.ndarray) -> bytes:
     """Installs a pending encoder update, then encodes one RGB uint8 frame into its payload."""
     if self.pending is not None:
       self.params, self.pending = self.pending, None
     z = np.asarray(self.encode(self.params, frame[None], None)[0])[0]
-    return self.latent.encode(z)
+    return self.stream.encode(z)
 
 
 class Receiver:
@@ -97,13 +98,14 @@ class Receiver:
   def __init__(self, decode: Callable, latent: LatentCodec, dec_params, z_shape, sink=None):
     self.decode, self.latent, self.params = decode, latent, dec_params
     self.z_shape, self.sink, self.pending = z_shape, sink, None
+    self.stream = latent.stream()
 
   def receive(self, payload: bytes) -> tuple[np.ndarray, int]:
     """Returns (decoded RGB frame, update bytes installed at this frame)."""
     update_bytes = 0
     if self.pending is not None:
       (self.params, update_bytes), self.pending = self.pending, None
-    z = self.latent.decode(payload, self.z_shape)
+    z = self.stream.decode(payload, self.z_shape)
     frame = np.asarray(self.decode(self.params, z[None], None)[0])[0]
     if self.sink is not None:
       self.sink.write(frame)
@@ -177,8 +179,10 @@ def run_online(frames: Iterable[np.ndarray], model: OVAL, params, cfg: OnlineCon
     on_frame: a hook `on_frame(i, record)` (tests watch memory with it).
 
   Returns:
-    A summary: frames, updates, update bytes, mean bytes/ratio/bpp and mean quality, online and
-    frozen, plus the arrays `per_frame_mae`, `per_frame_frozen_mae` and `update_frames`.
+    A summary: frames, updates, update bytes, total bytes sent (latents + decoder updates) and the
+    frozen model's, `ratio` = total raw 8-bit RGB bytes / total bytes sent (not a mean of per-frame
+    ratios, which overstates compression when updates are sent), `bpp` from the totals, mean
+    quality online and frozen, plus the arrays `per_frame_mae`, `per_frame_frozen_mae` and `update_frames`.
   """
   if model.use_lstm:
     raise ValueError("online learning supports the convolutional OVAL model (use_lstm=False)")
@@ -213,7 +217,9 @@ def run_online(frames: Iterable[np.ndarray], model: OVAL, params, cfg: OnlineCon
       decoded, upd = receiver.receive(payload)
       nbytes = len(payload) + upd
       q = _frame_quality(frame, decoded, cfg.ms_ssim)
-      fq = _frame_quality(frame, frozen_rx.receive(frozen_tx.send(frame))[0], cfg.ms_ssim)
+      frozen_payload = frozen_tx.send(frame)
+      fq = _frame_quality(frame, frozen_rx.receive(frozen_payload)[0], cfg.ms_ssim)
+      sums["frozen_bytes"] += len(frozen_payload)
       trainer.observe(frame)
       res = trainer.maybe_step(i)
       if res is not None and res["update"]:  # effective from the next tick at both ends
@@ -246,8 +252,13 @@ def run_online(frames: Iterable[np.ndarray], model: OVAL, params, cfg: OnlineCon
     if fh is not None:
       fh.close()
   update_frames = [f for f in update_frames if f < n]  # one sent after the last frame is never used
-  summary = {k: v / n for k, v in sums.items() if k != "update_bytes"}
+  summary = {k: v / n for k, v in sums.items() if k not in ("update_bytes", "ratio", "bpp")}
+  sent, frozen_sent = sums["bytes"], sums["frozen_bytes"]  # latents + decoder updates; latents
   summary.update(frames=n, updates=len(update_frames), update_bytes_total=int(sums["update_bytes"]),
+                 bytes_total=int(sent), frozen_bytes_total=int(frozen_sent),
+                 ratio=float(compression_ratio(sent / n, h, w)), bpp=float(bits_per_pixel(sent / n, h, w)),
+                 frozen_ratio=float(compression_ratio(frozen_sent / n, h, w)),
+                 frozen_bpp=float(bits_per_pixel(frozen_sent / n, h, w)),
                  raw_bytes_per_frame=3 * h * w, latent=latent.name,
                  per_frame_mae=np.asarray(maes), per_frame_frozen_mae=np.asarray(frozen_maes),
                  update_frames=np.asarray(update_frames, np.int64))
