@@ -2,11 +2,15 @@
 
 - `synthetic`: embedded, seeded twins of every data set (textures, shape videos with masks, scene
   cuts, a DAVIS-like set, moving digits) and writers for video folders and DAVIS layouts.
-- `video`: OpenCV `VideoReader`, `write_video`, `scan_videos` (cached metadata, validation report).
+- `video`: every video read and write: the PyAV `VideoReader` (seeking reads), sampled streams, a
+  camera, the atomic streaming `VideoWriter` (H.264 through PyAV), `scan_videos` (metadata scan,
+  cached as it goes, validation report).
 - `sources`: Grain random-access sources (image folders, arrays, video pairs and clips, DAVIS,
-  MovingMNIST); image folders live in `images`, DAVIS and MovingMNIST in `sequences`, the digit
-  set and bouncing-digits generator in `digits` (all re-exported by `sources` / `synthetic`).
+  MovingMNIST); image folders live in `images`; DAVIS, MovingMNIST, in-memory videos and the DAVIS
+  indexed PNGs in `sequences`; the digit set and bouncing-digits generator in `digits`.
+- `roots`: a data root is a raw folder or a prepared set; `roots` recognises which.
 - `transforms`: Grain `Map` / `RandomMap` transforms and colour spaces.
 - `pipeline`: `make_loader` (seed → shard → shuffle → transforms → batch → workers).
-- `prepare`: `python -m aejax.data.prepare` decodes once into tfds array_record files.
+- `prepare`: `python -m aejax.data.prepare` decodes once into sharded array_record files
+  (resumable, several workers).
 """
