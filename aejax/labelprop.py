@@ -20,7 +20,10 @@ temperature; the prediction is the weighted sum of the context labels. `propagat
 
 `propagate_davis` is the whole DAVIS evaluation around any feature extractor: read, resize,
 extract, propagate, upsample, write indexed PNGs in the DAVIS layout, score with
-`aejax.davis.evaluate`.
+`aejax.davis.evaluate`. `PROTOCOLS` holds its settings for the two published protocols:
+"siammae" (the paper's Appendix: top-k 7, 20 context frames, square radius 20, temperature 0.7,
+480x880) and "dino" (DINO's `eval_video_segmentation.py` exactly: top-k 5 with ties kept, 7
+context frames, square radius 12, temperature 0.1, norm_mask, short side 480 floored to 64s).
 """
 
 from __future__ import annotations
@@ -38,9 +41,33 @@ from PIL import Image
 
 from aejax import davis as davis_lib
 
-__all__ = ["neighbourhood_mask", "overlay", "propagate", "propagate_davis", "write_overlay"]
+__all__ = ["PROTOCOLS", "dino_size", "neighbourhood_mask", "overlay", "propagate", "propagate_davis",
+           "write_overlay"]
 
 _BUCKET = 16  # the runner pads sequence lengths to a multiple of this (8 divides it)
+
+# `propagate_davis` keyword arguments of the published evaluation protocols.
+PROTOCOLS = {
+    # SiamMAE Appendix A, Table 4b (top-k 7, queue 20, neighbourhood 20); resolution and
+    # temperature are not in the paper: CropMAE's (480x880, 0.7), DINO's square window.
+    "siammae": dict(size=(480, 880), context=20, topk=7, radius=20, temperature=0.7,
+                    neighbourhood="square", norm_mask=False, ties=False, pixel_std=None),
+    # DINO's eval_video_segmentation.py: n_last_frames 7, size_mask_neighborhood 12, topk 5,
+    # exp(cos / 0.1) with ties kept, norm_mask, short side 480 (long side floored to a multiple
+    # of 64: 854x480 -> 832x480), colour std (0.228, 0.224, 0.225).
+    "dino": dict(size=480, context=7, topk=5, radius=12, temperature=0.1, neighbourhood="square",
+                 norm_mask=True, ties=True, pixel_std=(0.228, 0.224, 0.225)),
+}
+_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+_IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def dino_size(h: int, w: int, short: int = 480) -> tuple[int, int]:
+  """DINO's `read_frame` input size (H, W): the short side `short`, the other scaled and floored
+  to a multiple of 64 (DAVIS 480x854 -> 480x832)."""
+  if h > w:
+    return int((short * h / w) // 64 * 64), short
+  return short, int((short * w / h) // 64 * 64)
 
 
 def neighbourhood_mask(h: int, w: int, radius: int | None, kind: str = "square"):
@@ -62,9 +89,9 @@ def neighbourhood_mask(h: int, w: int, radius: int | None, kind: str = "square")
   return di * di + dj * dj < radius * radius
 
 
-@functools.partial(jax.jit,
-                   static_argnames=("h", "w", "context", "topk", "radius", "kind", "precision"))
-def _propagate(feats, labels0, temperature, *, h, w, context, topk, radius, kind, precision):
+@functools.partial(jax.jit, static_argnames=("h", "w", "context", "topk", "radius", "kind",
+                                             "precision", "ties"))
+def _propagate(feats, labels0, temperature, *, h, w, context, topk, radius, kind, precision, ties):
   """feats [T, P, D], labels0 [P, K] -> soft labels [T, P, K]."""
   t_len, p, d = feats.shape
   feats = feats.astype(jnp.float32)
@@ -85,11 +112,18 @@ def _propagate(feats, labels0, temperature, *, h, w, context, topk, radius, kind
     # One [P, C*P] matmul against the flattened bank: no transpose before the joint top-k.
     s = jnp.dot(q, bank_f.reshape(c * p, d).T, precision=precision).reshape(p, c, p)
     allowed = valid[None, :, None] & (nb[:, None, :] | ~restrict[None, :, None])
-    s = jnp.where(allowed, s.astype(jnp.float32) / temperature, -jnp.inf)
-    vals, idx = jax.lax.top_k(s.reshape(p, c * p), topk)  # [P, k]: joint over all positions
-    wts = jax.nn.softmax(vals, axis=-1)
-    wts = jnp.where(jnp.isfinite(vals), wts, 0.0)  # fewer than k allowed positions
-    pred = jnp.einsum("pk,pkl->pl", wts, bank_l.reshape(c * p, k_cls)[idx])  # [P, K]
+    if ties:  # DINO: exp(cos / T), zero outside; keep every position >= the k-th largest
+      a = jnp.where(allowed, jnp.exp(s.astype(jnp.float32) / temperature), 0.0).reshape(p, c * p)
+      kth = jax.lax.top_k(a, topk)[0][:, -1:]  # [P, 1]
+      a = jnp.where(a >= kth, a, 0.0)
+      a = a / jnp.sum(a, axis=-1, keepdims=True)
+      pred = jnp.dot(a, bank_l.reshape(c * p, k_cls), precision=precision)  # [P, K]
+    else:  # exactly k (CRW's torch.topk), softmax over them
+      s = jnp.where(allowed, s.astype(jnp.float32) / temperature, -jnp.inf)
+      vals, idx = jax.lax.top_k(s.reshape(p, c * p), topk)  # [P, k]: joint over all positions
+      wts = jax.nn.softmax(vals, axis=-1)
+      wts = jnp.where(jnp.isfinite(vals), wts, 0.0)  # fewer than k allowed positions
+      pred = jnp.einsum("pk,pkl->pl", wts, bank_l.reshape(c * p, k_cls)[idx])  # [P, K]
     slot = 1 + (t - 1) % context
     bank_f = jax.lax.dynamic_update_index_in_dim(bank_f, q, slot, 0)
     bank_l = jax.lax.dynamic_update_index_in_dim(bank_l, pred, slot, 0)
@@ -102,7 +136,7 @@ def _propagate(feats, labels0, temperature, *, h, w, context, topk, radius, kind
 def propagate(features, first_labels, *, context: int = 20, topk: int = 7,
               radius: int | None = 20, temperature: float = 0.7,
               neighbourhood: str = "square", num_classes: int | None = None,
-              precision: str = "highest") -> jax.Array:
+              precision: str = "highest", ties: bool = False) -> jax.Array:
   """Propagates the first frame's labels through a video by feature affinity.
 
   Args:
@@ -117,6 +151,9 @@ def propagate(features, first_labels, *, context: int = 20, topk: int = 7,
     num_classes: K for integer labels (default max id + 1).
     precision: matmul precision of the affinities ("highest" = true float32 as the PyTorch
       references; "default" allows TF32/bf16 passes on accelerators).
+    ties: DINO's selection: affinities exp(cos / temperature), every context position whose
+      affinity is >= the k-th largest is kept (more than k on ties), weights normalised to sum 1.
+      False: exactly k (`lax.top_k`, CRW), softmax over them; the same unless affinities tie.
 
   Memory: the affinities of one target frame are float32 [h*w, (context + 1)*h*w] (229 MB for
   a 30×55 grid and 20 context frames).
@@ -148,7 +185,7 @@ def propagate(features, first_labels, *, context: int = 20, topk: int = 7,
   out = _propagate(feats, labels0.reshape(h * w, -1), jnp.float32(temperature), h=h, w=w,
                    context=int(context), topk=int(topk),
                    radius=None if radius is None else int(radius), kind=neighbourhood,
-                   precision=precision)
+                   precision=precision, ties=bool(ties))
   return out.reshape(t_len, h, w, -1)
 
 
@@ -215,11 +252,12 @@ def _load_sequences(davis, split, sequences):
 
 def propagate_davis(feature_fn: Callable[[np.ndarray], np.ndarray],
                     davis: str | Path | Sequence[dict], out_root: str | Path, *,
-                    size: tuple[int, int] | None = (480, 880), patch: int = 16,
+                    size: tuple[int, int] | int | None = (480, 880), patch: int = 16,
                     context: int = 20, topk: int = 7, radius: int | None = 20,
                     temperature: float = 0.7, neighbourhood: str = "square",
                     split: str = "val", sequences: Sequence[str] | None = None,
                     frames_per_call: int | None = None, norm_mask: bool = False,
+                    ties: bool = False, pixel_std: Sequence[float] | None = None,
                     overlay_sequence: str | None = None, score: bool = True,
                     log: Callable[[str], None] | None = print) -> dict[str, float]:
   """Label propagation over DAVIS-2017 with any feature extractor, then the official scores.
@@ -232,13 +270,20 @@ def propagate_davis(feature_fn: Callable[[np.ndarray], np.ndarray],
       `aejax.data.synthetic.davis_like(...)`.
     out_root: predictions go to `out_root/<seq>/<frame>.png` (indexed, DAVIS palette, frame 0 =
       GT), the toolkit's CSVs to `out_root/`, overlays to `out_root/overlays/<seq>{/, .mp4}`.
-    size: (H, W) input resolution (480×880 → a 30×55 grid at patch 16); None keeps the native size
-      floored to a multiple of `patch`.
+    size: (H, W) input resolution (480×880 → a 30×55 grid at patch 16); an int: DINO's sizing
+      (`dino_size`: short side `size`, long side floored to a multiple of 64); None keeps the
+      native size floored to a multiple of `patch`.
     patch: feature stride in pixels.
     context, topk, radius, temperature, neighbourhood: see `propagate`.
     split, sequences: which sequences (default: `ImageSets/2017/<split>.txt`, or all given).
     frames_per_call: call `feature_fn` on chunks of this many frames (None: whole sequence).
     norm_mask: DINO's per-channel min-max rescaling before the argmax (off by default).
+    ties: DINO's top-k rule (see `propagate`).
+    pixel_std: the colour std the protocol normalises with, for a `feature_fn` that applies
+      ImageNet's mean and std (0.229, 0.224, 0.225) to [0, 1] frames: the frames are rescaled
+      about the mean so that its normalisation equals this one (DINO: 0.228 for red).
+    See `PROTOCOLS` for the published settings (`propagate_davis(fn, davis, out,
+    **PROTOCOLS["dino"])`).
     overlay_sequence: write PNG + MP4 overlays of this sequence ("all" for every one).
     score: score with `aejax.davis` (needs every annotation).
     log: progress printer (None for silence).
@@ -253,13 +298,19 @@ def propagate_davis(feature_fn: Callable[[np.ndarray], np.ndarray],
   for name, frames, first, gt, names in _load_sequences(davis, split, sequences):
     ann_hw = first.shape
     first = np.where(first == davis_lib.VOID_LABEL, 0, first).astype(np.uint8)
-    hh, ww = size if size is not None else (frames.shape[1] // patch * patch,
-                                            frames.shape[2] // patch * patch)
+    if size is None:
+      hh, ww = frames.shape[1] // patch * patch, frames.shape[2] // patch * patch
+    elif isinstance(size, (int, np.integer)):
+      hh, ww = dino_size(*frames.shape[1:3], int(size))
+    else:
+      hh, ww = size
     h, w = hh // patch, ww // patch
     # cv2 bilinear (no antialiasing), as DINO's read_frame.
     x = np.stack([cv2.resize(f, (ww, hh), interpolation=cv2.INTER_LINEAR)
                   if f.shape[:2] != (hh, ww) else f for f in frames])
     x = x.astype(np.float32) / 255.0  # [T, H, W, 3]
+    if pixel_std is not None:  # feature_fn's (x - mean) / 0.229 becomes (x - mean) / pixel_std
+      x = _IMAGENET_MEAN + (x - _IMAGENET_MEAN) * (_IMAGENET_STD / np.asarray(pixel_std, np.float32))
     step = frames_per_call or len(x)
     # Features stay where feature_fn puts them (the accelerator) until propagation.
     feats = jnp.concatenate([jnp.asarray(feature_fn(x[i:i + step]))
@@ -274,7 +325,7 @@ def propagate_davis(feature_fn: Callable[[np.ndarray], np.ndarray],
     labels0 = _nearest(first, (h, w))
     soft = propagate(feats, labels0, context=context, topk=topk, radius=radius,
                      temperature=temperature, neighbourhood=neighbourhood,
-                     num_classes=int(first.max()) + 1)
+                     num_classes=int(first.max()) + 1, ties=ties)
     ids = np.concatenate([np.asarray(_soft_to_ids(soft[i:i + 8], size=(hh, ww),
                                                   norm_mask=norm_mask))
                           for i in range(0, len(soft), 8)])[:len(x)]  # [T, H, W]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from aejax import davis, labelprop
 
@@ -179,3 +180,139 @@ def test_runner_rejects_wrong_feature_grid(tmp_path):
   with pytest.raises(ValueError, match=r"synth-000: feature_fn returned \(3, 2, 2, 5\)"):
     labelprop.propagate_davis(lambda x: np.zeros((len(x), 2, 2, 5)), seqs, tmp_path, size=(32, 32),
                               patch=8, log=None)
+
+
+# ------------------------------------------------- DINO's eval_video_segmentation.py in NumPy
+
+
+def dino_label_propagation(feat_tar, list_frame_feats, list_segs, h, w, topk, size_mask):
+  """NumPy port of DINO's `label_propagation` (features [h*w, dim], segs [1, C, h, w])."""
+  ncontext = len(list_frame_feats)
+  # F.normalize(x, dim=1, p=2): x / max(||x||, 1e-12) along axis 1
+  norm = lambda f: f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)  # noqa: E731
+  feat_sources = norm(np.stack(list_frame_feats))  # nmb_context x dim x h*w
+  feat_tar = norm(feat_tar)  # h*w x dim
+  aff = np.exp(np.einsum("pd,cdq->cpq", feat_tar, feat_sources) / 0.1).astype(np.float32)
+  if size_mask > 0:
+    ii, jj = np.divmod(np.arange(h * w), w)
+    mask = (np.abs(ii[:, None] - ii[None, :]) <= size_mask) & (
+        np.abs(jj[:, None] - jj[None, :]) <= size_mask)  # restrict_neighborhood, [tar, src]
+    aff = aff * mask[None]
+  aff = aff.transpose(0, 2, 1).reshape(-1, h * w)  # nmb_context*h*w (source) x h*w (target)
+  tk_val = -np.sort(-aff, axis=0)[:topk]  # torch.topk(aff, dim=0, k=topk) values
+  tk_val_min = tk_val.min(axis=0)
+  aff[aff < tk_val_min] = 0  # every source >= the k-th largest is kept (ties included)
+  aff = aff / aff.sum(axis=0, keepdims=True)
+  segs = np.concatenate(list_segs)  # nmb_context x C x h x w
+  c = segs.shape[1]
+  segs = segs.reshape(ncontext, c, -1).transpose(0, 2, 1).reshape(-1, c).T  # C x nmb_context*h*w
+  return (segs @ aff).reshape(1, c, h, w)
+
+
+def dino_upsample(x, factor):
+  """F.interpolate(scale_factor=factor, mode='bilinear', align_corners=False) of [C, h, w]."""
+  def axis(n):
+    src = np.maximum((np.arange(n * factor) + 0.5) / factor - 0.5, 0)
+    i0 = np.floor(src).astype(int)
+    return i0, np.minimum(i0 + 1, n - 1), (src - i0).astype(np.float32)
+  (r0, r1, lr), (c0, c1, lc) = axis(x.shape[1]), axis(x.shape[2])
+  rows = x[:, r0] * (1 - lr)[None, :, None] + x[:, r1] * lr[None, :, None]
+  return rows[:, :, c0] * (1 - lc) + rows[:, :, c1] * lc
+
+
+def dino_norm_mask(mask):
+  """DINO's `norm_mask` of [C, H, W]."""
+  mask = mask.copy()
+  for cnt in range(mask.shape[0]):
+    m = mask[cnt]
+    if m.max() > 0:
+      m = m - m.min()
+      mask[cnt] = m / m.max()
+  return mask
+
+
+def dino_masks(feats, seg_ori, patch, n_last_frames=7, size_mask=12, topk=5):
+  """DINO's `eval_video_tracking_davis` on given features [T, h, w, D] and the first annotation;
+  returns (masks [T, H, W] at the annotation size, soft labels [T, C, h, w], scores [T, C, H, W])."""
+  t_len, h, w, d = feats.shape
+  small = np.asarray(Image.fromarray(seg_ori).resize((w, h), 0))  # read_seg: NEAREST to the grid
+  first_seg = np.eye(int(small.max()) + 1, dtype=np.float32)[small].transpose(2, 0, 1)[None]
+  flat = feats.reshape(t_len, h * w, d)
+  que = []  # queue.Queue(n_last_frames) of [feat (dim x h*w), seg]
+  masks, softs, scores = [seg_ori], [first_seg[0]], [None]
+  frame1_feat = flat[0].T
+  for cnt in range(1, t_len):
+    used_feats = [frame1_feat] + [p[0] for p in que]
+    used_segs = [first_seg] + [p[1] for p in que]
+    avg = dino_label_propagation(flat[cnt], used_feats, used_segs, h, w, topk, size_mask)
+    if len(que) == n_last_frames:
+      que.pop(0)
+    que.append([flat[cnt].T, avg.copy()])
+    up = dino_norm_mask(dino_upsample(avg[0], patch))
+    seg = up.argmax(0).astype(np.uint8)
+    masks.append(np.asarray(Image.fromarray(seg).resize(seg_ori.shape[::-1], 0)))
+    softs.append(avg[0])
+    scores.append(up)
+  return np.stack(masks), np.stack(softs), scores
+
+
+def test_protocols_map_to_the_published_parameters():
+  s, d = labelprop.PROTOCOLS["siammae"], labelprop.PROTOCOLS["dino"]
+  assert (s["topk"], s["context"], s["radius"], s["temperature"], s["size"]) == (7, 20, 20, 0.7,
+                                                                               (480, 880))
+  assert not s["norm_mask"] and not s["ties"] and s["neighbourhood"] == "square"
+  assert (d["topk"], d["context"], d["radius"], d["temperature"], d["size"]) == (5, 7, 12, 0.1, 480)
+  assert d["norm_mask"] and d["ties"] and d["neighbourhood"] == "square"
+  assert d["pixel_std"] == (0.228, 0.224, 0.225)
+  # DINO's read_frame sizing: short side 480, long side floored to a multiple of 64.
+  assert labelprop.dino_size(480, 854) == (480, 832)
+  assert labelprop.dino_size(854, 480) == (832, 480)
+  assert labelprop.dino_size(1080, 1920) == (480, 832)
+
+
+def _dino_case(seed=0, t_len=11, grid=(16, 24), dim=16):
+  """Features that follow a synthetic sequence's objects, frame 1 a copy of frame 0 (exact ties)."""
+  from aejax.data import synthetic
+
+  seq = synthetic.davis_like(1, t_len, (96, 160), seed=seed, num_objects=2)[0]
+  rng = np.random.default_rng(seed)
+  emb = rng.normal(size=(3, dim)).astype(np.float32)
+  ids = np.stack([np.asarray(Image.fromarray(m).resize(grid[::-1], 0)) for m in seq["masks"]])
+  feats = emb[ids] + 0.8 * rng.normal(size=(t_len, *grid, dim)).astype(np.float32)
+  feats[1] = feats[0]
+  return seq, feats
+
+
+def test_dino_protocol_reproduces_dino_masks(tmp_path):
+  """`--protocol dino` = DINO's script on given features: input sizing, first-frame labels, queue
+  of 7, square window 12, top-k 5 with ties, temperature 0.1, bilinear x patch, norm_mask, argmax,
+  NEAREST back to the annotation size."""
+  seq, feats = _dino_case()
+  proto = {**labelprop.PROTOCOLS["dino"], "size": 128}  # 96x160 -> 128x192 (DINO's rule)
+  seen = []
+
+  def feature_fn(x):
+    seen.append(x.shape)
+    return feats[:len(x)]
+
+  labelprop.propagate_davis(feature_fn, [seq], tmp_path, patch=8, log=None, **proto)
+  assert seen == [(11, 128, 192, 3)]  # 128 // 8 x 192 // 8 = the 16 x 24 feature grid
+  want, want_soft, scores = dino_masks(feats, seq["masks"][0], patch=8)
+  got = np.stack([davis.read_indexed_png(tmp_path / seq["name"] / f"{t:05d}.png")[0]
+                  for t in range(len(feats))])
+  # Masks equal wherever DINO's decision is not within float rounding of a tie between objects.
+  ambiguous = np.zeros_like(want, bool)
+  for t in range(1, len(feats)):
+    top2 = np.sort(scores[t], axis=0)[-2:]
+    amb = (top2[1] - top2[0] < 1e-4).astype(np.uint8)
+    ambiguous[t] = np.asarray(Image.fromarray(amb).resize(want.shape[:0:-1], 0)) > 0
+  assert ambiguous.mean() < 0.001
+  np.testing.assert_array_equal(got[~ambiguous], want[~ambiguous])
+  assert len(np.unique(want[-1])) == 3  # both objects still tracked at the end
+  # The soft labels themselves, and the tie rule: frame 1 duplicates frame 0, so from frame 2 on
+  # the affinities come in equal pairs and DINO keeps 6 positions where exactly-k keeps 5.
+  kw = dict(context=7, topk=5, radius=12, temperature=0.1, neighbourhood="square")
+  soft = np.asarray(labelprop.propagate(feats, want_soft[0].argmax(0), ties=True, **kw))
+  np.testing.assert_allclose(soft, want_soft.transpose(0, 2, 3, 1), atol=2e-5)
+  exact_k = np.asarray(labelprop.propagate(feats, want_soft[0].argmax(0), ties=False, **kw))
+  assert np.abs(exact_k - soft)[2:].max() > 1e-2
