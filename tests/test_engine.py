@@ -246,3 +246,226 @@ def test_weight_decay_mask_and_schedules():
   np.testing.assert_allclose(upd["w"], [-0.6, -0.8], rtol=1e-6)
   with pytest.raises(ValueError, match="unknown optimizer"):
     make_optimizer("lion")
+
+
+# ----------------------------------------------------------------------------- safe output (issue 17)
+
+
+def _fit_script(work, steps, sleep):
+  """A fit in another process; prints 'ERR <message>' and exits 1 on an error (no traceback)."""
+  code = ("import sys, _tiny\n"
+          "try:\n"
+          f"  _tiny.run_fit({str(work)!r}, num_steps={steps}, sleep={sleep}, checkpoint_every=3)\n"
+          "except Exception as e:\n"
+          "  print('ERR', e)\n"
+          "  sys.exit(1)\n"
+          "print('DONE')\n")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=f"{HERE.parent}:{HERE}")
+  return [sys.executable, "-c", code], env
+
+
+def test_second_run_on_a_locked_workdir_stops_at_once_naming_the_first(tmp_path):
+  import socket
+
+  work = tmp_path / "w"
+  cmd, env = _fit_script(work, 60, 0.03)
+  first = subprocess.Popen(cmd, env=env, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+  try:
+    deadline = time.time() + 120
+    while time.time() < deadline and not (work / ".lock").exists():
+      time.sleep(0.05)
+    lock = json.loads((work / ".lock").read_text())
+    assert lock["pid"] == first.pid and lock["host"] == socket.gethostname()
+    second = subprocess.run(cmd, env=env, cwd=HERE, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 1, second.stdout + second.stderr[-2000:]
+    msg = second.stdout.strip().splitlines()[-1]
+    assert msg.startswith("ERR ") and f"in use by process {first.pid} on {socket.gethostname()}" in msg
+    assert str(work) in msg and first.poll() is None  # the first run goes on
+  finally:
+    out, err = first.communicate(timeout=200)
+  assert first.returncode == 0 and "DONE" in out, err[-2000:]
+  assert not (work / ".lock").exists()  # released at the end
+  rows = [json.loads(x)["step"] for x in (work / "metrics.jsonl").read_text().splitlines()]
+  assert rows == sorted(rows) and rows[-1] == 60  # only the first run wrote
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over_a_live_one_is_not(tmp_path):
+  import socket
+
+  from aejax.io import WorkdirLock, WorkdirLocked
+
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  work = tmp_path / "w"
+  work.mkdir()
+  (work / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid}))
+  _tiny.run_fit(work, num_steps=2, checkpoint_every=2)  # takes over, trains, releases
+  assert not (work / ".lock").exists() and (work / "checkpoints" / "2").is_dir()
+  alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    (work / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": alive.pid,
+                                            "since": "then"}))
+    before = (work / "metrics.jsonl").read_bytes()
+    with pytest.raises(WorkdirLocked) as err:
+      _tiny.run_fit(work, num_steps=4, checkpoint_every=2)
+    assert f"in use by process {alive.pid}" in str(err.value) and "\n" not in str(err.value)
+    assert (work / "metrics.jsonl").read_bytes() == before  # stopped before writing anything
+    (work / ".lock").write_text(json.dumps({"host": "another-host", "pid": dead.pid}))
+    with pytest.raises(WorkdirLocked, match="on another-host"):  # never broken across hosts
+      WorkdirLock(work).acquire()
+  finally:
+    alive.kill()
+    alive.wait()
+
+
+def test_run_record_names_experiment_and_model_and_restore_refuses_others(tmp_path, monkeypatch):
+  import flax.linen as nn
+  import ml_collections
+
+  from aejax import cli
+  from aejax.train import restore_for_eval
+
+  cfg = ml_collections.ConfigDict({"tiny": True})
+  monkeypatch.setitem(cli._CURRENT, "experiment", "experiments.tiny")
+  _tiny.run_fit(tmp_path, num_steps=2, checkpoint_every=2)
+  rec = json.loads((tmp_path / "run.json").read_text())
+  model = _tiny.make_model()
+  assert rec["experiment"] == "experiments.tiny"
+  assert rec["model"] == f"{type(model).__module__}.{type(model).__qualname__}"
+  example = lambda c: jnp.zeros((1, 8, 8, 1))
+  restored, variables, _ = restore_for_eval(tmp_path, cfg, build_model=lambda c: _tiny.make_model(),
+                                            example=example, keys=())
+  assert set(variables) == {"params", "batch_stats"}
+  monkeypatch.setitem(cli._CURRENT, "experiment", "experiments.other")
+  with pytest.raises(CheckpointError) as err:
+    restore_for_eval(tmp_path, cfg, build_model=lambda c: _tiny.make_model(), example=example, keys=())
+  msg = str(err.value)
+  assert "a run of experiments.tiny" in msg and "not of experiments.other" in msg and "\n" not in msg
+
+  class Other(nn.Module):
+    @nn.compact
+    def __call__(self, x, *, train):
+      return nn.Conv(1, (3, 3))(x), {}
+
+  monkeypatch.setitem(cli._CURRENT, "experiment", None)  # library use: the model class decides
+  with pytest.raises(CheckpointError, match=r"a run of model .*Tiny, not .*Other"):
+    restore_for_eval(tmp_path, cfg, build_model=lambda c: Other(), example=example, keys=())
+  # fit refuses to resume another experiment's workdir
+  monkeypatch.setitem(cli._CURRENT, "experiment", "experiments.other")
+  with pytest.raises(CheckpointError, match="a workdir of experiments.tiny"):
+    _tiny.run_fit(tmp_path, num_steps=4, checkpoint_every=2)
+  # a run without the record (older aejax) falls back to the shape checks
+  (tmp_path / "run.json").unlink()
+  restore_for_eval(tmp_path, cfg, build_model=lambda c: _tiny.make_model(), example=example, keys=())
+
+
+def test_full_disk_at_a_checkpoint_is_one_line_and_resume_continues(tmp_path, monkeypatch):
+  from aejax.train import checkpoint as ckpt_mod
+
+  real = ckpt_mod._free_bytes
+  calls = []
+
+  def free(folder):
+    calls.append(1)
+    return 1000 if len(calls) >= 3 else real(folder)  # the third save finds the disk full
+
+  monkeypatch.setattr(ckpt_mod, "_free_bytes", free)
+  (tmp_path / "checkpoints").mkdir()
+  (tmp_path / "checkpoints" / "1.orbax-checkpoint-tmp-123").mkdir()  # a crash's leftover
+  with pytest.raises(CheckpointError) as err:
+    _tiny.run_fit(tmp_path, num_steps=12, checkpoint_every=2)
+  msg = str(err.value)
+  assert "\n" not in msg and "checkpoints/6: checkpoint not written (no space left on device" in msg
+  assert "last complete checkpoint: step 4" in msg
+  left = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+  assert left == ["2", "4"] and not (tmp_path / ".lock").exists()
+  monkeypatch.setattr(ckpt_mod, "_free_bytes", real)  # space freed: the same run resumes at 4
+  state = _tiny.run_fit(tmp_path, num_steps=8, checkpoint_every=2)
+  assert int(state.step) == 8
+  rows = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert rows[-1] == 8
+
+
+def test_orbax_write_error_is_one_line_and_cleans_its_temporary_folder(tmp_path, monkeypatch):
+  """ENOSPC raised by Orbax itself (the space check passed): the same one line, tmp folder gone."""
+  import orbax.checkpoint as ocp
+
+  from aejax.train import checkpoint as ckpt_mod
+
+  real_save = ocp.CheckpointManager.save
+
+  def save(self, step, *a, **kw):
+    if step == 6:
+      (Path(self.directory) / "6.orbax-checkpoint-tmp-99").mkdir()
+      raise ValueError("RESOURCE_EXHAUSTED: Error writing local file: No space left on device "
+                       "[os_error_code='28']")
+    return real_save(self, step, *a, **kw)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+  with pytest.raises(ckpt_mod.CheckpointError) as err:
+    _tiny.run_fit(tmp_path, num_steps=12, checkpoint_every=2)
+  msg = str(err.value)
+  assert "\n" not in msg and "no space left on device" in msg and "last complete checkpoint: step 4" in msg
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2", "4"]
+
+
+def test_full_tmpfs_keeps_the_last_checkpoint_restorable(tmp_path):
+  """A real full disk (a 1 MiB tmpfs; skipped where mounting is not allowed)."""
+  mnt = tmp_path / "mnt"
+  mnt.mkdir()
+  if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                                         capture_output=True).returncode != 0:
+    pytest.skip("cannot mount a tmpfs here")
+  try:
+    work = mnt / "w"
+    _tiny.run_fit(work, num_steps=4, checkpoint_every=2)
+    (mnt / "filler").write_bytes(b"\0" * (os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize - 40_000))
+    with pytest.raises(CheckpointError, match="no space left on device.*last complete checkpoint: step 4"):
+      _tiny.run_fit(work, num_steps=40, checkpoint_every=2)
+    assert not [p for p in (work / "checkpoints").iterdir() if "tmp" in p.name]
+    model, tx = _tiny.make_model(), make_optimizer("adam", 1e-2)
+    abstract = jax.eval_shape(lambda: init_state(model, tx, jax.random.PRNGKey(0),
+                                                 jnp.zeros((1, 8, 8, 1))))
+    assert int(restore_state(work, abstract).step) == 4
+    (mnt / "filler").unlink()
+    assert int(_tiny.run_fit(work, num_steps=8, checkpoint_every=2).step) == 8
+  finally:
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_workdir_that_is_a_file_is_one_line(tmp_path):
+  from aejax.io import OutputError
+
+  f = tmp_path / "w"
+  f.write_text("not a folder")
+  with pytest.raises(OutputError) as err:
+    _tiny.run_fit(f, num_steps=2)
+  assert str(err.value) == f"{f}: the workdir is a file, not a folder; pass another --workdir"
+  assert f.read_text() == "not a folder"
+
+
+def test_atomic_write_leaves_old_or_new_and_check_output(tmp_path):
+  from aejax import io
+
+  p = tmp_path / "a.json"
+  io.write_json(p, {"v": 1})
+  with pytest.raises(RuntimeError):
+    with io.atomic_path(p) as tmp:
+      tmp.write_text('{"v": 2, "half')
+      raise RuntimeError("interrupted")
+  assert json.loads(p.read_text()) == {"v": 1} and sorted(x.name for x in tmp_path.iterdir()) == ["a.json"]
+  io.write_json(p, {"v": 2})
+  assert json.loads(p.read_text()) == {"v": 2}
+  with pytest.raises(io.OutputError, match="a.json: the output file already exists; pass --overwrite"):
+    io.check_output(p, inputs=[])
+  assert io.check_output(p, inputs=[], overwrite=True) == p
+  link = tmp_path / "link.json"
+  os.link(p, link)  # same inode, another name
+  for out in (p, link, tmp_path / "." / "a.json"):
+    with pytest.raises(io.OutputError, match="is also an input"):
+      io.check_output(out, inputs=[None, p], overwrite=True)
+  (tmp_path / "empty").mkdir()
+  assert io.check_output(tmp_path / "empty", inputs=[p]) == tmp_path / "empty"
+  with pytest.raises(io.OutputError, match="is a file, so"):
+    io.check_output(p / "x.png", inputs=[], overwrite=True)

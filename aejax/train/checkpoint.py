@@ -85,7 +85,7 @@ class CheckpointIO:
       shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     return gone
 
-  def _failure(self, e: BaseException, step: int | None) -> CheckpointError:
+  def _failure(self, e: BaseException | None, step: int | None, reason: str = "") -> CheckpointError:
     """The one-line error of a failed save (and the clean-up of its temporary folder)."""
     self.failed = True
     self.remove_temporaries()
@@ -93,7 +93,7 @@ class CheckpointIO:
     last = (f"last complete checkpoint: step {done[-1]} in {self.directory}" if done
             else "no complete checkpoint yet")
     where = self.directory / str(step) if step is not None else self.directory
-    reason = "no space left on device" if io.is_no_space(e) else io.first_line(e)
+    reason = reason or ("no space left on device" if io.is_no_space(e) else io.first_line(e))
     return CheckpointError(f"{where}: checkpoint not written ({reason}); {last}; free space and run "
                            "the same command again to resume")
 
@@ -113,8 +113,26 @@ class CheckpointIO:
 
       args["data"] = grain.checkpoint.CheckpointSave(data_iter)
     self._guard(self.wait, self._pending)  # a previous asynchronous save's failure surfaces here
+    self._check_space(int(step), state)
     self._pending = int(step)
     self._guard(lambda: self.mngr.save(int(step), args=ocp.args.Composite(**args), force=True), int(step))
+
+  def _check_space(self, step: int, state) -> None:
+    """Refuses a save that cannot fit: the free space must exceed the last checkpoint's size (or
+    the state's bytes) by 10 % + 256 KiB. Checked before Orbax starts, so a full disk leaves no
+    half-written folder and no background-thread noise."""
+    if jax.process_index() != 0:
+      return
+    need = sum(int(np.prod(np.shape(x))) * np.dtype(x.dtype).itemsize
+               for x in jax.tree.leaves(state) if hasattr(x, "dtype"))
+    done = self.complete_steps()
+    if done:
+      need = max(need, _folder_bytes(self.directory / str(done[-1])))
+    need = int(need * 1.1) + (1 << 18)
+    free = _free_bytes(self.directory)
+    if free < need:
+      raise self._failure(None, step, f"no space left on device: {free / 1e6:.2f} MB free, about "
+                                      f"{need / 1e6:.2f} MB needed")
 
   def wait(self) -> None:
     """Blocks until pending saves are written (raises a one-line error if one failed)."""
@@ -174,6 +192,16 @@ class CheckpointIO:
           raise
       if self.failed:
         self.remove_temporaries()
+
+
+def _folder_bytes(folder: Path) -> int:
+  """The total size of the files under `folder`."""
+  return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def _free_bytes(folder: Path) -> int:
+  """Free bytes on the file system of `folder` (for unprivileged users)."""
+  return shutil.disk_usage(folder).free
 
 
 def resolve_checkpoint(path) -> tuple[Path, int | None]:
