@@ -47,14 +47,16 @@ def make_grid(images, ncol: int | None = None, pad: int = 2, fill: int = 255) ->
 
 
 def save_image(path, image) -> Path:
-  """Writes one RGB (or grey) image as PNG, creating parent folders."""
+  """Writes one RGB (or grey) image as PNG, creating parent folders (atomically)."""
   import cv2
 
+  from aejax.io import atomic_path
+
   path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
   im = _rgb(image)
-  if not cv2.imwrite(str(path), im[..., ::-1]):
-    raise OSError(f"{path}: could not write image")
+  with atomic_path(path) as tmp:  # an interrupted write leaves the old file, never half a PNG
+    if not cv2.imwrite(str(tmp), im[..., ::-1]):
+      raise OSError(f"{path}: could not write image")
   return path
 
 
@@ -67,10 +69,13 @@ def write_gif(path, frames, fps: float = 10.0) -> Path:
   """Writes [T, H, W, C] frames (uint8 or float in [0, 1]) as a looping GIF."""
   from PIL import Image
 
+  from aejax.io import atomic_path
+
   path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
   ims = [Image.fromarray(_rgb(f)) for f in frames]
-  ims[0].save(path, save_all=True, append_images=ims[1:], duration=int(1000 / fps), loop=0)
+  with atomic_path(path) as tmp:
+    ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:], duration=int(1000 / fps),
+                loop=0)
   return path
 
 
@@ -85,12 +90,16 @@ def pyplot():
 
 
 def save_figure(fig, path, dpi: int = 110) -> Path:
-  """Lays out, saves (creating the folder) and closes a matplotlib figure; returns the path."""
+  """Lays out, saves (creating the folder; atomically) and closes a matplotlib figure; returns the path."""
+  from aejax.io import atomic_path
+
   fig.tight_layout()
   path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=dpi)
-  pyplot().close(fig)
+  try:
+    with atomic_path(path) as tmp:  # written under a temporary name, then renamed
+      fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or None)
+  finally:
+    pyplot().close(fig)
   return path
 
 
