@@ -2,21 +2,21 @@
 on frame pairs and DAVIS-2017 label propagation.
 
   python -m experiments.siammae                       # demo: train, checkpoint, evaluate, plots
-  python -m experiments.siammae train --preset paper --config.data.root K400_DIR
-  python -m experiments.siammae eval --checkpoint WORKDIR --davis_dir DAVIS_ROOT
-  python -m experiments.siammae eval --weights dino_deitsmall16_pretrain.pth --davis_dir DAVIS
+  python -m aejax.data.prepare videos --src K400/train --out K400_PREP   # decode once (optional)
+  python -m experiments.siammae train --preset paper --config.data.root K400_PREP   # or K400/train
+  python -m experiments.siammae eval --checkpoint WORKDIR --davis_dir DAVIS [--protocol dino]
+  python -m experiments.siammae eval --weights dino_deitsmall16_pretrain.pth --davis_dir DAVIS --protocol dino
 
 `paper`: ViT-S/16 encoder and a 512 x 8 x 16 cross-self decoder (`aejax.models.siammae`), 95 % of
-the future frame masked, gaps of 4-48 frames at 30 fps, AdamW lr 1.5e-4 x batch / 256 with warm-up
-and cosine. `eval` propagates first-frame labels (`aejax.labelprop`: top-k 7, 20 context frames,
-radius 20, temperature 0.7, 480x880) and scores the official DAVIS J/F (`aejax.davis`), next to
-the same encoder at random init; the checkpoint's config.json decides the model. The demo trains a
-small ViT on embedded synthetic videos and scores a synthetic DAVIS-like set: J&F 0.758 vs 0.716
-at random init in about 7 min on a 2-core CPU (`results.json`; grids in `WORKDIR/artefacts/`,
-overlays in `WORKDIR/labelprop/pretrained/overlays/`; measured runs: `docs/results/siammae.md`).
-Deviations: the demo's sizes (a 128-wide, 4-deep ViT at 64x64 with 8x8 patches, 800 steps, lr
-3e-4, slower motion) fit a CPU; sin-cos positions are interpolated onto the training grid at other
-sizes; the public replication's bugs are fixed (see `aejax/models/siammae.py`).
+the future frame masked, gaps of 4-48 frames at 30 fps, repeated sampling 2, AdamW lr 1.5e-4 x
+batch / 256, 2000 effective epochs with 40 of warm-up (steps derived from the data size and batch,
+printed at start; K400 at batch 2048: 234,375). `eval --protocol siammae` propagates labels with the
+paper's settings (top-k 7, 20 context frames, radius 20, temperature 0.7, 480x880), `--protocol
+dino` with DINO's script's (`aejax.labelprop.PROTOCOLS`), features in float32; scores: official DAVIS
+J/F, next to the same encoder at random init. The demo trains a small ViT on embedded synthetic
+videos: J&F 0.758 vs 0.716 at random init, ~7 min on a 2-core CPU (`docs/results/siammae.md`).
+Deviations: the demo's sizes fit a CPU; sin-cos positions are interpolated onto the training grid
+at other sizes; the public replication's bugs are fixed (see `aejax/models/siammae.py`).
 """
 
 from __future__ import annotations
@@ -57,12 +57,17 @@ def get_config() -> ml_collections.ConfigDict:
                  decoder_heads=16, mlp_ratio=4.0, norm_pix_loss=True, past_pos_embed=True,
                  token_multiple=8, attention=None, dtype="bfloat16")
   c.scaling = dict(base_lr=1.5e-4, reference_batch=256)  # optim.lr None: base_lr * batch / 256
+  # warmup_steps None: from train.warmup_epochs; total_steps None: num_steps.
   c.optim = dict(name="adamw", lr=None, b1=0.9, b2=0.95, weight_decay=0.05,
-                 schedule="warmup_cosine", warmup_steps=4_700, total_steps=None)  # None: num_steps
-  c.train = dict(num_steps=235_000, seed=0, log_every=100, eval_every=None, checkpoint_every=5000,
-                 keep_checkpoints=3, parallel="jit", ema_decay=None)
-  c.eval = dict(size=(480, 880), context=20, topk=7, radius=20, temperature=0.7,
-                neighbourhood="square", num_sequences=None, num_frames=None, seq_size=None,
+                 schedule="warmup_cosine", warmup_steps=None, total_steps=None)
+  # num_steps None: from `epochs` effective epochs of the data (`schedule`; K400 at batch 2048:
+  # 234,375 steps, 4,688 of warm-up).
+  c.train = dict(num_steps=None, epochs=2000, warmup_epochs=40, seed=0, log_every=100,
+                 eval_every=None, checkpoint_every=5000, keep_checkpoints=3, parallel="jit",
+                 ema_decay=None)
+  # Label propagation: the paper's settings (`labelprop.PROTOCOLS["siammae"]`); `eval --protocol`
+  # swaps in a protocol's.
+  c.eval = dict(**labelprop.PROTOCOLS["siammae"], num_sequences=None, num_frames=None, seq_size=None,
                 overlay_sequence=None, random_baseline=True, num_grid=6, batch_size=8)
   return c
 
@@ -97,6 +102,9 @@ def smoke() -> ml_collections.ConfigDict:
   c.eval.update(num_sequences=2, num_frames=5, seq_size=(32, 48), radius=2, num_grid=2,
                 overlay_sequence=None)
   return c
+
+
+PRESETS = {"demo": demo, "smoke": smoke, "paper": paper}
 
 
 # ------------------------------------------------------------------------------------ pieces
@@ -146,8 +154,46 @@ def loss_fn(model, variables, batch, rngs, train):
   return aux["loss"], {"loss": aux["loss"]}, new_state
 
 
+SCHEDULE_KEYS = ("epochs", "warmup_epochs")  # train keys `schedule` reads (not `fit`'s)
+KINETICS400_VIDEOS = 240_000  # about the training videos of Kinetics-400 (the paper's data)
+
+
+def schedule(config, num_videos: int, log=print) -> ml_collections.ConfigDict:
+  """Fills `train.num_steps` and `optim.warmup_steps` from epochs where they are None.
+
+  An effective epoch (MAE-ST / SiamMAE repeated sampling) is `num_videos` pairs: one pass over the
+  videos yields `data.repeats` pairs per video, so it takes `num_videos * repeats / batch` steps per
+  pass and `num_steps = epochs * num_videos / batch_size` (pairs) for `train.epochs` effective
+  epochs, likewise the warm-up; explicit values win. Prints the numbers; returns `config` (updated).
+  """
+  d, t = config.data, config.train
+  per_epoch = num_videos / d.batch_size  # steps per effective epoch
+  derived = []
+  with config.unlocked():
+    if t.num_steps is None:
+      t.num_steps = max(1, round(t.epochs * per_epoch))
+      derived.append("num_steps")
+    if config.optim.warmup_steps is None:
+      config.optim.warmup_steps = min(t.num_steps, round(t.warmup_epochs * per_epoch))
+      derived.append("warmup_steps")
+  if log is not None:
+    how = lambda k: "derived" if k in derived else "explicit"  # noqa: E731
+    log(f"schedule: {num_videos} videos, batch {d.batch_size} pairs ({d.batch_size // d.repeats} "
+        f"videos x {d.repeats} repeated samples): {per_epoch:.4g} steps per effective epoch; "
+        f"num_steps {t.num_steps} ({how('num_steps')}; {t.num_steps / per_epoch:.4g} effective "
+        f"epochs = {t.num_steps / per_epoch / d.repeats:.4g} passes over the videos), warm-up "
+        f"{config.optim.warmup_steps} steps ({how('warmup_steps')}; "
+        f"{config.optim.warmup_steps / per_epoch:.4g} effective epochs)")
+  return config
+
+
 def optimiser(config):
-  """`(tx, lr)`: lr = base_lr x batch / 256 unless `optim.lr` is set; schedule over num_steps."""
+  """`(tx, lr)`: lr = base_lr x batch / 256 unless `optim.lr` is set; schedule over num_steps.
+
+  Steps still unset (no `schedule` call: benchmarks) are derived for Kinetics-400's size.
+  """
+  if config.train.num_steps is None or config.optim.warmup_steps is None:
+    config = schedule(ml_collections.ConfigDict(config.to_dict()), KINETICS400_VIDEOS, log=None)
   o = dict(config.optim)
   if o["lr"] is None:
     o["lr"] = config.scaling.base_lr * config.data.batch_size / config.scaling.reference_batch
@@ -168,14 +214,35 @@ def eval_sequences(ev, seed: int = 1) -> list[dict]:
 
 
 def labelprop_scores(model, params, davis, out_dir, ev, log=print, overlay: bool = True) -> dict:
-  """DAVIS J/F of label propagation on the encoder features of `model` (a SiamMAE or a ViT)."""
+  """DAVIS J/F of label propagation on the encoder features of `model` (a SiamMAE or a ViT).
+
+  Features are extracted in float32 whatever the training dtype (`model.dtype`).
+  """
+  model = model.clone(dtype=jnp.float32)
   apply = jax.jit(lambda p, x: model.apply({"params": p}, x, method=type(model).features))
   patch = vit_variant(model.encoder)["patch_size"] if isinstance(model, SiamMAE) else model.patch_size
+  size = ev.size if ev.size is None or isinstance(ev.size, int) else tuple(ev.size)
   return labelprop.propagate_davis(
-      lambda x: apply(params, x), davis, out_dir, frames_per_call=ev.batch_size,
-      size=None if ev.size is None else tuple(ev.size), patch=patch, context=ev.context,
-      topk=ev.topk, radius=ev.radius, temperature=ev.temperature, neighbourhood=ev.neighbourhood,
+      lambda x: apply(params, x), davis, out_dir, frames_per_call=ev.batch_size, size=size,
+      patch=patch, context=ev.context, topk=ev.topk, radius=ev.radius, temperature=ev.temperature,
+      neighbourhood=ev.neighbourhood, norm_mask=ev.norm_mask, ties=ev.ties,
+      pixel_std=None if ev.pixel_std is None else tuple(ev.pixel_std),
       overlay_sequence=(ev.overlay_sequence or None) if overlay else None, log=log)
+
+
+def with_protocol(config, name: str | None, preset: str | None = None) -> ml_collections.ConfigDict:
+  """`config` with the `eval` settings of protocol `name` (`labelprop.PROTOCOLS`), except those
+  set on the command line (values that differ from the preset's); None changes nothing."""
+  if name is None:
+    return config
+  if name not in labelprop.PROTOCOLS:
+    raise ValueError(f"--protocol {name!r}: use one of {', '.join(labelprop.PROTOCOLS)}")
+  base = PRESETS.get(preset or "paper", paper)().eval
+  with config.eval.ignore_type():
+    for k, v in labelprop.PROTOCOLS[name].items():
+      if config.eval[k] == base[k]:
+        config.eval[k] = v
+  return config
 
 
 def grid_fn(model, config):
@@ -217,6 +284,8 @@ def _compare(model, params, config, out_dir: Path, davis=None) -> dict:
 
 def train(config, workdir: Path, args) -> dict:
   """Pre-train on frame pairs; the demo scores label propagation (pretrained vs random init)."""
+  source = train_source(config.data)
+  config = schedule(config, len(source))
   model = build_model(config)
   tx, lr = optimiser(config)
   synthetic_eval = bool(config.eval.num_sequences) and not config.data.root
@@ -228,9 +297,10 @@ def train(config, workdir: Path, args) -> dict:
         overlay=False)
   t0 = time.perf_counter()
   state = fit(workdir=workdir, config=config, model=model, loss_fn=loss_fn, tx=tx,
-              train_iter=train_loader(config.data),
+              train_iter=train_loader(config.data, source),
               init_fn=lambda r: init_state(model, tx, r, example_pair(config)),
-              eval_fn=eval_fn, artefact_fn=grid_fn(model, config), **config.train)
+              eval_fn=eval_fn, artefact_fn=grid_fn(model, config),
+              **{k: v for k, v in config.train.items() if k not in SCHEDULE_KEYS})
   train_s = time.perf_counter() - t0
   if int(state.step) < config.train.num_steps:  # stopped by a signal: checkpointed, resume later
     return {"stopped_at_step": int(state.step)}
@@ -246,18 +316,24 @@ def evaluate(config, workdir: Path, args) -> dict:
   davis = args.davis_dir or None
   if davis is not None and not Path(davis).is_dir():
     raise FileNotFoundError(f"{davis}: no such DAVIS folder")
+  if davis is not None:  # a DAVIS root or a prepared `aejax_davis` set
+    davis = roots.davis_sequences(davis)
+  protocol = getattr(args, "protocol", None)
+  config = with_protocol(config, protocol, getattr(args, "preset", None))
   if args.weights:
     model = ViT.from_name(config.model.encoder, pos_embed="learned")
     params = model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))["params"]
     params = load_pretrained(params, args.weights)
-    return {f"pretrained/{k}": v for k, v in labelprop_scores(
-        model, params, davis or eval_sequences(config.eval), workdir / "labelprop_weights",
-        config.eval).items()}
+    res = {f"pretrained/{k}": v for k, v in labelprop_scores(
+        model, params, davis if davis is not None else eval_sequences(config.eval),
+        workdir / "labelprop_weights", config.eval).items()}
+    return {**res, "protocol": protocol or "preset"}
   if not args.checkpoint:
     raise ValueError("eval needs --checkpoint WORKDIR (or --weights FILE)")
   model, variables, config = restore_for_eval(args.checkpoint, config, build_model=build_model,
                                               example=example_pair, keys=RESTORE_KEYS)
   res = _compare(model, variables["params"], config, workdir / "labelprop_eval", davis)
+  res["protocol"] = protocol or "preset"
   (workdir / "eval_results.json").write_text(json.dumps(res, indent=2))
   return res
 
@@ -265,10 +341,14 @@ def evaluate(config, workdir: Path, args) -> dict:
 def main(argv=None):
   """The command line: `python -m experiments.siammae {train,eval} ...`."""
   return cli.run(get_config, modes={"train": train, "eval": evaluate},
-                 presets={"demo": demo, "smoke": smoke, "paper": paper}, default_preset="demo",
+                 presets=PRESETS, default_preset="demo",
                  flags={"checkpoint": "a workdir or a step folder",
-                        "davis_dir": "a DAVIS-2017 root (default: the synthetic DAVIS-like set)",
-                        "weights": "a timm/DINO ViT state dict (.pth, .safetensors, .npz)"},
+                        "davis_dir": "a DAVIS-2017 root or a prepared aejax_davis set (default: "
+                                     "the synthetic DAVIS-like set)",
+                        "weights": "a timm/DINO ViT state dict (.pth, .safetensors, .npz)",
+                        "protocol": "eval: label-propagation protocol, 'siammae' (the paper's "
+                                    "appendix) or 'dino' (DINO's eval_video_segmentation.py); "
+                                    "default: the preset's eval settings"},
                  doc=__doc__, argv=argv)
 
 

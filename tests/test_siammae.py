@@ -159,6 +159,7 @@ def test_reconstruct_pastes_visible_patches():
 def test_experiment_smoke_train_then_eval_davis_folder(tmp_path):
   """The smoke preset trains and checkpoints; `eval` restores it (the model from the run's
   config.json, whatever the command line's preset) and scores a DAVIS-layout folder."""
+  from aejax.data.sequences import read_indexed_png
   from aejax.data.synthetic import write_davis_like
   from experiments import siammae as exp
 
@@ -175,6 +176,18 @@ def test_experiment_smoke_train_then_eval_davis_folder(tmp_path):
                   "--config.eval.random_baseline=False"])
   assert 0.0 <= out["pretrained/J&F-Mean"] <= 1.0
   assert (tmp_path / "ev" / "labelprop_eval" / "pretrained" / "synth-002" / "00004.png").is_file()
+  # Both protocols (sizes overridden to stay CPU-small: explicit values win over the protocol's).
+  big = write_davis_like(tmp_path / "davis64", num_sequences=2, num_frames=5, size=(64, 96),
+                         num_train=0)
+  for protocol, size in (("dino", "64"), ("siammae", "(32,48)")):
+    out = exp.main(["eval", "--preset", "smoke", "--workdir", str(tmp_path / protocol),
+                    "--checkpoint", str(tmp_path / "run"), "--davis_dir", str(big),
+                    "--protocol", protocol, f"--config.eval.size={size}",
+                    "--config.eval.random_baseline=False"])
+    assert out["protocol"] == protocol and 0.0 <= out["pretrained/J&F-Mean"] <= 1.0
+    pred, _ = read_indexed_png(tmp_path / protocol / "labelprop_eval" / "pretrained" / "synth-001"
+                               / "00004.png")
+    assert pred.shape == (64, 96)
   with pytest.raises(FileNotFoundError):
     exp.main(["eval", "--preset", "smoke", "--workdir", str(tmp_path / "ev2"),
               "--checkpoint", str(tmp_path / "run"), "--davis_dir", str(tmp_path / "nope")])
@@ -192,3 +205,76 @@ def test_unset_config_values_are_none_and_take_typed_overrides():
                           "eval.seq_size": "(32, 48)", "data.root": "/videos"})
   assert exp.optimiser(c)[1] == 1e-3 and c.optim.total_steps is None
   assert (c.model.encoder_width, c.eval.seq_size, c.data.root) == (64, (32, 48), "/videos")
+
+
+def test_schedule_from_epochs(capsys):
+  from experiments import siammae as exp
+
+  # The paper: ~240k Kinetics-400 videos, batch 2048 pairs, 2000 effective epochs, 40 of warm-up.
+  c = exp.schedule(exp.paper(), 240_000)
+  assert (c.train.num_steps, c.optim.warmup_steps) == (234_375, 4_688)
+  out = capsys.readouterr().out
+  assert "num_steps 234375 (derived; 2000 effective epochs = 1000 passes over the videos)" in out
+  assert "warm-up 4688 steps (derived; 40 effective epochs)" in out
+  # Half the batch: twice the steps, the same epochs; an epoch is N pairs whatever the repeats.
+  c = exp.paper()
+  c.data.batch_size = 1024
+  assert exp.schedule(c, 240_000, log=None).train.num_steps == 468_750
+  c = exp.paper()
+  c.data.repeats, c.train.epochs, c.train.warmup_epochs = 4, 10, 1
+  c = exp.schedule(c, 1000, log=None)
+  assert (c.train.num_steps, c.optim.warmup_steps) == (5, 0)  # 10 x 1000 / 2048, 1000 / 2048
+  # Explicit values win; the other one is still derived (a warm-up never outlasts the run).
+  c = exp.paper()
+  c.train.num_steps = 10_000
+  c = exp.schedule(c, 240_000)
+  assert (c.train.num_steps, c.optim.warmup_steps) == (10_000, 4_688)
+  assert "num_steps 10000 (explicit; 85.33 effective epochs" in capsys.readouterr().out
+  c = exp.paper()
+  c.train.num_steps, c.optim.warmup_steps = 77, 5
+  assert exp.schedule(c, 240_000, log=None).optim.warmup_steps == 5
+  c.optim.warmup_steps = None
+  assert exp.schedule(c, 240_000, log=None).optim.warmup_steps == 77
+  # The optimiser alone (benchmarks) falls back to Kinetics-400's size.
+  c = exp.paper()
+  lr_at = exp.optimiser(c)[0]
+  assert c.train.num_steps is None and lr_at is not None
+
+
+def test_protocol_presets_and_float32_features(monkeypatch):
+  from aejax import labelprop
+  from experiments import siammae as exp
+
+  c = exp.with_protocol(exp.paper(), "dino", "paper")
+  assert (c.eval.topk, c.eval.context, c.eval.radius, c.eval.temperature, c.eval.size) == (
+      5, 7, 12, 0.1, 480)
+  assert c.eval.norm_mask and c.eval.ties and tuple(c.eval.pixel_std) == (0.228, 0.224, 0.225)
+  assert exp.with_protocol(exp.paper(), "siammae", "paper").eval == exp.paper().eval  # the default
+  s = exp.with_protocol(exp.demo(), "siammae", "demo")  # the demo's CPU-sized settings replaced
+  assert (s.eval.topk, s.eval.context, s.eval.radius, s.eval.temperature, tuple(s.eval.size)) == (
+      7, 20, 20, 0.7, (480, 880))
+  assert not s.eval.norm_mask and not s.eval.ties and s.eval.pixel_std is None
+  # A value set on the command line (differs from the preset's) wins over the protocol's.
+  c = exp.smoke()
+  c.eval.size = (32, 48)
+  c = exp.with_protocol(c, "dino", "smoke")
+  assert tuple(c.eval.size) == (32, 48) and c.eval.topk == 5
+  with pytest.raises(ValueError, match="use one of siammae, dino"):
+    exp.with_protocol(exp.paper(), "crw")
+  # Features in float32 for a bfloat16-trained model; the protocol reaches propagate_davis.
+  c = exp.smoke()
+  c.model.dtype = "bfloat16"
+  c = exp.with_protocol(c, "dino", "smoke")
+  model = exp.build_model(c)
+  params = jax.jit(model.init)({"params": jax.random.key(0), "mask": jax.random.key(1)},
+                              exp.example_pair(c))["params"]
+  seen = {}
+
+  def fake(feature_fn, davis, out, **kw):
+    seen.update(kw, dtype=feature_fn(np.zeros((1, 32, 32, 3), np.float32)).dtype)
+    return {}
+
+  monkeypatch.setattr(labelprop, "propagate_davis", fake)
+  exp.labelprop_scores(model, params, [], "/tmp/unused", c.eval, log=None)
+  assert seen["dtype"] == jnp.float32 and model.dtype == jnp.bfloat16
+  assert (seen["topk"], seen["ties"], seen["norm_mask"], seen["size"]) == (5, True, True, 480)
