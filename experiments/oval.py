@@ -120,13 +120,14 @@ def restore(path, config):
 
 def load(config, workdir, args) -> tuple[OVAL, dict, ml_collections.ConfigDict, dict]:
   """(model, params, config, source) from `--weights` (the original's released weights, e.g.
-  offline8.pt, into `config.model`, RGB frames; the decoder keeps the full frame size,
-  `exact_output=True`, where the original returned 351x471 for 360x480) or else from
-  `--checkpoint` (default: the workdir)."""
+  offline8.pt, into `config.model`, RGB frames, with the original's geometry `exact_output=False`:
+  its decoder returns 351x471 for 360x480, and the codec replicates the last rows and columns to
+  the full frame) or else from `--checkpoint` (default: the workdir)."""
   weights = getattr(args, "weights", None)
   if weights:
     config = config.copy_and_resolve_references()
     config.data.color_space = "rgb"
+    config.model.exact_output = False
     model = build_model(config)
     params = load_original_weights(weights, model, channels="rgb")["params"]
     return model, params, config, {"weights": str(Path(weights).resolve())}

@@ -109,3 +109,16 @@ def test_tree_bytes_roundtrip():
   back = bitstream.tree_from_bytes(tree, bitstream.tree_to_bytes(tree, "float16"), "float16")
   np.testing.assert_allclose(back["b"]["c"], np.float16(1 / 3))
   np.testing.assert_array_equal(back["a"], tree["a"])
+
+
+def test_bd_rate_and_quality_of_known_curves():
+  from aejax.codec.report import bd_quality, bd_rate, pareto
+
+  anchor = [{"bpp": b, "psnr": 30 + 10 * np.log2(b)} for b in (0.25, 0.5, 1.0, 2.0)]
+  half = [{"bpp": r["bpp"] / 2, "psnr": r["psnr"]} for r in anchor]  # same quality at half the bits
+  assert bd_rate(anchor, half) == pytest.approx(-50.0)
+  assert bd_quality(anchor, half) == pytest.approx(10.0)  # 10 dB per doubling
+  assert bd_rate(anchor, anchor) == pytest.approx(0.0)
+  far = [{"bpp": r["bpp"], "psnr": r["psnr"] + 100} for r in anchor]
+  assert np.isnan(bd_rate(anchor, far))
+  assert [r["bpp"] for r in pareto(anchor + [{"bpp": 3.0, "psnr": 0.0}])] == [0.25, 0.5, 1.0, 2.0]

@@ -105,3 +105,57 @@ def baseline_rows(frames: np.ndarray, *, bits=(1, 2, 3, 4, 6), factors=(2, 3, 4,
     rows.append(summarize("jpeg@bytes", f"~{t:.0f} B (q {qs.min()}-{qs.max()})", frames, rec, nb,
                           with_ms_ssim))
   return rows
+
+
+# Inter-frame codecs through PyAV (FFmpeg): name -> (encoder, options besides the CRF).
+VIDEO_CODECS = {"h264": ("libx264", {"preset": "medium"}),
+                "h265": ("libx265", {"preset": "medium", "x265-params": "log-level=error"}),
+                "av1": ("libsvtav1", {"preset": "8"})}
+# A CRF sweep per codec (libx264/libx265 0-51, SVT-AV1 1-63), from near-transparent to very coarse.
+VIDEO_CRFS = {"h264": (18, 24, 30, 36, 42, 48), "h265": (18, 24, 30, 36, 42, 48),
+              "av1": (20, 30, 40, 50, 58, 63)}
+
+
+def video_codec(frames: np.ndarray, codec: str, crf: int, fps: float = 25.0) -> tuple[np.ndarray, np.ndarray]:
+  """Encodes RGB uint8 frames [N, H, W, 3] with an inter-frame codec ("h264", "h265" or "av1")
+  at constant rate factor `crf` into an in-memory MP4 (PyAV; yuv420p, the encoder's defaults
+  and GOP otherwise) and decodes it back.
+
+  Returns (reconstruction uint8 [N, H, W, 3], bytes per frame [N]): the whole file's size (every
+  header and index counted) spread evenly over the frames, since inter-frame codecs spend bits
+  unevenly and only the total is meaningful.
+  """
+  import io
+
+  import av
+
+  if codec not in VIDEO_CODECS:
+    raise ValueError(f"video_codec: {codec!r} is not one of {list(VIDEO_CODECS)}")
+  name, opts = VIDEO_CODECS[codec]
+  frames = np.asarray(frames, np.uint8)
+  n, h, w, _ = frames.shape
+  buf = io.BytesIO()
+  with av.open(buf, "w", format="mp4") as out:
+    st = out.add_stream(name, rate=int(round(fps)))
+    st.width, st.height, st.pix_fmt = w, h, "yuv420p"
+    st.options = {**opts, "crf": str(crf)}
+    for f in frames:
+      out.mux(st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+    out.mux(st.encode(None))
+  size = buf.getbuffer().nbytes
+  buf.seek(0)
+  with av.open(buf, "r") as inp:
+    rec = np.stack([fr.to_ndarray(format="rgb24") for fr in inp.decode(video=0)])
+  if len(rec) != n:
+    raise ValueError(f"video_codec: {codec} returned {len(rec)} of {n} frames")
+  return rec, np.full(n, size / n)
+
+
+def video_codec_rows(frames: np.ndarray, *, fps: float = 25.0, codecs=("h264", "h265", "av1"),
+                     crfs: dict | None = None, with_ms_ssim: bool = True) -> list[dict]:
+  """R–D rows of the inter-frame codecs over their CRF sweeps (`VIDEO_CRFS` unless given)."""
+  rows = []
+  for c in codecs:
+    for crf in (crfs or VIDEO_CRFS)[c]:
+      rows.append(summarize(c, f"crf {crf}", frames, *video_codec(frames, c, crf, fps), with_ms_ssim))
+  return rows

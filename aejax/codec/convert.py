@@ -33,7 +33,9 @@ def frame_codec_fns(model: OVAL, color_space: str, size: Sequence[int]):
 
   Returns `encode(enc_params, frames, carry) -> (z, carry)` (frames [B, H, W, 3] uint8 RGB) and
   `decode(dec_params, z, carry) -> (frames, carry)` (uint8 RGB); `carry` is the ConvLSTM state
-  (None without one), and each end holds only its half of the parameters (`split_params`).
+  (None without one), and each end holds only its half of the parameters (`split_params`). A model
+  with the original's smaller output (`exact_output=False`, e.g. 351x471 for 360x480) has its
+  last rows and columns replicated to the full frame, so every frame is measured at full size.
   """
   size, lstm = tuple(size), model.use_lstm
 
@@ -44,7 +46,11 @@ def frame_codec_fns(model: OVAL, color_space: str, size: Sequence[int]):
 
   def decode(p, z, carry):
     y, carry = model.apply({"params": p}, z[None] if lstm else z, size, carry=carry, method=OVAL.decode)
-    rgb = jnp.clip(convert_color_inverse(y[0] if lstm else y, color_space), 0.0, 1.0)
+    y = y[0] if lstm else y
+    dh, dw = size[0] - y.shape[-3], size[1] - y.shape[-2]
+    if dh or dw:  # the original's smaller output (exact_output=False): edges replicated to `size`
+      y = jnp.pad(y, ((0, 0), (0, dh), (0, dw), (0, 0)), mode="edge")
+    rgb = jnp.clip(convert_color_inverse(y, color_space), 0.0, 1.0)
     return jnp.round(rgb * 255.0).astype(jnp.uint8), carry
 
   return jax.jit(encode), jax.jit(decode)

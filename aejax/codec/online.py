@@ -125,16 +125,20 @@ class Trainer:
     def prep(frames):
       return convert_color(frames.astype(jnp.float32) / 255.0, space)
 
+    def crop(a, like):  # the original's smaller output (exact_output=False) covers the top left
+      return a[:, :like.shape[1], :like.shape[2]]
+
     def mae_rgb(params, x, frames):
       y, _ = model.apply({"params": params}, x)
       rgb = jnp.clip(convert_color_inverse(y, space), 0.0, 1.0)
-      return jnp.mean(jnp.abs(rgb - frames.astype(jnp.float32) / 255.0))
+      return jnp.mean(jnp.abs(rgb - crop(frames, rgb).astype(jnp.float32) / 255.0))
 
     def step(params, opt_state, live, frames):  # [N, H, W, 3] uint8
       x = prep(frames)
 
       def loss_fn(p):
-        return reconstruction_loss(cfg.loss, model.apply({"params": p}, x)[1]["logits"], x)
+        logits = model.apply({"params": p}, x)[1]["logits"]
+        return reconstruction_loss(cfg.loss, logits, crop(x, logits))
 
       loss, grads = jax.value_and_grad(loss_fn)(params)
       updates, opt_state = self.tx.update(grads, opt_state, params)

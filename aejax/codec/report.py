@@ -162,3 +162,51 @@ def error_heatmap(reference: np.ndarray, reconstruction: np.ndarray, max_err: fl
   e8 = np.clip(err * (255.0 / max_err), 0, 255).astype(np.uint8)
   flat = e8.reshape(-1, e8.shape[-1])
   return cv2.applyColorMap(flat, cv2.COLORMAP_JET)[..., ::-1].reshape(*e8.shape, 3)
+
+
+def _bd(anchor: list[dict], test: list[dict], key: str, rate_axis: bool) -> float:
+  """Mean difference of log(bpp) (rate_axis) or of `key` between two R–D curves over their common
+  quality (or log-rate) range, each curve its Pareto front interpolated piecewise linearly."""
+  def curve(rows):
+    front = pareto([r for r in rows if key in r and r["bpp"] > 0], key)
+    return np.array([r[key] for r in front]), np.log([r["bpp"] for r in front])
+
+  (qa, ra), (qb, rb) = curve(anchor), curve(test)
+  if len(qa) < 2 or len(qb) < 2:
+    return float("nan")
+  xa, ya, xb, yb = (qa, ra, qb, rb) if rate_axis else (ra, qa, rb, qb)
+  lo, hi = max(xa.min(), xb.min()), min(xa.max(), xb.max())
+  if not hi > lo:
+    return float("nan")
+  x = np.linspace(lo, hi, 257)
+  return float(np.mean(np.interp(x, xb, yb) - np.interp(x, xa, ya)))
+
+
+def bd_rate(anchor: list[dict], test: list[dict], key: str = "psnr") -> float:
+  """Bjøntegaard delta rate (percent) of `test` against `anchor` R–D rows (`bpp` and `key`).
+
+  Over the quality range both Pareto fronts cover, log(bpp) of each front is interpolated
+  piecewise linearly in quality (robust where a cubic fit of a few saturating points is not) and
+  the mean difference d gives 100 (exp(d) - 1): negative when `test` needs fewer bits for the
+  same quality. NaN when the quality ranges do not overlap.
+  """
+  d = _bd(anchor, test, key, rate_axis=True)
+  return float(100.0 * (np.exp(d) - 1.0)) if np.isfinite(d) else d
+
+
+def pareto(rows: list[dict], key: str = "psnr") -> list[dict]:
+  """The rows no other row beats in both rate (lower bpp) and `key` (higher), by bpp."""
+  rows = sorted(rows, key=lambda r: (r["bpp"], -r[key]))
+  out, best = [], -np.inf
+  for r in rows:
+    if r[key] > best:
+      out.append(r)
+      best = r[key]
+  return out
+
+
+def bd_quality(anchor: list[dict], test: list[dict], key: str = "psnr") -> float:
+  """Bjøntegaard delta quality of `test` against `anchor`: the mean difference in `key` (e.g. dB
+  of PSNR) at equal rate over the common log-bpp range of the Pareto fronts (piecewise linear, as
+  `bd_rate`); positive when `test` is better. NaN when the rate ranges do not overlap."""
+  return _bd(anchor, test, key, rate_axis=False)
