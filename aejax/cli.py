@@ -76,7 +76,16 @@ def _parse_value(raw: str, current, key: str):
     if isinstance(current, (tuple, list)):
       val = ast.literal_eval(text) if text[:1] in "([" else [
           _literal(x.strip()) for x in text.split(",") if x.strip()]
-      return type(current)(val if isinstance(val, (tuple, list)) else [val])
+      val = list(val) if isinstance(val, (tuple, list)) else [val]
+      kinds = {type(x) for x in current}
+      if kinds and kinds <= {int, float}:  # a numeric tuple stays numeric
+        num = float if float in kinds else int
+        if any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in val):
+          raise ValueError(text)
+        if num is int and any(not float(x).is_integer() for x in val):
+          raise ValueError(text)
+        val = [num(x) for x in val]
+      return type(current)(val)
     return _literal(text)
   except (ValueError, SyntaxError, TypeError):
     raise UsageError(f"--config.{key}: cannot read {raw!r} as {type(current).__name__}") from None

@@ -169,9 +169,8 @@ class CheckpointIO:
           f"{self.directory / str(step)}: the saved train state does not fit this run's "
           f"({io.first_line(e)}); use a new workdir, or read only the model with restore_variables"
       ) from None
-    except (OSError, KeyError) as e:
-      raise CheckpointError(f"{self.directory / str(step)}: unreadable checkpoint "
-                            f"({type(e).__name__}: {io.first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - missing or broken files (TensorStore raises Exception)
+      raise _unreadable(self.directory / str(step), e) from None
     return restored["state"]
 
   def close(self) -> None:
@@ -192,6 +191,16 @@ class CheckpointIO:
           raise
       if self.failed:
         self.remove_temporaries()
+
+
+def _unreadable(where: Path, e: BaseException) -> CheckpointError:
+  """The one-line error of a checkpoint whose files are missing or broken."""
+  text = str(e)
+  if "Encountered error while reading" in text or "NOT_FOUND" in text:
+    detail = "a data file is missing or corrupt"
+  else:
+    detail = f"{type(e).__name__}: {io.first_line(e, 120)}"
+  return CheckpointError(f"{where}: unreadable checkpoint ({detail}); restore another step or retrain")
 
 
 def _folder_bytes(folder: Path) -> int:
@@ -242,9 +251,8 @@ def restore_variables(path, *, step: int | None = None) -> dict:
       raise CheckpointError(f"{directory}: no checkpoint to restore")
     try:
       restored = ckio.mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    except (OSError, ValueError, KeyError) as e:  # a step folder with missing or broken files
-      raise CheckpointError(f"{directory / str(step)}: unreadable checkpoint "
-                            f"({type(e).__name__}: {io.first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - a step folder with missing or broken files
+      raise _unreadable(directory / str(step), e) from None
   finally:
     ckio.close()
   state = restored["state"]
