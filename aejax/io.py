@@ -253,7 +253,12 @@ class WorkdirLock:
     self.workdir.mkdir(parents=True, exist_ok=True)
     mine = json.dumps(self._info())
     tmp = self.workdir / f".lock.tmp{os.getpid()}"
-    tmp.write_text(mine)
+    try:
+      tmp.write_text(mine)
+    except OSError as e:
+      with contextlib.suppress(OSError):
+        tmp.unlink()
+      raise OutputError(f"{describe_os_error(e, self.path)} (taking the workdir lock)") from None
     try:
       for _ in range(3):
         try:

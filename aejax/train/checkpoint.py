@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -60,6 +61,7 @@ class CheckpointIO:
     self._pending: int | None = None
     if create:  # the writer's folder (fit holds the workdir lock): leftovers of a crash go
       self.remove_temporaries()
+      _install_log_filter()
     try:
       self.mngr = ocp.CheckpointManager(
           self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create))
@@ -87,6 +89,7 @@ class CheckpointIO:
 
   def _failure(self, e: BaseException | None, step: int | None, reason: str = "") -> CheckpointError:
     """The one-line error of a failed save (and the clean-up of its temporary folder)."""
+    _quiet_closed_loops()
     self.failed = True
     self.remove_temporaries()
     done = [s for s in self.complete_steps() if s != step]
@@ -193,8 +196,50 @@ class CheckpointIO:
         self.remove_temporaries()
 
 
+def _quiet_closed_loops() -> None:
+  """After a failed Orbax read or write, TensorStore callbacks still fire into the event loop
+  Orbax has closed and print `RuntimeError: Event loop is closed` tracebacks through
+  `sys.unraisablehook`; this drops those (and only those), so the one-line error stays alone."""
+  old = sys.unraisablehook
+  if getattr(old, "_aejax_quiet", False):
+    return
+
+  def hook(unraisable):
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc):
+      return
+    old(unraisable)
+
+  hook._aejax_quiet = True
+  sys.unraisablehook = hook
+
+
+class _DropOrbaxDiskErrors:
+  """A logging filter: Orbax's background threads log a full disk as ERROR with a traceback before
+  the failure reaches `CheckpointIO`, which reports it as one line; those records are dropped."""
+
+  def filter(self, record) -> bool:
+    if "orbax" not in (record.pathname or ""):
+      return True
+    text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
+    return not any(s in text for s in ("RESOURCE_EXHAUSTED", "No space left", "Disk quota"))
+
+
+def _install_log_filter() -> None:
+  import logging
+
+  for name in ("absl", ""):
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _DropOrbaxDiskErrors) for f in logger.filters):
+      logger.addFilter(_DropOrbaxDiskErrors())
+    for handler in logger.handlers:
+      if not any(isinstance(f, _DropOrbaxDiskErrors) for f in handler.filters):
+        handler.addFilter(_DropOrbaxDiskErrors())
+
+
 def _unreadable(where: Path, e: BaseException) -> CheckpointError:
   """The one-line error of a checkpoint whose files are missing or broken."""
+  _quiet_closed_loops()
   text = str(e)
   if "Encountered error while reading" in text or "NOT_FOUND" in text:
     detail = "a data file is missing or corrupt"
