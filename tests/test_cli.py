@@ -120,3 +120,33 @@ def test_paper_preset_without_its_dataset_is_a_one_line_error(tmp_path, name, ke
   with pytest.raises(cli.UsageError, match=rf"--config\.{key}=PATH"):
     exp.main(["train", "--preset", "paper", "--workdir", str(tmp_path / "w")])
   assert not (tmp_path / "w").exists()  # nothing started
+
+
+def test_overwrite_flag_experiment_name_and_workdir_file(tmp_path):
+  """`--overwrite` reaches the mode, `current_experiment()` names the module while the mode runs,
+  and a --workdir that is a file stops before the mode."""
+  seen = {}
+
+  def train(config, workdir, args):
+    """Trains."""
+    seen.update(overwrite=args.overwrite, experiment=cli.current_experiment())
+
+  def run(argv):
+    cli.run(_presets()["demo"], modes={"train": train}, argv=argv + ["--compilation_cache", ""])
+
+  run(["--workdir", str(tmp_path / "w")])
+  assert seen == {"overwrite": False, "experiment": "test_cli"} and cli.current_experiment() is None
+  run(["--workdir", str(tmp_path / "w"), "--overwrite"])
+  assert seen["overwrite"] is True
+  f = tmp_path / "file"
+  f.write_text("x")
+  seen.clear()
+  with pytest.raises(ValueError, match="the workdir is a file, not a folder") as err:
+    run(["--workdir", str(f)])
+  assert not seen and str(f) in str(err.value)
+
+
+def test_one_line_messages():
+  assert cli.one_line(KeyError("color_space")) == "missing key 'color_space' (KeyError)"
+  assert cli.one_line(ValueError("a\nb")) == "a b"
+  assert cli.one_line(OSError()) == "OSError"

@@ -469,3 +469,28 @@ def test_atomic_write_leaves_old_or_new_and_check_output(tmp_path):
   assert io.check_output(tmp_path / "empty", inputs=[p]) == tmp_path / "empty"
   with pytest.raises(io.OutputError, match="is a file, so"):
     io.check_output(p / "x.png", inputs=[], overwrite=True)
+
+
+def test_full_disk_while_writing_an_artefact_is_one_line(tmp_path):
+  import errno
+
+  from aejax.io import OutputError
+
+  def artefact_fn(state, step, writer):
+    if step == 4:
+      raise OSError(errno.ENOSPC, "No space left on device", str(writer.artefact_path("grid.png")))
+
+  model, tx = _tiny.make_model(), make_optimizer("adam", 1e-2)
+  import ml_collections
+
+  from aejax.train import fit
+
+  with pytest.raises(OutputError) as err:
+    fit(workdir=tmp_path, config=ml_collections.ConfigDict({"tiny": True}), model=model,
+        loss_fn=_tiny.loss_fn, tx=tx, train_iter=_tiny.slice_iter(8),
+        init_fn=lambda r: init_state(model, tx, r, jnp.zeros((1, 8, 8, 1))), num_steps=8,
+        eval_every=4, artefact_fn=artefact_fn, checkpoint_every=2, verbose=False)
+  assert str(err.value) == (f"{tmp_path / 'artefacts' / 'grid.png'}: no space left on device; last complete "
+                            f"checkpoint: step 2 in {tmp_path / 'checkpoints'}; fix it and run the same "
+                            "command again to resume")
+  assert not (tmp_path / ".lock").exists()

@@ -189,6 +189,10 @@ def _fit(*, workdir: Path, config, model, loss_fn, tx, train_iter, init_fn, eval
                   checkpoint_every=checkpoint_every, parallel=parallel, ema_decay=ema_decay,
                   verbose=verbose)
   except OSError as e:  # an artefact, a metrics line, an event file: no space, read-only, ...
+    try:
+      ckpt.wait()  # an earlier save still being written counts once it is complete
+    except Exception:  # noqa: BLE001 - its own failure is secondary to this one
+      pass
     done = ckpt.complete_steps()
     last = (f"last complete checkpoint: step {done[-1]} in {ckpt.directory}" if done
             else "no complete checkpoint yet")
