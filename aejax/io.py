@@ -46,7 +46,8 @@ def same_file(a, b) -> bool:
     return False
 
 
-def check_output(path, inputs: Iterable = (), overwrite: bool = False, *, what: str = "output") -> Path:
+def check_output(path, inputs: Iterable = (), overwrite: bool = False, *, what: str = "output",
+                 folder: bool = False) -> Path:
   """Checks that writing `path` destroys nothing; returns it as a Path.
 
   Args:
@@ -54,10 +55,12 @@ def check_output(path, inputs: Iterable = (), overwrite: bool = False, *, what: 
     inputs: the command's input files or folders (None entries are ignored).
     overwrite: allow replacing an existing `path` (the `--overwrite` flag).
     what: how the message names `path` (e.g. "--out").
+    folder: `path` is a folder the command writes into (an existing file there is an error even
+      with `overwrite`).
 
   Raises:
     OutputError: `path` is one of `inputs`, is an existing file or non-empty folder while
-      `overwrite` is false, or a parent of it is a file.
+      `overwrite` is false, a parent of it is a file, or (`folder`) it is a file.
   """
   path = Path(path).expanduser()
   for inp in inputs:
@@ -65,6 +68,8 @@ def check_output(path, inputs: Iterable = (), overwrite: bool = False, *, what: 
       continue
     if same_file(path, inp):
       raise OutputError(f"{path}: the {what} is also an input ({inp}); write it somewhere else")
+  if folder and path.exists() and not path.is_dir():
+    raise OutputError(f"{path}: the {what} is a file, not a folder; pass a folder")
   if path.exists() and not overwrite:
     if path.is_dir() and not any(path.iterdir()):
       return path  # an empty folder holds nothing to lose

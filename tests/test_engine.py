@@ -469,6 +469,8 @@ def test_atomic_write_leaves_old_or_new_and_check_output(tmp_path):
   assert io.check_output(tmp_path / "empty", inputs=[p]) == tmp_path / "empty"
   with pytest.raises(io.OutputError, match="is a file, so"):
     io.check_output(p / "x.png", inputs=[], overwrite=True)
+  with pytest.raises(io.OutputError, match="the --out is a file, not a folder"):
+    io.check_output(p, inputs=[], overwrite=True, folder=True, what="--out")
 
 
 def test_full_disk_while_writing_an_artefact_is_one_line(tmp_path):
