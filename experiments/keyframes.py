@@ -41,7 +41,7 @@ from aejax.data.transforms import Resize
 from aejax.evaluate import evaluate, map_batches
 from aejax.losses import ms_ssim_l1_loss
 from aejax.metrics import ms_ssim, psnr
-from aejax.models.keyframe_ae import KeyframeAE
+from aejax.models.keyframe_ae import KeyframeAE, load_original_weights
 from aejax.train import apply_model, fit, init_state, make_optimizer
 from aejax.train.checkpoint import restore_for_eval
 from aejax.viz import make_grid, save_image
@@ -62,10 +62,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.train = dict(num_steps=placeholder(int), seed=0, log_every=10, eval_every=placeholder(int),
                  checkpoint_every=500, keep_checkpoints=2, parallel="jit", ema_decay=placeholder(float))
   c.eval = dict(batch_size=32, num_videos=4, num_frames=300, fps=10.0, num_shots=6,
-                video_size=(96, 192))
-  c.extract = dict(rate=5.0, fps=placeholder(float), model_size=placeholder(tuple), metric="latent",
-                   reference="last", threshold_mode="percentile", threshold=80.0, min_clip=1.0,
-                   max_clip=10.0, write_clips=True, batch_size=16)
+                video_size=(96, 192), methods=placeholder(str))
+  c.extract = dict(method="shots", rate=5.0, fps=placeholder(float), model_size=placeholder(tuple),
+                   native=False, metric="latent", cut_threshold=20.0, cut_ratio=2.0, min_shot=1.0,
+                   change_threshold=0.5, min_segment=3.0, reference="last", threshold_mode="percentile",
+                   threshold=80.0, min_clip=1.0, max_clip=10.0, write_clips=True, batch_size=16,
+                   original_inference=False)
   return c
 
 
@@ -105,6 +107,18 @@ def smoke() -> ml_collections.ConfigDict:
   return c
 
 
+def original() -> ml_collections.ConfigDict:
+  """The original's extraction rule, for `extract --weights MS_SSIM_L1-epoch-50.pth`: the sharpest
+  frame per second, key frame when the x200 legacy MS-SSIM + L1 loss between the reconstructions of
+  it and the previous candidate exceeds 60, frames fed as [0, 1] at native size, faithful model."""
+  c = get_config()
+  c.model.share_norms = True
+  c.loss.update(alpha=0.025, compensation=200.0, data_range=1.0, legacy_grouping=True)
+  c.extract.update(method="novelty", metric="recon", reference="previous", threshold_mode="absolute",
+                   threshold=60.0, native=True, original_inference=True, batch_size=4)
+  return c
+
+
 # ------------------------------------------------------------------------------------ pieces
 
 
@@ -121,6 +135,45 @@ def example(config) -> jax.Array:
 def restore(path, config, keys=RUN_KEYS):
   """`(model, variables, config)` of a workdir or step folder (the run's model and image size)."""
   return restore_for_eval(path, config, build_model=build_model, example=example, keys=keys)
+
+
+def load_weights(path, config, original_inference: bool = False):
+  """`(model, variables, config)` from the original's released weights file (`--weights`), e.g.
+  `MS_SSIM_L1-epoch-50.pth`: the faithful model (shared norms) of `config.model`; the images are
+  scored at the size they were trained at (`get_config().data.image_size`) unless
+  `extract.model_size` or `extract.native` say otherwise."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.model.share_norms = True
+    config.data.image_size = tuple(get_config().data.image_size)
+  model = build_model(config)
+  return model, load_original_weights(path, model, original_inference=original_inference), config
+
+
+def scorer(config, args):
+  """`(embed_fn, config)` of --checkpoint or --weights (exactly one, or neither: raw pixels)."""
+  if args.checkpoint and args.weights:
+    raise ValueError("give --checkpoint or --weights, not both")
+  ex = config.extract
+  if args.weights:
+    model, variables, config = load_weights(args.weights, config, ex.original_inference)
+  elif args.checkpoint:
+    model, variables, config = restore(args.checkpoint, config)
+  else:
+    print("no --checkpoint or --weights: scoring raw pixels (the baseline)")
+    return kf.raw_embed_fn, config
+  return kf.make_embed_fn(model, variables, ex.metric), config
+
+
+def extract_settings(config) -> dict:
+  """`extract_video` / `select_video` keywords of `config.extract` (the model size resolved, the
+  config's loss for the "recon" distance)."""
+  ex = dict(config.extract)
+  native = ex.pop("native")
+  ex.pop("original_inference")
+  ex["model_size"] = None if native else tuple(ex["model_size"] or config.data.image_size)
+  ex["loss_kwargs"] = dict(config.loss)
+  return ex
 
 
 def make_loss_fn(**loss_kw):
@@ -216,7 +269,11 @@ def train(config, workdir: Path, args) -> dict:
 
 
 def evaluate_shots(config, workdir: Path, args) -> dict:
-  """Shot recall and key frames per shot on synthetic scene-cut videos: AE vs raw pixels."""
+  """With --videos DIR: shot coverage, key frames per shot, redundant key frames and time per method
+  on a folder of videos with known shots (`aejax.keyframes.cutset`). Without: shot recall on
+  synthetic scene-cut videos at fixed budgets, AE vs raw pixels."""
+  if args.videos:
+    return evaluate_folder(config, workdir, args)
   ev, ex = config.eval, config.extract
   model, variables, config = restore(args.checkpoint or workdir, config)
   summary = kf.shot_recall_study(
@@ -230,26 +287,62 @@ def evaluate_shots(config, workdir: Path, args) -> dict:
   return summary
 
 
+def evaluate_folder(config, workdir: Path, args) -> dict:
+  """`eval --videos DIR`: every method on the folder's videos (`kf.evaluate_set`).
+
+  Methods: `pixels` (the shot-aware selection on raw pixels), `weights` (it on the latents of
+  --weights), `checkpoint` (on the latents of --checkpoint), `novelty_checkpoint` (the previous
+  default: sharpest frame per second, latent distance to the last key frame above the 80th
+  percentile), `original_rule` (with --weights: the `original` preset, the original's rule), and
+  `pyscenedetect` (when installed). --checkpoint and --weights may both be given here."""
+  methods = {"pixels": kf.selection_method(kf.raw_embed_fn, **extract_settings(config))}
+  if args.weights:
+    model, variables, cfg = load_weights(args.weights, config)
+    methods["weights"] = kf.selection_method(kf.make_embed_fn(model, variables, config.extract.metric),
+                                             **extract_settings(cfg))
+  if args.checkpoint:
+    model, variables, cfg = restore(args.checkpoint, config)
+    methods["checkpoint"] = kf.selection_method(kf.make_embed_fn(model, variables, config.extract.metric),
+                                                **extract_settings(cfg))
+    old = extract_settings(cfg) | dict(method="novelty", reference="last", threshold_mode="percentile",
+                                       threshold=80.0)
+    methods["novelty_checkpoint"] = kf.selection_method(kf.make_embed_fn(model, variables, "latent"), **old)
+  if args.weights:
+    orig = original()
+    model, variables, orig = load_weights(args.weights, orig, original_inference=True)
+    methods["original_rule"] = kf.selection_method(kf.make_embed_fn(model, variables, "recon"),
+                                                   **extract_settings(orig))
+  try:
+    import scenedetect  # noqa: F401
+
+    methods["pyscenedetect"] = kf.pyscenedetect_method
+  except ImportError:
+    print("scenedetect not installed: no PySceneDetect row (pip install scenedetect)")
+  keep = [m for m in (config.eval.methods or "").split(",") if m]
+  methods = {k: v for k, v in methods.items() if not keep or k in keep}
+  results = kf.evaluate_set(args.videos, methods)
+  out = Path(args.out or workdir) / "evaluate_videos.json"
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(results, indent=2))
+  return {k: {m: v for m, v in r.items() if m != "per_video"} for k, r in results.items()}
+
+
 def extract(config, workdir: Path, args) -> dict:
   """Key frames (PNG, JSON), key clips (MP4), a timeline plot and a contact sheet of --video."""
   if not args.video:
     raise ValueError("extract needs --video IN")
-  ex = dict(config.extract)
-  if args.checkpoint:
-    model, variables, config = restore(args.checkpoint, config)
-    embed = kf.make_embed_fn(model, variables, ex["metric"])
-  else:
-    print("no --checkpoint: scoring raw pixels (the baseline)")
-    embed = kf.raw_embed_fn
-  ex["model_size"] = tuple(ex["model_size"] or config.data.image_size)
-  return kf.extract_video(args.video, args.out or workdir / "extract", embed, **ex)
+  embed, config = scorer(config, args)
+  return kf.extract_video(args.video, args.out or workdir / "extract", embed, **extract_settings(config))
 
 
 def main(argv=None):
   """Runs the command line (see the module docstring)."""
   return cli.run(get_config, modes={"train": train, "eval": evaluate_shots, "extract": extract},
-                 presets={"demo": demo, "smoke": smoke, "paper": paper}, default_preset="demo",
-                 flags={"checkpoint": "a workdir or a step folder", "video": "input video",
+                 presets={"demo": demo, "smoke": smoke, "paper": paper, "original": original},
+                 default_preset="demo",
+                 flags={"checkpoint": "a workdir or a step folder",
+                        "weights": "the original's weights file (MS_SSIM_L1-epoch-50.pth), not a checkpoint",
+                        "video": "input video", "videos": "eval: a folder of videos with shots.json",
                         "out": "output folder (extract: default WORKDIR/extract)"},
                  doc=__doc__, argv=argv)
 

@@ -191,8 +191,9 @@ def test_smoke_train_extract_eval(smoke_run):
                   "--out", str(out), "--compilation_cache", ""])
   meta = json.loads((out / "keyframes.json").read_text())
   assert meta["num_frames"] == 36 and meta["fps"] == pytest.approx(6.0)
-  assert len(meta["candidates"]) == 6  # one per second
-  assert res["keyframes"] == len(meta["keyframes"]) >= 1 and meta["keyframes"][0]["frame"] < 6
+  assert len(meta["candidates"]) == 30  # every sampled frame (5 of every 6)
+  assert meta["shot_starts"][0] == 0 and len(meta["shot_starts"]) == res["shots"]
+  assert res["keyframes"] == len(meta["keyframes"]) >= 1 and meta["keyframes"][0]["frame"] < 12
   for k in meta["keyframes"]:
     assert (out / k["png"]).is_file()
   total = 0
@@ -206,6 +207,12 @@ def test_smoke_train_extract_eval(smoke_run):
   assert total == 36
   for png in ("timeline.png", "contact_sheet.png"):
     assert cv2.imread(str(out / png)) is not None
+  # the original's method: the sharpest frame of each second, cut at the key frames
+  res = exp.main(["extract", "--preset", "smoke", "--checkpoint", str(root / "run"), "--video", str(video),
+                  "--out", str(root / "nov"), "--compilation_cache", "", "--config.extract.method=novelty",
+                  "--config.extract.write_clips=False"])
+  meta = json.loads((root / "nov" / "keyframes.json").read_text())
+  assert len(meta["candidates"]) == 6 and "shot_starts" not in meta and meta["clips"] == []
   ev = exp.main(["eval", "--preset", "smoke", "--checkpoint", str(root / "run"), "--out", str(out),
                  "--compilation_cache", ""])
   assert set(ev) >= {"ae_latent_last_top2", "pixels_latent_previous_top2", "ae_recon_last_top4"}

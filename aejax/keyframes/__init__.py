@@ -5,7 +5,11 @@
 - `features`: frames resized and scaled for the autoencoder, its embeddings (latent or
   reconstruction) and the pixel baseline, pairwise distances.
 - `report`: key-frame PNGs, clip MP4s, the timeline plot, the contact sheet, `keyframes.json`.
-- `pipeline`: `extract_video` (one file, every output) and `shot_recall_study` (synthetic videos).
+- `shots`: shot-aware selection (hard cuts from an HSV cue, within-shot changes, sharpest frame per
+  segment).
+- `pipeline`: `select_video` (key frames and clips of one file), `extract_video` (every output),
+  `evaluate_set` (methods on a folder of videos with known shots), `shot_recall_study` (synthetic).
+- `cutset`: folders of videos with known shots (real footage or synthetic) and their scoring.
 """
 
 # ruff: noqa: F401  (the names below are the package's public surface)
@@ -19,7 +23,15 @@ from aejax.keyframes.features import (
   to_model_input,
   video_frame_images,
 )
-from aejax.keyframes.pipeline import extract_video, shot_recall_study
+from aejax.keyframes.pipeline import (
+  METHODS,
+  evaluate_set,
+  extract_video,
+  pyscenedetect_method,
+  select_video,
+  selection_method,
+  shot_recall_study,
+)
 from aejax.keyframes.report import contact_sheet, timeline_plot, write_outputs, write_outputs_pass
 from aejax.keyframes.select import (
   REFERENCES,

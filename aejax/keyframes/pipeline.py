@@ -15,79 +15,165 @@ from aejax.keyframes.features import METRICS, candidate_features, make_dist_pair
 from aejax.keyframes.report import write_outputs
 from aejax.keyframes.select import (
   REFERENCES,
+  Candidate,
   is_sampled,
   sampled_frames,
   segment_clips,
   select_keyframes,
   sharpest_per_second,
+  sharpness,
   shot_recall,
 )
+from aejax.keyframes.shots import content_score, hsv_small, select_shots
+
+METHODS = ("shots", "novelty")
 
 
-def extract_video(video: str | Path, out: str | Path, embed_fn: Callable, *, model_size: Sequence[int],
-                  rate: float = 5.0, fps: float | None = None, metric: str = "latent",
-                  reference: str = "last", threshold_mode: str = "percentile", threshold: float = 80.0,
-                  min_clip: float = 1.0, max_clip: float | None = 10.0, write_clips: bool = True,
-                  batch_size: int = 16) -> dict:
+def _scan(reader, embed_fn, *, rate: float, size, batch_size: int, method: str, bar=None):
+  """One decoding pass over the sampled frames: (candidates, features, cut cue [n])."""
+  fps = reader.fps
+  cue: list[float] = []
+  prev: list = [None]
+
+  def sampled():
+    seen = 0
+    for i, frame in reader.stream(keep=lambda i: is_sampled(i, fps, rate)):
+      if bar is not None:
+        bar.update(reader.frames_seen - seen)
+        seen = reader.frames_seen
+      yield i, frame
+    if bar is not None:
+      bar.update(reader.frames_seen - seen)
+
+  def every_sample():
+    for i, frame in sampled():
+      small = hsv_small(frame)
+      cue.append(float("nan") if prev[0] is None else content_score(prev[0], small))
+      prev[0] = small
+      yield Candidate(index=int(i), time=i / fps, sharpness=sharpness(frame), frame=frame)
+
+  source = every_sample() if method == "shots" else sharpest_per_second(sampled(), fps)
+  cands, feats = candidate_features(source, embed_fn, size=size, batch_size=batch_size)
+  return cands, feats, np.asarray(cue, np.float64)
+
+
+def select_video(video: str | Path, embed_fn: Callable, *, model_size: Sequence[int] | None,
+                 method: str = "shots", rate: float = 5.0, fps: float | None = None, metric: str = "latent",
+                 cut_threshold: float = 20.0, cut_ratio: float = 2.0, min_shot: float = 1.0,
+                 change_threshold: float = 0.5, min_segment: float = 3.0, reference: str = "last",
+                 threshold_mode: str = "percentile", threshold: float = 80.0, min_clip: float = 1.0,
+                 max_clip: float | None = 10.0, batch_size: int = 16, loss_kwargs=None,
+                 progress: bool = False, **_unused) -> dict:
+  """Key frames and clips of one video, without writing anything.
+
+  The video is decoded once, only its sampled frames (`rate` per second) converted; memory stays
+  flat in the video's length (features only).
+
+  Args:
+    video: the input video file.
+    embed_fn: `x [B, h, w, 3] in [-1, 1] -> {"feat": [B, ...]}` (`make_embed_fn` or `raw_embed_fn`).
+    model_size: (H, W) the frames are resized to before `embed_fn` (None: native size, edge-padded
+      to a multiple of 8).
+    method: "shots" (`aejax.keyframes.shots`: hard cuts, within-shot changes, the sharpest frame of
+      each segment; clips are the segments) or "novelty" (the original: the sharpest frame of each
+      second, a distance to a reference above a threshold; clips cut at the key frames).
+    rate: sampled frames per second.
+    fps: overrides the file's frame rate (None: the file's).
+    metric: "latent" or "recon" (`make_dist_pairs`; "shots" uses the latent or reconstruction as
+      the feature of `relative_distance`).
+    cut_threshold, cut_ratio, min_shot, change_threshold, min_segment: "shots" (`shots.select_shots`).
+    reference, threshold_mode, threshold, min_clip, max_clip: "novelty" (`select_keyframes`,
+      `segment_clips`).
+    batch_size: frames per `embed_fn` call.
+    loss_kwargs: `ms_ssim_l1_loss` keywords of the "recon" distance ("novelty"), e.g. the config's loss.
+    progress: show a progress bar.
+
+  Returns:
+    `fps`, `num_frames`, `size` (H, W), `candidates` (`Candidate`s, frames dropped), `keys`
+    (positions in candidates), `scores` [n] and `threshold` (what the timeline plots), `clips`
+    (`start`, `end`, `key_frames`), `shot_starts` (frame indices; "shots" only), `seconds`.
+  """
+  from tqdm import tqdm
+
+  if method not in METHODS:
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+  size = None if model_size is None else tuple(model_size)
+  t0 = time.perf_counter()
+  with open_video(video, fps) as reader:
+    fps = reader.fps
+    bar = tqdm(total=reader.container_frames or None, unit="frame", desc="extract", mininterval=1.0,
+               disable=not progress)
+    with bar:
+      cands, feats, cue = _scan(reader, embed_fn, rate=rate, size=size, batch_size=batch_size, method=method,
+                                bar=bar)
+    num_frames, frame_size = reader.frames_seen, reader.size
+  if not cands:
+    raise ValueError(f"{video}: no decodable frames")
+  out = dict(fps=fps, num_frames=num_frames, size=tuple(frame_size), candidates=cands)
+  if method == "novelty":
+    dist = make_dist_pairs(feats["feat"], metric, loss_kwargs=loss_kwargs)
+    keys, scores, thr = select_keyframes(len(cands), dist, reference=reference, threshold_mode=threshold_mode,
+                                         threshold=threshold)
+    clips = segment_clips([cands[k].index for k in keys], num_frames, fps, min_len=min_clip, max_len=max_clip)
+    out.update(keys=keys, scores=scores, threshold=thr, clips=clips, shot_starts=None)
+  else:
+    times = np.array([c.time for c in cands])
+    starts, segs = select_shots(times, cue, feats["feat"], np.array([c.sharpness for c in cands]),
+                                num_frames / fps, cut_threshold=cut_threshold, cut_ratio=cut_ratio,
+                                min_shot=min_shot, change_threshold=change_threshold, min_segment=min_segment)
+    first = lambda p: 0 if p == 0 else cands[p].index
+    clips = [{"start": first(g.start), "end": cands[g.end].index if g.end < len(cands) else num_frames,
+              "key_frames": [cands[g.key].index] if g.key >= 0 else [], "shot": g.shot} for g in segs]
+    out.update(keys=[g.key for g in segs if g.key >= 0], scores=cue, threshold=cut_threshold, clips=clips,
+               shot_starts=[first(p) for p in starts])
+  out["seconds"] = time.perf_counter() - t0
+  return out
+
+
+def extract_video(video: str | Path, out: str | Path, embed_fn: Callable, *, model_size: Sequence[int] | None,
+                  write_clips: bool = True, loss_kwargs=None, **settings) -> dict:
   """Key frames (PNG, `keyframes.json`), key clips (MP4), a timeline plot and a contact sheet.
-
-  The video is decoded once for scoring (only the sampled frames; the rest are grabbed) and once
-  more for the outputs; memory stays flat in the video's length.
 
   Args:
     video: the input video file.
     out: the output folder.
-    embed_fn: `x [B, h, w, 3] in [-1, 1] -> {"feat": [B, ...]}` (`make_embed_fn` or `raw_embed_fn`).
-    model_size: (H, W) the candidates are resized to before `embed_fn`.
-    rate: sampled frames per second.
-    fps: overrides the file's frame rate (None: the file's).
-    metric, reference, threshold_mode, threshold: see `make_dist_pairs` and `select_keyframes`.
-    min_clip, max_clip: clip lengths in seconds, see `segment_clips`.
-    write_clips: write the clips as MP4.
-    batch_size: candidates per `embed_fn` call.
+    embed_fn: see `select_video`.
+    model_size: see `select_video`.
+    write_clips: write the clips as MP4 (a second decoding pass over the whole video; without it
+      the clips are listed in `keyframes.json` only).
+    loss_kwargs: see `select_video`.
+    **settings: `select_video`'s keywords (method, rate, fps, metric, thresholds, ...).
 
   Returns:
     A summary: output folder, counts, the video's length and the time taken.
   """
-  from tqdm import tqdm
-
   out = Path(out)
-  settings = dict(rate=rate, fps=fps, model_size=tuple(model_size), metric=metric, reference=reference,
-                  threshold_mode=threshold_mode, threshold=threshold, min_clip=min_clip, max_clip=max_clip,
-                  write_clips=write_clips, batch_size=batch_size)
   t0, c0 = time.perf_counter(), time.process_time()
-  with open_video(video, fps) as reader, tqdm(total=reader.container_frames or None, unit="frame",
-                                              desc="extract", mininterval=1.0) as bar:
-    fps = reader.fps
-
-    def sampled():
-      seen = 0
-      for i, frame in reader.stream(keep=lambda i: is_sampled(i, fps, rate)):
-        bar.update(reader.frames_seen - seen)
-        seen = reader.frames_seen
-        yield i, frame
-      bar.update(reader.frames_seen - seen)
-
-    cands, feats = candidate_features(sharpest_per_second(sampled(), fps), embed_fn,
-                                      size=tuple(model_size), batch_size=batch_size)
-    num_frames, size = reader.frames_seen, reader.size
-  if not cands:
-    raise ValueError(f"{video}: no decodable frames")
+  sel = select_video(video, embed_fn, model_size=model_size, loss_kwargs=loss_kwargs, progress=True,
+                     **settings)
   t_scan, c_scan = time.perf_counter() - t0, time.process_time() - c0
-  dist = make_dist_pairs(feats["feat"], metric)
-  keys, scores, thr = select_keyframes(len(cands), dist, reference=reference, threshold_mode=threshold_mode,
-                                       threshold=threshold)
-  clips = segment_clips([cands[k].index for k in keys], num_frames, fps, min_len=min_clip, max_len=max_clip)
-  title = f"{Path(video).name}: {metric} distance to {reference} ({threshold_mode} {threshold})"
-  record = write_outputs(out, video, fps=fps, num_frames=num_frames, size=size, candidates=cands,
-                         keys=keys, scores=scores, threshold=thr, clips=clips, settings=settings,
-                         write_clips=write_clips, title=title)
+  cands, fps, num_frames = sel["candidates"], sel["fps"], sel["num_frames"]
+  settings = dict(settings, model_size=None if model_size is None else tuple(model_size),
+                  write_clips=write_clips)
+  method = settings.get("method", "shots")
+  if method == "shots":
+    title = f"{Path(video).name}: HSV cut cue, {len(sel['shot_starts'])} shots, {len(sel['keys'])} key frames"
+  else:
+    title = (f"{Path(video).name}: {settings.get('metric', 'latent')} distance to "
+             f"{settings.get('reference', 'last')} ({settings.get('threshold_mode', 'percentile')} "
+             f"{settings.get('threshold', 80.0)})")
+  record = write_outputs(out, video, fps=fps, num_frames=num_frames, size=sel["size"], candidates=cands,
+                         keys=sel["keys"], scores=sel["scores"], threshold=sel["threshold"],
+                         clips=sel["clips"], settings=settings, write_clips=write_clips, title=title)
+  if sel["shot_starts"] is not None:
+    record["shot_starts"] = sel["shot_starts"]
   elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
   record["timing_s"] = {"scan_and_embed": t_scan, "total": elapsed, "scan_and_embed_cpu": c_scan,
                         "total_cpu": cpu}
   (out / "keyframes.json").write_text(json.dumps(record, indent=2))
-  sampled_count = sum(1 for i in range(num_frames) if is_sampled(i, fps, rate))
-  return {"out": str(out), "keyframes": len(keys), "clips": len(clips) if write_clips else 0,
+  sampled_count = sum(1 for i in range(num_frames) if is_sampled(i, fps, settings.get("rate", 5.0)))
+  return {"out": str(out), "keyframes": len(sel["keys"]), "clips": len(sel["clips"]) if write_clips else 0,
+          "shots": len(sel["shot_starts"]) if sel["shot_starts"] is not None else None,
           "candidates": len(cands), "video_seconds": round(num_frames / fps, 2), "seconds": round(elapsed, 2),
           "cpu_seconds": round(cpu, 2), "sampled_frames_per_s": round(sampled_count / elapsed, 1)}
 
@@ -133,3 +219,55 @@ def shot_recall_study(embed_fns: Mapping[str, Callable[[str], Callable]], *, num
             for k, val in r.items():
               results.setdefault(f"{name}_{metric}_{ref}_top{budget}", {}).setdefault(k, []).append(val)
   return {m: {k: float(np.mean(v)) for k, v in d.items()} for m, d in results.items()}
+
+
+def selection_method(embed_fn: Callable, **settings) -> Callable:
+  """`fn(video) -> (key frame indices, detected shot starts or None)` of `select_video`."""
+
+  def run(video):
+    sel = select_video(video, embed_fn, **settings)
+    return [sel["candidates"][k].index for k in sel["keys"]], sel["shot_starts"]
+
+  return run
+
+
+def pyscenedetect_method(video) -> tuple[list[int], list[int]]:
+  """The peer: PySceneDetect's `detect(video, ContentDetector())` with its defaults, one key frame
+  per detected scene (its middle frame; the middle of the video when it finds no cut)."""
+  from scenedetect import ContentDetector, detect
+
+  scenes = detect(str(video), ContentDetector())
+  if not scenes:
+    from aejax.data.video import count_frames
+
+    return [count_frames(video) // 2], [0]
+  spans = [(a.get_frames(), b.get_frames()) for a, b in scenes]
+  return [(a + b) // 2 for a, b in spans], [a for a, _ in spans]
+
+
+def evaluate_set(folder: str | Path, methods: Mapping[str, Callable]) -> dict[str, dict]:
+  """Scores key-frame methods on a folder of videos with known shots (`aejax.keyframes.cutset`).
+
+  Args:
+    folder: a folder with videos and `shots.json`.
+    methods: name -> `fn(video path) -> (key frame indices, shot starts or None)`.
+
+  Returns:
+    name -> `cutset.summarize` figures plus `seconds` (wall time of all its calls, decoding and
+    compilation included) and `per_video` (`cutset.score_keyframes` of each video).
+  """
+  from aejax.keyframes.cutset import load_set, score_keyframes, summarize
+
+  entries = load_set(folder)
+  results = {}
+  for name, fn in methods.items():
+    per_video, seconds = [], 0.0
+    for path, entry in entries.items():
+      t0 = time.perf_counter()
+      keys, cuts = fn(path)
+      seconds += time.perf_counter() - t0
+      per_video.append({"video": Path(path).name, **score_keyframes(keys, entry, cut_frames=cuts)})
+    results[name] = {**summarize(per_video), "seconds": round(seconds, 2), "per_video": per_video}
+    print(f"{name}: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                                  for k, v in results[name].items() if k != "per_video"))
+  return results

@@ -128,7 +128,8 @@ def write_outputs(out: Path, video: str | Path, *, fps: float, num_frames: int, 
   contact_sheet(out / "contact_sheet.png", thumbs, fps)
   return {
       "video": str(video), "fps": fps, "num_frames": num_frames, "size": list(size),
-      "settings": settings, "model_size": list(settings["model_size"]), "threshold_value": _finite(threshold),
+      "settings": settings, "threshold_value": _finite(threshold),
+      "model_size": None if settings.get("model_size") is None else list(settings["model_size"]),
       "keyframes": [{"frame": c.index, "time": c.time, "score": _finite(scores[k]), "sharpness": c.sharpness,
                      "png": f"keyframes/key_{c.index:06d}.png"} for k, c in zip(keys, key_cands)],
       "candidates": [{"frame": c.index, "time": c.time, "score": _finite(s), "sharpness": c.sharpness}

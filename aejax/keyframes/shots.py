@@ -1,0 +1,177 @@
+"""Shot-aware key frames: hard cuts from a cheap colour cue, segments within a shot from features.
+
+The sampled frames (`rate` per second, `select.is_sampled`) of a video are scored three ways:
+
+1. Hard cuts: the mean absolute difference of HSV between consecutive sampled frames, downscaled
+   to `CUE_WIDTH` pixels wide (the `content_val` of PySceneDetect's ContentDetector, with hue,
+   saturation and value weighted equally, on 0..255 channels; hue 0..179 as OpenCV's). A sampled
+   frame starts a new shot when its score is above `cut_threshold` and `cut_ratio` times the
+   median score of its neighbours (`CUT_WINDOW` each side): a pan or a hand-held camera raises the
+   score for seconds, a cut for one step. Shots shorter than `min_shot` seconds get no key frame
+   (a flash or a whip pan is not a shot); they stay clips of their own.
+2. Within a shot: the feature maps (autoencoder latent, or pixels) of each sampled frame, `pooled`
+   to each channel's spatial mean and standard deviation (a pan or a shaking camera moves the
+   content; pooled statistics stay put, raw maps decorrelate), are compared with the segment's
+   first frame by a relative RMS distance (`relative_distance`, scale-free, so one threshold suits
+   latents and pixels); a new segment starts when it exceeds `change_threshold` and the segment is
+   at least `min_segment` seconds long. A static shot is one segment.
+3. Representatives: the sharpest sampled frame (variance of the Laplacian) of each segment; a
+   segment whose representative is within `change_threshold` of the previous representative of the
+   same shot is merged into it (near-duplicates suppressed).
+
+Segments (shots split at within-shot changes) are the key clips: they start and end at shot
+boundaries, found at the sampled frames' precision (1/rate s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+CUE_WIDTH = 96  # pixels: the cut cue's downscaled width
+CUT_WINDOW = 2  # sampled frames each side for the cut cue's local median
+
+
+def hsv_small(frame: np.ndarray, width: int = CUE_WIDTH) -> np.ndarray:
+  """uint8 RGB [H, W, 3] -> float32 HSV [h, width, 3] (area-downscaled, OpenCV's ranges)."""
+  h, w = frame.shape[:2]
+  if w > width:
+    frame = cv2.resize(frame, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+  return cv2.cvtColor(frame, cv2.COLOR_RGB2HSV).astype(np.float32)
+
+
+def content_score(a: np.ndarray, b: np.ndarray) -> float:
+  """ContentDetector's score of two `hsv_small` frames: the mean over H, S, V of mean |a - b|."""
+  if a.shape != b.shape:
+    b = cv2.resize(b, (a.shape[1], a.shape[0]), interpolation=cv2.INTER_AREA)
+  return float(np.mean(np.abs(a - b)))
+
+
+def relative_distance(a: np.ndarray, b: np.ndarray) -> float:
+  """RMS(a - b) / sqrt((RMS(a)^2 + RMS(b)^2) / 2): 0 for equal features, ~1.4 for unrelated zero-mean
+  ones, independent of the features' scale."""
+  a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+  den = np.sqrt((np.mean(a * a) + np.mean(b * b)) / 2)
+  return float(np.sqrt(np.mean((a - b) ** 2)) / max(den, 1e-12))
+
+
+def pooled(feats: np.ndarray) -> np.ndarray:
+  """[n, h, w, c] feature maps -> [n, 2c]: each channel's spatial mean and standard deviation (what a
+  pan or a hand-held camera leaves nearly unchanged; other shapes are flattened as they are)."""
+  f = np.asarray(feats, np.float64)
+  if f.ndim != 4:
+    return f.reshape(len(f), -1)
+  return np.concatenate([f.mean((1, 2)), f.std((1, 2))], axis=1)
+
+
+def find_cuts(scores: np.ndarray, *, threshold: float, ratio: float, window: int = CUT_WINDOW) -> list[int]:
+  """Positions t (>= 1) where sampled frame t starts a new shot.
+
+  Args:
+    scores: [n] cue scores, `scores[t]` between frames t - 1 and t (`scores[0]` unused).
+    threshold: the absolute floor (ContentDetector's default is 27).
+    ratio: the score must also exceed `ratio` x the median of the `window` scores on each side
+      (0: off).
+    window: neighbours each side for the median.
+  """
+  scores = np.asarray(scores, np.float64)
+  cuts = []
+  for t in range(1, len(scores)):
+    s = scores[t]
+    if not s > threshold:
+      continue
+    if ratio > 0:
+      nb = [scores[u] for u in range(max(1, t - window), min(len(scores), t + window + 1)) if u != t]
+      if nb and s <= ratio * float(np.median(nb)):
+        continue
+    cuts.append(t)
+  return cuts
+
+
+def short_shots(starts: Sequence[int], times: np.ndarray, end_time: float, min_len: float) -> list[bool]:
+  """Which shots (starting at sample positions `starts`) last less than `min_len` seconds.
+
+  Args:
+    starts: sample positions where shots start (sorted, the first 0).
+    times: [n] the samples' times (seconds).
+    end_time: the video's end (seconds).
+    min_len: the shortest shot (seconds) that gets a key frame.
+  """
+  ends = [times[s] for s in starts[1:]] + [end_time]
+  return [e - times[s] < min_len for s, e in zip(starts, ends)]
+
+
+@dataclasses.dataclass
+class Segment:
+  """A run of sampled frames [start, end) (positions) inside one shot, with its representative."""
+
+  shot: int
+  start: int
+  end: int
+  key: int  # position of the sharpest sample; -1: a shot too short for a key frame
+
+
+def segment_shots(shot_starts: Sequence[int], feats: np.ndarray, sharp: np.ndarray, times: np.ndarray, *,
+                  change_threshold: float, min_segment: float, short: Sequence[bool] | None = None
+                  ) -> list[Segment]:
+  """Segments and representatives of each shot (steps 2 and 3 of the module docstring).
+
+  Args:
+    shot_starts: sample positions where shots start (sorted, the first 0).
+    feats: [n, d] features of the samples (`pooled`).
+    sharp: [n] sharpness of the samples.
+    times: [n] times of the samples (seconds).
+    change_threshold: relative distance to the segment's first sample that starts a new segment
+      (inf: one segment per shot).
+    min_segment: the shortest segment (seconds) a change may end.
+    short: [shots] shots that get one segment without a key frame (key -1).
+  """
+  n = len(times)
+  bounds = [*shot_starts, n]
+  out: list[Segment] = []
+  for s, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+    if short is not None and short[s]:
+      out.append(Segment(shot=s, start=a, end=b, key=-1))
+      continue
+    starts = [a]
+    for t in range(a + 1, b):
+      if times[t] - times[starts[-1]] >= min_segment and \
+          relative_distance(feats[starts[-1]], feats[t]) > change_threshold:
+        starts.append(t)
+    segs: list[Segment] = []
+    for u, v in zip(starts, [*starts[1:], b]):
+      key = u + int(np.argmax(sharp[u:v]))
+      if segs and relative_distance(feats[segs[-1].key], feats[key]) <= change_threshold:
+        prev = segs[-1]  # a near-duplicate of the previous representative: one segment
+        prev.end = v
+        prev.key = prev.start + int(np.argmax(sharp[prev.start:v]))
+        continue
+      segs.append(Segment(shot=s, start=u, end=v, key=key))
+    out.extend(segs)
+  return out
+
+
+def select_shots(times: np.ndarray, cue: np.ndarray, feats: np.ndarray, sharp: np.ndarray, end_time: float, *,
+                 cut_threshold: float, cut_ratio: float, min_shot: float, change_threshold: float,
+                 min_segment: float) -> tuple[list[int], list[Segment]]:
+  """Shot starts (sample positions) and segments of sampled frames (the whole module docstring).
+
+  Args:
+    times: [n] the samples' times (seconds).
+    cue: [n] cut-cue scores (`content_score` to the sample before; `cue[0]` unused).
+    feats: [n, ...] the samples' features (feature maps are `pooled`).
+    sharp: [n] the samples' sharpness.
+    end_time: the video's end (seconds).
+    cut_threshold, cut_ratio: see `find_cuts`.
+    min_shot: shots shorter than this (seconds) get no key frame (`short_shots`).
+    change_threshold, min_segment: see `segment_shots`.
+  """
+  if not len(times):
+    return [], []
+  starts = [0, *find_cuts(cue, threshold=cut_threshold, ratio=cut_ratio)]
+  short = short_shots(starts, times, end_time, min_shot)
+  return starts, segment_shots(starts, pooled(feats), sharp, times, change_threshold=change_threshold,
+                               min_segment=min_segment, short=short)
