@@ -122,3 +122,16 @@ def test_bd_rate_and_quality_of_known_curves():
   far = [{"bpp": r["bpp"], "psnr": r["psnr"] + 100} for r in anchor]
   assert np.isnan(bd_rate(anchor, far))
   assert [r["bpp"] for r in pareto(anchor + [{"bpp": 3.0, "psnr": 0.0}])] == [0.25, 0.5, 1.0, 2.0]
+
+
+def test_convert_frames_keeps_temporal_prediction_across_batches():
+  from aejax.codec.convert import convert_frames
+
+  model, params, frames = _model_and_frames()
+  big = np.tile(frames[:1], (1, 3, 3, 1))  # 108x144: a latent of 7x10x10 symbols
+  still = np.repeat(big, 7, axis=0)  # a still video: every later frame predicts perfectly
+  latent = LatentCodec("int16", step=0.001, entropy="laplace", temporal=True)
+  rows = convert_frames(model, params, still, batch_size=3, color_space="rgb", latent=latent,
+                        with_ms_ssim=False)["rows"]
+  sizes = [r["bytes"] for r in rows]
+  assert all(b < sizes[0] for b in sizes[1:]), sizes  # frames 3 and 6 start batches, not streams

@@ -28,6 +28,14 @@ from aejax.models.oval import OVAL, latent_shape, split_params
 from aejax.viz import save_image
 
 
+def video_writer(path, fps: float, size) -> VideoWriter:
+  """A streaming writer for the codec's output videos: browser-playable H.264 (libx264 through
+  PyAV) for .mp4 files of even size, else the extension's default codec."""
+  h, w = size
+  h264 = Path(path).suffix.lower() == ".mp4" and h % 2 == 0 and w % 2 == 0
+  return VideoWriter(path, fps, (h, w), codec="libx264" if h264 else None)
+
+
 def frame_codec_fns(model: OVAL, color_space: str, size: Sequence[int]):
   """The model's jitted halves for frames of `size` (H, W) in `color_space`.
 
@@ -123,6 +131,7 @@ def convert_frames(model: OVAL, params, frames: Iterable[np.ndarray], *, color_s
     {"summary": means and timings, "rows": per-frame dicts}.
   """
   rows, sink, codec = [], None, None
+  sender, receiver = latent.stream(), latent.stream()  # temporal prediction runs across batches
   t_codec, t_all, n_timed = 0.0, time.perf_counter(), 0
   try:
     for bi, batch in enumerate(_chunks(frames, batch_size)):
@@ -130,9 +139,9 @@ def convert_frames(model: OVAL, params, frames: Iterable[np.ndarray], *, color_s
         h, w = batch.shape[1:3]
         codec = FrameCodec(model, params, color_space, (h, w), batch_size)
         if out_video:
-          sink = VideoWriter(out_video, fps, (h, w * 3) if side_by_side else (h, w))
+          sink = video_writer(out_video, fps, (h, w * 3) if side_by_side else (h, w))
       t0 = time.perf_counter()
-      zhat, nbytes = latent.roundtrip(codec.encode(batch))
+      zhat, nbytes = latent.roundtrip(codec.encode(batch), sender, receiver)
       dec = codec.decode(zhat)
       if bi > 0:  # the first batch compiles
         t_codec += time.perf_counter() - t0
@@ -262,7 +271,7 @@ def encode_video(model: OVAL, params, frames: Iterable[np.ndarray], out_path, *,
                   "batch": int(batch_size)}
         writer = BitstreamWriter(out_path, header)
         if recon_video:
-          sink = VideoWriter(recon_video, fps, (h, w), codec="libx264")
+          sink = video_writer(recon_video, fps, (h, w))
       z = codec.encode(batch)
       zhat, nbytes = np.empty_like(z), []
       for j, zj in enumerate(z):
@@ -324,7 +333,7 @@ def decode_file(path, model: OVAL, params, *, out_video=None) -> dict:
   latent = LatentCodec(**header["codec"])
   codec = FrameCodec(model, params, header["color_space"], (h, w), batch)
   receiver, z_shape = latent.stream(), tuple(header["latent_shape"])
-  sink = VideoWriter(out_video, header["fps"], (h, w), codec="libx264") if out_video else None
+  sink = video_writer(out_video, header["fps"], (h, w)) if out_video else None
   sha, buf, n, updates = hashlib.sha256(), [], 0, 0
 
   def flush():

@@ -36,11 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from aejax.codec.convert import frame_codec_fns
+from aejax.codec.convert import frame_codec_fns, video_writer
 from aejax.codec.latent import LatentCodec, bits_per_pixel, cast_tree, compression_ratio, tree_bytes
 from aejax.codec.report import quality
 from aejax.data.transforms import convert_color, convert_color_inverse
-from aejax.data.video import VideoReader, VideoWriter, camera_frames, iter_frames
+from aejax.data.video import VideoReader, camera_frames, iter_frames
 from aejax.models.oval import OVAL, reconstruction_loss, split_params
 from aejax.train.writer import Writer
 from aejax.viz import pyplot, save_figure
@@ -199,7 +199,7 @@ def run_online(frames: Iterable[np.ndarray], model: OVAL, params, cfg: OnlineCon
   encode, decode = frame_codec_fns(model, cfg.color_space, size)
   enc0, dec0 = split_params(params)
   z_shape = tuple(encode(enc0, first[None], None)[0].shape[1:])
-  sink = VideoWriter(out_video, fps, size) if out_video else None
+  sink = video_writer(out_video, fps, size) if out_video else None
   sender, receiver = Sender(encode, latent, enc0), Receiver(decode, latent, dec0, z_shape, sink)
   frozen_tx, frozen_rx = Sender(encode, latent, enc0), Receiver(decode, latent, dec0, z_shape)
   trainer = Trainer(model, params, cfg)
@@ -329,3 +329,32 @@ def run_online_mode(model: OVAL, params, out_dir, *, cfg: OnlineConfig, latent: 
   summary["outputs"] = str(out_dir)
   (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
   return summary
+
+
+def online_vs_frozen(model: OVAL, params, frames: np.ndarray, *, fps: float, cfg: OnlineConfig,
+                     latent: LatentCodec, frozen_codecs, batch_size: int = 16) -> dict:
+  """OVAL's claim at equal total bytes: the online run (latents + charged decoder updates) against
+  the frozen model's rate–distortion curve over `frozen_codecs` (e.g. finer quantiser steps).
+
+  Returns the online summary's rate and quality (`bpp` from total bytes sent), the frozen curve's
+  rows, and `frozen_psnr_at_equal_bytes`: the frozen PSNR interpolated (in log bpp) at the online
+  run's total bpp (NaN outside the curve's range; the curve is clipped, not extrapolated), with
+  `gain_db` = online PSNR - that.
+  """
+  from aejax.codec.convert import convert_frames
+
+  s = run_online(iter(frames), model, params, cfg, latent, fps=fps)
+  curve = []
+  for c in frozen_codecs:
+    f = convert_frames(model, params, frames, color_space=cfg.color_space, batch_size=batch_size,
+                       latent=c, with_ms_ssim=False)["summary"]
+    curve.append({"setting": c.name, "bpp": f["bpp"], "psnr": f["psnr"]})
+  pts = sorted((np.log(r["bpp"]), r["psnr"]) for r in curve)
+  x = np.log(s["bpp"])
+  at = float(np.interp(x, [p[0] for p in pts], [p[1] for p in pts])) if pts[0][0] <= x <= pts[-1][0] \
+      else float("nan")
+  keys = ("frames", "updates", "update_bytes_total", "bytes_total", "frozen_bytes_total", "ratio",
+          "frozen_ratio", "bpp", "frozen_bpp", "psnr", "frozen_psnr", "mae", "frozen_mae")
+  return {**{k: s[k] for k in keys}, "latent": latent.name, "frozen_curve": curve,
+          "frozen_psnr_at_equal_bytes": at, "gain_db": s["psnr"] - at,
+          "update_frames": [int(v) for v in s["update_frames"]]}
