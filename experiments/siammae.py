@@ -222,6 +222,8 @@ def labelprop_scores(model, params, davis, out_dir, ev, log=print, overlay: bool
   apply = jax.jit(lambda p, x: model.apply({"params": p}, x, method=type(model).features))
   patch = vit_variant(model.encoder)["patch_size"] if isinstance(model, SiamMAE) else model.patch_size
   size = ev.size if ev.size is None or isinstance(ev.size, int) else tuple(ev.size)
+  if isinstance(size, tuple) and len(size) == 1:  # `--config.eval.size=480` on a (H, W) preset
+    size = int(size[0])
   return labelprop.propagate_davis(
       lambda x: apply(params, x), davis, out_dir, frames_per_call=ev.batch_size, size=size,
       patch=patch, context=ev.context, topk=ev.topk, radius=ev.radius, temperature=ev.temperature,

@@ -278,3 +278,9 @@ def test_protocol_presets_and_float32_features(monkeypatch):
   exp.labelprop_scores(model, params, [], "/tmp/unused", c.eval, log=None)
   assert seen["dtype"] == jnp.float32 and model.dtype == jnp.bfloat16
   assert (seen["topk"], seen["ties"], seen["norm_mask"], seen["size"]) == (5, True, True, 480)
+  # `--config.eval.size=96` on a preset whose size is (H, W) reads as (96,): DINO's short side.
+  from aejax import cli
+
+  cli.apply_overrides(c, {"eval.size": "(96,)"})
+  exp.labelprop_scores(model, params, [], "/tmp/unused", c.eval, log=None)
+  assert seen["size"] == 96
