@@ -281,6 +281,7 @@ def test_protocol_presets_and_float32_features(monkeypatch):
   # `--config.eval.size=96` on a preset whose size is (H, W) reads as (96,): DINO's short side.
   from aejax import cli
 
-  cli.apply_overrides(c, {"eval.size": "(96,)"})
-  exp.labelprop_scores(model, params, [], "/tmp/unused", c.eval, log=None)
+  p = cli.apply_overrides(exp.paper(), {"eval.size": "96"})
+  assert tuple(p.eval.size) == (96,)
+  exp.labelprop_scores(model, params, [], "/tmp/unused", p.eval, log=None)
   assert seen["size"] == 96
