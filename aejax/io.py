@@ -47,8 +47,9 @@ def same_file(a, b) -> bool:
 
 
 def check_output(path, inputs: Iterable = (), overwrite: bool = False, *, what: str = "output",
-                 folder: bool = False) -> Path:
-  """Checks that writing `path` destroys nothing; returns it as a Path.
+                 folder: bool = False) -> Path | None:
+  """Checks that writing `path` destroys nothing; returns it as a Path (None for a None `path`:
+  an optional `--out` that was not given).
 
   Args:
     path: the file or folder a command is about to write.
@@ -62,6 +63,8 @@ def check_output(path, inputs: Iterable = (), overwrite: bool = False, *, what: 
     OutputError: `path` is one of `inputs`, is an existing file or non-empty folder while
       `overwrite` is false, a parent of it is a file, or (`folder`) it is a file.
   """
+  if path is None or path == "":
+    return None
   path = Path(path).expanduser()
   for inp in inputs:
     if inp is None or inp == "":

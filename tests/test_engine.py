@@ -460,6 +460,7 @@ def test_atomic_write_leaves_old_or_new_and_check_output(tmp_path):
   with pytest.raises(io.OutputError, match="a.json: the output file already exists; pass --overwrite"):
     io.check_output(p, inputs=[])
   assert io.check_output(p, inputs=[], overwrite=True) == p
+  assert io.check_output(None, inputs=[p]) is None  # an optional --out not given
   link = tmp_path / "link.json"
   os.link(p, link)  # same inode, another name
   for out in (p, link, tmp_path / "." / "a.json"):
