@@ -49,7 +49,8 @@ from aejax.train.checkpoint import restore_for_eval
 
 
 def get_config() -> ml_collections.ConfigDict:
-  """The faithful configuration on embedded synthetic videos (the `demo` preset)."""
+  """The faithful configuration at the original's 360x480 on embedded synthetic videos (the base
+  of every preset)."""
   c = ml_collections.ConfigDict()
   # batch_size frames per batch, made of clips of clip_len consecutive frames (None: one clip).
   c.data = dict(root=None, size=(360, 480), color_space="rgb", batch_size=16, clip_len=None,
@@ -60,12 +61,23 @@ def get_config() -> ml_collections.ConfigDict:
   c.optim = dict(name="adam", lr=1e-3)
   c.train = dict(num_steps=1000, seed=0, log_every=20, eval_every=250, checkpoint_every=250,
                  keep_checkpoints=2, parallel="jit", ema_decay=None)
-  c.eval = dict(video=None, max_frames=32, batch_size=8)  # video None: a synthetic one
+  # video None: a synthetic one; report: after training, a side-by-side video and an R–D study
+  c.eval = dict(video=None, max_frames=32, batch_size=8, report=False)
   c.convert = dict(batch_size=16, max_frames=None, ms_ssim=True)
   c.online = dict(buffer_size=20, lr=2.5e-3, loss="bce", threshold=0.01, train_every=1,
                   update_dtype="float32", max_frames=None, ms_ssim=True)
   c.rd = dict(max_frames=None, bits=(1, 2, 3, 4), factors=(2, 3, 4, 6, 8, 12),
               jpeg_qualities=(5, 10, 25, 50, 75, 90))
+  return c
+
+
+def demo() -> ml_collections.ConfigDict:
+  """The default: the faithful model on 120x160 synthetic clips, 400 steps (a few minutes on a
+  2-core CPU), then a side-by-side video and an R–D plot of the validation video (`report/`)."""
+  c = get_config()
+  c.data.update(size=(120, 160))
+  c.train.update(num_steps=400, log_every=50, eval_every=100, checkpoint_every=200)
+  c.eval.report = True
   return c
 
 
@@ -246,7 +258,21 @@ def train(config, workdir: Path, args) -> dict:
               loss_fn=make_loss_fn(config.loss.name, data.color_space, data.noise_std, model.use_lstm),
               tx=tx, train_iter=loader, eval_fn=eval_fn, **config.train,
               init_fn=lambda rng: init_state(model, tx, rng, example_input(config, clip_len)))
-  return {"step": int(state.step), "workdir": str(workdir)}
+  out = {"step": int(state.step), "workdir": str(workdir)}
+  if config.eval.report:
+    out.update(report(model, state.params, config, valid, Path(workdir) / "report"))
+  return out
+
+
+def report(model, params, config, frames, out: Path) -> dict:
+  """The trained model on the validation frames: original | decoded | error as an H.264 MP4, and
+  the R–D table and plot of its latent codecs against bit cutting, resizing and JPEG."""
+  s = convert(model, params, config, frames, batch_size=config.eval.batch_size, fps=15.0,
+              out_video=out / "side_by_side.mp4", side_by_side=True, report_dir=out, name="valid")["summary"]
+  baselines = {k: v for k, v in config.rd.items() if k != "max_frames"}
+  rd_res = rd_study(model, params, frames, out, color_space=config.data.color_space,
+                    batch_size=config.eval.batch_size, title="validation video", **baselines)
+  return {"valid_psnr": s["psnr"], "side_by_side": str(out / "side_by_side.mp4"), "rd_plot": rd_res["plot"]}
 
 
 def evaluate(config, workdir: Path, args) -> dict:
@@ -340,7 +366,7 @@ def main(argv=None):
     argv = [argv[0], "--input", *argv[1:]]
   return cli.run(get_config, modes={"train": train, "eval": evaluate, "convert": convert_video, "rd": rd,
                                     "online": online, "encode": encode, "decode": decode},
-                 presets={"demo": get_config, "smoke": smoke, "paper": paper, "v2": v2},
+                 presets={"demo": demo, "smoke": smoke, "paper": paper, "v2": v2},
                  default_preset="demo",
                  flags={"checkpoint": "a workdir or a step folder (default: --workdir)",
                         "video": "input video", "out": "output video (convert) or .aejx file (encode)",

@@ -327,6 +327,30 @@ def test_smoke_train_eval_convert_and_restore_errors(smoke_run, realdata):
     oval.main(["rd", "--preset", "smoke", "--checkpoint", run, "--compilation_cache", ""])
 
 
+def test_smoke_encode_decode_cli_roundtrip_and_report(smoke_run, realdata):
+  from pathlib import Path
+
+  from aejax.data.synthetic import shapes_video
+  from aejax.data.video import count_frames
+
+  oval, root = smoke_run
+  run, aejx, mp4 = str(root / "run"), root / "tree.aejx", root / "tree_dec.mp4"
+  video = realdata / "videos" / "opencv_tree.avi"
+  enc = oval.main(["encode", "--preset", "smoke", "--checkpoint", run, "--video", str(video), "--out",
+                   str(aejx), "--config.convert.max_frames=5", "--config.codec.precision=int16",
+                   "--config.codec.step=0.05", "--config.codec.entropy=laplace", "--config.codec.temporal=1",
+                   "--compilation_cache", ""])
+  assert enc["frames"] == 5 and enc["bytes"] == aejx.stat().st_size
+  dec = oval.main(["decode", str(aejx), "--out", str(mp4), "--compilation_cache", ""])  # weights: the file's
+  assert dec["recon_sha256"] == enc["recon_sha256"] and count_frames(mp4) == 5
+  config = oval.smoke()
+  model, params, config = oval.restore(run, config)
+  frames = shapes_video(6, tuple(config.data.size), seed=1)["video"]
+  rep = oval.report(model, params, config, frames, root / "report")
+  assert Path(rep["side_by_side"]).is_file() and Path(rep["rd_plot"]).is_file()
+  assert count_frames(rep["side_by_side"]) == 6
+
+
 def test_loss_noise_only_in_training():
   from aejax.data.transforms import convert_color
   from aejax.models.oval import reconstruction_loss
