@@ -52,6 +52,7 @@ import cv2
 import numpy as np
 
 from aejax.data import sources as S
+from aejax.io import check_output
 from aejax.data.video import VideoInfo, VideoReader, find_videos, write_report
 
 VERSION = "1.0.0"
@@ -576,6 +577,7 @@ def main(argv=None) -> int:
   if a.report:
     opts["report"] = Path(a.report)
   try:
+    check_output(a.out, inputs=[a.src], overwrite=True, folder=True, what="--out")
     path = prepare(a.kind, a.src, a.out, **opts)
   except (FileNotFoundError, ValueError, ImportError) as e:
     print(f"error: {e}", file=sys.stderr)
