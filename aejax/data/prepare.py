@@ -52,8 +52,8 @@ import cv2
 import numpy as np
 
 from aejax.data import sources as S
-from aejax.io import check_output
 from aejax.data.video import VideoInfo, VideoReader, find_videos, write_report
+from aejax.io import check_output
 
 VERSION = "1.0.0"
 QUALITY = 75  # see the module docstring and bench/RESULTS.md
