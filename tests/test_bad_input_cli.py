@@ -481,13 +481,15 @@ def test_prepare_bad_inputs(media, tmp_path, capsys):
   assert _unchanged(before, _digest([media["allbroken"], media["file"]]))
 
 
-@pytest.mark.xfail(strict=True, reason="experiments surgical edit pending / aejax/data/prepare: an "
-                                       "--out that is a file or the --src folder")
 def test_prepare_output_checks(media, tmp_path, capsys):
+  before = _digest([media["file"], media["allbroken"]])
   rc, err = _prepare(["images", "--src", media["images"], "--out", media["file"]], capsys)
-  assert rc == 1 and "\n" not in err and str(media["file"]) in err
+  assert rc == 1 and err == f"error: {media['file']}: the --out is a file, not a folder; pass a folder"
   rc, err = _prepare(["videos", "--src", media["allbroken"], "--out", media["allbroken"]], capsys)
-  assert rc == 1 and "is also an input" in err
+  assert rc == 1 and "\n" not in err and "is also an input" in err and str(media["allbroken"]) in err
+  rc, err = _prepare(["images", "--src", media["images"], "--out", media["file"] / "sub"], capsys)
+  assert rc == 1 and "\n" not in err and f"{media['file']}: is a file, so" in err
+  assert _unchanged(before, _digest([media["file"], media["allbroken"]]))
 
 
 @pytest.mark.xfail(strict=True, reason="aejax/data/prepare images: a non-UTF-8 file name is a "
