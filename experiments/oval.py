@@ -349,7 +349,9 @@ def online(config, workdir: Path, args) -> dict:
   cfg = OnlineConfig(**settings, color_space=config.data.color_space)
   return run_online_mode(model, params, workdir / "online", cfg=cfg, latent=LatentCodec(**config.codec),
                          video=args.video, camera=None if args.camera is None else int(args.camera),
-                         max_frames=config.online.max_frames)
+                         max_frames=config.online.max_frames,
+                         out_file=args.out if args.out and str(args.out).endswith(".aejx") else None,
+                         model_config=config.model.to_dict())
 
 
 def sweep_score(config, workdir) -> dict:
@@ -369,7 +371,7 @@ def main(argv=None):
                  presets={"demo": demo, "smoke": smoke, "paper": paper, "v2": v2},
                  default_preset="demo",
                  flags={"checkpoint": "a workdir or a step folder (default: --workdir)",
-                        "video": "input video", "out": "output video (convert) or .aejx file (encode)",
+                        "video": "input video", "out": "output video (convert) or .aejx (encode, online)",
                         "input": "the .aejx file to decode (also `decode FILE`)",
                         "weights": "released original weights (e.g. offline8.pt) instead of a checkpoint",
                         "side-by-side": ("original | decoded | error heat map", False),

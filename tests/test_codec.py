@@ -135,3 +135,22 @@ def test_convert_frames_keeps_temporal_prediction_across_batches():
                         with_ms_ssim=False)["rows"]
   sizes = [r["bytes"] for r in rows]
   assert all(b < sizes[0] for b in sizes[1:]), sizes  # frames 3 and 6 start batches, not streams
+
+
+def test_online_stream_file_carries_decoder_updates_and_decodes_bit_exactly(tmp_path):
+  from aejax.codec.convert import decode_file
+  from aejax.codec.online import OnlineConfig, run_online
+  from aejax.data import synthetic
+
+  model = OVAL()
+  params = model.init(jax.random.key(0), np.zeros((1, 36, 48, 3), np.float32))["params"]
+  frames = synthetic.shapes_video(24, (36, 48), seed=3)["video"]
+  cfg = OnlineConfig(buffer_size=4, train_every=4, threshold=-1.0, update_dtype="float16", ms_ssim=False)
+  latent = LatentCodec("int16", step=0.05, entropy="laplace", temporal=True)
+  s = run_online(iter(frames), model, params, cfg, latent, fps=10.0, out_file=tmp_path / "o.aejx")
+  assert s["updates"] >= 3 and s["file_bytes"] == (tmp_path / "o.aejx").stat().st_size
+  kinds = [k for k, _ in bitstream.iter_records(tmp_path / "o.aejx")]
+  assert kinds.count(bitstream.FRAME) == 24 and kinds.count(bitstream.UPDATE) == s["updates"]
+  d = decode_file(tmp_path / "o.aejx", model, params)
+  assert d["updates"] == s["updates"] and d["recon_sha256"] == s["recon_sha256"]
+  assert s["bytes_total"] == sum(len(p) for _, p in bitstream.iter_records(tmp_path / "o.aejx"))

@@ -3,9 +3,14 @@
 Rooms:
   latent.py     rate accounting (bytes, ratio against raw 8-bit RGB, bpp, decoder-update bytes) and
                 `LatentCodec`, the byte-exact coder of one frame's latent.
-  baselines.py  the classic codecs to beat: bit cutting, down/up-scaling, JPEG (also at given bytes).
+  baselines.py  the classic codecs to beat: bit cutting, down/up-scaling, JPEG (also at given bytes),
+                H.264 / H.265 / AV1 through PyAV.
   report.py     per-frame quality, rate–distortion rows, CSV/markdown tables, R–D and per-frame plots.
-  convert.py    `FrameCodec` (a model's jitted halves over frame batches), video conversion, R–D study.
+  convert.py    `FrameCodec` (a model's jitted halves over frame batches), video conversion, R–D study,
+                `encode_video` / `decode_file` (.aejx files, bit-exact decode).
   online.py     online learning: sender, trainer and receiver on a logical clock.
-Later rooms: the bitstream container and the entropy models.
+  entropy.py    range coding (constriction) of quantised latents under a per-channel factorized
+                Laplace/Gaussian model.
+  bitstream.py  the `.aejx` container: header (model identity, geometry, codec) + length-prefixed
+                frame and decoder-update records; the file's size is the rate.
 """

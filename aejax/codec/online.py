@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import hashlib
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -36,8 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from aejax.codec.bitstream import tree_from_bytes, tree_to_bytes
 from aejax.codec.convert import frame_codec_fns, video_writer
-from aejax.codec.latent import LatentCodec, bits_per_pixel, cast_tree, compression_ratio, tree_bytes
+from aejax.codec.latent import LatentCodec, bits_per_pixel, compression_ratio
 from aejax.codec.report import quality
 from aejax.data.transforms import convert_color, convert_color_inverse
 from aejax.data.video import VideoReader, camera_frames, iter_frames
@@ -169,7 +171,8 @@ class Trainer:
 def run_online(frames: Iterable[np.ndarray], model: OVAL, params, cfg: OnlineConfig,
                latent: LatentCodec, *, fps: float, out_video=None, csv_path=None,
                scalars: Callable[[int, dict], None] | None = None,
-               on_frame: Callable[[int, dict], None] | None = None) -> dict:
+               on_frame: Callable[[int, dict], None] | None = None, out_file=None,
+               model_config: dict | None = None) -> dict:
   """Streams `frames` (RGB uint8 [H, W, 3]) through sender → receiver with online training.
 
   Args:
@@ -181,6 +184,10 @@ def run_online(frames: Iterable[np.ndarray], model: OVAL, params, cfg: OnlineCon
     csv_path: per-frame records (written as the stream goes, so nothing accumulates).
     scalars: `scalars(frame_index, dict)` for TensorBoard (called every frame).
     on_frame: a hook `on_frame(i, record)` (tests watch memory with it).
+    out_file: also write the stream as an `.aejx` file (`aejax.codec.bitstream`): each frame's
+      payload, and each decoder update as an in-stream record before the first frame it decodes;
+      `decode_file` reproduces the receiver's frames bit for bit (`recon_sha256`).
+    model_config: the model's config for that file's header.
 
   Returns:
     A summary: frames, updates, update bytes, total bytes sent (latents + decoder updates) and the
@@ -203,6 +210,15 @@ def run_online(frames: Iterable[np.ndarray], model: OVAL, params, cfg: OnlineCon
   sender, receiver = Sender(encode, latent, enc0), Receiver(decode, latent, dec0, z_shape, sink)
   frozen_tx, frozen_rx = Sender(encode, latent, enc0), Receiver(decode, latent, dec0, z_shape)
   trainer = Trainer(model, params, cfg)
+  writer, record, sha = None, None, hashlib.sha256()
+  if out_file:
+    from aejax.codec.bitstream import BitstreamWriter, params_sha256
+
+    writer = BitstreamWriter(out_file, {
+        "model": dict(model_config or {}), "decoder_sha256": params_sha256(dec0), "source": {},
+        "color_space": cfg.color_space, "size": [int(size[0]), int(size[1])], "fps": float(fps),
+        "latent_shape": list(z_shape), "codec": dataclasses.asdict(latent), "batch": 1,
+        "update_dtype": cfg.update_dtype})
   fields = ["frame", "time_s", "bytes", "update_bytes", "ratio", "bpp", "mae", "psnr",
             *(["ms_ssim"] if cfg.ms_ssim else []), "frozen_mae", "frozen_psnr",
             *(["frozen_ms_ssim"] if cfg.ms_ssim else []), "train_loss", "train_err", "live_err",
@@ -218,7 +234,13 @@ def run_online(frames: Iterable[np.ndarray], model: OVAL, params, cfg: OnlineCon
   try:
     for i, frame in enumerate(_chain(first, it)):
       payload = sender.send(frame)
+      if writer is not None:
+        if record is not None:  # the update the receiver installs now
+          writer.write_update(record)
+          record = None
+        writer.write_frame(payload)
       decoded, upd = receiver.receive(payload)
+      sha.update(np.ascontiguousarray(decoded).tobytes())
       nbytes = len(payload) + upd
       q = _frame_quality(frame, decoded, cfg.ms_ssim)
       frozen_payload = frozen_tx.send(frame)
@@ -229,7 +251,8 @@ def run_online(frames: Iterable[np.ndarray], model: OVAL, params, cfg: OnlineCon
       if res is not None and res["update"]:  # effective from the next tick at both ends
         enc, dec = split_params(trainer.live)
         sender.pending = enc
-        receiver.pending = (cast_tree(dec, cfg.update_dtype), tree_bytes(dec, cfg.update_dtype))
+        record = tree_to_bytes(dec, cfg.update_dtype)
+        receiver.pending = (tree_from_bytes(dec, record, cfg.update_dtype), len(record))
         update_frames.append(i + 1)
       rec = {"frame": i, "time_s": i / fps, "bytes": nbytes, "update_bytes": upd,
              "ratio": float(compression_ratio(nbytes, h, w)), "bpp": float(bits_per_pixel(nbytes, h, w)),
@@ -247,6 +270,11 @@ def run_online(frames: Iterable[np.ndarray], model: OVAL, params, cfg: OnlineCon
       if on_frame is not None:
         on_frame(i, rec)
       n = i + 1
+  except BaseException:
+    if writer is not None:
+      writer.abort()
+      writer = None
+    raise
   finally:  # what was streamed so far is kept, also when the stream is interrupted
     if sink is not None:
       if sink.frames_written:
@@ -258,7 +286,10 @@ def run_online(frames: Iterable[np.ndarray], model: OVAL, params, cfg: OnlineCon
   update_frames = [f for f in update_frames if f < n]  # one sent after the last frame is never used
   summary = {k: v / n for k, v in sums.items() if k not in ("update_bytes", "ratio", "bpp")}
   sent, frozen_sent = sums["bytes"], sums["frozen_bytes"]  # latents + decoder updates; latents
+  if writer is not None:
+    summary["file"], summary["file_bytes"] = str(writer.close()), writer.nbytes
   summary.update(frames=n, updates=len(update_frames), update_bytes_total=int(sums["update_bytes"]),
+                 recon_sha256=sha.hexdigest(),
                  bytes_total=int(sent), frozen_bytes_total=int(frozen_sent),
                  ratio=float(compression_ratio(sent / n, h, w)), bpp=float(bits_per_pixel(sent / n, h, w)),
                  frozen_ratio=float(compression_ratio(frozen_sent / n, h, w)),
@@ -291,7 +322,8 @@ def plot_online(summary: dict, path, title: str = "") -> Path:
 
 
 def run_online_mode(model: OVAL, params, out_dir, *, cfg: OnlineConfig, latent: LatentCodec,
-                    video=None, camera: int | None = None, max_frames: int | None = None) -> dict:
+                    video=None, camera: int | None = None, max_frames: int | None = None,
+                    out_file=None, model_config: dict | None = None) -> dict:
   """Online learning on a video file or a camera: decoded video, per-frame CSV, plot, TensorBoard.
 
   Args:
@@ -301,6 +333,7 @@ def run_online_mode(model: OVAL, params, out_dir, *, cfg: OnlineConfig, latent: 
     video: an input video file (its fps drives the clock; 15 when it reports none), or
     camera: a camera index (15 fps clock).
     max_frames: stop after this many frames (None: the whole stream).
+    out_file, model_config: also write the stream (with its decoder updates) as an `.aejx` file.
 
   Returns:
     The JSON-able summary (means, updates, `mae_reduction` against the frozen model, `outputs`).
@@ -318,7 +351,8 @@ def run_online_mode(model: OVAL, params, out_dir, *, cfg: OnlineConfig, latent: 
   try:
     s = run_online(frames, model, params, cfg, latent, fps=fps, out_video=out_dir / "decoded.mp4",
                    csv_path=out_dir / "frames.csv",
-                   scalars=lambda i, d: writer.scalars(i, {f"online/{k}": v for k, v in d.items()}))
+                   scalars=lambda i, d: writer.scalars(i, {f"online/{k}": v for k, v in d.items()}),
+                   out_file=out_file, model_config=model_config)
   finally:
     writer.close()
   plot_online(s, out_dir / "online.png", title=f"{Path(video).name if video else 'camera'}: "
