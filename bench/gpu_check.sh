@@ -13,6 +13,7 @@
 #     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
 #     -d .whl grain==0.2.18 array-record==0.8.6 portpicker==1.6.0 dm-pix==0.4.5 clu==0.0.12 \
 #     ml-collections==1.1.0 tensorboardX==2.6.5 tensorflow-datasets==4.9.10 dm-tree==0.1.10 \
+#     av==18.1.0 constriction==0.5.0 \   # av is ~40 MB: drop torch-only wheels first if .whl nears 64 MiB
 #     simple-parsing==0.1.9 docstring-parser==0.18.0 tensorflow-metadata==1.21.0 \
 #     googleapis-common-protos==1.76.0 termcolor==3.3.0 toml==0.10.2 immutabledict==4.3.1
 #   python3 -m pip wheel --no-deps -w .whl promise==2.3     # sdist only: build the wheel here
