@@ -60,9 +60,9 @@ def kinetics_like(frames: np.ndarray, src_fps: float, seed: int, seconds: float 
 def make_clips(out: str | Path, num_clips: int = 16, video_dir: str | Path | None = None,
                seed: int = 0, seconds: float = 10.0, gop: int | None = None) -> list[Path]:
   """Writes `num_clips` Kinetics-like H.264 clips, round-robin over the real videos; returns them."""
-  from aejax.data.video import read_frames, write_video
+  from aejax.data.video import find_videos, read_frames, write_video
 
-  sources = sorted(Path(video_dir or realdata_videos()).glob("*.*"))
+  sources = find_videos(video_dir or realdata_videos())  # video files only (no hidden caches)
   loaded = [(p.stem, *read_frames(p)) for p in sources]
   options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"} if gop else {}
   paths = []
