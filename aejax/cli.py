@@ -243,9 +243,11 @@ def run(get_config: Callable, *, modes: dict[str, Callable], presets: dict[str, 
     if args.mode == "train" and preset == "paper":
       _require_real_data(config, real_data_key)
     workdir = Path(args.workdir or Path("workdirs") / prog.split(".")[-1] / preset)
-    from aejax.io import check_workdir
+    from aejax.io import WorkdirLock, check_workdir
 
     check_workdir(workdir)
+    if args.mode == "train":
+      WorkdirLock(workdir).check()  # fail before loading data; fit() takes the lock itself
     from absl import flags as absl_flags
 
     absl_flags.FLAGS.mark_as_parsed()  # Grain worker processes read absl flags

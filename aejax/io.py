@@ -290,6 +290,12 @@ class WorkdirLock:
       with contextlib.suppress(OSError):
         tmp.unlink()
 
+  def check(self) -> None:
+    """Raises WorkdirLocked if another live process holds the lock (takes nothing)."""
+    info = self.read()
+    if info is not None and not self._stale(info):
+      raise WorkdirLocked(self._message(info))
+
   def _message(self, info: dict) -> str:
     who = (f"process {info.get('pid', '?')} on {info.get('host', '?')} (since {info.get('since', '?')})"
            if info else "another process")

@@ -150,3 +150,22 @@ def test_one_line_messages():
   assert cli.one_line(KeyError("color_space")) == "missing key 'color_space' (KeyError)"
   assert cli.one_line(ValueError("a\nb")) == "a b"
   assert cli.one_line(OSError()) == "OSError"
+
+
+def test_train_on_a_workdir_locked_by_a_live_process_stops_before_the_mode(tmp_path):
+  import json
+  import socket
+
+  from aejax.io import WorkdirLocked
+
+  ran = []
+
+  def train(config, workdir, args):
+    """Trains."""
+    ran.append(1)
+
+  (tmp_path / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": 1, "since": "x"}))
+  with pytest.raises(WorkdirLocked, match=rf"{tmp_path}: in use by process 1 on "):
+    cli.run(_presets()["demo"], modes={"train": train},
+            argv=["--workdir", str(tmp_path), "--compilation_cache", ""])
+  assert not ran

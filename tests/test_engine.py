@@ -311,6 +311,8 @@ def test_stale_lock_of_a_dead_process_is_taken_over_a_live_one_is_not(tmp_path):
       _tiny.run_fit(work, num_steps=4, checkpoint_every=2)
     assert f"in use by process {alive.pid}" in str(err.value) and "\n" not in str(err.value)
     assert (work / "metrics.jsonl").read_bytes() == before  # stopped before writing anything
+    with pytest.raises(WorkdirLocked, match=f"in use by process {alive.pid}"):
+      WorkdirLock(work).check()
     (work / ".lock").write_text(json.dumps({"host": "another-host", "pid": dead.pid}))
     with pytest.raises(WorkdirLocked, match="on another-host"):  # never broken across hosts
       WorkdirLock(work).acquire()
