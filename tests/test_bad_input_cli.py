@@ -105,6 +105,8 @@ def media(tmp_path_factory) -> dict:
   m["allbroken"] = broken
   m["davis_ok"] = root / "davis_ok"
   synthetic.write_davis_like(m["davis_ok"], num_sequences=1, num_frames=4, size=(32, 48))
+  sets = m["davis_ok"] / "ImageSets" / "2017"
+  (sets / "val.txt").write_text((sets / "train.txt").read_text())  # the sequence in both splits
   m["davis_mismatch"] = root / "davis_mismatch"
   shutil.copytree(m["davis_ok"], m["davis_mismatch"])
   ann = sorted((m["davis_mismatch"] / "Annotations" / "480p").glob("*/*.png"))
@@ -511,7 +513,7 @@ def test_davis_scorer_bad_folders(media, tmp_path, capsys):
 
   rc = davis.main(["--pred", str(tmp_path / "nope"), "--gt", str(media["davis_ok"])])
   err = capsys.readouterr().err.strip()
-  assert rc == 1 and "\n" not in err and err.startswith("error: ")
+  assert rc == 1 and "\n" not in err and err.startswith("error: ") and str(tmp_path / "nope") in err
   _log("davis", err)
   rc = davis.main(["--pred", str(media["images"]), "--gt", str(tmp_path / "nogt")])
   err = capsys.readouterr().err.strip()
