@@ -254,8 +254,11 @@ def _folder_bytes(folder: Path) -> int:
 
 
 def _free_bytes(folder: Path) -> int:
-  """Free bytes on the file system of `folder` (for unprivileged users)."""
-  return shutil.disk_usage(folder).free
+  """Free bytes on the file system of `folder` (for unprivileged users; unknown: a huge number)."""
+  try:
+    return shutil.disk_usage(folder).free
+  except OSError:
+    return 1 << 62
 
 
 def resolve_checkpoint(path) -> tuple[Path, int | None]:
