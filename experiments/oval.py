@@ -42,6 +42,7 @@ from aejax.data.pipeline import make_loader
 from aejax.data.sources import ArraySource, VideoClipSource
 from aejax.data.transforms import Resize, convert_color, convert_color_inverse
 from aejax.data.video import VideoReader, iter_frames, read_frames
+from aejax.io import check_output
 from aejax.metrics import psnr
 from aejax.models.oval import FAITHFUL, OVAL, V2, load_original_weights, reconstruction_loss
 from aejax.train import apply_model, fit, init_state, make_optimizer
@@ -290,6 +291,7 @@ def convert_video(config, workdir: Path, args) -> dict:
   """Encode + decode a video file: decoded (or side-by-side) mp4, per-frame CSV and plot."""
   if not args.video:
     raise ValueError("convert needs --video IN")
+  check_output(args.out, inputs=[args.video], overwrite=args.overwrite, what="--out")
   model, params, config, _ = load(config, workdir, args)
   out = Path(args.out or workdir / "convert" / (Path(args.video).stem + ".mp4"))
   frames, fps = read_frames(args.video, config.convert.max_frames)
@@ -302,6 +304,7 @@ def encode(config, workdir: Path, args) -> dict:
   """Encode a video file into an .aejx file (streamed; the rate is the file's size)."""
   if not args.video:
     raise ValueError("encode needs --video IN")
+  check_output(args.out, inputs=[args.video], overwrite=args.overwrite, what="--out")
   model, params, config, source = load(config, workdir, args)
   out = Path(args.out or workdir / "encode" / (Path(args.video).stem + ".aejx"))
   if out.suffix != ".aejx":
@@ -320,6 +323,8 @@ def decode(config, workdir: Path, args) -> dict:
   --checkpoint); the frames equal the encoder's reconstruction bit for bit."""
   if not args.input:
     raise ValueError("decode needs the .aejx file: decode FILE --out OUT.mp4")
+  check_output(args.out or Path(args.input).with_suffix(".mp4"), inputs=[args.input],
+               overwrite=args.overwrite, what="--out")
   header, _ = read_header(args.input)
   config = config.copy_and_resolve_references()
   config.model.update(header["model"])
@@ -344,6 +349,7 @@ def rd(config, workdir: Path, args) -> dict:
 
 def online(config, workdir: Path, args) -> dict:
   """Online learning on a video file or camera, with the frozen model as baseline."""
+  check_output(args.out, inputs=[args.video], overwrite=args.overwrite, what="--out")
   model, params, config, _ = load(config, workdir, args)
   settings = {k: v for k, v in config.online.items() if k != "max_frames"}
   cfg = OnlineConfig(**settings, color_space=config.data.color_space)
