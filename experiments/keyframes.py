@@ -39,6 +39,7 @@ from aejax.data.pipeline import make_loader
 from aejax.data.sources import ArraySource, split_indices
 from aejax.data.transforms import Resize
 from aejax.evaluate import evaluate, map_batches
+from aejax.io import check_output
 from aejax.losses import ms_ssim_l1_loss
 from aejax.metrics import ms_ssim, psnr
 from aejax.models.keyframe_ae import KeyframeAE, load_original_weights
@@ -331,6 +332,7 @@ def extract(config, workdir: Path, args) -> dict:
   """Key frames (PNG, JSON), key clips (MP4), a timeline plot and a contact sheet of --video."""
   if not args.video:
     raise ValueError("extract needs --video IN")
+  check_output(args.out, inputs=[args.video], overwrite=args.overwrite, what="--out")
   embed, config = scorer(config, args)
   return kf.extract_video(args.video, args.out or workdir / "extract", embed, **extract_settings(config))
 
