@@ -266,6 +266,25 @@ def test_output_that_is_the_input_is_refused(media, ckpt, tmp_path):
     fails(name, argv, names=[link], match="is also an input", keep=[video])
 
 
+def test_codec_files_are_not_clobbered(media, ckpt, tmp_path):
+  """OVAL encode/decode: --out equal to the input, and decode's default output (the .aejx's name
+  with .mp4, maybe the original video) when it exists."""
+  video = tmp_path / "clip.mp4"
+  shutil.copy(media["good"], video)
+  base = ["--preset", "smoke", "--checkpoint", ckpt("oval"), "--workdir", tmp_path / "w"]
+  fails("oval", ["encode", "--video", video, "--out", video, *base], names=[video],
+        match="is also an input", keep=[video])
+  aejx = tmp_path / "clip.aejx"
+  res = succeeds("oval", ["encode", "--video", video, "--out", aejx, *base], keep=[video])
+  assert res["bytes"] == aejx.stat().st_size
+  fails("oval", ["decode", aejx, "--out", aejx, *base], names=[aejx], match="is also an input",
+        keep=[aejx, video])
+  fails("oval", ["decode", aejx, *base], names=[video], match="already exists; pass --overwrite",
+        keep=[aejx, video])  # clip.aejx -> clip.mp4: the original video
+  fails("oval", ["online", "--video", video, "--out", video, *base], names=[video],
+        match="is also an input", keep=[video])
+
+
 def test_existing_output_needs_overwrite(media, ckpt, tmp_path):
   out = tmp_path / "old.mp4"
   out.write_bytes(b"an earlier result")
