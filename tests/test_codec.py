@@ -154,3 +154,22 @@ def test_online_stream_file_carries_decoder_updates_and_decodes_bit_exactly(tmp_
   d = decode_file(tmp_path / "o.aejx", model, params)
   assert d["updates"] == s["updates"] and d["recon_sha256"] == s["recon_sha256"]
   assert s["bytes_total"] == sum(len(p) for _, p in bitstream.iter_records(tmp_path / "o.aejx"))
+
+
+def test_encode_memory_is_flat_in_the_video_length(tmp_path):
+  from aejax.codec.convert import encode_video
+
+  model, params, frames = _model_and_frames()
+  rss = []
+
+  def stream():
+    for i in range(400):
+      if i in (100, 399):
+        with open("/proc/self/statm") as f:
+          rss.append(int(f.read().split()[1]) * 4096)
+      yield frames[i % len(frames)]
+
+  s = encode_video(model, params, stream(), tmp_path / "long.aejx", color_space="rgb", batch_size=8,
+                   latent=LatentCodec("int8", entropy="laplace"), fps=25.0, model_config={})
+  assert s["frames"] == 400
+  assert rss[1] - rss[0] < 40 * 2**20, rss  # payloads go to the file, only per-frame scalars stay
