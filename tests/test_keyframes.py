@@ -188,7 +188,7 @@ def test_smoke_train_extract_eval(smoke_run):
   assert (root / "run" / "checkpoints" / "2").is_dir()
   out = root / "out"
   res = exp.main(["extract", "--preset", "smoke", "--checkpoint", str(root / "run"), "--video", str(video),
-                  "--out", str(out), "--compilation_cache", ""])
+                  "--out", str(out), "--compilation_cache", "", "--config.extract.write_clips=True"])
   meta = json.loads((out / "keyframes.json").read_text())
   assert meta["num_frames"] == 36 and meta["fps"] == pytest.approx(6.0)
   assert len(meta["candidates"]) == 30  # every sampled frame (5 of every 6)

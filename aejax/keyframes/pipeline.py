@@ -4,6 +4,8 @@ synthetic videos with known scene cuts (autoencoder features against raw pixels)
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,6 +31,32 @@ from aejax.keyframes.shots import content_score, hsv_small, select_shots
 METHODS = ("shots", "novelty")
 
 
+def _prefetch(items, size: int = 32):
+  """Iterates `items` in a background thread (decoding and OpenCV release the GIL, so they overlap
+  with the model in the caller's thread); exceptions are re-raised in the caller."""
+  q: queue.Queue = queue.Queue(size)
+  done = object()
+
+  def work():
+    try:
+      for x in items:
+        q.put(x)
+    except BaseException as e:  # noqa: BLE001  (handed to the consumer)
+      q.put(_Raised(e))
+    q.put(done)
+
+  threading.Thread(target=work, daemon=True).start()
+  while (x := q.get()) is not done:
+    if isinstance(x, _Raised):
+      raise x.error
+    yield x
+
+
+class _Raised:
+  def __init__(self, error: BaseException):
+    self.error = error
+
+
 def _scan(reader, embed_fn, *, rate: float, size, batch_size: int, method: str, bar=None):
   """One decoding pass over the sampled frames: (candidates, features, cut cue [n])."""
   fps = reader.fps
@@ -45,14 +73,17 @@ def _scan(reader, embed_fn, *, rate: float, size, batch_size: int, method: str, 
     if bar is not None:
       bar.update(reader.frames_seen - seen)
 
-  def every_sample():
+  def measured():  # in the decoding thread: the cut cue's small HSV frame and the sharpness
     for i, frame in sampled():
-      small = hsv_small(frame)
+      yield i, frame, hsv_small(frame), sharpness(frame)
+
+  def every_sample():
+    for i, frame, small, sharp in _prefetch(measured()):
       cue.append(float("nan") if prev[0] is None else content_score(prev[0], small))
       prev[0] = small
-      yield Candidate(index=int(i), time=i / fps, sharpness=sharpness(frame), frame=frame)
+      yield Candidate(index=int(i), time=i / fps, sharpness=sharp, frame=frame)
 
-  source = every_sample() if method == "shots" else sharpest_per_second(sampled(), fps)
+  source = every_sample() if method == "shots" else sharpest_per_second(_prefetch(sampled()), fps)
   cands, feats = candidate_features(source, embed_fn, size=size, batch_size=batch_size)
   return cands, feats, np.asarray(cue, np.float64)
 

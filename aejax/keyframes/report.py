@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import itertools
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -121,10 +122,17 @@ def write_outputs(out: Path, video: str | Path, *, fps: float, num_frames: int, 
     c.update(file=f"clip_{i:03d}.mp4", start_time=c["start"] / fps, end_time=c["end"] / fps)
   key_cands = [candidates[k] for k in keys]
   key_frames = [c.index for c in key_cands]
-  thumbs = write_outputs_pass(video, fps, out, key_frames, clips, write_clips)
-  timeline_plot(out / "timeline.png", np.array([c.time for c in candidates]), scores, threshold, keys,
-                np.array([c.sharpness for c in candidates]), title=title,
-                clip_starts=[c["start_time"] for c in clips])
+  # The plot (Python, holding the GIL) is drawn while the second decoding pass (releasing it) runs.
+  plot = threading.Thread(target=timeline_plot, args=(
+      out / "timeline.png", np.array([c.time for c in candidates]), scores, threshold, keys,
+      np.array([c.sharpness for c in candidates])), kwargs=dict(
+      title=title, clip_starts=[c["start_time"] for c in clips]))
+  out.mkdir(parents=True, exist_ok=True)
+  plot.start()
+  try:
+    thumbs = write_outputs_pass(video, fps, out, key_frames, clips, write_clips)
+  finally:
+    plot.join()
   contact_sheet(out / "contact_sheet.png", thumbs, fps)
   return {
       "video": str(video), "fps": fps, "num_frames": num_frames, "size": list(size),
