@@ -14,10 +14,11 @@ MS-SSIM), Adam 1e-3, batch 16; without `--config.data.root` it trains on synthet
   python -m experiments.oval decode OUT.aejx --out OUT.mp4   # bit-exact; the weights named in the file
   python -m aejax.sweep experiments.oval --grid optim.lr=1e-3,3e-3 data.batch_size=8,16
 
-The apps live in `aejax.codec`. Expected: the smoke preset runs in seconds on CPU, the demo in
-minutes on a GPU. Deviations from the original: the decoder returns the full frame (its 351x471
-crop is `exact_output=False`); rates are the bytes actually sent against raw 8-bit RGB of the full
-frame; the online loop runs on a logical clock and decodes every frame (§2.11 of
+The apps live in `aejax.codec`. Expected: the smoke preset runs in seconds on CPU, the demo
+(120x160, 400 steps, then report/: side-by-side MP4, R–D plot) in ~200 CPU-seconds. Deviations
+from the original: the decoder returns the full frame (its 351x471 crop is `exact_output=False`,
+used with `--weights`); rates are the bytes of the files written or sent against raw 8-bit RGB of
+the full frame; the online loop runs on a logical clock and decodes every frame (§2.11 of
 `specs/seeds_keyframe_oval_vae.md`). Measured results: `docs/results/oval.md`.
 """
 
