@@ -18,7 +18,8 @@ the ranges do not overlap), plus the entropy coder against zlib.
 from the released weights, online adaptation on each video (buffer 20, Adam 2.5e-3, BCE, one
 step per 9 frames as the original managed, send threshold 1 %, decoder updates charged at
 float16) against the frozen model at equal total bytes (its curve over finer quantiser steps);
-writes `online.md` and `online.json`.
+writes `online.md` and `online.json`. `--rss N` instead encodes N synthetic 1080p frames and
+prints the resident memory as the stream goes (flat in the length) and its peak.
 """
 
 from __future__ import annotations
@@ -100,8 +101,8 @@ def online_study(args) -> None:
 
   model, params, _, _ = oval.load(oval.get_config(), None,
                                   argparse.Namespace(weights=args.weights, checkpoint=None))
-  cfg = OnlineConfig(buffer_size=20, lr=2.5e-3, loss="bce", threshold=0.01, train_every=9,
-                     update_dtype="float16", ms_ssim=False)
+  cfg = OnlineConfig(buffer_size=20, lr=2.5e-3, loss="bce", threshold=args.threshold,
+                     train_every=args.train_every, update_dtype="float16", ms_ssim=False)
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   res, lines = {}, ["| video | frames | updates | online PSNR | online bpp (latents + updates) | ratio | "
@@ -117,9 +118,41 @@ def online_study(args) -> None:
                  f"{r['ratio']:.1f} | {r['frozen_psnr']:.2f} | {r['frozen_bpp']:.4f} | "
                  f"{r['frozen_psnr_at_equal_bytes']:.2f} | {r['gain_db']:+.2f} dB |")
     print(lines[-1], flush=True)
+  lines.append(f"\ntrain_every {args.train_every}, threshold {args.threshold}, latent {ONLINE_LATENT.name}")
   (out / "online.json").write_text(json.dumps(res, indent=2))
   (out / "online.md").write_text("\n".join(lines) + "\n")
   print("\n".join(lines))
+
+
+def rss_study(args) -> None:
+  """Peak RSS of `encode_video` on a synthetic 1080p stream of `--rss` frames (released weights,
+  Laplace temporal), sampled as it goes: memory must stay flat in the stream's length."""
+  import resource
+  import time
+
+  from experiments import oval
+
+  model, params, config, _ = oval.load(oval.get_config(), None,
+                                       argparse.Namespace(weights=args.weights, checkpoint=None))
+  h, w, n = 1080, 1920, args.rss
+  yy, xx = np.mgrid[0:h, 0:w]
+  samples, t0 = [], time.perf_counter()
+
+  def stream():
+    for i in range(n):
+      if i % max(1, n // 10) == 0 or i == n - 1:
+        with open("/proc/self/statm") as f:
+          samples.append((i, int(f.read().split()[1]) * 4096 / 2**20))
+      v = ((xx + 7 * i) % 256 + (yy // 4) % 64).astype(np.uint8)
+      yield np.stack([v, v[::-1], np.roll(v, i, 1)], -1)
+
+  s = encode_video(model, params, stream(), Path(args.out) / "rss_1080p.aejx", color_space="rgb",
+                   batch_size=8, latent=LatentCodec("int16", step=0.4, entropy="laplace", temporal=True),
+                   fps=25.0, model_config=config.model.to_dict())
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  print(f"1080p, {n} frames ({n / 25:.0f} s at 25 fps) in {time.perf_counter() - t0:.0f} s: "
+        f"file {s['bytes']} B; RSS (MiB) at frame " + ", ".join(f"{i}: {r:.0f}" for i, r in samples)
+        + f"; peak {peak:.0f} MiB")
 
 
 def main(argv=None) -> None:
@@ -133,7 +166,13 @@ def main(argv=None) -> None:
   p.add_argument("--max-frames", type=int, default=0)
   p.add_argument("--out", default="/tmp/codec_rd")
   p.add_argument("--online", action="store_true", help="the online-vs-frozen study instead")
+  p.add_argument("--train-every", type=int, default=9, help="online: one trainer step per N frames")
+  p.add_argument("--threshold", type=float, default=0.01, help="online: send threshold")
+  p.add_argument("--rss", type=int, default=0, help="instead: peak RSS encoding this many 1080p frames")
   args = p.parse_args(argv)
+  if args.rss:
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    return rss_study(args)
   if args.online:
     return online_study(args)
   from experiments import oval

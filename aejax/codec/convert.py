@@ -184,13 +184,16 @@ RD_CODECS = (LatentCodec("float32"), LatentCodec("float16"), LatentCodec("int8")
              LatentCodec("int8", entropy="zlib"), LatentCodec("int4"),
              LatentCodec("int4", entropy="zlib"), LatentCodec("int8", channels=6),
              LatentCodec("int4", channels=5, entropy="zlib"),
-             LatentCodec("int4", channels=3, entropy="zlib"))
+             LatentCodec("int4", channels=3, entropy="zlib"), LatentCodec("int8", entropy="laplace"),
+             LatentCodec("int4", entropy="laplace"),
+             LatentCodec("int16", step=0.4, entropy="laplace", temporal=True))
 
 
 def rd_study(model: OVAL, params, frames: np.ndarray, out_dir, *, color_space: str, batch_size: int,
              bits: Sequence[int], factors: Sequence[float], jpeg_qualities: Sequence[int],
              title: str = "") -> dict:
-  """Latent codecs (`RD_CODECS`) vs baselines on `frames`: rd.csv, rd.md, rd.png and a picture.
+  """Latent codecs (`RD_CODECS`, rates = payload bytes) vs baselines on `frames`: rd.csv, rd.md,
+  rd.png and a picture.
 
   The baselines are bit cutting to each of `bits`, resizing by each of `factors` per side, JPEG at
   each of `jpeg_qualities` and JPEG at the bytes of the float16, int8 and int4-zlib latents.
@@ -200,7 +203,8 @@ def rd_study(model: OVAL, params, frames: np.ndarray, out_dir, *, color_space: s
   for codec in RD_CODECS:
     s = convert_frames(model, params, frames, color_space=color_space, batch_size=batch_size,
                        latent=codec, with_ms_ssim=True)["summary"]
-    method = "oval" if codec.channels is None else "oval (channels dropped)"
+    method = ("oval (channels dropped)" if codec.channels is not None else
+              "oval + range coder" if codec.entropy in ("laplace", "gaussian") else "oval")
     rows.append({"method": method, "setting": codec.name, "bytes_per_frame": s["bytes_per_frame"],
                  "ratio": s["ratio"], "bpp": s["bpp"], "psnr": s["psnr"], "ms_ssim": s["ms_ssim"],
                  "mae": s["mae"]})
