@@ -10,8 +10,8 @@ get the same weights and batch and their losses must agree (float32 relative 1e-
 `bench.common.BF16_RTOL` when bf16). JAX runs on its default device, PyTorch on CUDA when
 available, else CPU.
 
-Extraction: `python -m experiments.keyframes extract` (5 sampled frames/s, sharpest per second,
-latent novelty, clips written) on a `--seconds`-long 640x360 30 fps MP4 made from the real videos
+Extraction: `python -m experiments.keyframes extract` (5 sampled frames/s, the shot-aware default,
+clips listed, not written) on a `--seconds`-long 640x360 30 fps MP4 made from the real videos
 in ../shared/realdata/videos (resized and looped), with a randomly initialised checkpoint (speed
 does not depend on the weights). Wall time includes start-up and compilation.
 
