@@ -441,7 +441,6 @@ def test_missing_and_empty_image_folders(media, tmp_path):
         names=[empty], match="no image files")
 
 
-@pytest.mark.xfail(strict=True, reason="aejax/data/sources.load_image ignores the EXIF orientation")
 def test_exif_rotation_is_applied(media):
   from aejax.data.sources import load_image
 

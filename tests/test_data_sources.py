@@ -254,3 +254,27 @@ def test_moving_mnist_generated_real_digits(realdata):
   a = src.random_getitem(0, np.random.default_rng(1))["video"]
   b = src.random_getitem(0, np.random.default_rng(2))["video"]
   assert not np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_decode_image_applies_every_exif_orientation_like_pil(fmt):
+  """All eight EXIF orientations come out upright, as PIL.ImageOps.exif_transpose shows them."""
+  import io
+
+  from PIL import Image, ImageOps
+
+  from aejax.data.images import decode_image
+
+  a = np.zeros((30, 50, 3), np.uint8)
+  a[:10, :20] = 255
+  a[20:, 30:, 1] = 200
+  for orientation in range(1, 9):
+    im = Image.fromarray(a)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    im.save(buf, fmt, exif=exif.tobytes())
+    ref = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buf.getvalue()))).convert("RGB"))
+    got = decode_image(buf.getvalue())
+    assert got.shape == ref.shape, orientation
+    assert np.abs(got.astype(int) - ref.astype(int)).mean() < 3, orientation

@@ -44,23 +44,51 @@ def to_rgb_uint8(arr: np.ndarray, bgr: bool = False) -> np.ndarray:
   return np.ascontiguousarray(arr[..., :3])  # drop alpha
 
 
+# EXIF orientation (tag 0x0112) -> the array operation that shows the image upright (as
+# PIL.ImageOps.exif_transpose: 2 mirror, 3 rotate 180, 4 flip, 5 transpose, 6 rotate 90 clockwise,
+# 7 transverse, 8 rotate 90 counter-clockwise).
+_ORIENT = {
+    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1], 8: lambda a: np.rot90(a, 1),
+}
+
+
+def _exif_orientation(data: bytes) -> int:
+  """The EXIF orientation of encoded image bytes (1 when there is none or it cannot be read)."""
+  head = data[:65536]
+  if b"Exif\x00\x00" not in head and b"eXIf" not in head:
+    return 1
+  import io
+
+  from PIL import Image
+  try:
+    with Image.open(io.BytesIO(data)) as im:
+      return int(im.getexif().get(0x0112, 1))
+  except Exception:  # noqa: BLE001 - unreadable EXIF: keep the stored orientation
+    return 1
+
+
 def decode_image(data: bytes, name: str | Path = "<bytes>") -> np.ndarray:
-  """Encoded image bytes → RGB uint8 [H, W, 3] (OpenCV, falling back to PIL for GIF etc.)."""
+  """Encoded image bytes → RGB uint8 [H, W, 3], upright per EXIF (OpenCV, else PIL for GIF etc.)."""
   if not data:
     raise ValueError(f"{name}: empty (zero-byte) image file")
   arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
   if arr is not None:
-    return to_rgb_uint8(arr, bgr=True)
-  import io
+    out = to_rgb_uint8(arr, bgr=True)
+  else:
+    import io
 
-  from PIL import Image, UnidentifiedImageError
-  try:
-    with Image.open(io.BytesIO(data)) as im:
-      if im.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV", "1"):
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-      return to_rgb_uint8(np.asarray(im))
-  except (UnidentifiedImageError, OSError, ValueError) as e:
-    raise ValueError(f"{name}: not a decodable image ({type(e).__name__})") from None
+    from PIL import Image, UnidentifiedImageError
+    try:
+      with Image.open(io.BytesIO(data)) as im:
+        if im.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+          im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        out = to_rgb_uint8(np.asarray(im))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+      raise ValueError(f"{name}: not a decodable image ({type(e).__name__})") from None
+  fix = _ORIENT.get(_exif_orientation(data))
+  return np.ascontiguousarray(fix(out)) if fix else out
 
 
 def load_image(path: str | Path) -> np.ndarray:
