@@ -34,7 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from aejax.data.sequences import DAVIS_PALETTE, read_indexed_png, write_indexed_png
+from aejax.data.sequences import DAVIS_PALETTE, read_indexed_png, stack_same_size, write_indexed_png
 
 __all__ = [
     "DAVIS_PALETTE", "GLOBAL_KEYS", "DavisDataset", "db_eval_boundary", "db_eval_iou",
@@ -278,7 +278,7 @@ def evaluate_objects(pred_root: str | Path, gt_root: str | Path,
   out = {}
   for seq in ds.sequences:
     paths = ds.annotation_paths(seq)
-    gt = np.stack([read_indexed_png(p)[0] for p in paths])
+    gt = stack_same_size([read_indexed_png(p)[0] for p in paths], paths, "annotation")
     preds = []
     for p in paths[1:-1]:  # the toolkit reads only the scored frames
       m, _ = read_indexed_png(pred_root / seq / p.name)

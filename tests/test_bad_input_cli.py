@@ -468,9 +468,6 @@ def test_davis_folders(media, ckpt, tmp_path):
         match="annotation folder not found", keep=[media["davis_no_masks"]])
 
 
-@pytest.mark.xfail(strict=True, reason="aejax/data/sources DavisSource or aejax/labelprop: a mask "
-                                       "of another size than its frame gives 'all input arrays must "
-                                       "have the same shape', naming no file")
 def test_davis_mask_of_another_size(media, ckpt, tmp_path):
   fails("siammae", ["eval", "--preset", "smoke", "--checkpoint", ckpt("siammae"), "--workdir",
                     tmp_path / "w", "--davis_dir", media["davis_mismatch"]],
@@ -519,8 +516,6 @@ def test_prepare_images_with_a_non_utf8_name(media, tmp_path, capsys):
   assert rc == 0, err
 
 
-@pytest.mark.xfail(strict=True, reason="aejax/data/prepare davis: 'all input arrays must have the "
-                                       "same shape', naming no file")
 def test_prepare_davis_mask_of_another_size(media, tmp_path, capsys):
   rc, err = _prepare(["davis", "--src", media["davis_mismatch"], "--out", tmp_path / "p"], capsys)
   assert rc == 1 and str(media["davis_bad_mask"]) in err
@@ -538,9 +533,6 @@ def test_davis_scorer_bad_folders(media, tmp_path, capsys):
   assert rc == 1 and "\n" not in err and str(tmp_path / "nogt") in err
 
 
-@pytest.mark.xfail(strict=True, reason="aejax/data/sources MovingMNISTSource: a digits file that "
-                                       "is not a .npy array says 'contains pickled (object) data', "
-                                       "naming no file")
 def test_compressed_vision_bad_digits_file(media, tmp_path):
   fails("compressed_vision", ["train", "--preset", "smoke", "--config.data.digits", media["text"],
                               "--workdir", tmp_path / "w"], names=[media["text"]], keep=[media["text"]])

@@ -51,18 +51,28 @@ def procedural_digits(per_class: int = 20, seed: int = 0) -> tuple[np.ndarray, n
   return np.stack(imgs), np.asarray(labels, np.uint8)
 
 
+def load_mnist_npz(path, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+  """`x_<split>`, `y_<split>` of an MNIST-format .npz file; one-line errors naming the file."""
+  path = Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"{path}: MNIST-format digits file not found")
+  try:
+    with np.load(path) as d:
+      if f"x_{split}" not in d:
+        raise ValueError(f"{path}: no array 'x_{split}' (MNIST .npz format expected)")
+      return d[f"x_{split}"], d[f"y_{split}"]
+  except (OSError, ValueError, AttributeError, TypeError) as e:
+    if str(path) in str(e):
+      raise
+    raise ValueError(f"{path}: not an MNIST-format .npz file ({type(e).__name__})") from None
+
+
 def load_digits(digits) -> tuple[np.ndarray, np.ndarray]:
   """None → procedural; (images, labels); images only (labels -1); or an MNIST .npz path."""
   if digits is None:
     return procedural_digits()
   if isinstance(digits, (str, Path)):
-    path = Path(digits)
-    if not path.is_file():
-      raise FileNotFoundError(f"{path}: MNIST-format digits file not found")
-    with np.load(path) as d:
-      if "x_train" not in d:
-        raise ValueError(f"{path}: expected arrays x_train / y_train (MNIST .npz format)")
-      return d["x_train"], d["y_train"]
+    return load_mnist_npz(digits)
   if isinstance(digits, tuple):
     imgs, labels = digits
     return np.asarray(imgs), np.asarray(labels)

@@ -81,6 +81,16 @@ def write_indexed_png(path: str | Path, mask: np.ndarray, palette: np.ndarray | 
 # -------------------------------------------------------------------------------- DAVIS source
 
 
+def stack_same_size(arrays: list, paths: list, what: str, size: tuple | None = None) -> np.ndarray:
+  """Stacks per-frame arrays; a one-line error names the first file whose size differs."""
+  size = tuple(size) if size is not None else arrays[0].shape[:2]
+  for a, path in zip(arrays, paths):
+    if a.shape[:2] != size:
+      raise ValueError(f"{path}: {what} size {a.shape[:2]} differs from the sequence's frame size "
+                       f"{size}")
+  return np.stack(arrays)
+
+
 class DavisSource:
   """DAVIS-2017 sequences: `JPEGImages/<res>/<seq>/*.jpg`, `Annotations/<res>/<seq>/*.png`.
 
@@ -138,11 +148,9 @@ class DavisSource:
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     name, frames, annots = self.sequences[int(index)]
-    video = np.stack([load_image(f) for f in frames])
-    mask = np.stack([read_indexed_png(a)[0] for a in annots])
-    if mask.shape[1:] != video.shape[1:3]:
-      raise ValueError(f"{annots[0]}: annotation size {mask.shape[1:]} != frame size "
-                       f"{video.shape[1:3]}")
+    video = stack_same_size([load_image(f) for f in frames], frames, "frame")
+    mask = stack_same_size([read_indexed_png(a)[0] for a in annots], annots, "annotation",
+                            video.shape[1:3])
     return {"video": video, "mask": mask, "name": np.asarray(name), "index": np.int32(index)}
 
   def __repr__(self) -> str:
@@ -214,13 +222,7 @@ class MovingMNISTSource:
                                                                        size, num_digits)
     if isinstance(digits, (str, Path)):
       dpath = Path(digits)
-      if not dpath.is_file():
-        raise FileNotFoundError(f"{dpath}: MNIST-format digits file not found")
-      with np.load(dpath) as d:
-        key = f"x_{digits_split}"
-        if key not in d:
-          raise ValueError(f"{dpath}: no array {key!r} (MNIST .npz format expected)")
-        self.images, self.labels = d[key], d[f"y_{digits_split}"]
+      self.images, self.labels = digits_lib.load_mnist_npz(dpath, digits_split)
       self.digits_desc = f"{dpath}:{digits_split}"
     else:
       self.images, self.labels = digits_lib.load_digits(digits)
