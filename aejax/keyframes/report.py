@@ -21,18 +21,31 @@ from aejax.keyframes.select import Candidate
 from aejax.viz import make_grid, pyplot, save_figure, save_image
 
 
+def _thumb(rgb: np.ndarray, width: int) -> np.ndarray:
+  h, w = rgb.shape[:2]
+  tw = min(width, w)
+  return cv2.resize(rgb, (tw, max(1, round(h * tw / w))), interpolation=cv2.INTER_AREA)
+
+
 def write_outputs_pass(path: str | Path, fps: float, out_dir: Path, keyframes: Sequence[int],
                        clips: Sequence[dict], write_clips: bool = True,
                        thumb_width: int = 240) -> dict[int, np.ndarray]:
   """Reads the video once more: key frames as PNG (`keyframes/`), clips as MP4 at `fps`
   (`clips/<clip["file"]>`, mp4v, each written atomically); returns {frame index: thumbnail RGB}
-  for the contact sheet. Frames that are neither key frames nor in a written clip are not decoded."""
+  for the contact sheet. Without clips only the key frames are read (`VideoReader.read`, seeking:
+  the same pixels as sequential decoding); with clips the video is streamed once."""
   keys = set(int(k) for k in keyframes)
   ends = [c["end"] for c in clips] if write_clips else []
   last_needed = max([*keys, *(e - 1 for e in ends)], default=-1)
   thumbs: dict[int, np.ndarray] = {}
   (out_dir / "keyframes").mkdir(parents=True, exist_ok=True)
   if last_needed < 0:
+    return thumbs
+  if not write_clips:  # the key frames only: seeking decodes from the nearest key frame of the codec
+    with open_video(path, fps) as reader:
+      for i, rgb in zip(sorted(keys), reader.read(sorted(keys))):
+        save_image(out_dir / "keyframes" / f"key_{i:06d}.png", rgb)
+        thumbs[i] = _thumb(rgb, thumb_width)
     return thumbs
   with open_video(path, fps) as reader:
     stream = reader.stream(keep=lambda i: write_clips or i in keys, max_frames=last_needed + 1)
@@ -42,9 +55,7 @@ def write_outputs_pass(path: str | Path, fps: float, out_dir: Path, keyframes: S
         for i, rgb in frames:
           if i in keys:
             save_image(out_dir / "keyframes" / f"key_{i:06d}.png", rgb)
-            h, w = rgb.shape[:2]
-            tw = min(thumb_width, w)
-            thumbs[i] = cv2.resize(rgb, (tw, max(1, round(h * tw / w))), interpolation=cv2.INTER_AREA)
+            thumbs[i] = _thumb(rgb, thumb_width)
           if writer is not None:
             writer.write(rgb)
   return thumbs
