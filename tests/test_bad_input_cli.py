@@ -509,8 +509,6 @@ def test_prepare_output_checks(media, tmp_path, capsys):
   assert _unchanged(before, _digest([media["file"], media["allbroken"]]))
 
 
-@pytest.mark.xfail(strict=True, reason="aejax/data/prepare images: a non-UTF-8 file name is a "
-                                       "RuntimeError from tfds (UnicodeEncodeError)")
 def test_prepare_images_with_a_non_utf8_name(media, tmp_path, capsys):
   rc, err = _prepare(["images", "--src", media["images"], "--out", tmp_path / "p"], capsys)
   assert rc == 0, err

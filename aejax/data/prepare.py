@@ -94,6 +94,11 @@ def _resize_short(img: np.ndarray, size: int | None) -> np.ndarray:
                     interpolation=cv2.INTER_AREA)
 
 
+def _text(path) -> str:
+  """A file name as valid UTF-8 text (bytes that are not UTF-8 become U+FFFD) for the records."""
+  return os.fsencode(path).decode("utf-8", "replace")
+
+
 def _write_json(path: Path, obj) -> None:
   tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
   tmp.write_text(json.dumps(obj))
@@ -428,11 +433,11 @@ def _builders() -> dict:
           img = _resize_short(S.load_image(path), o.get("size"))
         except (ValueError, OSError):
           continue
-        name = self.classes[label] if label >= 0 else ""
-        rows.append({"path": str(path), "label": int(label)})
+        name = _text(self.classes[label]) if label >= 0 else ""
+        rows.append({"path": _text(path), "label": int(label)})
         yield f"{k:09d}", {"image": encode_frame(img, o.get("format", "jpeg"),
                                                  o.get("quality", 95)),
-                           "label": int(label), "class_name": name, "path": str(path)}
+                           "label": int(label), "class_name": name, "path": _text(path)}
 
   class AejaxDavis(_Builder):
     """DAVIS-2017 sequences: encoded frames, lossless id masks, the palette."""
