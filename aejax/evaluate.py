@@ -185,7 +185,8 @@ class ClipProbe(nn.Module):
   num_classes: int = 10
 
   @nn.compact
-  def __call__(self, x):  # [B, T, H, W, C] -> logits [B, num_classes]
+  def __call__(self, x):
+    """Clips x [B, T, H, W, C] -> class logits [B, num_classes]."""
     b, t = x.shape[:2]
     h = x.reshape((b * t,) + x.shape[2:])
     for i in range(self.downsample):

@@ -96,6 +96,7 @@ class KeyframeAE(nn.Module):
                dtype=self.dtype, param_dtype=self.param_dtype, name=name, **kw)
 
   def setup(self):
+    """Builds the encoder and decoder (shared BatchNorm modules when `share_norms`)."""
     f1, f2, f3, f4 = self.features
     lat = self.latent_channels
     # (in, out, kernel, stride) of the encoder convs, PyTorch padding 1 each.

@@ -93,6 +93,7 @@ class ConvLSTMCell(nn.Module):
 
   @nn.compact
   def __call__(self, carry, x):
+    """One ConvLSTM step: (carry (h, c), x [B, H, W, C]) -> (new carry, h)."""
     h, c = carry
     k = self.kernel_size
     fan_in = (x.shape[-1] + self.features) * k * k
@@ -134,6 +135,7 @@ class ConvLSTM(nn.Module):
 
   @nn.compact
   def __call__(self, x, carry=None):
+    """Runs the cell over x [B, T, H, W, C] (scan over T): (hidden states, final carry)."""
     b, t, h, w, _ = x.shape
     if carry is None:
       carry = self.initial_carry(b, (h, w))
@@ -145,6 +147,7 @@ class ConvLSTM(nn.Module):
     return hs, carry
 
   def initial_carry(self, batch: int, size: Sequence[int]):
+    """Zero (h, c) state for `batch` frames of spatial `size`."""
     zeros = jnp.zeros((batch, *size, self.features), jnp.float32)
     return zeros, zeros
 
@@ -177,6 +180,7 @@ class OVAL(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   def setup(self):
+    """Builds the encoder and decoder stacks (validating the layer lists)."""
     if not len(self.features) == len(self.kernels) == len(self.strides):
       raise ValueError("OVAL: features, kernels and strides need the same length, got "
                        f"{len(self.features)}, {len(self.kernels)}, {len(self.strides)}")
