@@ -74,8 +74,11 @@ def _parse_value(raw: str, current, key: str):
     if isinstance(current, str):
       return raw
     if isinstance(current, (tuple, list)):
-      val = ast.literal_eval(text) if text[:1] in "([" else [
-          _literal(x.strip()) for x in text.split(",") if x.strip()]
+      val = (
+        ast.literal_eval(text)
+        if text[:1] in "(["
+        else [_literal(x.strip()) for x in text.split(",") if x.strip()]
+      )
       val = list(val) if isinstance(val, (tuple, list)) else [val]
       kinds = {type(x) for x in current}
       if kinds and kinds <= {int, float}:  # a numeric tuple stays numeric
@@ -115,7 +118,7 @@ def split_overrides(rest: list[str]) -> dict[str, str]:
     arg = rest[i]
     if not arg.startswith("--config."):
       raise UsageError(f"unrecognised argument {arg!r} (see --help)")
-    body = arg[len("--config."):]
+    body = arg[len("--config.") :]
     if "=" in body:
       key, val = body.split("=", 1)
     elif i + 1 < len(rest) and not rest[i + 1].startswith("--"):
@@ -161,52 +164,93 @@ def setup_compilation_cache(path: str | None) -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def build_parser(prog: str, modes: dict, presets: dict, default_preset: str | None,
-                 flags: dict, doc: str | None, config_help: str) -> argparse.ArgumentParser:
+def build_parser(
+  prog: str,
+  modes: dict,
+  presets: dict,
+  default_preset: str | None,
+  flags: dict,
+  doc: str | None,
+  config_help: str,
+) -> argparse.ArgumentParser:
   """The argument parser of `run` (mode, --workdir, --preset, extra flags, multi-host flags)."""
-  mode_lines = "\n".join(f"  {name:<12} {(fn.__doc__ or '').strip().splitlines()[0] if fn.__doc__ else ''}"
-                         for name, fn in modes.items())
+  mode_lines = "\n".join(
+    f"  {name:<12} {(fn.__doc__ or '').strip().splitlines()[0] if fn.__doc__ else ''}"
+    for name, fn in modes.items()
+  )
   epilog = f"modes:\n{mode_lines}\n\npresets: {', '.join(presets) or '(none)'}"
   if default_preset:
     epilog += f" (default: {default_preset})"
   epilog += "\n\nconfig keys (override with --config.KEY=VALUE):\n" + config_help
   parser = argparse.ArgumentParser(
-      prog=f"python -m {prog}", description=textwrap.dedent(doc or "").strip(),
-      epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("mode", nargs="?", default=next(iter(modes)), choices=list(modes),
-                      help="what to do (default: %(default)s)")
-  parser.add_argument("--workdir", default=None,
-                      help="run folder: checkpoints, metrics, TensorBoard, artefacts "
-                           "(default: workdirs/<experiment>/<preset>); an existing one is resumed")
+    prog=f"python -m {prog}",
+    description=textwrap.dedent(doc or "").strip(),
+    epilog=epilog,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  parser.add_argument(
+    "mode",
+    nargs="?",
+    default=next(iter(modes)),
+    choices=list(modes),
+    help="what to do (default: %(default)s)",
+  )
+  parser.add_argument(
+    "--workdir",
+    default=None,
+    help="run folder: checkpoints, metrics, TensorBoard, artefacts "
+    "(default: workdirs/<experiment>/<preset>); an existing one is resumed",
+  )
   if presets:
-    parser.add_argument("--preset", default=default_preset, choices=list(presets),
-                        help="base configuration (default: %(default)s)")
+    parser.add_argument(
+      "--preset",
+      default=default_preset,
+      choices=list(presets),
+      help="base configuration (default: %(default)s)",
+    )
   for name, spec in flags.items():
     help_, default = (spec, None) if isinstance(spec, str) else spec
     if isinstance(default, bool):
       parser.add_argument(f"--{name}", action="store_true", default=default, help=help_)
     else:
-      parser.add_argument(f"--{name}", default=default,
-                          type=type(default) if default is not None else str, help=help_)
-  parser.add_argument("--coordinator_address", default=None,
-                      help="multi-host: host:port of process 0 (or $AEJAX_COORDINATOR)")
-  parser.add_argument("--num_processes", type=int, default=None,
-                      help="multi-host: number of processes (or $AEJAX_NUM_PROCESSES)")
-  parser.add_argument("--process_id", type=int, default=None,
-                      help="multi-host: this process's index (or $AEJAX_PROCESS_ID)")
-  parser.add_argument("--compilation_cache",
-                      default=os.environ.get("AEJAX_COMPILATION_CACHE",
-                                             str(Path("~/.cache/aejax/jax").expanduser())),
-                      help="persistent XLA compilation cache folder ('' disables)")
-  parser.add_argument("--overwrite", action="store_true",
-                      help="replace existing output files and folders (never an input)")
+      parser.add_argument(
+        f"--{name}", default=default, type=type(default) if default is not None else str, help=help_
+      )
+  parser.add_argument(
+    "--coordinator_address", default=None, help="multi-host: host:port of process 0 (or $AEJAX_COORDINATOR)"
+  )
+  parser.add_argument(
+    "--num_processes",
+    type=int,
+    default=None,
+    help="multi-host: number of processes (or $AEJAX_NUM_PROCESSES)",
+  )
+  parser.add_argument(
+    "--process_id", type=int, default=None, help="multi-host: this process's index (or $AEJAX_PROCESS_ID)"
+  )
+  parser.add_argument(
+    "--compilation_cache",
+    default=os.environ.get("AEJAX_COMPILATION_CACHE", str(Path("~/.cache/aejax/jax").expanduser())),
+    help="persistent XLA compilation cache folder ('' disables)",
+  )
+  parser.add_argument(
+    "--overwrite", action="store_true", help="replace existing output files and folders (never an input)"
+  )
   parser.add_argument("--debug", action="store_true", help="show full tracebacks")
   return parser
 
 
-def run(get_config: Callable, *, modes: dict[str, Callable], presets: dict[str, Callable] | None = None,
-        default_preset: str | None = None, flags: dict | None = None, doc: str | None = None,
-        argv: list[str] | None = None, real_data_key: str = "data.root") -> dict | None:
+def run(
+  get_config: Callable,
+  *,
+  modes: dict[str, Callable],
+  presets: dict[str, Callable] | None = None,
+  default_preset: str | None = None,
+  flags: dict | None = None,
+  doc: str | None = None,
+  argv: list[str] | None = None,
+  real_data_key: str = "data.root",
+) -> dict | None:
   """Parses the command line and runs the chosen mode.
 
   Args:
@@ -286,8 +330,10 @@ def _require_real_data(config, key: str) -> None:
   for k in key.split("."):
     value = value.get(k) if hasattr(value, "get") else None
   if value in (None, ""):
-    raise UsageError(f"--preset paper trains on the real dataset: set --config.{key}=PATH "
-                     "(the demo and smoke presets use the embedded synthetic data)")
+    raise UsageError(
+      f"--preset paper trains on the real dataset: set --config.{key}=PATH "
+      "(the demo and smoke presets use the embedded synthetic data)"
+    )
 
 
 def _is_user_error(e: BaseException) -> bool:

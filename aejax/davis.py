@@ -37,10 +37,23 @@ import numpy as np
 from aejax.data.sequences import DAVIS_PALETTE, read_indexed_png, stack_same_size, write_indexed_png
 
 __all__ = [
-    "DAVIS_PALETTE", "GLOBAL_KEYS", "DavisDataset", "db_eval_boundary", "db_eval_iou",
-    "db_statistics", "disk", "evaluate", "evaluate_objects", "evaluate_sequence", "f_measure",
-    "format_tables", "global_scores", "read_indexed_png", "seg2bmap", "write_csvs",
-    "write_indexed_png",
+  "DAVIS_PALETTE",
+  "GLOBAL_KEYS",
+  "DavisDataset",
+  "db_eval_boundary",
+  "db_eval_iou",
+  "db_statistics",
+  "disk",
+  "evaluate",
+  "evaluate_objects",
+  "evaluate_sequence",
+  "f_measure",
+  "format_tables",
+  "global_scores",
+  "read_indexed_png",
+  "seg2bmap",
+  "write_csvs",
+  "write_indexed_png",
 ]
 
 GLOBAL_KEYS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
@@ -63,8 +76,14 @@ class DavisDataset:
       first frame's annotation is required (propagation on test-dev style sets).
   """
 
-  def __init__(self, root: str | Path, split: str = "val", sequences: Sequence[str] | None = None,
-               resolution: str = "480p", require_all_annotations: bool = True):
+  def __init__(
+    self,
+    root: str | Path,
+    split: str = "val",
+    sequences: Sequence[str] | None = None,
+    resolution: str = "480p",
+    require_all_annotations: bool = True,
+  ):
     self.root = Path(root)
     self.img_dir = self.root / "JPEGImages" / resolution
     self.ann_dir = self.root / "Annotations" / resolution
@@ -110,12 +129,14 @@ class DavisDataset:
       return [want[0]]
     missing = [p for p in want if not p.is_file()]
     if missing:
-      raise FileNotFoundError(f"{missing[0]}: annotation missing ({len(missing)} of {len(want)} "
-                              f"frames of {seq!r} have none)")
+      raise FileNotFoundError(
+        f"{missing[0]}: annotation missing ({len(missing)} of {len(want)} frames of {seq!r} have none)"
+      )
     if len(anns) != len(frames):
       extra = sorted(set(anns) - set(want))
-      raise ValueError(f"{d}: {len(anns)} annotations for {len(frames)} frames "
-                       f"(no frame for {extra[0].name})")
+      raise ValueError(
+        f"{d}: {len(anns)} annotations for {len(frames)} frames (no frame for {extra[0].name})"
+      )
     return want
 
   def read_frames(self, seq: str) -> np.ndarray:
@@ -206,8 +227,9 @@ def f_measure(foreground_mask: np.ndarray, gt_mask: np.ndarray, bound_th: float 
   return 2 * precision * recall / (precision + recall)
 
 
-def db_eval_boundary(annotation: np.ndarray, segmentation: np.ndarray,
-                     bound_th: float = 0.008) -> np.ndarray | float:
+def db_eval_boundary(
+  annotation: np.ndarray, segmentation: np.ndarray, bound_th: float = 0.008
+) -> np.ndarray | float:
   """F per frame for [T, H, W] inputs (or a float for [H, W])."""
   a, s = np.asarray(annotation), np.asarray(segmentation)
   if a.shape != s.shape:
@@ -229,13 +251,14 @@ def db_statistics(per_frame_values: np.ndarray) -> tuple[float, float, float]:
     # Bin edges round(linspace(1, N, 5)) - 1 (the +1e-10 rounds halves up, as the toolkit);
     # each bin spans [ids[i], ids[i+1]] inclusive, so neighbouring bins share a frame.
     ids = (np.round(np.linspace(1, len(v), 5) + 1e-10) - 1).astype(np.int64)
-    bins = [v[ids[i]:ids[i + 1] + 1] for i in range(4)]
+    bins = [v[ids[i] : ids[i + 1] + 1] for i in range(4)]
     decay = float(np.nanmean(bins[0]) - np.nanmean(bins[3])) if len(v) else float("nan")
   return mean, recall, decay
 
 
-def evaluate_sequence(gt: np.ndarray, pred: np.ndarray, name: str = "sequence",
-                      bound_th: float = 0.008) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_sequence(
+  gt: np.ndarray, pred: np.ndarray, name: str = "sequence", bound_th: float = 0.008
+) -> tuple[np.ndarray, np.ndarray]:
   """Per-object, per-scored-frame J and F of one sequence (semi-supervised).
 
   Args:
@@ -254,12 +277,13 @@ def evaluate_sequence(gt: np.ndarray, pred: np.ndarray, name: str = "sequence",
   if pred.shape[0] == gt.shape[0] + 2:
     pred = pred[1:-1]
   if pred.shape != gt.shape:
-    raise ValueError(f"{name}: prediction shape {pred.shape} differs from the annotations' "
-                     f"{gt.shape}")
+    raise ValueError(f"{name}: prediction shape {pred.shape} differs from the annotations' {gt.shape}")
   pred_objects = int(pred.max(initial=0))
   if pred_objects > num_objects:
-    raise ValueError(f"{name}: predicted id {pred_objects} is higher than the number of objects "
-                     f"({num_objects}) in the sequence")
+    raise ValueError(
+      f"{name}: predicted id {pred_objects} is higher than the number of objects "
+      f"({num_objects}) in the sequence"
+    )
   j = np.zeros((num_objects, gt.shape[0]))
   f = np.zeros((num_objects, gt.shape[0]))
   for k in range(num_objects):  # ids above pred_objects are all-background: the zero padding
@@ -269,9 +293,14 @@ def evaluate_sequence(gt: np.ndarray, pred: np.ndarray, name: str = "sequence",
   return j, f
 
 
-def evaluate_objects(pred_root: str | Path, gt_root: str | Path,
-                     sequences: Sequence[str] | None = None, *, split: str = "val",
-                     resolution: str = "480p") -> dict[str, dict[str, tuple[float, float, float]]]:
+def evaluate_objects(
+  pred_root: str | Path,
+  gt_root: str | Path,
+  sequences: Sequence[str] | None = None,
+  *,
+  split: str = "val",
+  resolution: str = "480p",
+) -> dict[str, dict[str, tuple[float, float, float]]]:
   """Per-object statistics: {"<seq>_<k>": {"J": (M, R, D), "F": (M, R, D)}} in toolkit order."""
   ds = DavisDataset(gt_root, split, sequences, resolution)
   pred_root = Path(pred_root)
@@ -283,8 +312,9 @@ def evaluate_objects(pred_root: str | Path, gt_root: str | Path,
     for p in paths[1:-1]:  # the toolkit reads only the scored frames
       m, _ = read_indexed_png(pred_root / seq / p.name)
       if m.shape != gt.shape[1:]:
-        raise ValueError(f"{pred_root / seq / p.name}: size {m.shape} differs from the "
-                         f"annotation's {gt.shape[1:]}")
+        raise ValueError(
+          f"{pred_root / seq / p.name}: size {m.shape} differs from the annotation's {gt.shape[1:]}"
+        )
       preds.append(m)
     pred = np.stack(preds) if preds else np.zeros((0, *gt.shape[1:]), np.uint8)
     j, f = evaluate_sequence(gt, pred, str(pred_root / seq))
@@ -299,8 +329,15 @@ def global_scores(per_object: dict) -> dict[str, float]:
     raise ValueError("no objects to score")
   stat = lambda m, i: float(np.mean([o[m][i] for o in per_object.values()]))
   jm, fm = stat("J", 0), stat("F", 0)
-  return {"J&F-Mean": (jm + fm) / 2, "J-Mean": jm, "J-Recall": stat("J", 1),
-          "J-Decay": stat("J", 2), "F-Mean": fm, "F-Recall": stat("F", 1), "F-Decay": stat("F", 2)}
+  return {
+    "J&F-Mean": (jm + fm) / 2,
+    "J-Mean": jm,
+    "J-Recall": stat("J", 1),
+    "J-Decay": stat("J", 2),
+    "F-Mean": fm,
+    "F-Recall": stat("F", 1),
+    "F-Decay": stat("F", 2),
+  }
 
 
 def _fmt(x: float) -> str:
@@ -319,9 +356,15 @@ def write_csvs(out_dir: str | Path, results: dict, per_object: dict, split: str 
   return g, s
 
 
-def evaluate(pred_root: str | Path, gt_root: str | Path, sequences: Sequence[str] | None = None,
-             *, split: str = "val", out_dir: str | Path | None = None,
-             resolution: str = "480p") -> dict[str, float]:
+def evaluate(
+  pred_root: str | Path,
+  gt_root: str | Path,
+  sequences: Sequence[str] | None = None,
+  *,
+  split: str = "val",
+  out_dir: str | Path | None = None,
+  resolution: str = "480p",
+) -> dict[str, float]:
   """Semi-supervised DAVIS-2017 scores of the indexed PNGs under `pred_root/<seq>/`.
 
   Args:
@@ -346,13 +389,18 @@ def evaluate(pred_root: str | Path, gt_root: str | Path, sequences: Sequence[str
 def format_tables(results: dict, per_object: dict | None = None, split: str = "val") -> str:
   """The global (and per-object) tables that the toolkit's `evaluation_method.py` prints."""
   w = [max(len(k), 8) for k in GLOBAL_KEYS]
-  lines = [f"{'-' * 27} Global results for {split} {'-' * 27}",
-           " ".join(k.rjust(n) for k, n in zip(GLOBAL_KEYS, w)),
-           " ".join(f"{results[k]:.3f}".rjust(n) for k, n in zip(GLOBAL_KEYS, w))]
+  lines = [
+    f"{'-' * 27} Global results for {split} {'-' * 27}",
+    " ".join(k.rjust(n) for k, n in zip(GLOBAL_KEYS, w)),
+    " ".join(f"{results[k]:.3f}".rjust(n) for k, n in zip(GLOBAL_KEYS, w)),
+  ]
   if per_object:
     nw = max(len("Sequence"), *(len(n) for n in per_object))
-    lines += ["", f"{'-' * 10} Per sequence results for {split} {'-' * 10}",
-              f"{'Sequence'.rjust(nw)}  J-Mean  F-Mean"]
+    lines += [
+      "",
+      f"{'-' * 10} Per sequence results for {split} {'-' * 10}",
+      f"{'Sequence'.rjust(nw)}  J-Mean  F-Mean",
+    ]
     lines += [f"{n.rjust(nw)}  {o['J'][0]:6.3f}  {o['F'][0]:6.3f}" for n, o in per_object.items()]
   return "\n".join(lines)
 
@@ -369,8 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = p.parse_args(argv)
   seqs = args.sequences.split(",") if args.sequences else None
   try:
-    per_object = evaluate_objects(args.pred, args.gt, seqs, split=args.split,
-                                  resolution=args.resolution)
+    per_object = evaluate_objects(args.pred, args.gt, seqs, split=args.split, resolution=args.resolution)
     results = global_scores(per_object)
     if args.out:
       write_csvs(args.out, results, per_object, args.split)

@@ -39,8 +39,9 @@ def pad_batch(x, size: int, *, mode: str = "edge"):
 
   def pad(a):
     a = np.asarray(a)
-    fill = (np.repeat(a[-1:], size - n, axis=0) if mode == "edge"
-            else np.zeros((size - n, *a.shape[1:]), a.dtype))
+    fill = (
+      np.repeat(a[-1:], size - n, axis=0) if mode == "edge" else np.zeros((size - n, *a.shape[1:]), a.dtype)
+    )
     return np.concatenate([a, fill])
 
   if mode not in ("edge", "zeros"):
@@ -52,7 +53,7 @@ def batches_of(x, batch_size: int) -> Iterable:
   """Consecutive slices `x[i:i + batch_size]` of an array or a pytree of arrays."""
   n = len(jax.tree.leaves(x)[0])
   for i in range(0, n, batch_size):
-    yield jax.tree.map(lambda a: a[i:i + batch_size], x)
+    yield jax.tree.map(lambda a: a[i : i + batch_size], x)
 
 
 def map_batches(fn: Callable, x, batch_size: int, *, mode: str = "edge", pad: bool = True):
@@ -81,8 +82,9 @@ def map_batches(fn: Callable, x, batch_size: int, *, mode: str = "edge", pad: bo
   return jax.tree.map(lambda *a: np.concatenate(a), *parts)
 
 
-def evaluate(predict_fn: Callable, state, batches: Iterable[dict], *, batch_size: int | None = None
-             ) -> dict[str, float]:
+def evaluate(
+  predict_fn: Callable, state, batches: Iterable[dict], *, batch_size: int | None = None
+) -> dict[str, float]:
   """Means of per-example metrics over all batches, padded examples masked out.
 
   Args:
@@ -119,8 +121,19 @@ def multi_hot(labels, num_classes: int) -> np.ndarray:
   return out
 
 
-def train_probe(model, x_train, y_train, x_test, y_test, *, steps: int, batch_size: int, lr: float,
-                seed: int = 0, prepare: Callable | None = None) -> dict:
+def train_probe(
+  model,
+  x_train,
+  y_train,
+  x_test,
+  y_test,
+  *,
+  steps: int,
+  batch_size: int,
+  lr: float,
+  seed: int = 0,
+  prepare: Callable | None = None,
+) -> dict:
   """Trains a multi-label probe (a Flax module giving logits [B, K]) and scores it on held-out data.
 
   Sigmoid cross-entropy and Adam on `steps` random batches (drawn with replacement), then the
@@ -169,11 +182,15 @@ def train_probe(model, x_train, y_train, x_test, y_test, *, steps: int, batch_si
   pred = map_batches(lambda x: predict(params, x), x_test, batch_size)
   infer_s = (time.perf_counter() - t0) / len(x_test)
   truth = np.asarray(y_test) > 0.5
-  return {"label_accuracy": float((pred == truth).mean()),
-          "set_accuracy": float((pred == truth).all(1).mean()),
-          "final_train_loss": float(val), "train_seconds": round(train_s, 2),
-          "seconds_per_example": infer_s, "input_shape": list(np.shape(x_train)[1:]),
-          "params": int(sum(np.size(a) for a in jax.tree.leaves(params)))}
+  return {
+    "label_accuracy": float((pred == truth).mean()),
+    "set_accuracy": float((pred == truth).all(1).mean()),
+    "final_train_loss": float(val),
+    "train_seconds": round(train_s, 2),
+    "seconds_per_example": infer_s,
+    "input_shape": list(np.shape(x_train)[1:]),
+    "params": int(sum(np.size(a) for a in jax.tree.leaves(params))),
+  }
 
 
 class ClipProbe(nn.Module):

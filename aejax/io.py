@@ -46,8 +46,9 @@ def same_file(a, b) -> bool:
     return False
 
 
-def check_output(path, inputs: Iterable = (), overwrite: bool = False, *, what: str = "output",
-                 folder: bool = False) -> Path | None:
+def check_output(
+  path, inputs: Iterable = (), overwrite: bool = False, *, what: str = "output", folder: bool = False
+) -> Path | None:
   """Checks that writing `path` destroys nothing; returns it as a Path (None for a None `path`:
   an optional `--out` that was not given).
 
@@ -165,7 +166,7 @@ def describe_os_error(e: BaseException, path=None) -> str:
 def first_line(e: BaseException, limit: int = 160) -> str:
   """The first line of an exception's message (or its type name), at most `limit` characters."""
   text = str(e).strip().splitlines()[0].strip() if str(e).strip() else type(e).__name__
-  return text if len(text) <= limit else text[:limit - 3] + "..."
+  return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def is_no_space(e: BaseException) -> bool:
@@ -180,8 +181,17 @@ def is_disk_error(e: BaseException) -> bool:
   if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
     return True
   text = str(e)
-  return any(s in text for s in ("RESOURCE_EXHAUSTED", "No space left", "Disk quota", "ENOSPC",
-                                 "Read-only file system", "Input/output error"))
+  return any(
+    s in text
+    for s in (
+      "RESOURCE_EXHAUSTED",
+      "No space left",
+      "Disk quota",
+      "ENOSPC",
+      "Read-only file system",
+      "Input/output error",
+    )
+  )
 
 
 # ------------------------------------------------------------------------------- workdir lock
@@ -232,8 +242,13 @@ class WorkdirLock:
 
   def _info(self) -> dict:
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "start": _proc_start(pid),
-            "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)[:300]}
+    return {
+      "host": socket.gethostname(),
+      "pid": pid,
+      "start": _proc_start(pid),
+      "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+      "command": " ".join(sys.argv)[:300],
+    }
 
   def read(self) -> dict | None:
     """The holder's record (`host`, `pid`, `since`, `command`), {} if unreadable, None if absent."""
@@ -297,10 +312,15 @@ class WorkdirLock:
       raise WorkdirLocked(self._message(info))
 
   def _message(self, info: dict) -> str:
-    who = (f"process {info.get('pid', '?')} on {info.get('host', '?')} (since {info.get('since', '?')})"
-           if info else "another process")
-    return (f"{self.workdir}: in use by {who}; wait for it to finish, use another --workdir, or "
-            f"delete {self.path} if that process is gone")
+    who = (
+      f"process {info.get('pid', '?')} on {info.get('host', '?')} (since {info.get('since', '?')})"
+      if info
+      else "another process"
+    )
+    return (
+      f"{self.workdir}: in use by {who}; wait for it to finish, use another --workdir, or "
+      f"delete {self.path} if that process is gone"
+    )
 
   def release(self) -> None:
     """Removes the lock if this process holds it."""

@@ -41,22 +41,47 @@ from PIL import Image
 
 from aejax import davis as davis_lib
 
-__all__ = ["PROTOCOLS", "dino_size", "neighbourhood_mask", "overlay", "propagate", "propagate_davis",
-           "write_overlay"]
+__all__ = [
+  "PROTOCOLS",
+  "dino_size",
+  "neighbourhood_mask",
+  "overlay",
+  "propagate",
+  "propagate_davis",
+  "write_overlay",
+]
 
 _BUCKET = 16  # the runner pads sequence lengths to a multiple of this (8 divides it)
 
 # `propagate_davis` keyword arguments of the published evaluation protocols.
 PROTOCOLS = {
-    # SiamMAE Appendix A, Table 4b (top-k 7, queue 20, neighbourhood 20); resolution and
-    # temperature are not in the paper: CropMAE's (480x880, 0.7), DINO's square window.
-    "siammae": dict(size=(480, 880), context=20, topk=7, radius=20, temperature=0.7,
-                    neighbourhood="square", norm_mask=False, ties=False, pixel_std=None),
-    # DINO's eval_video_segmentation.py: n_last_frames 7, size_mask_neighborhood 12, topk 5,
-    # exp(cos / 0.1) with ties kept, norm_mask, short side 480 (long side floored to a multiple
-    # of 64: 854x480 -> 832x480), colour std (0.228, 0.224, 0.225).
-    "dino": dict(size=480, context=7, topk=5, radius=12, temperature=0.1, neighbourhood="square",
-                 norm_mask=True, ties=True, pixel_std=(0.228, 0.224, 0.225)),
+  # SiamMAE Appendix A, Table 4b (top-k 7, queue 20, neighbourhood 20); resolution and
+  # temperature are not in the paper: CropMAE's (480x880, 0.7), DINO's square window.
+  "siammae": dict(
+    size=(480, 880),
+    context=20,
+    topk=7,
+    radius=20,
+    temperature=0.7,
+    neighbourhood="square",
+    norm_mask=False,
+    ties=False,
+    pixel_std=None,
+  ),
+  # DINO's eval_video_segmentation.py: n_last_frames 7, size_mask_neighborhood 12, topk 5,
+  # exp(cos / 0.1) with ties kept, norm_mask, short side 480 (long side floored to a multiple
+  # of 64: 854x480 -> 832x480), colour std (0.228, 0.224, 0.225).
+  "dino": dict(
+    size=480,
+    context=7,
+    topk=5,
+    radius=12,
+    temperature=0.1,
+    neighbourhood="square",
+    norm_mask=True,
+    ties=True,
+    pixel_std=(0.228, 0.224, 0.225),
+  ),
 }
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -89,8 +114,9 @@ def neighbourhood_mask(h: int, w: int, radius: int | None, kind: str = "square")
   return di * di + dj * dj < radius * radius
 
 
-@functools.partial(jax.jit, static_argnames=("h", "w", "context", "topk", "radius", "kind",
-                                             "precision", "ties"))
+@functools.partial(
+  jax.jit, static_argnames=("h", "w", "context", "topk", "radius", "kind", "precision", "ties")
+)
 def _propagate(feats, labels0, temperature, *, h, w, context, topk, radius, kind, precision, ties):
   """feats [T, P, D], labels0 [P, K] -> soft labels [T, P, K]."""
   t_len, p, d = feats.shape
@@ -133,10 +159,19 @@ def _propagate(feats, labels0, temperature, *, h, w, context, topk, radius, kind
   return jnp.concatenate([labels0[None], preds], axis=0)
 
 
-def propagate(features, first_labels, *, context: int = 20, topk: int = 7,
-              radius: int | None = 20, temperature: float = 0.7,
-              neighbourhood: str = "square", num_classes: int | None = None,
-              precision: str = "highest", ties: bool = False) -> jax.Array:
+def propagate(
+  features,
+  first_labels,
+  *,
+  context: int = 20,
+  topk: int = 7,
+  radius: int | None = 20,
+  temperature: float = 0.7,
+  neighbourhood: str = "square",
+  num_classes: int | None = None,
+  precision: str = "highest",
+  ties: bool = False,
+) -> jax.Array:
   """Propagates the first frame's labels through a video by feature affinity.
 
   Args:
@@ -182,10 +217,19 @@ def propagate(features, first_labels, *, context: int = 20, topk: int = 7,
     return labels0[None]
   feats = features.reshape(t_len, h * w, d)
   topk = min(topk, (context + 1) * h * w)
-  out = _propagate(feats, labels0.reshape(h * w, -1), jnp.float32(temperature), h=h, w=w,
-                   context=int(context), topk=int(topk),
-                   radius=None if radius is None else int(radius), kind=neighbourhood,
-                   precision=precision, ties=bool(ties))
+  out = _propagate(
+    feats,
+    labels0.reshape(h * w, -1),
+    jnp.float32(temperature),
+    h=h,
+    w=w,
+    context=int(context),
+    topk=int(topk),
+    radius=None if radius is None else int(radius),
+    kind=neighbourhood,
+    precision=precision,
+    ties=bool(ties),
+  )
   return out.reshape(t_len, h, w, -1)
 
 
@@ -210,8 +254,9 @@ def _nearest(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
   return np.asarray(Image.fromarray(mask).resize((hw[1], hw[0]), Image.NEAREST))
 
 
-def overlay(frames: np.ndarray, masks: np.ndarray, palette: np.ndarray | None = None,
-            alpha: float = 0.5) -> np.ndarray:
+def overlay(
+  frames: np.ndarray, masks: np.ndarray, palette: np.ndarray | None = None, alpha: float = 0.5
+) -> np.ndarray:
   """Blends palette colours of `masks` [T, H, W] into RGB `frames` [T, H, W, 3] (uint8)."""
   pal = davis_lib.DAVIS_PALETTE if palette is None else np.asarray(palette, np.uint8)
   col = pal[masks].astype(np.float32)
@@ -220,8 +265,15 @@ def overlay(frames: np.ndarray, masks: np.ndarray, palette: np.ndarray | None = 
   return np.where(fg, alpha * out + (1 - alpha) * col, out).round().astype(np.uint8)
 
 
-def write_overlay(out_dir: str | Path, frames: np.ndarray, masks: np.ndarray, *, fps: float = 10.0,
-                  palette: np.ndarray | None = None, alpha: float = 0.5) -> Path:
+def write_overlay(
+  out_dir: str | Path,
+  frames: np.ndarray,
+  masks: np.ndarray,
+  *,
+  fps: float = 10.0,
+  palette: np.ndarray | None = None,
+  alpha: float = 0.5,
+) -> Path:
   """Writes `out_dir/00000.png...` and `out_dir.mp4` (OpenCV mp4v) of the blended frames."""
   from aejax.data.video import write_video
 
@@ -250,16 +302,28 @@ def _load_sequences(davis, split, sequences):
     yield s["name"], video, masks[0], masks, [f"{t:05d}" for t in range(len(video))]
 
 
-def propagate_davis(feature_fn: Callable[[np.ndarray], np.ndarray],
-                    davis: str | Path | Sequence[dict], out_root: str | Path, *,
-                    size: tuple[int, int] | int | None = (480, 880), patch: int = 16,
-                    context: int = 20, topk: int = 7, radius: int | None = 20,
-                    temperature: float = 0.7, neighbourhood: str = "square",
-                    split: str = "val", sequences: Sequence[str] | None = None,
-                    frames_per_call: int | None = None, norm_mask: bool = False,
-                    ties: bool = False, pixel_std: Sequence[float] | None = None,
-                    overlay_sequence: str | None = None, score: bool = True,
-                    log: Callable[[str], None] | None = print) -> dict[str, float]:
+def propagate_davis(
+  feature_fn: Callable[[np.ndarray], np.ndarray],
+  davis: str | Path | Sequence[dict],
+  out_root: str | Path,
+  *,
+  size: tuple[int, int] | int | None = (480, 880),
+  patch: int = 16,
+  context: int = 20,
+  topk: int = 7,
+  radius: int | None = 20,
+  temperature: float = 0.7,
+  neighbourhood: str = "square",
+  split: str = "val",
+  sequences: Sequence[str] | None = None,
+  frames_per_call: int | None = None,
+  norm_mask: bool = False,
+  ties: bool = False,
+  pixel_std: Sequence[float] | None = None,
+  overlay_sequence: str | None = None,
+  score: bool = True,
+  log: Callable[[str], None] | None = print,
+) -> dict[str, float]:
   """Label propagation over DAVIS-2017 with any feature extractor, then the official scores.
 
   Args:
@@ -306,41 +370,62 @@ def propagate_davis(feature_fn: Callable[[np.ndarray], np.ndarray],
       hh, ww = size
     h, w = hh // patch, ww // patch
     # cv2 bilinear (no antialiasing), as DINO's read_frame.
-    x = np.stack([cv2.resize(f, (ww, hh), interpolation=cv2.INTER_LINEAR)
-                  if f.shape[:2] != (hh, ww) else f for f in frames])
+    x = np.stack(
+      [
+        cv2.resize(f, (ww, hh), interpolation=cv2.INTER_LINEAR) if f.shape[:2] != (hh, ww) else f
+        for f in frames
+      ]
+    )
     x = x.astype(np.float32) / 255.0  # [T, H, W, 3]
     if pixel_std is not None:  # feature_fn's (x - mean) / 0.229 becomes (x - mean) / pixel_std
       x = _IMAGENET_MEAN + (x - _IMAGENET_MEAN) * (_IMAGENET_STD / np.asarray(pixel_std, np.float32))
     step = frames_per_call or len(x)
     # Features stay where feature_fn puts them (the accelerator) until propagation.
-    feats = jnp.concatenate([jnp.asarray(feature_fn(x[i:i + step]))
-                             for i in range(0, len(x), step)])
+    feats = jnp.concatenate([jnp.asarray(feature_fn(x[i : i + step])) for i in range(0, len(x), step)])
     if feats.shape[:3] != (len(x), h, w):
-      raise ValueError(f"{name}: feature_fn returned {feats.shape}, expected [{len(x)}, {h}, {w}, D]"
-                       f" for {hh}x{ww} inputs at patch {patch}")
+      raise ValueError(
+        f"{name}: feature_fn returned {feats.shape}, expected [{len(x)}, {h}, {w}, D]"
+        f" for {hh}x{ww} inputs at patch {patch}"
+      )
     # Propagation is causal, so zero frames appended to a multiple of `_BUCKET` leave the real
     # frames' labels unchanged and sequences of similar length share one compilation.
     t_pad = -len(x) % _BUCKET
     feats = jnp.pad(feats, ((0, t_pad), (0, 0), (0, 0), (0, 0)))
     labels0 = _nearest(first, (h, w))
-    soft = propagate(feats, labels0, context=context, topk=topk, radius=radius,
-                     temperature=temperature, neighbourhood=neighbourhood,
-                     num_classes=int(first.max()) + 1, ties=ties)
-    ids = np.concatenate([np.asarray(_soft_to_ids(soft[i:i + 8], size=(hh, ww),
-                                                  norm_mask=norm_mask))
-                          for i in range(0, len(soft), 8)])[:len(x)]  # [T, H, W]
+    soft = propagate(
+      feats,
+      labels0,
+      context=context,
+      topk=topk,
+      radius=radius,
+      temperature=temperature,
+      neighbourhood=neighbourhood,
+      num_classes=int(first.max()) + 1,
+      ties=ties,
+    )
+    ids = np.concatenate(
+      [
+        np.asarray(_soft_to_ids(soft[i : i + 8], size=(hh, ww), norm_mask=norm_mask))
+        for i in range(0, len(soft), 8)
+      ]
+    )[: len(x)]  # [T, H, W]
     pred = np.stack([first] + [_nearest(m, ann_hw) for m in ids[1:]])  # [T, Ha, Wa]
     for nm, m in zip(names, pred):
       davis_lib.write_indexed_png(out_root / name / f"{nm}.png", m)
     if overlay_sequence in (name, "all"):
-      fr = frames if frames.shape[1:3] == ann_hw else np.stack(
-          [cv2.resize(f, ann_hw[::-1], interpolation=cv2.INTER_AREA) for f in frames])
+      fr = (
+        frames
+        if frames.shape[1:3] == ann_hw
+        else np.stack([cv2.resize(f, ann_hw[::-1], interpolation=cv2.INTER_AREA) for f in frames])
+      )
       write_overlay(out_root / "overlays" / name, fr, pred)
     if gt is not None and score:
       j, f = davis_lib.evaluate_sequence(gt, pred, name)
       for k in range(j.shape[0]):
-        per_object[f"{name}_{k + 1}"] = {"J": davis_lib.db_statistics(j[k]),
-                                         "F": davis_lib.db_statistics(f[k])}
+        per_object[f"{name}_{k + 1}"] = {
+          "J": davis_lib.db_statistics(j[k]),
+          "F": davis_lib.db_statistics(f[k]),
+        }
     n_frames += len(frames)
     if log is not None:
       log(f"labelprop {name}: {len(frames)} frames, grid {h}x{w}, {int(first.max())} objects")

@@ -101,9 +101,19 @@ def gaussian_blur_bank(z: jax.Array, sigmas, size: int) -> jax.Array:
   return jnp.einsum("swk,nhkcs->nhwcs", tw, out, precision=hp)
 
 
-def ms_ssim_l1_loss(x, y, *, alpha: float = 0.84, data_range: float = 2.0, compensation: float = 1.0,
-                    sigmas=SIGMAS, k1: float = 0.01, k2: float = 0.03, legacy_grouping: bool = False,
-                    reduction: str = "mean") -> jax.Array:
+def ms_ssim_l1_loss(
+  x,
+  y,
+  *,
+  alpha: float = 0.84,
+  data_range: float = 2.0,
+  compensation: float = 1.0,
+  sigmas=SIGMAS,
+  k1: float = 0.01,
+  k2: float = 0.03,
+  legacy_grouping: bool = False,
+  reduction: str = "mean",
+) -> jax.Array:
   """The MS-SSIM + Gaussian-weighted L1 mix (see the module docstring).
 
   Args:
@@ -122,8 +132,9 @@ def ms_ssim_l1_loss(x, y, *, alpha: float = 0.84, data_range: float = 2.0, compe
   x = jnp.asarray(x, jnp.float32)
   y = jnp.asarray(y, jnp.float32)
   if x.ndim != 4 or x.shape != y.shape:
-    raise ValueError(f"ms_ssim_l1_loss: expected two NHWC batches of the same shape, got {x.shape} "
-                     f"and {y.shape}")
+    raise ValueError(
+      f"ms_ssim_l1_loss: expected two NHWC batches of the same shape, got {x.shape} and {y.shape}"
+    )
   c = x.shape[-1]
   if legacy_grouping and (c != 3 or len(sigmas) != 5):
     raise ValueError("ms_ssim_l1_loss: legacy_grouping needs 3 channels and 5 sigmas")

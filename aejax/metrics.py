@@ -48,10 +48,12 @@ def separable_filter(z: jax.Array, kernel: np.ndarray, padding: str = "VALID") -
   kh = jnp.tile(k.reshape(-1, 1, 1, 1), (1, 1, 1, c))  # [K, 1, 1, C]
   kw = jnp.tile(k.reshape(1, -1, 1, 1), (1, 1, 1, c))  # [1, K, 1, C]
   hp = jax.lax.Precision.HIGHEST
-  z = jax.lax.conv_general_dilated(z, kh, (1, 1), padding, dimension_numbers=dn,
-                                   feature_group_count=c, precision=hp)
-  return jax.lax.conv_general_dilated(z, kw, (1, 1), padding, dimension_numbers=dn,
-                                      feature_group_count=c, precision=hp)
+  z = jax.lax.conv_general_dilated(
+    z, kh, (1, 1), padding, dimension_numbers=dn, feature_group_count=c, precision=hp
+  )
+  return jax.lax.conv_general_dilated(
+    z, kw, (1, 1), padding, dimension_numbers=dn, feature_group_count=c, precision=hp
+  )
 
 
 def _check(a, b, name: str, min_side: int = FILTER_SIZE) -> tuple[jax.Array, jax.Array]:
@@ -60,8 +62,9 @@ def _check(a, b, name: str, min_side: int = FILTER_SIZE) -> tuple[jax.Array, jax
   if a.ndim != 4 or a.shape != b.shape:
     raise ValueError(f"{name}: expected two NHWC batches of the same shape, got {a.shape} and {b.shape}")
   if min(a.shape[1:3]) < min_side:
-    raise ValueError(f"{name}: images of {a.shape[1]}x{a.shape[2]} are smaller than the "
-                     f"{min_side}-pixel window")
+    raise ValueError(
+      f"{name}: images of {a.shape[1]}x{a.shape[2]} are smaller than the {min_side}-pixel window"
+    )
   return a, b
 
 
@@ -131,8 +134,9 @@ def ms_ssim(a, b, *, max_val: float = 1.0, num_scales: int | None = None) -> jax
   fit = ms_ssim_num_scales(*a.shape[1:3])
   m = fit if num_scales is None else int(num_scales)
   if not 1 <= m <= fit:
-    raise ValueError(f"ms_ssim: num_scales={num_scales} does not fit {a.shape[1]}x{a.shape[2]} images "
-                     f"(at most {fit})")
+    raise ValueError(
+      f"ms_ssim: num_scales={num_scales} does not fit {a.shape[1]}x{a.shape[2]} images (at most {fit})"
+    )
   weights = np.asarray(MS_SSIM_WEIGHTS[:m], np.float64)
   weights = weights / weights.sum()
   values = []
@@ -153,4 +157,4 @@ def psnr(a, b, *, max_val: float = 1.0) -> jax.Array:
   if a.ndim != 4 or a.shape != b.shape:
     raise ValueError(f"psnr: expected two NHWC batches of the same shape, got {a.shape} and {b.shape}")
   mse = jnp.mean((a - b) ** 2, axis=(1, 2, 3))
-  return 10.0 * jnp.log10(max_val ** 2 / mse)
+  return 10.0 * jnp.log10(max_val**2 / mse)

@@ -95,9 +95,18 @@ def _last_loss(workdir: Path) -> dict:
   return {"final_loss": last["loss"]} if last else {}
 
 
-def sweep(module_name: str, grid: dict[str, list[str]], *, workdir, preset: str | None = None,
-          mode: str = "train", extra: dict[str, str] | None = None, rank_by: str | None = None,
-          ascending: bool | None = None, verbose: bool = True) -> list[dict]:
+def sweep(
+  module_name: str,
+  grid: dict[str, list[str]],
+  *,
+  workdir,
+  preset: str | None = None,
+  mode: str = "train",
+  extra: dict[str, str] | None = None,
+  rank_by: str | None = None,
+  ascending: bool | None = None,
+  verbose: bool = True,
+) -> list[dict]:
   """Runs every combination and writes the ranked summary; returns the rows, best first."""
   module = importlib.import_module(module_name)
   extra = dict(extra or {})
@@ -135,8 +144,9 @@ def sweep(module_name: str, grid: dict[str, list[str]], *, workdir, preset: str 
   ranked = good + [r for r in rows if r not in good]
   for rank, r in enumerate(ranked, 1):
     r["rank"] = rank if r in good else ""
-  write_summary(ranked, base, key, title=f"{module_name} sweep ({'lower' if asc else 'higher'} "
-                                          f"{key} is better)")
+  write_summary(
+    ranked, base, key, title=f"{module_name} sweep ({'lower' if asc else 'higher'} {key} is better)"
+  )
   return ranked
 
 
@@ -165,8 +175,9 @@ def write_summary(rows: list[dict], out_dir: Path, key: str, title: str) -> None
 
 def main(argv=None) -> list[dict]:
   """`python -m aejax.sweep EXPERIMENT --grid KEY=V1,V2 ...`: runs the sweep, prints the best rows."""
-  p = argparse.ArgumentParser(prog="python -m aejax.sweep", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    prog="python -m aejax.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("experiment", help="module with get_config() and main(argv), e.g. experiments.oval")
   p.add_argument("--grid", nargs="+", required=True, help="KEY=V1,V2,... (one per config key)")
   p.add_argument("--preset", default=None, help="the experiment's preset (default: its default)")
@@ -179,8 +190,16 @@ def main(argv=None) -> list[dict]:
     grid = parse_grid(args.grid)
     extra = cli.split_overrides(rest)
     wd = args.workdir or f"workdirs/sweep_{args.experiment.split('.')[-1]}"
-    rows = sweep(args.experiment, grid, workdir=wd, preset=args.preset, mode=args.mode, extra=extra,
-                 rank_by=args.rank_by, ascending=args.ascending)
+    rows = sweep(
+      args.experiment,
+      grid,
+      workdir=wd,
+      preset=args.preset,
+      mode=args.mode,
+      extra=extra,
+      rank_by=args.rank_by,
+      ascending=args.ascending,
+    )
   except (cli.UsageError, ModuleNotFoundError, AttributeError) as e:
     if argv is not None:
       raise

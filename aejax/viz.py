@@ -42,7 +42,7 @@ def make_grid(images, ncol: int | None = None, pad: int = 2, fill: int = 255) ->
   for i, im in enumerate(ims):
     r, c = divmod(i, ncol)
     y, x = pad + r * (h + pad), pad + c * (w + pad)
-    grid[y:y + im.shape[0], x:x + im.shape[1]] = im
+    grid[y : y + im.shape[0], x : x + im.shape[1]] = im
   return grid
 
 
@@ -74,8 +74,7 @@ def write_gif(path, frames, fps: float = 10.0) -> Path:
   path = Path(path)
   ims = [Image.fromarray(_rgb(f)) for f in frames]
   with atomic_path(path) as tmp:
-    ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:], duration=int(1000 / fps),
-                loop=0)
+    ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:], duration=int(1000 / fps), loop=0)
   return path
 
 
@@ -122,8 +121,9 @@ def write_side_by_side(stem, videos, fps: float, *, gap: int = 1, scale: int = 1
   return write_gif(stem.with_suffix(".gif"), frames, fps), write_video(stem.with_suffix(".mp4"), frames, fps)
 
 
-def plot_metrics(metrics_path, out, series: dict[str, str], *, ylabel: str = "",
-                 log: bool = False) -> Path | None:
+def plot_metrics(
+  metrics_path, out, series: dict[str, str], *, ylabel: str = "", log: bool = False
+) -> Path | None:
   """Curves of logged values against step from a run's `metrics.jsonl`.
 
   Args:
@@ -153,8 +153,9 @@ def plot_metrics(metrics_path, out, series: dict[str, str], *, ylabel: str = "",
   fig, ax = pyplot().subplots(figsize=(5, 3.5))
   for label, points in curves.items():
     if points:
-      ax.plot(list(points), list(points.values()), "o-" if series[label].startswith("eval/") else "-",
-              label=label)
+      ax.plot(
+        list(points), list(points.values()), "o-" if series[label].startswith("eval/") else "-", label=label
+      )
   ax.set(xlabel="step", ylabel=ylabel, yscale="log" if log else "linear")
   ax.legend()
   return save_figure(fig, out)

@@ -50,8 +50,9 @@ def run_child(name: str, mode: str, timeout: float, log_dir: Path | None) -> lis
   with open(log, "w") as f:  # streamed, so a long workload can be followed with `tail -f`
     f.write(f"$ {' '.join(cmd)}\n")
     f.flush()
-    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, text=True,
-                         start_new_session=True)
+    p = subprocess.Popen(
+      cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
       rc = p.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -63,12 +64,18 @@ def run_child(name: str, mode: str, timeout: float, log_dir: Path | None) -> lis
   err = "\n".join(line for line in out.splitlines() if not line.startswith("BENCHROW "))
   rows = [json.loads(line[9:]) for line in out.splitlines() if line.startswith("BENCHROW ")]
   if rc == "timeout":
-    rows.append({"workload": name, "kind": "error", "side": "-", "per_s": None,
-                 "note": f"timed out after {timeout:.0f} s (rows it printed before that are kept)"})
+    rows.append(
+      {
+        "workload": name,
+        "kind": "error",
+        "side": "-",
+        "per_s": None,
+        "note": f"timed out after {timeout:.0f} s (rows it printed before that are kept)",
+      }
+    )
   elif rc and not any(r.get("kind") == "error" for r in rows):
     last = (err.strip().splitlines() or ["?"])[-1][:160]
-    rows.append({"workload": name, "kind": "error", "side": "-", "per_s": None,
-                 "note": f"exit {rc}: {last}"})
+    rows.append({"workload": name, "kind": "error", "side": "-", "per_s": None, "note": f"exit {rc}: {last}"})
   for r in rows:
     r["child"] = name
   print(f"[bench] {name}: {len(rows)} rows, {wall:.0f} s, rc {rc}", flush=True)
@@ -91,9 +98,11 @@ def _rate(x) -> str:
 def train_table(rows: list[dict], peak: float | None) -> tuple[str, list[tuple[str, float]]]:
   from bench.common import ratio
 
-  lines = ["| training step | side | batch | examples/s | ratio JAX / torch.compile | TFLOP/s | "
-           "share of matmul peak | peak memory (GiB) | compile (s) | loss check | note |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+  lines = [
+    "| training step | side | batch | examples/s | ratio JAX / torch.compile | TFLOP/s | "
+    "share of matmul peak | peak memory (GiB) | compile (s) | loss check | note |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
   gaps = []
   by_w: dict[str, list[dict]] = {}
   for r in rows:
@@ -113,9 +122,10 @@ def train_table(rows: list[dict], peak: float | None) -> tuple[str, list[tuple[s
       mem = r.get("mem_bytes")
       comp = None if "eager" in r["side"] else r.get("compile_s")  # eager: nothing to compile
       lines.append(
-          f"| {w} | {r['side']} | {_f(r.get('batch'), 'd')} | {_rate(r.get('per_s'))} | "
-          f"{cell} | {_f(tf, '.3f')} | {share} | {_f(mem and mem / 2**30, '.2f')} | "
-          f"{_f(comp, '.1f')} | {r.get('check', '')} | {r.get('note', '')} |")
+        f"| {w} | {r['side']} | {_f(r.get('batch'), 'd')} | {_rate(r.get('per_s'))} | "
+        f"{cell} | {_f(tf, '.3f')} | {share} | {_f(mem and mem / 2**30, '.2f')} | "
+        f"{_f(comp, '.1f')} | {r.get('check', '')} | {r.get('note', '')} |"
+      )
   return "\n".join(lines), gaps
 
 
@@ -123,8 +133,10 @@ def app_table(rows: list[dict]) -> str:
   lines = ["| app | side | batch | throughput | start-up / compile (s) | note |", "|---|---|---|---|---|---|"]
   for r in rows:
     per = "not available" if r.get("per_s") is None else f"{_rate(r['per_s'])} {r.get('unit', '')}"
-    lines.append(f"| {r['workload']} | {r['side']} | {_f(r.get('batch'), 'd')} | {per} | "
-                 f"{_f(r.get('compile_s'), '.1f')} | {r.get('note', '')} |")
+    lines.append(
+      f"| {r['workload']} | {r['side']} | {_f(r.get('batch'), 'd')} | {per} | "
+      f"{_f(r.get('compile_s'), '.1f')} | {r.get('note', '')} |"
+    )
   return "\n".join(lines)
 
 
@@ -141,16 +153,20 @@ def versions() -> str:
 def machine_line(mode: str) -> str:
   cpu = platform.processor()
   try:
-    cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-               if line.startswith("model name"))
+    cpu = next(
+      line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")
+    )
   except (OSError, StopIteration):
     pass
   gpu = ""
   if mode == "gpu":
     try:
-      gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
-                            "--format=csv,noheader"], capture_output=True, text=True,
-                           timeout=20).stdout.strip()
+      gpu = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+      ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
       gpu = "nvidia-smi not available"
     gpu = f"GPU: {gpu}; "
@@ -178,12 +194,22 @@ def merge_runs(paths: list[Path]) -> list[dict]:
         if score >= best.get(r["child"], (-1, -1))[0]:
           best[r["child"]] = (score, i)
   owner = {c: i for c, (_, i) in best.items()}
-  out = [r for i, rows in enumerate(runs) for r in rows
-         if r.get("kind") != "meta" and owner.get(r.get("child"), i) == i]
+  out = [
+    r
+    for i, rows in enumerate(runs)
+    for r in rows
+    if r.get("kind") != "meta" and owner.get(r.get("child"), i) == i
+  ]
   metas = [r for rows in runs for r in rows if r.get("kind") == "meta"]
   if metas:
-    out.append({**metas[0], "load1": metas[-1]["load1"], "wall": sum(m.get("wall", 0) for m in metas),
-                "argv": [" ; python -m bench ".join(" ".join(m.get("argv", [])) for m in metas)]})
+    out.append(
+      {
+        **metas[0],
+        "load1": metas[-1]["load1"],
+        "wall": sum(m.get("wall", 0) for m in metas),
+        "argv": [" ; python -m bench ".join(" ".join(m.get("argv", [])) for m in metas)],
+      }
+    )
   return out
 
 
@@ -196,13 +222,29 @@ def run_all(names: list[str], mode: str, a) -> list[dict]:
     if a.budget:
       left = a.budget - (time.perf_counter() - t0)
       if left < 30:
-        rows.append({"workload": n, "kind": "error", "side": "-", "per_s": None, "child": n,
-                     "note": f"skipped: the {a.budget:.0f} s budget was spent"})
+        rows.append(
+          {
+            "workload": n,
+            "kind": "error",
+            "side": "-",
+            "per_s": None,
+            "child": n,
+            "note": f"skipped: the {a.budget:.0f} s budget was spent",
+          }
+        )
         continue
       timeout = min(timeout, left)
     rows += run_child(n, mode, timeout, a.log_dir)
-  rows.append({"kind": "meta", "load0": load0, "load1": os.getloadavg()[0],
-               "wall": time.perf_counter() - t0, "argv": sys.argv[1:], "machine": machine_line(mode)})
+  rows.append(
+    {
+      "kind": "meta",
+      "load0": load0,
+      "load1": os.getloadavg()[0],
+      "wall": time.perf_counter() - t0,
+      "argv": sys.argv[1:],
+      "machine": machine_line(mode),
+    }
+  )
   return rows
 
 
@@ -212,16 +254,28 @@ def main(argv=None) -> int:
   g.add_argument("--cpu", action="store_true", help="CPU-sized table")
   g.add_argument("--gpu", action="store_true", help="the issue's GPU batch sizes")
   p.add_argument("--only", nargs="*", choices=ORDER, help="a subset of the workloads")
-  p.add_argument("--timeout", type=float, default=0,
-                 help="seconds per workload (default: cpu 420; gpu 150, SiamMAE 240, key-frame AE 180)")
-  p.add_argument("--budget", type=float, default=0,
-                 help="seconds for the whole run; workloads that no longer fit get a 'skipped' row")
+  p.add_argument(
+    "--timeout",
+    type=float,
+    default=0,
+    help="seconds per workload (default: cpu 420; gpu 150, SiamMAE 240, key-frame AE 180)",
+  )
+  p.add_argument(
+    "--budget",
+    type=float,
+    default=0,
+    help="seconds for the whole run; workloads that no longer fit get a 'skipped' row",
+  )
   p.add_argument("--log-dir", type=Path, help="write each child's output there")
   p.add_argument("--json", type=Path, help="also write every row as JSON lines")
   p.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
-  p.add_argument("--from-json", type=Path, nargs="+",
-                 help="re-render the table from --json files of earlier runs (a workload measured in a "
-                      "later file replaces the earlier file's rows for it)")
+  p.add_argument(
+    "--from-json",
+    type=Path,
+    nargs="+",
+    help="re-render the table from --json files of earlier runs (a workload measured in a "
+    "later file replaces the earlier file's rows for it)",
+  )
   p.add_argument("--child", help=argparse.SUPPRESS)
   a = p.parse_args(argv)
   mode = "gpu" if a.gpu else "cpu"
@@ -251,26 +305,39 @@ def main(argv=None) -> int:
   if gaps:
     w, g_ = min(gaps, key=lambda x: x[1])
     gap_line = f"Largest gap left (lowest JAX / PyTorch ratio): {w}, {g_:.2f}×. "
-  noisy = (f"Load average {load0:.1f} at the start, {load1:.1f} at the end: a shared machine, figures "
-           "are noisy. " if mode == "cpu" else "")
+  noisy = (
+    f"Load average {load0:.1f} at the start, {load1:.1f} at the end: a shared machine, figures are noisy. "
+    if mode == "cpu"
+    else ""
+  )
   from bench.common import BF16_RTOL
 
-  body = "\n\n".join(filter(None, [
-      f"`{cmd}` — {'CPU-sized' if mode == 'cpu' else 'GPU-sized'} table, {wall / 60:.1f} min in all; "
-      f"one child process per workload, calling the per-model scripts' functions.",
-      f"Machine: {meta.get('machine') or machine_line(mode)}. Matmul peak measured in this run: "
-      f"{_f(peak and peak / 1e12, '.3f')} TFLOP/s ({(peak_row or {}).get('note', 'not measured')}).",
-      train, apps,
-      ("Failed or missing: " + "; ".join(f"{r['workload']}: {r['note']}" for r in errors)) if errors else "",
-      f"{gap_line}{noisy}TFLOP/s counts only matmuls and convolutions (analytic, whole step), the same "
-      "count for both frameworks. Ratio is JAX over torch.compile (over eager where compile did not run). "
-      "Both sides compute in the note's dtype (bf16 on GPU: the JAX models' `dtype`, PyTorch bf16 "
-      "autocast; f32 on CPU), parameters and losses in float32. Loss check: the per-model script's own "
-      f"check (same weights and inputs; float32 at full precision, and bf16 within {BF16_RTOL:.0e} where "
-      "the step computes in bf16) run before timing.",
-      "" if mode == "gpu" else "The GPU-sized table: `bash bench/gpu_check.sh` on a GPU machine (its header "
-      "says which wheels to carry); it runs the correctness checks, then `python -m bench --gpu`.",
-  ]))
+  body = "\n\n".join(
+    filter(
+      None,
+      [
+        f"`{cmd}` — {'CPU-sized' if mode == 'cpu' else 'GPU-sized'} table, {wall / 60:.1f} min in all; "
+        f"one child process per workload, calling the per-model scripts' functions.",
+        f"Machine: {meta.get('machine') or machine_line(mode)}. Matmul peak measured in this run: "
+        f"{_f(peak and peak / 1e12, '.3f')} TFLOP/s ({(peak_row or {}).get('note', 'not measured')}).",
+        train,
+        apps,
+        ("Failed or missing: " + "; ".join(f"{r['workload']}: {r['note']}" for r in errors))
+        if errors
+        else "",
+        f"{gap_line}{noisy}TFLOP/s counts only matmuls and convolutions (analytic, whole step), the same "
+        "count for both frameworks. Ratio is JAX over torch.compile (over eager where compile did not run). "
+        "Both sides compute in the note's dtype (bf16 on GPU: the JAX models' `dtype`, PyTorch bf16 "
+        "autocast; f32 on CPU), parameters and losses in float32. Loss check: the per-model script's own "
+        f"check (same weights and inputs; float32 at full precision, and bf16 within {BF16_RTOL:.0e} where "
+        "the step computes in bf16) run before timing.",
+        ""
+        if mode == "gpu"
+        else "The GPU-sized table: `bash bench/gpu_check.sh` on a GPU machine (its header "
+        "says which wheels to carry); it runs the correctness checks, then `python -m bench --gpu`.",
+      ],
+    )
+  )
   print(body)
   if not a.no_write:
     from bench.common import RESULTS, update_section

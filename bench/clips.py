@@ -33,8 +33,14 @@ def realdata_videos() -> Path:
   return (Path(env) if env else ROOT.parent / "shared" / "realdata") / "videos"
 
 
-def kinetics_like(frames: np.ndarray, src_fps: float, seed: int, seconds: float = 10.0,
-                  fps: float = 30.0, size: tuple[int, int] = SIZE) -> np.ndarray:
+def kinetics_like(
+  frames: np.ndarray,
+  src_fps: float,
+  seed: int,
+  seconds: float = 10.0,
+  fps: float = 30.0,
+  size: tuple[int, int] = SIZE,
+) -> np.ndarray:
   """A [T, H, W, 3] uint8 clip of `seconds` at `fps` from the short source `frames` (see module)."""
   rng = np.random.default_rng(seed)
   n, (sh, sw) = len(frames), frames.shape[1:3]
@@ -57,8 +63,14 @@ def kinetics_like(frames: np.ndarray, src_fps: float, seed: int, seconds: float 
   return out
 
 
-def make_clips(out: str | Path, num_clips: int = 16, video_dir: str | Path | None = None,
-               seed: int = 0, seconds: float = 10.0, gop: int | None = None) -> list[Path]:
+def make_clips(
+  out: str | Path,
+  num_clips: int = 16,
+  video_dir: str | Path | None = None,
+  seed: int = 0,
+  seconds: float = 10.0,
+  gop: int | None = None,
+) -> list[Path]:
   """Writes `num_clips` Kinetics-like H.264 clips, round-robin over the real videos; returns them."""
   from aejax.data.video import find_videos, read_frames, write_video
 
@@ -75,8 +87,9 @@ def make_clips(out: str | Path, num_clips: int = 16, video_dir: str | Path | Non
   return paths
 
 
-def make_synthetic(out: str | Path, n: int = 300, seconds: float = 10.0, size=(48, 64),
-                   seed: int = 0) -> list[Path]:
+def make_synthetic(
+  out: str | Path, n: int = 300, seconds: float = 10.0, size=(48, 64), seed: int = 0
+) -> list[Path]:
   """Writes `n` tiny synthetic H.264 clips (shape videos, 30 fps) under `out/synthetic/`."""
   from aejax.data import synthetic
   from aejax.data.video import write_video
@@ -87,8 +100,9 @@ def make_synthetic(out: str | Path, n: int = 300, seconds: float = 10.0, size=(4
   paths = []
   for i in range(n):
     clip = np.roll(np.concatenate([base] * int(np.ceil(seconds))), i, axis=2)
-    paths.append(write_video(folder / f"syn_{i:04d}.mp4", clip, 30.0, codec="libx264",
-                             options={"preset": "ultrafast"}))
+    paths.append(
+      write_video(folder / f"syn_{i:04d}.mp4", clip, 30.0, codec="libx264", options={"preset": "ultrafast"})
+    )
   return paths
 
 

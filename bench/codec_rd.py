@@ -41,13 +41,20 @@ from aejax.data.video import read_frames  # noqa: E402
 
 VIDEOS = ("opencv_tree.avi", "visp_cube.mpeg")
 OVAL_SETTINGS = {
-    "float16 (original)": [LatentCodec("float16")],
-    "zlib": [LatentCodec("int8", entropy="zlib"), LatentCodec("int4", entropy="zlib"),
-             LatentCodec("int16", step=0.8, entropy="zlib")],
-    "Laplace": [LatentCodec("int8", entropy="laplace"), LatentCodec("int4", entropy="laplace"),
-                LatentCodec("int16", step=0.8, entropy="laplace")],
-    "Laplace temporal": [LatentCodec("int16", step=s, entropy="laplace", temporal=True)
-                         for s in (0.1, 0.4, 1.6)],
+  "float16 (original)": [LatentCodec("float16")],
+  "zlib": [
+    LatentCodec("int8", entropy="zlib"),
+    LatentCodec("int4", entropy="zlib"),
+    LatentCodec("int16", step=0.8, entropy="zlib"),
+  ],
+  "Laplace": [
+    LatentCodec("int8", entropy="laplace"),
+    LatentCodec("int4", entropy="laplace"),
+    LatentCodec("int16", step=0.8, entropy="laplace"),
+  ],
+  "Laplace temporal": [
+    LatentCodec("int16", step=s, entropy="laplace", temporal=True) for s in (0.1, 0.4, 1.6)
+  ],
 }
 JPEG_QUALITIES = (1, 2, 3, 5, 8, 12, 20, 30, 50, 75, 90)
 
@@ -58,14 +65,33 @@ def oval_rows(label, model, params, model_config, frames, fps, color_space="rgb"
   with tempfile.TemporaryDirectory() as tmp:
     for family, codecs in OVAL_SETTINGS.items():
       for codec in codecs:
-        s = encode_video(model, params, iter(frames), Path(tmp) / "v.aejx", color_space=color_space,
-                         batch_size=batch, latent=codec, fps=fps, model_config=model_config,
-                         with_ms_ssim=True)
-        rows.append({"method": f"{label} {family}", "setting": codec.name,
-                     "bytes_per_frame": s["bytes_per_frame"], "ratio": s["ratio"], "bpp": s["bpp"],
-                     "psnr": s["psnr"], "ms_ssim": s["ms_ssim"], "mae": s["mae"]})
-        print(f"  {rows[-1]['method']:<40} {codec.name:<28} {s['bpp']:.4f} bpp {s['psnr']:.2f} dB",
-              flush=True)
+        s = encode_video(
+          model,
+          params,
+          iter(frames),
+          Path(tmp) / "v.aejx",
+          color_space=color_space,
+          batch_size=batch,
+          latent=codec,
+          fps=fps,
+          model_config=model_config,
+          with_ms_ssim=True,
+        )
+        rows.append(
+          {
+            "method": f"{label} {family}",
+            "setting": codec.name,
+            "bytes_per_frame": s["bytes_per_frame"],
+            "ratio": s["ratio"],
+            "bpp": s["bpp"],
+            "psnr": s["psnr"],
+            "ms_ssim": s["ms_ssim"],
+            "mae": s["mae"],
+          }
+        )
+        print(
+          f"  {rows[-1]['method']:<40} {codec.name:<28} {s['bpp']:.4f} bpp {s['psnr']:.2f} dB", flush=True
+        )
   return rows
 
 
@@ -73,23 +99,30 @@ def bd_table(rows: list[dict], anchors=("jpeg", "h264")) -> list[str]:
   """Markdown lines: BD-rate / BD-PSNR of every method against each anchor (Pareto fronts)."""
   methods = list(dict.fromkeys(r["method"] for r in rows))
   fmt = lambda v, unit: "n/a" if not np.isfinite(v) else f"{v:+.1f}{unit}"
-  head = "| method | " + " | ".join(f"BD-rate vs {a} (PSNR) | BD-rate vs {a} (MS-SSIM) | BD-PSNR vs {a}"
-                                     for a in anchors) + " |"
+  head = (
+    "| method | "
+    + " | ".join(f"BD-rate vs {a} (PSNR) | BD-rate vs {a} (MS-SSIM) | BD-PSNR vs {a}" for a in anchors)
+    + " |"
+  )
   lines = [head, "|" + "---|" * (1 + 3 * len(anchors))]
   for m in methods:
     mine = [r for r in rows if r["method"] == m]
     cells = []
     for a in anchors:
       ref = [r for r in rows if r["method"] == a]
-      cells += [fmt(bd_rate(ref, mine), " %"), fmt(bd_rate(ref, mine, "ms_ssim"), " %"),
-                fmt(bd_quality(ref, mine), " dB")]
+      cells += [
+        fmt(bd_rate(ref, mine), " %"),
+        fmt(bd_rate(ref, mine, "ms_ssim"), " %"),
+        fmt(bd_quality(ref, mine), " dB"),
+      ]
     lines.append(f"| {m} | " + " | ".join(cells) + " |")
   return lines
 
 
 ONLINE_LATENT = LatentCodec("int16", step=0.4, entropy="laplace", temporal=True)
-FROZEN_CURVE = [LatentCodec("int16", step=s, entropy="laplace", temporal=True)
-                for s in (0.025, 0.05, 0.1, 0.2, 0.4, 0.8)] + [LatentCodec("float16")]
+FROZEN_CURVE = [
+  LatentCodec("int16", step=s, entropy="laplace", temporal=True) for s in (0.025, 0.05, 0.1, 0.2, 0.4, 0.8)
+] + [LatentCodec("float16")]
 
 
 def online_study(args) -> None:
@@ -99,24 +132,40 @@ def online_study(args) -> None:
   from aejax.codec.online import OnlineConfig, online_vs_frozen
   from experiments import oval
 
-  model, params, _, _ = oval.load(oval.get_config(), None,
-                                  argparse.Namespace(weights=args.weights, checkpoint=None))
-  cfg = OnlineConfig(buffer_size=20, lr=2.5e-3, loss="bce", threshold=args.threshold,
-                     train_every=args.train_every, update_dtype="float16", ms_ssim=False)
+  model, params, _, _ = oval.load(
+    oval.get_config(), None, argparse.Namespace(weights=args.weights, checkpoint=None)
+  )
+  cfg = OnlineConfig(
+    buffer_size=20,
+    lr=2.5e-3,
+    loss="bce",
+    threshold=args.threshold,
+    train_every=args.train_every,
+    update_dtype="float16",
+    ms_ssim=False,
+  )
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  res, lines = {}, ["| video | frames | updates | online PSNR | online bpp (latents + updates) | ratio | "
-                    "frozen PSNR, same quantiser | frozen bpp | frozen PSNR at the online bpp | gain |",
-                    "|" + "---|" * 10]
+  res, lines = (
+    {},
+    [
+      "| video | frames | updates | online PSNR | online bpp (latents + updates) | ratio | "
+      "frozen PSNR, same quantiser | frozen bpp | frozen PSNR at the online bpp | gain |",
+      "|" + "---|" * 10,
+    ],
+  )
   for video in args.videos:
     frames, fps = read_frames(video, args.max_frames)
-    r = online_vs_frozen(model, params, frames, fps=fps, cfg=cfg, latent=ONLINE_LATENT,
-                         frozen_codecs=FROZEN_CURVE)
+    r = online_vs_frozen(
+      model, params, frames, fps=fps, cfg=cfg, latent=ONLINE_LATENT, frozen_codecs=FROZEN_CURVE
+    )
     res[Path(video).name] = r
-    lines.append(f"| {Path(video).name} | {r['frames']} | {r['updates']} | {r['psnr']:.2f} | "
-                 f"{r['bpp']:.4f} | "
-                 f"{r['ratio']:.1f} | {r['frozen_psnr']:.2f} | {r['frozen_bpp']:.4f} | "
-                 f"{r['frozen_psnr_at_equal_bytes']:.2f} | {r['gain_db']:+.2f} dB |")
+    lines.append(
+      f"| {Path(video).name} | {r['frames']} | {r['updates']} | {r['psnr']:.2f} | "
+      f"{r['bpp']:.4f} | "
+      f"{r['ratio']:.1f} | {r['frozen_psnr']:.2f} | {r['frozen_bpp']:.4f} | "
+      f"{r['frozen_psnr_at_equal_bytes']:.2f} | {r['gain_db']:+.2f} dB |"
+    )
     print(lines[-1], flush=True)
   lines.append(f"\ntrain_every {args.train_every}, threshold {args.threshold}, latent {ONLINE_LATENT.name}")
   (out / "online.json").write_text(json.dumps(res, indent=2))
@@ -132,8 +181,9 @@ def rss_study(args) -> None:
 
   from experiments import oval
 
-  model, params, config, _ = oval.load(oval.get_config(), None,
-                                       argparse.Namespace(weights=args.weights, checkpoint=None))
+  model, params, config, _ = oval.load(
+    oval.get_config(), None, argparse.Namespace(weights=args.weights, checkpoint=None)
+  )
   h, w, n = 1080, 1920, args.rss
   yy, xx = np.mgrid[0:h, 0:w]
   samples, t0 = [], time.perf_counter()
@@ -146,13 +196,24 @@ def rss_study(args) -> None:
       v = ((xx + 7 * i) % 256 + (yy // 4) % 64).astype(np.uint8)
       yield np.stack([v, v[::-1], np.roll(v, i, 1)], -1)
 
-  s = encode_video(model, params, stream(), Path(args.out) / "rss_1080p.aejx", color_space="rgb",
-                   batch_size=8, latent=LatentCodec("int16", step=0.4, entropy="laplace", temporal=True),
-                   fps=25.0, model_config=config.model.to_dict())
+  s = encode_video(
+    model,
+    params,
+    stream(),
+    Path(args.out) / "rss_1080p.aejx",
+    color_space="rgb",
+    batch_size=8,
+    latent=LatentCodec("int16", step=0.4, entropy="laplace", temporal=True),
+    fps=25.0,
+    model_config=config.model.to_dict(),
+  )
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  print(f"1080p, {n} frames ({n / 25:.0f} s at 25 fps) in {time.perf_counter() - t0:.0f} s: "
-        f"file {s['bytes']} B; RSS (MiB) at frame " + ", ".join(f"{i}: {r:.0f}" for i, r in samples)
-        + f"; peak {peak:.0f} MiB")
+  print(
+    f"1080p, {n} frames ({n / 25:.0f} s at 25 fps) in {time.perf_counter() - t0:.0f} s: "
+    f"file {s['bytes']} B; RSS (MiB) at frame "
+    + ", ".join(f"{i}: {r:.0f}" for i, r in samples)
+    + f"; peak {peak:.0f} MiB"
+  )
 
 
 def main(argv=None) -> None:
@@ -181,8 +242,9 @@ def main(argv=None) -> None:
   model, params, _, _ = oval.load(config, None, argparse.Namespace(weights=args.weights, checkpoint=None))
   models = [("OVAL faithful", model, params, config.model.to_dict(), "rgb")]
   if args.checkpoint:
-    m2, p2, c2, _ = oval.load(oval.get_config(), None, argparse.Namespace(weights=None,
-                                                                          checkpoint=args.checkpoint))
+    m2, p2, c2, _ = oval.load(
+      oval.get_config(), None, argparse.Namespace(weights=None, checkpoint=args.checkpoint)
+    )
     models.append((args.label, m2, p2, c2.model.to_dict(), c2.data.color_space))
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
@@ -198,19 +260,31 @@ def main(argv=None) -> None:
       rows.append(summarize("jpeg", f"q{q}", frames, *jpeg_codec(frames, q)))
     rows += video_codec_rows(frames, fps=fps)
     write_rows(rows, out / f"rd_{name}.csv", out / f"rd_{name}.md", title=name)
-    plot_rd(rows, out / f"rd_{name}.png", title=f"{name} ({len(frames)} frames, {frames.shape[2]}x"
-                                                 f"{frames.shape[1]})")
+    plot_rd(
+      rows,
+      out / f"rd_{name}.png",
+      title=f"{name} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]})",
+    )
     ent = [r for r in rows if r["method"] == "OVAL faithful Laplace"]
     tmp = [r for r in rows if r["method"] == "OVAL faithful Laplace temporal"]
     zl = [r for r in rows if r["method"] == "OVAL faithful zlib"]
-    report += [f"## {name} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, {fps:g} fps)", "",
-               *bd_table(rows), "",
-               f"Entropy coder vs zlib (OVAL faithful, BD-rate on PSNR, Pareto fronts): Laplace "
-               f"{bd_rate(zl, ent):+.1f} %, Laplace temporal {bd_rate(zl, tmp):+.1f} %; "
-               "same quantiser (step 0.8): "
-               + ", ".join(f"{r['method'].removeprefix('OVAL faithful ')} {r['bytes_per_frame']:.0f} B/frame"
-                           for r in zl + ent + tmp if r["setting"].startswith("int16-step0.8")), "",
-               f"Plot: {out / f'rd_{name}.png'}; table: {out / f'rd_{name}.md'}", ""]
+    report += [
+      f"## {name} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, {fps:g} fps)",
+      "",
+      *bd_table(rows),
+      "",
+      f"Entropy coder vs zlib (OVAL faithful, BD-rate on PSNR, Pareto fronts): Laplace "
+      f"{bd_rate(zl, ent):+.1f} %, Laplace temporal {bd_rate(zl, tmp):+.1f} %; "
+      "same quantiser (step 0.8): "
+      + ", ".join(
+        f"{r['method'].removeprefix('OVAL faithful ')} {r['bytes_per_frame']:.0f} B/frame"
+        for r in zl + ent + tmp
+        if r["setting"].startswith("int16-step0.8")
+      ),
+      "",
+      f"Plot: {out / f'rd_{name}.png'}; table: {out / f'rd_{name}.md'}",
+      "",
+    ]
   (out / "bd.md").write_text("\n".join(report) + "\n")
   print("\n".join(report))
 

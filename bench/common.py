@@ -62,7 +62,7 @@ def _jaxpr_flops(jaxpr) -> float:
 
 def _subjaxprs(eqn):
   for v in eqn.params.values():
-    for item in (v if isinstance(v, (tuple, list)) else [v]):
+    for item in v if isinstance(v, (tuple, list)) else [v]:
       if hasattr(item, "jaxpr") and hasattr(item.jaxpr, "eqns"):
         yield item.jaxpr
       elif hasattr(item, "eqns"):
@@ -108,7 +108,7 @@ def matmul_peak(dtype=jnp.bfloat16, n: int | None = None) -> float:
   a = jnp.ones((n, n), dtype)
   f = jax.jit(lambda x: x @ x)
   sec = timeit(f, a, warmup=2, iters=3 if on_cpu else 20)
-  return 2.0 * n ** 3 / sec
+  return 2.0 * n**3 / sec
 
 
 def peak_memory_bytes() -> int | None:
@@ -134,8 +134,10 @@ def machine() -> str:
   import flax
 
   kind = dev.device_kind if dev.platform != "cpu" else f"CPU ({os.cpu_count()} cores: {cpu})"
-  return (f"{kind}; jax {jax.__version__}, flax {flax.__version__}, Python "
-          f"{platform.python_version()}; load {os.getloadavg()[0]:.1f}")
+  return (
+    f"{kind}; jax {jax.__version__}, flax {flax.__version__}, Python "
+    f"{platform.python_version()}; load {os.getloadavg()[0]:.1f}"
+  )
 
 
 def update_section(title: str, body: str, path: Path = RESULTS) -> None:
@@ -168,9 +170,13 @@ def default_dtype() -> str:
 
 def add_dtype_flag(parser) -> None:
   """`--dtype`: compute dtype of both sides (parameters and losses stay float32)."""
-  parser.add_argument("--dtype", choices=DTYPES, default=None,
-                      help="compute dtype of both sides: JAX model dtype, PyTorch autocast "
-                           "(default: bfloat16 on GPU/TPU, float32 on CPU)")
+  parser.add_argument(
+    "--dtype",
+    choices=DTYPES,
+    default=None,
+    help="compute dtype of both sides: JAX model dtype, PyTorch autocast "
+    "(default: bfloat16 on GPU/TPU, float32 on CPU)",
+  )
 
 
 def jnp_dtype(dtype: str):
@@ -237,8 +243,14 @@ def exact(torch=None):
 def loss_check(jax_loss: float, torch_loss: float, dtype: str, rtol: float) -> dict:
   """One loss comparison: relative difference to the PyTorch loss and whether it is within `rtol`."""
   rel = abs(jax_loss - torch_loss) / max(abs(torch_loss), 1e-12)
-  return {"dtype": dtype, "jax": float(jax_loss), "torch": float(torch_loss), "rel": float(rel),
-          "rtol": rtol, "ok": bool(rel <= rtol)}  # NaN: not ok
+  return {
+    "dtype": dtype,
+    "jax": float(jax_loss),
+    "torch": float(torch_loss),
+    "rel": float(rel),
+    "rtol": rtol,
+    "ok": bool(rel <= rtol),
+  }  # NaN: not ok
 
 
 def check_losses(losses, dtype: str, rtol: float, torch=None) -> list[dict]:
@@ -271,8 +283,10 @@ def check_summary(checks: list[dict]) -> str:
 def require_agreement(checks: list[dict]) -> None:
   """Prints every check; SystemExit when one is out of tolerance (nothing is timed then)."""
   for c in checks:
-    print(f"loss check ({short(c['dtype'])}, same weights and inputs): jax {c['jax']:.6f} torch "
-          f"{c['torch']:.6f} relative difference {c['rel']:.1e} (tolerance {c['rtol']:.0e})")
+    print(
+      f"loss check ({short(c['dtype'])}, same weights and inputs): jax {c['jax']:.6f} torch "
+      f"{c['torch']:.6f} relative difference {c['rel']:.1e} (tolerance {c['rtol']:.0e})"
+    )
   if not all(c["ok"] for c in checks):
     raise SystemExit(f"the two sides disagree: not timing them ({check_summary(checks)})")
 
@@ -293,8 +307,7 @@ def time_steps(step, steps: int) -> dict:
   return {"first_s": first, "step_s": statistics.median(times)}
 
 
-def bench_jax_step(model, loss_fn, tx, example, batch: dict, steps: int, *,
-                   parallel: str = "none") -> dict:
+def bench_jax_step(model, loss_fn, tx, example, batch: dict, steps: int, *, parallel: str = "none") -> dict:
   """The engine's jitted training step (forward, backward, update) on one device-resident batch."""
   from aejax.train import init_state, make_train_step
 
@@ -312,8 +325,9 @@ def bench_jax_step(model, loss_fn, tx, example, batch: dict, steps: int, *,
   return {**time_steps(step, steps), "device": jax.devices()[0].device_kind}
 
 
-def bench_torch_step(torch, model, opt, x, loss_fn, steps: int, *, dtype: str = "float32",
-                     compile_: str | None = None) -> dict:
+def bench_torch_step(
+  torch, model, opt, x, loss_fn, steps: int, *, dtype: str = "float32", compile_: str | None = None
+) -> dict:
   """A PyTorch training step: `model(x)` under `autocast(dtype)`, `loss_fn(outputs, x)` in float32
   outside it (the outputs cast to float32), backward, `opt.step()`.
 
@@ -337,21 +351,29 @@ def bench_torch_step(torch, model, opt, x, loss_fn, steps: int, *, dtype: str = 
   return {**time_steps(lambda: (fn(), sync()), steps), "device": dev}
 
 
-def bench_torch_adam(torch, model, make_x, loss_fn, steps: int, *, compiled: bool,
-                     dtype: str = "float32", lr: float = 1e-3) -> dict:
+def bench_torch_adam(
+  torch, model, make_x, loss_fn, steps: int, *, compiled: bool, dtype: str = "float32", lr: float = 1e-3
+) -> dict:
   """`bench_torch_step` of `model` in train mode with Adam(`lr`) on `make_x(device)`, the model
   compiled with torch.compile when `compiled`."""
   dev = torch_device(torch)
   model = model.to(dev).train()
   opt = torch.optim.Adam(model.parameters(), lr=lr)
-  return bench_torch_step(torch, model, opt, make_x(dev), loss_fn, steps, dtype=dtype,
-                          compile_="model" if compiled else None)
+  return bench_torch_step(
+    torch, model, opt, make_x(dev), loss_fn, steps, dtype=dtype, compile_="model" if compiled else None
+  )
 
 
 def result_row(side: str, res: dict, batch: int, dtype: str | None = None) -> dict:
   """A table row of one side: `res` of `bench_jax_step` / `bench_torch_step` plus rates."""
-  row = {"side": side, "device": res.get("device", "?"), "batch": batch, **res,
-         "per_s": batch / res["step_s"], "step_ms": 1e3 * res["step_s"]}
+  row = {
+    "side": side,
+    "device": res.get("device", "?"),
+    "batch": batch,
+    **res,
+    "per_s": batch / res["step_s"],
+    "step_ms": 1e3 * res["step_s"],
+  }
   if dtype:
     row["dtype"] = dtype
   return row
@@ -368,8 +390,9 @@ def ratio(rows: list[dict]) -> tuple[float, str] | None:
   return None
 
 
-def compare_steps(batch: int, jax_run, torch_run, *, torch_version: str, dtype: str,
-                  compile_: bool = True) -> list[dict]:
+def compare_steps(
+  batch: int, jax_run, torch_run, *, torch_version: str, dtype: str, compile_: bool = True
+) -> list[dict]:
   """Rows of the JAX step, PyTorch eager and (unless `compile_` is False) torch.compile.
 
   `jax_run()` and `torch_run(compiled)` return `time_steps`-style dicts; a torch.compile failure
@@ -392,10 +415,15 @@ def compare_steps(batch: int, jax_run, torch_run, *, torch_version: str, dtype: 
 
 def step_table(rows: list[dict], unit: str) -> str:
   """Markdown table of `compare_steps` rows, and the JAX / PyTorch ratio under it."""
-  lines = [f"| side | device | dtype | batch | ms / step | {unit} | first step (s) |",
-           "|---|---|---|---|---|---|---|"]
-  lines += [f"| {r['side']} | {r['device']} | {short(r.get('dtype', '?'))} | {r['batch']} | "
-            f"{r['step_ms']:.0f} | {r['per_s']:.2f} | {r['first_s']:.1f} |" for r in rows]
+  lines = [
+    f"| side | device | dtype | batch | ms / step | {unit} | first step (s) |",
+    "|---|---|---|---|---|---|---|",
+  ]
+  lines += [
+    f"| {r['side']} | {r['device']} | {short(r.get('dtype', '?'))} | {r['batch']} | "
+    f"{r['step_ms']:.0f} | {r['per_s']:.2f} | {r['first_s']:.1f} |"
+    for r in rows
+  ]
   rt = ratio(rows)
   if rt:
     lines += ["", f"JAX / PyTorch {rt[1]}: {rt[0]:.2f}×."]

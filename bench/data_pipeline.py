@@ -110,15 +110,15 @@ def source_run(source, num_pairs: int, seed: int = 0) -> tuple[float, float]:
   return (time.process_time() - c0) / pairs, (time.perf_counter() - t0) / pairs
 
 
-def grain_run(source, num_pairs: int, batch: int, workers: int, threads: int, seed: int,
-              windows: int = 2):
+def grain_run(source, num_pairs: int, batch: int, workers: int, threads: int, seed: int, windows: int = 2):
   """(start-up s, best wall s per pair, best CPU s per pair) through `make_loader`."""
   from aejax.data.pipeline import make_loader
 
   repeats = getattr(source, "repeats", 1)
   t0 = time.perf_counter()
-  it = make_loader(source, batch_size=batch, seed=seed, worker_count=workers, num_threads=threads,
-                   transforms=_transforms())
+  it = make_loader(
+    source, batch_size=batch, seed=seed, worker_count=workers, num_threads=threads, transforms=_transforms()
+  )
   try:
     first = next(it)
     assert first["frames"].shape[-3:] == (SIZE, SIZE, 3) and len(first["frames"]) == batch
@@ -151,14 +151,16 @@ def scan_run(folder: Path, exact_count) -> tuple[float, int]:
 def _versions() -> str:
   from importlib.metadata import version
 
-  return (f"Python {sys.version.split()[0]}, grain {version('grain')}, av {version('av')}, "
-          f"opencv {cv2.__version__}")
+  return (
+    f"Python {sys.version.split()[0]}, grain {version('grain')}, av {version('av')}, opencv {cv2.__version__}"
+  )
 
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--clips", type=Path, action="append", required=True,
-                 help="a Kinetics-like clip folder (repeatable)")
+  p.add_argument(
+    "--clips", type=Path, action="append", required=True, help="a Kinetics-like clip folder (repeatable)"
+  )
   p.add_argument("--synthetic", type=Path, default=None, help="a folder of many tiny clips (scan)")
   p.add_argument("--pairs", type=int, default=96, help="output pairs per timed run")
   p.add_argument("--batch", type=int, default=4, help="loader batch (elements of 2 pairs)")
@@ -182,8 +184,10 @@ def main(argv=None) -> int:
     def pairs(videos):
       return VideoPairSource(videos, gap=(4, 48), repeats=2, seed=0)
 
-    for label, videos in (("raw H.264, OpenCV from frame 0", OpenCVFromStart(infos)),
-                          ("raw H.264, seeking reader", VideoFiles(infos))):
+    for label, videos in (
+      ("raw H.264, OpenCV from frame 0", OpenCVFromStart(infos)),
+      ("raw H.264, seeking reader", VideoFiles(infos)),
+    ):
       cpu, wall = source_run(pairs(videos), a.pairs)
       pair_rows.append((name, label, "in-process", cpu, 1 / wall))
     _, wall, cpu = grain_run(pairs(VideoFiles(infos)), a.pairs, a.batch, 2, 1, 0)
@@ -209,19 +213,28 @@ def main(argv=None) -> int:
   lines += [f"| {n} | {src} | {pipe} | {1e3 * cpu:.1f} | {ps:.1f} |" for n, src, pipe, cpu, ps in pair_rows]
   lines += ["", "| folder | scan | CPU-ms / file |", "|---|---|---|"]
   lines += [f"| {n} | {kind} | {ms:.2f} |" for n, kind, ms in scan_rows]
-  lines += ["", f"1-min load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
-            f"({os.cpu_count()} cores shared with other jobs: wall figures are noisy, CPU figures "
-            f"less so). {_versions()}."]
+  lines += [
+    "",
+    f"1-min load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+    f"({os.cpu_count()} cores shared with other jobs: wall figures are noisy, CPU figures "
+    f"less so). {_versions()}.",
+  ]
   text = "\n".join(lines)
   print(text)
   if not a.no_write:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    cmd = "python -m bench.data_pipeline " + " ".join(f"--clips {c}" for c in a.clips) + (
-        f" --synthetic {a.synthetic}" if a.synthetic else "") + f" --pairs {a.pairs}"
+    cmd = (
+      "python -m bench.data_pipeline "
+      + " ".join(f"--clips {c}" for c in a.clips)
+      + (f" --synthetic {a.synthetic}" if a.synthetic else "")
+      + f" --pairs {a.pairs}"
+    )
     with open(a.results, "a") as f:
-      f.write(f"\n## Video pairs and scan, seeking reader ({stamp}, 2-core CPU, `{cmd}`)\n\n"
-              f"Pairs: gap 4–48 at 30 fps, repeated sampling 2, 224² random resized crop + flip "
-              f"per pair.\n\n{text}\n")
+      f.write(
+        f"\n## Video pairs and scan, seeking reader ({stamp}, 2-core CPU, `{cmd}`)\n\n"
+        f"Pairs: gap 4–48 at 30 fps, repeated sampling 2, 224² random resized crop + flip "
+        f"per pair.\n\n{text}\n"
+      )
   return 0
 
 

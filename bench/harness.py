@@ -27,16 +27,26 @@ sys.path.insert(0, str(ROOT))
 
 # Sizes: GPU as the issue asks; CPU small enough that the whole table takes minutes on 2 cores.
 SIZES = {
-    "gpu": dict(siammae=dict(batch=256, steps=10), keyframes=dict(batch=256, steps=10),
-                oval=dict(batch=16, size=(360, 480), steps=10, convert_batches=8),
-                vae=dict(batch=64, steps=10), vqae3d=dict(batch=16, frames=20, demo=False, steps=10),
-                labelprop=dict(frames=64, repeats=3), extract=dict(seconds=60.0),
-                pipeline=dict(pairs=256, batch=16, runs=((0, 8), (8, 1)))),
-    "cpu": dict(siammae=dict(batch=2, steps=1), keyframes=dict(batch=8, steps=2),
-                oval=dict(batch=4, size=(120, 160), steps=2, convert_batches=2),
-                vae=dict(batch=2, steps=1), vqae3d=dict(batch=2, frames=10, demo=True, steps=2),
-                labelprop=dict(frames=6, repeats=1), extract=dict(seconds=4.0),
-                pipeline=dict(pairs=32, batch=8, runs=((0, 1),))),
+  "gpu": dict(
+    siammae=dict(batch=256, steps=10),
+    keyframes=dict(batch=256, steps=10),
+    oval=dict(batch=16, size=(360, 480), steps=10, convert_batches=8),
+    vae=dict(batch=64, steps=10),
+    vqae3d=dict(batch=16, frames=20, demo=False, steps=10),
+    labelprop=dict(frames=64, repeats=3),
+    extract=dict(seconds=60.0),
+    pipeline=dict(pairs=256, batch=16, runs=((0, 8), (8, 1))),
+  ),
+  "cpu": dict(
+    siammae=dict(batch=2, steps=1),
+    keyframes=dict(batch=8, steps=2),
+    oval=dict(batch=4, size=(120, 160), steps=2, convert_batches=2),
+    vae=dict(batch=2, steps=1),
+    vqae3d=dict(batch=2, frames=10, demo=True, steps=2),
+    labelprop=dict(frames=6, repeats=1),
+    extract=dict(seconds=4.0),
+    pipeline=dict(pairs=32, batch=8, runs=((0, 1),)),
+  ),
 }
 # torch.compile takes minutes per model on the loaded CPU: only where it stays affordable.
 CPU_COMPILE = {"keyframes", "oval", "vqae3d"}
@@ -48,11 +58,13 @@ def emit(**row) -> None:
 
 def _torch():
   from bench.common import load_torch
+
   return load_torch(required=False)
 
 
 def _jax_mem() -> int | None:
   from bench.common import peak_memory_bytes
+
   return peak_memory_bytes()
 
 
@@ -96,38 +108,83 @@ def _train_rows(name, unit, batch, jax_res, torch_runs, flops, check, note="", d
 
   dt = short(dtype) if dtype else None
   row = result_row("JAX", jax_res, batch)
-  emit(workload=name, kind="train", side=f"JAX {jax.__version__}", batch=batch, unit=unit,
-       per_s=row["per_s"], step_ms=row["step_ms"], flops=flops, mem_bytes=_jax_mem(),
-       compile_s=jax_res.get("compile_s", jax_res["first_s"] - jax_res["step_s"]), check=check,
-       note="; ".join(filter(None, [dt and f"{dt} compute", note])), dtype=dtype)
+  emit(
+    workload=name,
+    kind="train",
+    side=f"JAX {jax.__version__}",
+    batch=batch,
+    unit=unit,
+    per_s=row["per_s"],
+    step_ms=row["step_ms"],
+    flops=flops,
+    mem_bytes=_jax_mem(),
+    compile_s=jax_res.get("compile_s", jax_res["first_s"] - jax_res["step_s"]),
+    check=check,
+    note="; ".join(filter(None, [dt and f"{dt} compute", note])),
+    dtype=dtype,
+  )
   torch = _torch()
   if torch is None:
-    emit(workload=name, kind="train", side="PyTorch", batch=batch, unit=unit, per_s=None,
-         note="not available: torch not importable")
+    emit(
+      workload=name,
+      kind="train",
+      side="PyTorch",
+      batch=batch,
+      unit=unit,
+      per_s=None,
+      note="not available: torch not importable",
+    )
     return
   for label, thunk in torch_runs:
     if thunk is None:
-      emit(workload=name, kind="train", side=f"PyTorch {label}", batch=batch, unit=unit,
-           per_s=None, note="skipped on CPU (torch.compile takes minutes here)")
+      emit(
+        workload=name,
+        kind="train",
+        side=f"PyTorch {label}",
+        batch=batch,
+        unit=unit,
+        per_s=None,
+        note="skipped on CPU (torch.compile takes minutes here)",
+      )
       continue
     _reset_torch_mem(torch)
     try:
       r = thunk(torch)
     except Exception as e:  # noqa: BLE001 - one failed variant keeps the others
-      emit(workload=name, kind="train", side=f"PyTorch {label}", batch=batch, unit=unit,
-           per_s=None, note=f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}")
+      emit(
+        workload=name,
+        kind="train",
+        side=f"PyTorch {label}",
+        batch=batch,
+        unit=unit,
+        per_s=None,
+        note=f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}",
+      )
       continue
     row = result_row(f"PyTorch {label}", r, batch)
-    emit(workload=name, kind="train", side=f"PyTorch {label} ({row['device']})", batch=batch,
-         unit=unit, per_s=row["per_s"], step_ms=row["step_ms"], flops=flops,
-         mem_bytes=_torch_mem(torch), compile_s=r["first_s"] - r["step_s"], check=check,
-         note=dt and (f"{dt} autocast" if dtype != "float32" else dt), dtype=dtype)
+    emit(
+      workload=name,
+      kind="train",
+      side=f"PyTorch {label} ({row['device']})",
+      batch=batch,
+      unit=unit,
+      per_s=row["per_s"],
+      step_ms=row["step_ms"],
+      flops=flops,
+      mem_bytes=_torch_mem(torch),
+      compile_s=r["first_s"] - r["step_s"],
+      check=check,
+      note=dt and (f"{dt} autocast" if dtype != "float32" else dt),
+      dtype=dtype,
+    )
 
 
 def _variants(name: str, mode: str, fn):
   compile_ok = mode == "gpu" or name in CPU_COMPILE
-  return [("eager", lambda t: fn(t, False)),
-          ("torch.compile", (lambda t: fn(t, True)) if compile_ok else None)]
+  return [
+    ("eager", lambda t: fn(t, False)),
+    ("torch.compile", (lambda t: fn(t, True)) if compile_ok else None),
+  ]
 
 
 def run_keyframes(mode: str) -> None:
@@ -147,12 +204,24 @@ def run_keyframes(mode: str) -> None:
   variables = model.init(jax.random.key(0), jnp.zeros((1, *kf.SIZE, 3)), train=False)
   torch = _torch()
   check = _check(torch, lambda d: kf.check_losses_agree(model, variables, torch, d), 1e-4, dtype)
-  flops = step_flops(model, exp.make_loss_fn(alpha=0.84, data_range=2.0), make_optimizer("sgd", 0.01),
-                     jnp.zeros((1, *kf.SIZE, 3)), {"image": (b, *kf.SIZE, 3)})
+  flops = step_flops(
+    model,
+    exp.make_loss_fn(alpha=0.84, data_range=2.0),
+    make_optimizer("sgd", 0.01),
+    jnp.zeros((1, *kf.SIZE, 3)),
+    {"image": (b, *kf.SIZE, 3)},
+  )
   res = kf.bench_jax(model.clone(dtype=jnp_dtype(dtype)), b, steps)
-  _train_rows("key-frame AE 3×96×192, MS-SSIM+L1, SGD", "images/s", b, res,
-              _variants("keyframes", mode, lambda t, c: kf.bench_torch(b, steps, c, t, dtype)), flops, check,
-              dtype=dtype)
+  _train_rows(
+    "key-frame AE 3×96×192, MS-SSIM+L1, SGD",
+    "images/s",
+    b,
+    res,
+    _variants("keyframes", mode, lambda t, c: kf.bench_torch(b, steps, c, t, dtype)),
+    flops,
+    check,
+    dtype=dtype,
+  )
 
 
 def run_oval(mode: str) -> None:
@@ -173,21 +242,45 @@ def run_oval(mode: str) -> None:
   dtype = default_dtype()
   torch = _torch()
   check = _check(torch, lambda d: ov.check_losses_agree(model, params, torch, size, d), 1e-5, dtype)
-  flops = step_flops(model, make_loss_fn("bce", "rgb", 0.0, False), make_optimizer("adam", 1e-3),
-                     jnp.zeros((1, *size, 3)), {"video": (1, b, *size, 3)})
+  flops = step_flops(
+    model,
+    make_loss_fn("bce", "rgb", 0.0, False),
+    make_optimizer("adam", 1e-3),
+    jnp.zeros((1, *size, 3)),
+    {"video": (1, b, *size, 3)},
+  )
   res = ov.bench_jax_train(model.clone(dtype=jnp_dtype(dtype)), b, size, steps)
-  _train_rows(f"OVAL 3×{size[0]}×{size[1]}, BCE, Adam", "frames/s", b, res,
-              _variants("oval", mode, lambda t, c: ov.bench_torch_train(t, b, size, steps, c, dtype)),
-              flops, check, dtype=dtype)
+  _train_rows(
+    f"OVAL 3×{size[0]}×{size[1]}, BCE, Adam",
+    "frames/s",
+    b,
+    res,
+    _variants("oval", mode, lambda t, c: ov.bench_torch_train(t, b, size, steps, c, dtype)),
+    flops,
+    check,
+    dtype=dtype,
+  )
   conv = ov.bench_convert(model, params, b, size, cfg["convert_batches"])
-  emit(workload=f"OVAL convert {size[0]}×{size[1]} (encode → f16 bytes → decode)", kind="app",
-       side=f"JAX {jax.__version__}", batch=b, unit="frames/s", per_s=conv["fps"],
-       note=f"encode {conv['encode_fps']:.1f}, decode {conv['decode_fps']:.1f} frames/s")
+  emit(
+    workload=f"OVAL convert {size[0]}×{size[1]} (encode → f16 bytes → decode)",
+    kind="app",
+    side=f"JAX {jax.__version__}",
+    batch=b,
+    unit="frames/s",
+    per_s=conv["fps"],
+    note=f"encode {conv['encode_fps']:.1f}, decode {conv['decode_fps']:.1f} frames/s",
+  )
   if torch is not None:
     fps = ov.bench_torch_forward(torch, b, size, cfg["convert_batches"])
-    emit(workload=f"OVAL convert {size[0]}×{size[1]} (encode → f16 bytes → decode)", kind="app",
-         side="PyTorch eager forward", batch=b, unit="frames/s", per_s=fps,
-         note="encode + decode, no latent bytes")
+    emit(
+      workload=f"OVAL convert {size[0]}×{size[1]} (encode → f16 bytes → decode)",
+      kind="app",
+      side="PyTorch eager forward",
+      batch=b,
+      unit="frames/s",
+      per_s=fps,
+      note="encode + decode, no latent bytes",
+    )
 
 
 def run_vae(mode: str) -> None:
@@ -209,21 +302,38 @@ def run_vae(mode: str) -> None:
   if torch is not None:
     from bench.torch_ref import vae as ref
 
-    variables = jax.jit(lambda: model.init({"params": jax.random.key(0), "sample": jax.random.key(1)},
-                                           jnp.zeros((1, size, size, 3))))()
+    variables = jax.jit(
+      lambda: model.init(
+        {"params": jax.random.key(0), "sample": jax.random.key(1)}, jnp.zeros((1, size, size, 3))
+      )
+    )()
     tm = ref.load_flax_params(ref.VAE(), variables["params"])
     p, bs = variables["params"], variables["batch_stats"]
     check = _check(torch, lambda d: vb.check_losses_agree(model, p, bs, tm, torch, size, d), 1e-4, dtype)
-  flops = step_flops(model, make_loss_fn(), make_optimizer("adam", 1e-3), jnp.zeros((1, size, size, 3)),
-                     {"image": (b, size, size, 3)})
+  flops = step_flops(
+    model,
+    make_loss_fn(),
+    make_optimizer("adam", 1e-3),
+    jnp.zeros((1, size, size, 3)),
+    {"image": (b, size, size, 3)},
+  )
   res = vb.bench_jax(model.clone(dtype=jnp_dtype(dtype)), b, size, steps)
 
   def torch_fn(t, compiled):
     from bench.torch_ref import vae as ref
+
     return vb.bench_torch(t, ref.VAE(), b, size, steps, compiled, dtype)
 
-  _train_rows("conv VAE 3×254×254, KL+BCE, Adam", "images/s", b, res, _variants("vae", mode, torch_fn),
-              flops, check, dtype=dtype)
+  _train_rows(
+    "conv VAE 3×254×254, KL+BCE, Adam",
+    "images/s",
+    b,
+    res,
+    _variants("vae", mode, torch_fn),
+    flops,
+    check,
+    dtype=dtype,
+  )
 
 
 def run_vqae3d(mode: str) -> None:
@@ -250,13 +360,26 @@ def run_vqae3d(mode: str) -> None:
     tm = ref.load_flax_params(vq.torch_model(kw), variables["params"], variables["batch_stats"])
     losses = lambda d: vq.check_losses_agree(model, variables, tm, torch, frames, d)
     check = _check(torch, losses, 1e-4, dtype)
-  flops = step_flops(model, loss_fn, make_optimizer("adam", 1e-3), jnp.zeros((1, frames, 64, 64, 1)),
-                     {"video": (b, frames, 64, 64, 1)})
+  flops = step_flops(
+    model,
+    loss_fn,
+    make_optimizer("adam", 1e-3),
+    jnp.zeros((1, frames, 64, 64, 1)),
+    {"video": (b, frames, 64, 64, 1)},
+  )
   res = vq.bench_jax(model.clone(dtype=jnp_dtype(dtype)), b, frames, steps)
   width = "CPU demo width" if cfg["demo"] else "31.0M params"
   torch_fn = lambda t, c: vq.bench_torch(t, vq.torch_model(kw), b, frames, steps, c, dtype)
-  _train_rows(f"3D AE 1×{frames}×64×64 ({width}), MSE, Adam", "clips/s", b, res,
-              _variants("vqae3d", mode, torch_fn), flops, check, dtype=dtype)
+  _train_rows(
+    f"3D AE 1×{frames}×64×64 ({width}), MSE, Adam",
+    "clips/s",
+    b,
+    res,
+    _variants("vqae3d", mode, torch_fn),
+    flops,
+    check,
+    dtype=dtype,
+  )
 
 
 def run_siammae(mode: str) -> None:
@@ -275,12 +398,11 @@ def run_siammae(mode: str) -> None:
   model = exp.build_model(config)
   tx, _ = exp.optimiser(config)
   s, r = config.data.image_size, config.data.repeats
-  flops = step_flops(model, exp.loss_fn, tx, exp.example_pair(config),
-                     {"frames": (b // r, r, 2, s, s, 3)})
+  flops = step_flops(model, exp.loss_fn, tx, exp.example_pair(config), {"frames": (b // r, r, 2, s, s, 3)})
   # Correctness before timing, as for the other workloads.
   check = _check(_torch(), lambda d: smc.check_losses_agree(exp.paper(), d), 1e-4, dtype)
   res, notes = None, []
-  for impl in (["cudnn", None] if jax.default_backend() == "gpu" else [None]):
+  for impl in ["cudnn", None] if jax.default_backend() == "gpu" else [None]:
     try:
       res = sm.bench("paper", b, impl, dtype, steps, 1)
       break
@@ -294,13 +416,23 @@ def run_siammae(mode: str) -> None:
 
   def torch_fn(t, compiled):
     from bench.torch_ref import siammae as ref
+
     dev = torch_device(t)
     out = ref.run(compiled, b, steps, dev)
     step_s = out["step_ms"] / 1e3  # warmup_s holds 3 steps, the first one compiling
     return {"step_s": step_s, "first_s": out["warmup_s"] - 2 * step_s, "device": dev}
 
-  _train_rows("SiamMAE ViT-S/16 224², AdamW", "pairs/s", b, jres, _variants("siammae", mode, torch_fn),
-              flops, check, note, dtype=dtype)
+  _train_rows(
+    "SiamMAE ViT-S/16 224², AdamW",
+    "pairs/s",
+    b,
+    jres,
+    _variants("siammae", mode, torch_fn),
+    flops,
+    check,
+    note,
+    dtype=dtype,
+  )
 
 
 def run_labelprop(mode: str) -> None:
@@ -309,13 +441,31 @@ def run_labelprop(mode: str) -> None:
   from bench import labelprop as lp
 
   cfg = SIZES[mode]["labelprop"]
-  args = Namespace(frames=cfg["frames"], cpu_frames=cfg["frames"], grid=(30, 55), patch=16, dim=384,
-                   classes=4, context=20, topk=7, radius=20, temperature=0.7, neighbourhood="square",
-                   repeats=cfg["repeats"])
+  args = Namespace(
+    frames=cfg["frames"],
+    cpu_frames=cfg["frames"],
+    grid=(30, 55),
+    patch=16,
+    dim=384,
+    classes=4,
+    context=20,
+    topk=7,
+    radius=20,
+    temperature=0.7,
+    neighbourhood="square",
+    repeats=cfg["repeats"],
+  )
   r = lp.bench_one(jax.devices()[0], args)
-  emit(workload="label propagation 480×880 (30×55 grid, 20 context, top-7)", kind="app",
-       side=f"JAX {jax.__version__}", batch=r["frames"], unit="frames/s", per_s=r["fps"],
-       compile_s=r["first_call_s"], note="features given (no ViT forward)")
+  emit(
+    workload="label propagation 480×880 (30×55 grid, 20 context, top-7)",
+    kind="app",
+    side=f"JAX {jax.__version__}",
+    batch=r["frames"],
+    unit="frames/s",
+    per_s=r["fps"],
+    compile_s=r["first_call_s"],
+    note="features given (no ViT forward)",
+  )
 
 
 def run_extract(mode: str) -> None:
@@ -323,10 +473,15 @@ def run_extract(mode: str) -> None:
 
   secs = SIZES[mode]["extract"]["seconds"]
   r = kf.bench_extract(secs, "latent")
-  emit(workload=f"key-frame extraction, {secs:.0f} s 640×360 30 fps video", kind="app",
-       side="experiments.keyframes extract", batch=None, unit="video frames/s",
-       per_s=r["video_s"] * 30 / r["wall_s"],
-       note=f"whole command incl. start-up + compile; {r['sampled_per_s']:.1f} sampled frames/s")
+  emit(
+    workload=f"key-frame extraction, {secs:.0f} s 640×360 30 fps video",
+    kind="app",
+    side="experiments.keyframes extract",
+    batch=None,
+    unit="video frames/s",
+    per_s=r["video_s"] * 30 / r["wall_s"],
+    note=f"whole command incl. start-up + compile; {r['sampled_per_s']:.1f} sampled frames/s",
+  )
 
 
 def _videos(tmp: Path) -> Path:
@@ -355,10 +510,16 @@ def run_pipeline(mode: str) -> None:
     src = VideoPairSource(scan_videos(vdir, cache_path=False), gap=(4, 48))
     for workers, threads in cfg["runs"]:
       start, per_pair, cpu = dp.grain_run(src, cfg["pairs"], cfg["batch"], workers, threads, 0)
-      emit(workload=f"data pipeline: video pairs → 224² crops ({vdir.name})", kind="app",
-           side=f"Grain, {workers} workers, {threads} threads", batch=cfg["batch"], unit="frames/s",
-           per_s=2 / per_pair, compile_s=start,
-           note=f"{1e3 * cpu / 2:.2f} CPU ms/frame; start-up in the compile column")
+      emit(
+        workload=f"data pipeline: video pairs → 224² crops ({vdir.name})",
+        kind="app",
+        side=f"Grain, {workers} workers, {threads} threads",
+        batch=cfg["batch"],
+        unit="frames/s",
+        per_s=2 / per_pair,
+        compile_s=start,
+        note=f"{1e3 * cpu / 2:.2f} CPU ms/frame; start-up in the compile column",
+      )
 
 
 def run_peak(mode: str) -> None:
@@ -367,13 +528,27 @@ def run_peak(mode: str) -> None:
   from bench.common import matmul_peak
 
   peak = matmul_peak()
-  emit(workload="matmul peak", kind="peak", side=f"JAX {jax.__version__}", per_s=None, flops=peak,
-       note=("bf16 8192² matmul" if jax.default_backend() != "cpu" else "f32 1024² matmul"))
+  emit(
+    workload="matmul peak",
+    kind="peak",
+    side=f"JAX {jax.__version__}",
+    per_s=None,
+    flops=peak,
+    note=("bf16 8192² matmul" if jax.default_backend() != "cpu" else "f32 1024² matmul"),
+  )
 
 
-WORKLOADS = {"peak": run_peak, "siammae": run_siammae, "keyframes": run_keyframes, "oval": run_oval,
-             "vae": run_vae, "vqae3d": run_vqae3d, "labelprop": run_labelprop, "extract": run_extract,
-             "pipeline": run_pipeline}
+WORKLOADS = {
+  "peak": run_peak,
+  "siammae": run_siammae,
+  "keyframes": run_keyframes,
+  "oval": run_oval,
+  "vae": run_vae,
+  "vqae3d": run_vqae3d,
+  "labelprop": run_labelprop,
+  "extract": run_extract,
+  "pipeline": run_pipeline,
+}
 
 
 def child(name: str, mode: str) -> int:

@@ -69,8 +69,15 @@ def check_losses_agree(model, variables, torch, dtype: str = "float32") -> tuple
 
 def bench_jax(model, batch: int, steps: int) -> dict:
   """Engine steps (SGD 0.01) of `model` (its `dtype` is the compute dtype) on `batch` images."""
-  return bc.bench_jax_step(model, exp.make_loss_fn(alpha=0.84, data_range=2.0), make_optimizer("sgd", 0.01),
-                           jnp.zeros((1, *SIZE, 3)), {"image": batch_of(batch)}, steps, parallel="jit")
+  return bc.bench_jax_step(
+    model,
+    exp.make_loss_fn(alpha=0.84, data_range=2.0),
+    make_optimizer("sgd", 0.01),
+    jnp.zeros((1, *SIZE, 3)),
+    {"image": batch_of(batch)},
+    steps,
+    parallel="jit",
+  )
 
 
 def bench_torch(batch: int, steps: int, compile_: bool, torch, dtype: str = "float32") -> dict:
@@ -81,8 +88,9 @@ def bench_torch(batch: int, steps: int, compile_: bool, torch, dtype: str = "flo
   model, crit = ref.Autoencoder(share_norms=True).to(dev), ref.MSSSIML1().to(dev)
   opt = torch.optim.SGD(model.parameters(), lr=0.01)
   x = torch.from_numpy(batch_of(batch).astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1).to(dev)
-  return bc.bench_torch_step(torch, model, opt, x, crit, steps, dtype=dtype,
-                             compile_="step" if compile_ else None)
+  return bc.bench_torch_step(
+    torch, model, opt, x, crit, steps, dtype=dtype, compile_="step" if compile_ else None
+  )
 
 
 def make_video(path: Path, seconds: float, fps: float = 30.0) -> Path:
@@ -109,21 +117,41 @@ def bench_extract(seconds: float, metric: str) -> dict:
   video = make_video(tmp / "in.mp4", seconds)
   config = exp.demo()
   config.data.image_size = SIZE
-  state = init_state(exp.build_model(config), make_optimizer(**config.optim), jax.random.key(0),
-                     exp.example(config))
+  state = init_state(
+    exp.build_model(config), make_optimizer(**config.optim), jax.random.key(0), exp.example(config)
+  )
   io = CheckpointIO(tmp / "run" / "checkpoints")
   io.save(0, state)
   io.close()
   (tmp / "run" / "config.json").write_text(json.dumps(config.to_dict()))
   t0 = time.perf_counter()
-  res = exp.main(["extract", "--checkpoint", str(tmp / "run"), "--video", str(video), "--out",
-                  str(tmp / "out"), f"--config.extract.metric={metric}", "--compilation_cache", ""])
+  res = exp.main(
+    [
+      "extract",
+      "--checkpoint",
+      str(tmp / "run"),
+      "--video",
+      str(video),
+      "--out",
+      str(tmp / "out"),
+      f"--config.extract.metric={metric}",
+      "--compilation_cache",
+      "",
+    ]
+  )
   wall = time.perf_counter() - t0
   meta = json.loads((tmp / "out" / "keyframes.json").read_text())
-  return {"metric": metric, "wall_s": wall, "video_s": res["video_seconds"],
-          "sampled_per_s": res["video_seconds"] * 5 / wall, "keyframes": res["keyframes"],
-          "clips": res["clips"], "scan_embed_s": meta["timing_s"]["scan_and_embed"],
-          "cpu_s": meta["timing_s"]["total_cpu"], "in_mode_s": meta["timing_s"]["total"]}
+  return {
+    "metric": metric,
+    "wall_s": wall,
+    "video_s": res["video_seconds"],
+    "sampled_per_s": res["video_seconds"] * 5 / wall,
+    "keyframes": res["keyframes"],
+    "clips": res["clips"],
+    "scan_embed_s": meta["timing_s"]["scan_and_embed"],
+    "cpu_s": meta["timing_s"]["total_cpu"],
+    "in_mode_s": meta["timing_s"]["total"],
+  }
 
 
 def main():
@@ -146,20 +174,37 @@ def main():
       checks = bc.check_losses(lambda d: check_losses_agree(model, variables, torch, d), dtype, 1e-4, torch)
       bc.require_agreement(checks)
       torch_run = lambda c: bench_torch(args.batch, args.steps, c, torch, dtype)
-      rows = bc.compare_steps(args.batch, jax_run, torch_run, torch_version=torch.__version__, dtype=dtype,
-                              compile_=not args.no_compile)
-    lines += [f"Training, batch {args.batch} of 3x96x192, MS-SSIM+L1, SGD, {dtype} compute "
-              f"(median of {args.steps} steps):", "", bc.step_table(rows, "images/s")]
+      rows = bc.compare_steps(
+        args.batch,
+        jax_run,
+        torch_run,
+        torch_version=torch.__version__,
+        dtype=dtype,
+        compile_=not args.no_compile,
+      )
+    lines += [
+      f"Training, batch {args.batch} of 3x96x192, MS-SSIM+L1, SGD, {dtype} compute "
+      f"(median of {args.steps} steps):",
+      "",
+      bc.step_table(rows, "images/s"),
+    ]
     if checks:
       lines += ["", f"Loss check before timing (same weights and batch of 4): {bc.check_summary(checks)}."]
   if not args.no_extract:
     ex = [bench_extract(args.seconds, m) for m in ("latent", "recon")]
-    lines += ["", f"Extraction of a {args.seconds:.0f} s 640x360 30 fps video (5 sampled frames/s):", "",
-              "| metric | wall, whole command (s) | wall in extract (s) | of it scan + embed (s) | "
-              "CPU time in extract (s) | sampled frames/s (wall) | key frames | clips |",
-              "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['metric']} | {r['wall_s']:.1f} | {r['in_mode_s']:.1f} | {r['scan_embed_s']:.1f} | "
-              f"{r['cpu_s']:.1f} | {r['sampled_per_s']:.1f} | {r['keyframes']} | {r['clips']} |" for r in ex]
+    lines += [
+      "",
+      f"Extraction of a {args.seconds:.0f} s 640x360 30 fps video (5 sampled frames/s):",
+      "",
+      "| metric | wall, whole command (s) | wall in extract (s) | of it scan + embed (s) | "
+      "CPU time in extract (s) | sampled frames/s (wall) | key frames | clips |",
+      "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+      f"| {r['metric']} | {r['wall_s']:.1f} | {r['in_mode_s']:.1f} | {r['scan_embed_s']:.1f} | "
+      f"{r['cpu_s']:.1f} | {r['sampled_per_s']:.1f} | {r['keyframes']} | {r['clips']} |"
+      for r in ex
+    ]
   lines += ["", f"Device: {bc.machine()}."]
   text = "\n".join(lines)
   print(text)

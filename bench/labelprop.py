@@ -55,8 +55,13 @@ def bench_one(device, args) -> dict:
   frames = args.frames if device.platform != "cpu" else min(args.frames, args.cpu_frames)
   feats = rng.normal(size=(frames, h, w, args.dim)).astype(np.float32)
   lab0 = rng.integers(0, args.classes, size=(h, w))
-  kw = dict(context=args.context, topk=args.topk, radius=args.radius,
-            temperature=args.temperature, neighbourhood=args.neighbourhood)
+  kw = dict(
+    context=args.context,
+    topk=args.topk,
+    radius=args.radius,
+    temperature=args.temperature,
+    neighbourhood=args.neighbourhood,
+  )
   with jax.default_device(device):
     feats_d = jax.device_put(feats, device)
     t0 = time.perf_counter()
@@ -75,18 +80,29 @@ def bench_one(device, args) -> dict:
     ids.block_until_ready()
     up = (time.perf_counter() - t0) / (args.repeats * min(8, frames))
   med = statistics.median(times)
-  return {"platform": device.platform, "device": device.device_kind, "frames": frames,
-          "s_per_frame": med / (frames - 1), "fps": (frames - 1) / med, "first_call_s": first,
-          "upsample_ms": up * 1e3}
+  return {
+    "platform": device.platform,
+    "device": device.device_kind,
+    "frames": frames,
+    "s_per_frame": med / (frames - 1),
+    "fps": (frames - 1) / med,
+    "first_call_s": first,
+    "upsample_ms": up * 1e3,
+  }
 
 
 def table(rows) -> str:
-  lines = ["| platform | device | frames | ms / frame | frames/s | first call (s) | "
-           "upsample to input size + argmax (ms / frame) |", "|---|---|---|---|---|---|---|"]
+  lines = [
+    "| platform | device | frames | ms / frame | frames/s | first call (s) | "
+    "upsample to input size + argmax (ms / frame) |",
+    "|---|---|---|---|---|---|---|",
+  ]
   for r in rows:
-    lines.append(f"| {r['platform']} | {r['device']} | {r['frames']} | "
-                 f"{r['s_per_frame'] * 1e3:.1f} | {r['fps']:.2f} | {r['first_call_s']:.1f} | "
-                 f"{r['upsample_ms']:.1f} |")
+    lines.append(
+      f"| {r['platform']} | {r['device']} | {r['frames']} | "
+      f"{r['s_per_frame'] * 1e3:.1f} | {r['fps']:.2f} | {r['first_call_s']:.1f} | "
+      f"{r['upsample_ms']:.1f} |"
+    )
   return "\n".join(lines)
 
 
@@ -122,14 +138,15 @@ def main(argv=None) -> int:
   h, w = args.grid
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
   body = (
-      f"`python bench/labelprop.py` — `propagate` on a {h * args.patch}×{w * args.patch} sequence "
-      f"({h}×{w} grid, D={args.dim}, {args.context} context frames + the first, top-{args.topk}, "
-      f"{args.neighbourhood} neighbourhood {args.radius}, {args.classes} classes), random features,"
-      f" median of {args.repeats} runs after a first (compiling) call; frames/s counts propagated "
-      f"frames (T − 1).\n\n{table(rows)}\n\n"
-      f"Measured {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, jax {jax.__version__}, "
-      f"CPU: {_cpu_name()}, {os.cpu_count()} cores visible, 1-min load average {load:.1f} "
-      f"(shared machine: CPU figures are noisy).")
+    f"`python bench/labelprop.py` — `propagate` on a {h * args.patch}×{w * args.patch} sequence "
+    f"({h}×{w} grid, D={args.dim}, {args.context} context frames + the first, top-{args.topk}, "
+    f"{args.neighbourhood} neighbourhood {args.radius}, {args.classes} classes), random features,"
+    f" median of {args.repeats} runs after a first (compiling) call; frames/s counts propagated "
+    f"frames (T − 1).\n\n{table(rows)}\n\n"
+    f"Measured {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, jax {jax.__version__}, "
+    f"CPU: {_cpu_name()}, {os.cpu_count()} cores visible, 1-min load average {load:.1f} "
+    f"(shared machine: CPU figures are noisy)."
+  )
   print(body)
   if not args.no_write:
     update_results(Path(args.results), body)

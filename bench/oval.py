@@ -55,16 +55,29 @@ def check_losses_agree(model, params, torch, size, dtype: str = "float32") -> tu
 def bench_jax_train(model, batch, size, steps) -> dict:
   """Engine steps (Adam 1e-3, BCE) of `model` (its `dtype` is the compute dtype), `batch` frames."""
   video = np.random.default_rng(1).integers(0, 256, (1, batch, *size, 3), dtype=np.uint8)
-  return bc.bench_jax_step(model, make_loss_fn("bce", "rgb", 0.0, False), make_optimizer("adam", 1e-3),
-                           jnp.zeros((1, *size, 3)), {"video": video}, steps)
+  return bc.bench_jax_step(
+    model,
+    make_loss_fn("bce", "rgb", 0.0, False),
+    make_optimizer("adam", 1e-3),
+    jnp.zeros((1, *size, 3)),
+    {"video": video},
+    steps,
+  )
 
 
 def bench_torch_train(torch, batch, size, steps, compiled, dtype: str = "float32") -> dict:
   """The PyTorch step (Adam 1e-3, BCE; torch.compile of the model when `compiled`)."""
   from bench.torch_ref import oval as ref
 
-  return bc.bench_torch_adam(torch, ref.OVAL(size), lambda dev: torch.rand(batch, 3, *size, device=dev),
-                             ref.bce_loss, steps, compiled=compiled, dtype=dtype)
+  return bc.bench_torch_adam(
+    torch,
+    ref.OVAL(size),
+    lambda dev: torch.rand(batch, 3, *size, device=dev),
+    ref.bce_loss,
+    steps,
+    compiled=compiled,
+    dtype=dtype,
+  )
 
 
 def bench_convert(model, params, batch, size, batches) -> dict:
@@ -84,8 +97,12 @@ def bench_convert(model, params, batch, size, batches) -> dict:
     t3 = time.perf_counter()
     t_enc, t_codec, t_dec = t_enc + t1 - t0, t_codec + t2 - t1, t_dec + t3 - t2
   n = batch * batches
-  return {"fps": n / (t_enc + t_codec + t_dec), "encode_fps": n / t_enc, "latent_bytes_fps": n / t_codec,
-          "decode_fps": n / t_dec}
+  return {
+    "fps": n / (t_enc + t_codec + t_dec),
+    "encode_fps": n / t_enc,
+    "latent_bytes_fps": n / t_codec,
+    "decode_fps": n / t_dec,
+  }
 
 
 def bench_torch_forward(torch, batch, size, batches) -> float:
@@ -122,20 +139,27 @@ def main():
   checks = bc.check_losses(lambda d: check_losses_agree(model, params, torch, size, d), dtype, 1e-5, torch)
   bc.require_agreement(checks)
   train_model = model.clone(dtype=bc.jnp_dtype(dtype))
-  rows = bc.compare_steps(args.batch, lambda: bench_jax_train(train_model, args.batch, size, args.steps),
-                          lambda c: bench_torch_train(torch, args.batch, size, args.steps, c, dtype),
-                          torch_version=torch.__version__, dtype=dtype, compile_=not args.no_compile)
+  rows = bc.compare_steps(
+    args.batch,
+    lambda: bench_jax_train(train_model, args.batch, size, args.steps),
+    lambda c: bench_torch_train(torch, args.batch, size, args.steps, c, dtype),
+    torch_version=torch.__version__,
+    dtype=dtype,
+    compile_=not args.no_compile,
+  )
   conv = bench_convert(model, params, args.batch, size, args.convert_batches)
   torch_fwd = bench_torch_forward(torch, args.batch, size, args.convert_batches)
   print(conv, {"torch_forward_fps": torch_fwd})
-  text = (f"`python bench/oval.py --steps {args.steps}`: training steps (forward, backward, Adam; "
-          f"BCE) of the 6,991-parameter model, batch {args.batch} of 3x{size[0]}x{size[1]}, {dtype} "
-          f"compute, median of {args.steps} after one compiling step; loss check "
-          f"{bc.check_summary(checks)}.\n\n{bc.step_table(rows, 'frames/s')}\n\n"
-          f"Convert (JAX float32, batch {args.batch}, float16 latent bytes, no metrics or video I/O): "
-          f"{conv['fps']:.1f} frames/s (encode {conv['encode_fps']:.1f}, latent bytes "
-          f"{conv['latent_bytes_fps']:.0f}, decode {conv['decode_fps']:.1f}); PyTorch eager "
-          f"forward (encode + decode, no bytes): {torch_fwd:.1f} frames/s.\n\n{bc.machine()}")
+  text = (
+    f"`python bench/oval.py --steps {args.steps}`: training steps (forward, backward, Adam; "
+    f"BCE) of the 6,991-parameter model, batch {args.batch} of 3x{size[0]}x{size[1]}, {dtype} "
+    f"compute, median of {args.steps} after one compiling step; loss check "
+    f"{bc.check_summary(checks)}.\n\n{bc.step_table(rows, 'frames/s')}\n\n"
+    f"Convert (JAX float32, batch {args.batch}, float16 latent bytes, no metrics or video I/O): "
+    f"{conv['fps']:.1f} frames/s (encode {conv['encode_fps']:.1f}, latent bytes "
+    f"{conv['latent_bytes_fps']:.0f}, decode {conv['decode_fps']:.1f}); PyTorch eager "
+    f"forward (encode + decode, no bytes): {torch_fwd:.1f} frames/s.\n\n{bc.machine()}"
+  )
   print(text)
   if not args.no_write:
     bc.update_section("OVAL", text)

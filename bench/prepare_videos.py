@@ -58,9 +58,11 @@ def timed_prepare(src: Path, workers: int, quality: int) -> dict:
     wall, cpu = time.perf_counter() - t0, _cpu() - c0
     folder = video_folder(tmp)
     import json
+
     rows = json.loads((folder / "aejax_index_train.json").read_text())
-    nbytes = sum(p.stat().st_size for p in folder.glob("aejax_videos-train.array_record-*-of-*")
-                 if p.suffix != ".json")
+    nbytes = sum(
+      p.stat().st_size for p in folder.glob("aejax_videos-train.array_record-*-of-*") if p.suffix != ".json"
+    )
   return {"wall": wall, "cpu": cpu, "frames": sum(r["num_frames"] for r in rows), "bytes": nbytes}
 
 
@@ -86,28 +88,45 @@ def main(argv=None) -> int:
   load0 = os.getloadavg()[0]
   runs = {w: [timed_prepare(a.clips, w, q) for _ in range(a.repeats)] for w in (1, 2)}
   best = {w: min(r, key=lambda x: x["wall"]) for w, r in runs.items()}
-  lines = [f"### JPEG quality ({nf} frames: every 10th of {len(clips)} clips in `{a.clips}`)", "",
-           "| quality | bytes / frame | PSNR vs H.264 frame (dB) | encode CPU-ms / frame | "
-           "Kinetics-400 at 340×256 | at 455×256 |", "|---|---|---|---|---|---|"]
+  lines = [
+    f"### JPEG quality ({nf} frames: every 10th of {len(clips)} clips in `{a.clips}`)",
+    "",
+    "| quality | bytes / frame | PSNR vs H.264 frame (dB) | encode CPU-ms / frame | "
+    "Kinetics-400 at 340×256 | at 455×256 |",
+    "|---|---|---|---|---|---|",
+  ]
   for qq, b, ps, c in rows:
-    lines.append(f"| {qq}{' (default)' if qq == QUALITY else ''} | {b / 1e3:.1f} kB | {ps:.2f} | "
-                 f"{c:.2f} | {b * K400_FRAMES / 1e12:.2f} TB | {b * WIDE * K400_FRAMES / 1e12:.2f} TB |")
-  lines += ["", f"### prepare_videos, quality {q}, {len(clips)} clips, 2 videos per shard "
-            f"(best wall of {a.repeats} runs per row)", "",
-            "| workers | wall (s) | CPU-ms / frame (all processes) | bytes / frame | speed-up |",
-            "|---|---|---|---|---|"]
+    lines.append(
+      f"| {qq}{' (default)' if qq == QUALITY else ''} | {b / 1e3:.1f} kB | {ps:.2f} | "
+      f"{c:.2f} | {b * K400_FRAMES / 1e12:.2f} TB | {b * WIDE * K400_FRAMES / 1e12:.2f} TB |"
+    )
+  lines += [
+    "",
+    f"### prepare_videos, quality {q}, {len(clips)} clips, 2 videos per shard "
+    f"(best wall of {a.repeats} runs per row)",
+    "",
+    "| workers | wall (s) | CPU-ms / frame (all processes) | bytes / frame | speed-up |",
+    "|---|---|---|---|---|",
+  ]
   for w, r in best.items():
-    lines.append(f"| {w} | {r['wall']:.1f} | {1e3 * r['cpu'] / r['frames']:.2f} | "
-                 f"{r['bytes'] / r['frames'] / 1e3:.1f} kB | {best[1]['wall'] / r['wall']:.2f}× |")
-  lines += ["", f"1-min load average {load0:.1f} before the worker runs, {os.getloadavg()[0]:.1f} after "
-            f"({os.cpu_count()} cores, shared with other jobs)."]
+    lines.append(
+      f"| {w} | {r['wall']:.1f} | {1e3 * r['cpu'] / r['frames']:.2f} | "
+      f"{r['bytes'] / r['frames'] / 1e3:.1f} kB | {best[1]['wall'] / r['wall']:.2f}× |"
+    )
+  lines += [
+    "",
+    f"1-min load average {load0:.1f} before the worker runs, {os.getloadavg()[0]:.1f} after "
+    f"({os.cpu_count()} cores, shared with other jobs).",
+  ]
   text = "\n".join(lines)
   print(text)
   if not a.no_write:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with open(a.results, "a") as f:
-      f.write(f"\n## Prepare videos ({stamp}, 2-core CPU, `python -m bench.prepare_videos --clips "
-              f"{a.clips}`)\n\n{text}\n")
+      f.write(
+        f"\n## Prepare videos ({stamp}, 2-core CPU, `python -m bench.prepare_videos --clips "
+        f"{a.clips}`)\n\n{text}\n"
+      )
   return 0
 
 

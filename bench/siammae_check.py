@@ -46,6 +46,7 @@ _BLOCKS = re.compile(r"^(blocks|decoder_blocks)_(\d+)$")
 def build_model(config, dtype: str = "float32") -> SiamMAE:
   """Our model of an experiment config (`experiments.siammae` preset) in compute `dtype`."""
   from experiments import siammae as exp
+
   return exp.build_model(config).clone(dtype=jnp_dtype(dtype))
 
 
@@ -55,13 +56,21 @@ def torch_model(model: SiamMAE):
   from bench.torch_ref import siammae as ref
 
   cfg = vit_variant(model.encoder)
-  return ref.SiamMAE(img=model.img_size, p=cfg["patch_size"],
-                     d=model.encoder_width or cfg["width"],
-                     depth=model.encoder_depth or cfg["depth"],
-                     heads=model.encoder_heads or cfg["num_heads"], dd=model.decoder_width,
-                     ddepth=model.decoder_depth, dheads=model.decoder_heads,
-                     ratio=model.mask_ratio, decoder=model.decoder, mlp_ratio=model.mlp_ratio,
-                     norm_pix_loss=model.norm_pix_loss, past_pos_embed=model.past_pos_embed)
+  return ref.SiamMAE(
+    img=model.img_size,
+    p=cfg["patch_size"],
+    d=model.encoder_width or cfg["width"],
+    depth=model.encoder_depth or cfg["depth"],
+    heads=model.encoder_heads or cfg["num_heads"],
+    dd=model.decoder_width,
+    ddepth=model.decoder_depth,
+    dheads=model.decoder_heads,
+    ratio=model.mask_ratio,
+    decoder=model.decoder,
+    mlp_ratio=model.mlp_ratio,
+    norm_pix_loss=model.norm_pix_loss,
+    past_pos_embed=model.past_pos_embed,
+  )
 
 
 def _flatten(tree: Mapping) -> dict:
@@ -105,8 +114,8 @@ def to_state_dict(params: Mapping) -> dict[str, np.ndarray]:
 def load_into(tmodel, params: Mapping):
   """Copies our params into the PyTorch model (strict: every weight on both sides)."""
   import torch
-  tmodel.load_state_dict({k: torch.from_numpy(v) for k, v in to_state_dict(params).items()},
-                         strict=True)
+
+  tmodel.load_state_dict({k: torch.from_numpy(v) for k, v in to_state_dict(params).items()}, strict=True)
   return tmodel
 
 
@@ -118,9 +127,9 @@ def random_params(model: SiamMAE, seed: int = 0) -> dict:
   converter that dropped or mis-placed any of them would change the loss.
   """
   s = model.img_size
-  shapes = jax.eval_shape(lambda k: model.init({"params": k, "mask": k},
-                                               jnp.zeros((1, 2, s, s, 3)))["params"],
-                          jax.random.key(0))
+  shapes = jax.eval_shape(
+    lambda k: model.init({"params": k, "mask": k}, jnp.zeros((1, 2, s, s, 3)))["params"], jax.random.key(0)
+  )
   rng = np.random.default_rng(seed)
   flat = {}
   for path, leaf in _flatten(shapes).items():
@@ -142,9 +151,11 @@ def random_params(model: SiamMAE, seed: int = 0) -> dict:
 @functools.lru_cache(maxsize=8)
 def _loss_fn(model: SiamMAE):
   """Jitted (params, frames [B, 2, H, W, 3] float, mask key) -> (loss, mask), one per model."""
+
   def fn(params, x, key):
     _, aux = model.apply({"params": params}, x, rngs={"mask": key})
     return aux["loss"], aux["mask"]
+
   return jax.jit(fn)
 
 
@@ -168,6 +179,7 @@ def jax_loss_and_keep(model: SiamMAE, params, frames: np.ndarray, seed: int = 0)
 def torch_loss(tmodel, frames: np.ndarray, keep: np.ndarray, dtype: str = "float32") -> float:
   """The reference's loss on the same uint8 pairs and visible patches (autocast when bf16)."""
   import torch
+
   dev = torch_device(torch)
   tmodel = tmodel.to(dev).eval()
   x = torch.from_numpy(frames.transpose(0, 1, 4, 2, 3).astype(np.float32) / 255.0).to(dev)
@@ -177,10 +189,12 @@ def torch_loss(tmodel, frames: np.ndarray, keep: np.ndarray, dtype: str = "float
   return float(loss.float())
 
 
-def losses(model: SiamMAE, params, tmodel, frames: np.ndarray, dtype: str = "float32",
-           seed: int = 0) -> tuple[float, float]:
+def losses(
+  model: SiamMAE, params, tmodel, frames: np.ndarray, dtype: str = "float32", seed: int = 0
+) -> tuple[float, float]:
   """(our loss, the reference's loss) with compute `dtype` on both sides; float32 runs `exact`."""
   import torch
+
   m = model.clone(dtype=jnp_dtype(dtype))
   with exact(torch) if dtype == "float32" else contextlib.nullcontext():
     jl, keep = jax_loss_and_keep(m, params, frames, seed)
@@ -189,12 +203,17 @@ def losses(model: SiamMAE, params, tmodel, frames: np.ndarray, dtype: str = "flo
 
 def compare(jax_loss: float, torch_loss_: float, dtype: str, rtol: float | None = None) -> dict:
   c = loss_check(jax_loss, torch_loss_, dtype, RTOL[dtype] if rtol is None else rtol)
-  return {"jax_loss": c["jax"], "torch_loss": c["torch"], "rel_diff": c["rel"], "dtype": dtype,
-          "rtol": c["rtol"], "ok": c["ok"]}
+  return {
+    "jax_loss": c["jax"],
+    "torch_loss": c["torch"],
+    "rel_diff": c["rel"],
+    "dtype": dtype,
+    "rtol": c["rtol"],
+    "ok": c["ok"],
+  }
 
 
-def check_loss(config, batch=2, dtype: str = "float32", seed: int = 0,
-               rtol: float | None = None) -> dict:
+def check_loss(config, batch=2, dtype: str = "float32", seed: int = 0, rtol: float | None = None) -> dict:
   """Both sides' loss on the same weights, uint8 pairs and mask.
 
   Args:
@@ -209,20 +228,18 @@ def check_loss(config, batch=2, dtype: str = "float32", seed: int = 0,
   """
   if isinstance(config, str):
     from experiments import siammae as exp
+
     config = getattr(exp, config)()
   model = build_model(config)
-  frames = (random_pairs(batch, model.img_size, seed) if isinstance(batch, int)
-            else np.asarray(batch))
+  frames = random_pairs(batch, model.img_size, seed) if isinstance(batch, int) else np.asarray(batch)
   if frames.dtype != np.uint8 or frames.ndim != 5 or frames.shape[1] != 2:
-    raise ValueError(f"check_loss: frames must be uint8 [B, 2, H, W, 3], got {frames.dtype} "
-                     f"{frames.shape}")
+    raise ValueError(f"check_loss: frames must be uint8 [B, 2, H, W, 3], got {frames.dtype} {frames.shape}")
   params = random_params(model, seed)
   tmodel = load_into(torch_model(model), params)
   return compare(*losses(model, params, tmodel, frames, dtype, seed), dtype, rtol)
 
 
-def check_losses_agree(config, dtype: str = "float32", batch: int = 2,
-                       seed: int = 0) -> tuple[float, float]:
+def check_losses_agree(config, dtype: str = "float32", batch: int = 2, seed: int = 0) -> tuple[float, float]:
   """`(jax_loss, torch_loss)` for `bench.common.check_losses` (the harness's check column)."""
   r = check_loss(config, batch, dtype, seed)
   return r["jax_loss"], r["torch_loss"]
@@ -237,6 +254,7 @@ def main(argv=None):
   p.add_argument("--seed", type=int, default=0)
   a = p.parse_args(argv)
   from experiments import siammae as exp
+
   config = getattr(exp, a.preset)()
   if a.decoder:
     config.model.decoder = a.decoder

@@ -35,8 +35,9 @@ SECTION = "Conv VAE (Quixel)"
 N_PARAMS = 3_297_571
 
 
-def check_losses_agree(model, params, batch_stats, torch_model, torch, size: int,
-                       dtype: str = "float32") -> tuple[float, float]:
+def check_losses_agree(
+  model, params, batch_stats, torch_model, torch, size: int, dtype: str = "float32"
+) -> tuple[float, float]:
   """The loss of one batch of 4 (train-mode BatchNorm, the same eps) on both sides, in `dtype`."""
   from bench.torch_ref import vae as ref
 
@@ -62,18 +63,32 @@ def check_losses_agree(model, params, batch_stats, torch_model, torch, size: int
 def bench_jax(model, batch: int, size: int, steps: int) -> dict:
   """Engine steps (Adam 1e-3, KL + BCE) of `model` (its `dtype` is the compute dtype)."""
   images = np.random.default_rng(1).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-  return bc.bench_jax_step(model, make_loss_fn(), make_optimizer("adam", 1e-3),
-                           jnp.zeros((1, size, size, 3)), {"image": images}, steps)
+  return bc.bench_jax_step(
+    model,
+    make_loss_fn(),
+    make_optimizer("adam", 1e-3),
+    jnp.zeros((1, size, size, 3)),
+    {"image": images},
+    steps,
+  )
 
 
-def bench_torch(torch, model, batch: int, size: int, steps: int, compiled: bool,
-                dtype: str = "float32") -> dict:
+def bench_torch(
+  torch, model, batch: int, size: int, steps: int, compiled: bool, dtype: str = "float32"
+) -> dict:
   """The PyTorch step of `model` (Adam 1e-3, KL + BCE; torch.compile of the model when `compiled`)."""
   from bench.torch_ref import vae as ref
 
   loss = lambda out, x: ref.vae_loss(out[0], x, out[1], out[2])
-  return bc.bench_torch_adam(torch, model, lambda dev: torch.rand(batch, 3, size, size, device=dev), loss,
-                             steps, compiled=compiled, dtype=dtype)
+  return bc.bench_torch_adam(
+    torch,
+    model,
+    lambda dev: torch.rand(batch, 3, size, size, device=dev),
+    loss,
+    steps,
+    compiled=compiled,
+    dtype=dtype,
+  )
 
 
 def main():
@@ -85,28 +100,39 @@ def main():
 
   dtype = args.dtype or bc.default_dtype()
   model = ConvVAE(image_size=(args.size, args.size))
-  variables = jax.jit(lambda: model.init({"params": jax.random.key(0), "sample": jax.random.key(1)},
-                                         jnp.zeros((1, args.size, args.size, 3))))()
+  variables = jax.jit(
+    lambda: model.init(
+      {"params": jax.random.key(0), "sample": jax.random.key(1)}, jnp.zeros((1, args.size, args.size, 3))
+    )
+  )()
   torch_model = ref.load_flax_params(ref.VAE(), variables["params"])
   n_torch = sum(p.numel() for p in torch_model.parameters())
   print(f"torch parameters {n_torch:,}")
   p, bs = variables["params"], variables["batch_stats"]
-  checks = bc.check_losses(lambda d: check_losses_agree(model, p, bs, torch_model, torch, args.size, d),
-                           dtype, 1e-4, torch)
+  checks = bc.check_losses(
+    lambda d: check_losses_agree(model, p, bs, torch_model, torch, args.size, d), dtype, 1e-4, torch
+  )
   bc.require_agreement(checks)
   if n_torch != N_PARAMS:
     raise SystemExit(f"the PyTorch VAE has {n_torch:,} parameters, not {N_PARAMS:,}: not timing it")
   train_model = model.clone(dtype=bc.jnp_dtype(dtype))
   torch_run = lambda c: bench_torch(torch, ref.VAE(), args.batch, args.size, args.steps, c, dtype)
-  rows = bc.compare_steps(args.batch, lambda: bench_jax(train_model, args.batch, args.size, args.steps),
-                          torch_run, torch_version=torch.__version__, dtype=dtype,
-                          compile_=not args.no_compile)
-  text = (f"`python bench/vae.py --batch {args.batch} --steps {args.steps} --dtype {dtype}` — full "
-          f"training steps (forward, backward, Adam) of the 3,297,571-parameter VAE on "
-          f"{args.size}×{args.size} images, {dtype} compute, median of {args.steps} steps after one "
-          f"compiling step.\n\n{bc.step_table(rows, 'images/s')}\n\nLoss check (batch 4, same weights "
-          f"and noise): {bc.check_summary(checks)}. {bc.machine()} (a shared machine: CPU figures are "
-          "noisy).")
+  rows = bc.compare_steps(
+    args.batch,
+    lambda: bench_jax(train_model, args.batch, args.size, args.steps),
+    torch_run,
+    torch_version=torch.__version__,
+    dtype=dtype,
+    compile_=not args.no_compile,
+  )
+  text = (
+    f"`python bench/vae.py --batch {args.batch} --steps {args.steps} --dtype {dtype}` — full "
+    f"training steps (forward, backward, Adam) of the 3,297,571-parameter VAE on "
+    f"{args.size}×{args.size} images, {dtype} compute, median of {args.steps} steps after one "
+    f"compiling step.\n\n{bc.step_table(rows, 'images/s')}\n\nLoss check (batch 4, same weights "
+    f"and noise): {bc.check_summary(checks)}. {bc.machine()} (a shared machine: CPU figures are "
+    "noisy)."
+  )
   print(text)
   if not args.no_write:
     bc.update_section(SECTION, text)

@@ -35,8 +35,9 @@ SECTION = "3D conv compression AE (ae_compressed_vision)"
 
 def model_kwargs(args) -> dict:
   if args.demo:
-    return dict(features=(8, 16), latent_features=32, kernel_size=3, num_stages=1,
-                blocks_per_stage=1, num_codes=128)
+    return dict(
+      features=(8, 16), latent_features=32, kernel_size=3, num_stages=1, blocks_per_stage=1, num_codes=128
+    )
   return dict(num_codes=128)
 
 
@@ -44,12 +45,17 @@ def torch_model(kw: dict):
   """The PyTorch reference with the widths of `VQAE3D(**kw)`."""
   from bench.torch_ref import vqae3d as ref
 
-  return ref.Autoencoder(features=kw.get("features", (64, 128)), k=kw.get("kernel_size", 5),
-                         stages=kw.get("num_stages", 5), blocks=kw.get("blocks_per_stage", 3))
+  return ref.Autoencoder(
+    features=kw.get("features", (64, 128)),
+    k=kw.get("kernel_size", 5),
+    stages=kw.get("num_stages", 5),
+    blocks=kw.get("blocks_per_stage", 3),
+  )
 
 
-def check_losses_agree(model, variables, torch_model, torch, frames: int,
-                       dtype: str = "float32") -> tuple[float, float]:
+def check_losses_agree(
+  model, variables, torch_model, torch, frames: int, dtype: str = "float32"
+) -> tuple[float, float]:
   """MSE of one batch of 2 clips on both sides (train-mode BatchNorm), computing in `dtype`."""
   x = np.random.default_rng(0).uniform(size=(2, frames, 64, 64, 1)).astype(np.float32)
   m = model.clone(dtype=bc.jnp_dtype(dtype))
@@ -71,12 +77,14 @@ def mse(out, x):
 def bench_jax(model, batch: int, frames: int, steps: int) -> dict:
   """Engine steps (Adam 1e-3, MSE) of `model` (its `dtype` is the compute dtype) on `batch` clips."""
   video = np.random.default_rng(1).integers(0, 256, (batch, frames, 64, 64, 1), dtype=np.uint8)
-  return bc.bench_jax_step(model, loss_fn, make_optimizer("adam", 1e-3), jnp.zeros((1, frames, 64, 64, 1)),
-                           {"video": video}, steps)
+  return bc.bench_jax_step(
+    model, loss_fn, make_optimizer("adam", 1e-3), jnp.zeros((1, frames, 64, 64, 1)), {"video": video}, steps
+  )
 
 
-def bench_torch(torch, model, batch: int, frames: int, steps: int, compiled: bool,
-                dtype: str = "float32") -> dict:
+def bench_torch(
+  torch, model, batch: int, frames: int, steps: int, compiled: bool, dtype: str = "float32"
+) -> dict:
   """The PyTorch step of `model` (Adam 1e-3, MSE; torch.compile of the model when `compiled`)."""
   make_x = lambda dev: torch.randint(0, 256, (batch, 1, frames, 64, 64), device=dev).float() / 255.0
   return bc.bench_torch_adam(torch, model, make_x, mse, steps, compiled=compiled, dtype=dtype)
@@ -98,23 +106,33 @@ def main():
   n_jax = sum(a.size for a in jax.tree.leaves(variables["params"]))
   n_torch = sum(q.numel() for q in tm.parameters())
   print(f"parameters jax {n_jax:,} torch {n_torch:,}")
-  checks = bc.check_losses(lambda d: check_losses_agree(model, variables, tm, torch, args.frames, d), dtype,
-                           1e-4, torch)
+  checks = bc.check_losses(
+    lambda d: check_losses_agree(model, variables, tm, torch, args.frames, d), dtype, 1e-4, torch
+  )
   bc.require_agreement(checks)
   if n_torch != n_jax:
     raise SystemExit(f"parameter counts differ (jax {n_jax:,}, torch {n_torch:,}): not timing them")
   train_model = model.clone(dtype=bc.jnp_dtype(dtype))
   torch_run = lambda c: bench_torch(torch, torch_model(kw), args.batch, args.frames, args.steps, c, dtype)
-  rows = bc.compare_steps(args.batch, lambda: bench_jax(train_model, args.batch, args.frames, args.steps),
-                          torch_run, torch_version=torch.__version__, dtype=dtype,
-                          compile_=not args.no_compile)
-  flags = (f"{' --demo' if args.demo else ''} --frames {args.frames} --batch {args.batch} "
-           f"--steps {args.steps} --dtype {dtype}")
-  text = (f"`python bench/vqae3d.py{flags}`: full training steps of "
-          f"{'the CPU demo width' if args.demo else 'the faithful 31,024,099-parameter model'} on "
-          f"1x{args.frames}x64x64 clips, {dtype} compute, median of {args.steps} steps after one "
-          f"compiling step.\n\n{bc.step_table(rows, 'clips/s')}\n\nLoss check (2 clips, same weights): "
-          f"{bc.check_summary(checks)}. {bc.machine()} (a shared machine: CPU figures are noisy).")
+  rows = bc.compare_steps(
+    args.batch,
+    lambda: bench_jax(train_model, args.batch, args.frames, args.steps),
+    torch_run,
+    torch_version=torch.__version__,
+    dtype=dtype,
+    compile_=not args.no_compile,
+  )
+  flags = (
+    f"{' --demo' if args.demo else ''} --frames {args.frames} --batch {args.batch} "
+    f"--steps {args.steps} --dtype {dtype}"
+  )
+  text = (
+    f"`python bench/vqae3d.py{flags}`: full training steps of "
+    f"{'the CPU demo width' if args.demo else 'the faithful 31,024,099-parameter model'} on "
+    f"1x{args.frames}x64x64 clips, {dtype} compute, median of {args.steps} steps after one "
+    f"compiling step.\n\n{bc.step_table(rows, 'clips/s')}\n\nLoss check (2 clips, same weights): "
+    f"{bc.check_summary(checks)}. {bc.machine()} (a shared machine: CPU figures are noisy)."
+  )
   print(text)
   if not args.no_write:
     bc.update_section(SECTION, text)

@@ -51,20 +51,56 @@ FRAME = (64, 64, 1)  # MovingMNIST frames [H, W, C]
 def get_config() -> ml_collections.ConfigDict:
   """The faithful configuration (the `paper` preset)."""
   c = ml_collections.ConfigDict()
-  c.data = dict(source="generated", digits=None, num_clips=10000, num_frames=20, num_digits=2,
-                valid_fraction=0.2, split_seed=0, batch_size=16)
-  c.model = dict(features=(64, 128), latent_features=32, kernel_size=5, num_stages=5,
-                 blocks_per_stage=3, share_residual_stack=False, quantizer="scalar", num_codes=128,
-                 quantizer_mode="ste", sigma=1.0, num_codebooks=1, commitment_cost=0.25,
-                 ema_decay=0.99, restart_threshold=0.5, unrolled=None, output_init=(1.0, 0.0))
+  c.data = dict(
+    source="generated",
+    digits=None,
+    num_clips=10000,
+    num_frames=20,
+    num_digits=2,
+    valid_fraction=0.2,
+    split_seed=0,
+    batch_size=16,
+  )
+  c.model = dict(
+    features=(64, 128),
+    latent_features=32,
+    kernel_size=5,
+    num_stages=5,
+    blocks_per_stage=3,
+    share_residual_stack=False,
+    quantizer="scalar",
+    num_codes=128,
+    quantizer_mode="ste",
+    sigma=1.0,
+    num_codebooks=1,
+    commitment_cost=0.25,
+    ema_decay=0.99,
+    restart_threshold=0.5,
+    unrolled=None,
+    output_init=(1.0, 0.0),
+  )
   c.optim = dict(name="adam", lr=1e-3)
-  c.train = dict(num_steps=2500, seed=0, log_every=50, eval_every=500, checkpoint_every=500,
-                 keep_checkpoints=2, parallel="jit")
+  c.train = dict(
+    num_steps=2500,
+    seed=0,
+    log_every=50,
+    eval_every=500,
+    checkpoint_every=500,
+    keep_checkpoints=2,
+    parallel="jit",
+  )
   c.eval = dict(num_clips=2000, batch_size=16, num_animations=2, fps=20.0)
   # Rounds of `steps_per_round` steps per codebook size; stop when the relative change of the
   # validation MSE is below `min_rel_change` or it rose `patience` times in a row (the original).
-  c.sweep = dict(codebook_sizes=(2, 4, 8, 16, 32, 64, 128), vq_sizes=(256,), vq_codebooks=(1, 8),
-                 steps_per_round=2500, max_rounds=10, min_rel_change=0.01, patience=2)
+  c.sweep = dict(
+    codebook_sizes=(2, 4, 8, 16, 32, 64, 128),
+    vq_sizes=(256,),
+    vq_codebooks=(1, 8),
+    steps_per_round=2500,
+    max_rounds=10,
+    min_rel_change=0.01,
+    patience=2,
+  )
   c.probe = dict(num_train=4000, num_test=1000, steps=1500, batch_size=32, lr=1e-3, width=32)
   return c
 
@@ -95,8 +131,7 @@ def smoke() -> ml_collections.ConfigDict:
   c.model.update(features=(4, 8), latent_features=8)
   c.train.update(num_steps=2, log_every=1, eval_every=None, checkpoint_every=2)
   c.eval.update(num_clips=4, batch_size=4, num_animations=1)
-  c.sweep.update(codebook_sizes=(2, 4), vq_sizes=(8,), vq_codebooks=(2,), steps_per_round=1,
-                 max_rounds=2)
+  c.sweep.update(codebook_sizes=(2, 4), vq_sizes=(8,), vq_codebooks=(2,), steps_per_round=1, max_rounds=2)
   c.probe.update(num_train=16, num_test=8, steps=2, batch_size=4, width=4)
   return c
 
@@ -113,22 +148,25 @@ def load_clips(data) -> dict:
   digit labels of files are unknown (-1).
   """
   if data.source == "generated":
-    clips = moving_digits(data.num_clips, data.num_frames, FRAME[0], data.num_digits,
-                          seed=data.split_seed, digits=data.digits)
+    clips = moving_digits(
+      data.num_clips, data.num_frames, FRAME[0], data.num_digits, seed=data.split_seed, digits=data.digits
+    )
   elif Path(data.source).is_dir():
     clips = {"video": video_clips(data.source, data.num_clips, data.num_frames)}
     clips["labels"] = np.full((len(clips["video"]), data.num_digits), -1, np.int32)
   else:
     src = MovingMNISTSource(data.source)
-    video = np.stack([src[i]["video"][:data.num_frames] for i in range(min(data.num_clips, len(src)))])
+    video = np.stack([src[i]["video"][: data.num_frames] for i in range(min(data.num_clips, len(src)))])
     clips = {"video": video, "labels": np.full((len(video), data.num_digits), -1, np.int32)}
   n = len(clips["video"])
   if n < 2:
     raise ValueError(f"{data.source}: need at least 2 clips, got {n}")
   perm = np.random.default_rng(data.split_seed).permutation(n)
   n_valid = max(1, int(round(data.valid_fraction * n)))
-  return {split: {k: v[idx] for k, v in clips.items()}
-          for split, idx in (("train", perm[n_valid:]), ("valid", perm[:n_valid]))}
+  return {
+    split: {k: v[idx] for k, v in clips.items()}
+    for split, idx in (("train", perm[n_valid:]), ("valid", perm[:n_valid]))
+  }
 
 
 def video_clips(root, num_clips: int, num_frames: int) -> np.ndarray:
@@ -137,8 +175,14 @@ def video_clips(root, num_clips: int, num_frames: int) -> np.ndarray:
   out = []
   for i in range(min(num_clips, len(src))):
     v = src[i]["video"]  # [T, H, W, 3]
-    out.append(np.stack([cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), FRAME[1::-1],
-                                    interpolation=cv2.INTER_AREA) for f in v])[..., None])
+    out.append(
+      np.stack(
+        [
+          cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), FRAME[1::-1], interpolation=cv2.INTER_AREA)
+          for f in v
+        ]
+      )[..., None]
+    )
   return np.stack(out)
 
 
@@ -158,8 +202,18 @@ def loss_fn(model, variables, batch, rngs, train):
   loss = mse + aux["loss"]
   flat = lambda v: v.reshape(1, -1, *v.shape[3:])  # the batch as one image: the PSNR of `mse`
   psnr = metrics.psnr(flat(recon), flat(x))[0]
-  return loss, {"loss": loss, "mse": mse, "psnr": psnr, "quant_loss": aux["loss"],
-                "perplexity": aux["perplexity"], "usage": aux["usage"]}, new_state
+  return (
+    loss,
+    {
+      "loss": loss,
+      "mse": mse,
+      "psnr": psnr,
+      "quant_loss": aux["loss"],
+      "perplexity": aux["perplexity"],
+      "usage": aux["usage"],
+    },
+    new_state,
+  )
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -176,26 +230,35 @@ def clip_stats(model, variables, video):
   x, y = (v.reshape(len(video), -1, *v.shape[3:]) for v in (video / 255.0, recon))  # a clip: 1 image
   groups = model.num_codebooks if model.quantizer == "vq" else 1
   count = jax.vmap(jax.vmap(lambda i: jnp.bincount(i, length=model.num_codes), in_axes=1))
-  return (jnp.mean((y - x) ** 2, axis=(1, 2, 3)), metrics.psnr(y, x),
-          count(idx.reshape(len(video), -1, groups)))
+  return (
+    jnp.mean((y - x) ** 2, axis=(1, 2, 3)),
+    metrics.psnr(y, x),
+    count(idx.reshape(len(video), -1, groups)),
+  )
 
 
 def evaluate(model, config, variables, valid) -> dict:
   """Validation MSE/PSNR and bits per pixel (fixed-length codes and empirical code entropy)."""
   n = min(config.eval.num_clips, len(valid["video"]))
-  mse, psnr, counts = map_batches(lambda v: clip_stats(model, variables, v), valid["video"][:n],
-                                  config.eval.batch_size)
+  mse, psnr, counts = map_batches(
+    lambda v: clip_stats(model, variables, v), valid["video"][:n], config.eval.batch_size
+  )
   codes_per_clip, counts = int(counts[0].sum()), counts.sum(0)
   pixels = int(np.prod(valid["video"].shape[1:]))
   mse = float(np.mean(mse, dtype=np.float64))
   entropy = float(np.mean([empirical_entropy_bits(c) for c in counts]))
-  return {"mse": mse, "psnr": float(np.mean(psnr, dtype=np.float64)),
-          "psnr_of_mse": float(10 * np.log10(1 / mse)),
-          "bpp": codes_per_clip * float(np.log2(model.num_codes)) / pixels,
-          "bpp_entropy": codes_per_clip * entropy / pixels, "usage": float((counts > 0).mean()),
-          "perplexity": float(np.mean([2 ** empirical_entropy_bits(c) for c in counts])),
-          "code_entropy_bits": entropy, "clips": n,
-          "max_code_prob": float((counts / np.maximum(counts.sum(1, keepdims=True), 1)).max())}
+  return {
+    "mse": mse,
+    "psnr": float(np.mean(psnr, dtype=np.float64)),
+    "psnr_of_mse": float(10 * np.log10(1 / mse)),
+    "bpp": codes_per_clip * float(np.log2(model.num_codes)) / pixels,
+    "bpp_entropy": codes_per_clip * entropy / pixels,
+    "usage": float((counts > 0).mean()),
+    "perplexity": float(np.mean([2 ** empirical_entropy_bits(c) for c in counts])),
+    "code_entropy_bits": entropy,
+    "clips": n,
+    "max_code_prob": float((counts / np.maximum(counts.sum(1, keepdims=True), 1)).max()),
+  }
 
 
 def _animate(model, config, variables, valid, folder: Path, tag: str) -> None:
@@ -203,27 +266,41 @@ def _animate(model, config, variables, valid, folder: Path, tag: str) -> None:
   if k > 0:
     recon = np.asarray(predict(model, variables, valid["video"][:k])[0])
     for i in range(k):
-      viz.write_side_by_side(folder / f"recon_{tag}_{i}", [valid["video"][i], recon[i]],
-                             config.eval.fps, scale=2)
+      viz.write_side_by_side(
+        folder / f"recon_{tag}_{i}", [valid["video"][i], recon[i]], config.eval.fps, scale=2
+      )
 
 
 def _fit(config, workdir: Path, model, clips, num_steps=None, **fit_kw):
   tx = make_optimizer(**config.optim)
   example = jnp.zeros((1,) + clips["train"]["video"].shape[1:], jnp.float32)
   d = config.data
-  source = ArraySource({"video": clips["train"]["video"]},
-                       name=f"movingmnist-train-{d.source}-{d.digits}-{d.num_digits}-{d.split_seed}")
-  return fit(workdir=workdir, config=config, model=model, loss_fn=loss_fn, tx=tx,
-             train_iter=make_loader(source, batch_size=d.batch_size, seed=config.train.seed),
-             init_fn=lambda rng: init_state(model, tx, rng, example),
-             **dict(config.train, num_steps=num_steps or config.train.num_steps), **fit_kw)
+  source = ArraySource(
+    {"video": clips["train"]["video"]},
+    name=f"movingmnist-train-{d.source}-{d.digits}-{d.num_digits}-{d.split_seed}",
+  )
+  return fit(
+    workdir=workdir,
+    config=config,
+    model=model,
+    loss_fn=loss_fn,
+    tx=tx,
+    train_iter=make_loader(source, batch_size=d.batch_size, seed=config.train.seed),
+    init_fn=lambda rng: init_state(model, tx, rng, example),
+    **dict(config.train, num_steps=num_steps or config.train.num_steps),
+    **fit_kw,
+  )
 
 
 def _restore(config, workdir: Path, args):
   """(model, variables, config, clips) of `--checkpoint` (default the workdir); the run decides."""
   model, variables, config = restore_for_eval(
-      args.checkpoint or workdir, config, build_model=build_model,
-      example=lambda c: jnp.zeros((1, c.data.num_frames, *FRAME)), keys=("model", "data.num_frames"))
+    args.checkpoint or workdir,
+    config,
+    build_model=build_model,
+    example=lambda c: jnp.zeros((1, c.data.num_frames, *FRAME)),
+    keys=("model", "data.num_frames"),
+  )
   return model, variables, config, load_clips(config.data)
 
 
@@ -234,13 +311,23 @@ def train(config, workdir: Path, args) -> dict:
   """Train the autoencoder; evaluate, animate and plot the loss curve."""
   clips, model = load_clips(config.data), build_model(config)
   valid = clips["valid"]
-  state = _fit(config, workdir, model, clips,
-               eval_fn=lambda state, step: evaluate(model, config, state.variables, valid),
-               artefact_fn=lambda state, step, writer: _animate(
-                   model, config, state.variables, valid, writer.workdir / "artefacts", f"{step:06d}"))
-  viz.plot_metrics(workdir / "metrics.jsonl", workdir / "artefacts" / "loss_curve.png",
-                   {"train MSE": "mse", "validation MSE": "eval/mse"}, ylabel="MSE ([0, 1] pixels)",
-                   log=True)
+  state = _fit(
+    config,
+    workdir,
+    model,
+    clips,
+    eval_fn=lambda state, step: evaluate(model, config, state.variables, valid),
+    artefact_fn=lambda state, step, writer: _animate(
+      model, config, state.variables, valid, writer.workdir / "artefacts", f"{step:06d}"
+    ),
+  )
+  viz.plot_metrics(
+    workdir / "metrics.jsonl",
+    workdir / "artefacts" / "loss_curve.png",
+    {"train MSE": "mse", "validation MSE": "eval/mse"},
+    ylabel="MSE ([0, 1] pixels)",
+    log=True,
+  )
   return evaluate(model, config, state.variables, valid)
 
 
@@ -260,21 +347,35 @@ def sweep(config, workdir: Path, args) -> dict:
   for run in runs:
     cfg = ml_collections.ConfigDict(config.to_dict())
     cfg.model.update(run)
-    name = (f"scalar_K{run['num_codes']}" if run["quantizer"] == "scalar"
-            else f"vq_K{run['num_codes']}_G{run['num_codebooks']}")
+    name = (
+      f"scalar_K{run['num_codes']}"
+      if run["quantizer"] == "scalar"
+      else f"vq_K{run['num_codes']}_G{run['num_codebooks']}"
+    )
     model, history, rises, t0 = build_model(cfg), [], 0, time.perf_counter()
     for r in range(1, s.max_rounds + 1):  # each round resumes the run (state and data iterator)
       state = _fit(cfg, workdir / name, model, clips, num_steps=r * s.steps_per_round, verbose=False)
       res = evaluate(model, cfg, state.variables, clips["valid"])
       history.append(res["mse"])
-      print(f"{name} round {r}: val mse {res['mse']:.5f} psnr {res['psnr']:.2f} "
-            f"bpp {res['bpp']:.3f} (entropy {res['bpp_entropy']:.3f})", flush=True)
+      print(
+        f"{name} round {r}: val mse {res['mse']:.5f} psnr {res['psnr']:.2f} "
+        f"bpp {res['bpp']:.3f} (entropy {res['bpp_entropy']:.3f})",
+        flush=True,
+      )
       if r > 1:
         rises = rises + 1 if history[-1] > history[-2] else 0
         if abs(history[-1] - history[-2]) / history[-2] <= s.min_rel_change or rises >= s.patience:
           break
-    rows.append(dict(name=name, **run, rounds=len(history), steps=int(state.step),
-                     seconds=round(time.perf_counter() - t0, 1), **res))
+    rows.append(
+      dict(
+        name=name,
+        **run,
+        rounds=len(history),
+        steps=int(state.step),
+        seconds=round(time.perf_counter() - t0, 1),
+        **res,
+      )
+    )
   write_rd_table(rows, workdir)
   return {"table": str(workdir / "rate_distortion.md"), "runs": len(rows)}
 
@@ -283,11 +384,17 @@ def write_rd_table(rows: list[dict], workdir: Path) -> None:
   """`rate_distortion.{json,md,png}`: bpp (fixed-length and entropy) against PSNR and MSE."""
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "rate_distortion.json").write_text(json.dumps(rows, indent=2))
-  lines = ["| run | K | codebooks | bpp (log2 K) | bpp (entropy) | MSE | PSNR dB | usage | "
-           "perplexity | rounds | steps | s |", "|" + "---|" * 12]
-  lines += [f"| {r['name']} | {r['num_codes']} | {r['num_codebooks']} | {r['bpp']:.3f} | "
-            f"{r['bpp_entropy']:.3f} | {r['mse']:.5f} | {r['psnr']:.2f} | {r['usage']:.2f} | "
-            f"{r['perplexity']:.1f} | {r['rounds']} | {r['steps']} | {r['seconds']:.0f} |" for r in rows]
+  lines = [
+    "| run | K | codebooks | bpp (log2 K) | bpp (entropy) | MSE | PSNR dB | usage | "
+    "perplexity | rounds | steps | s |",
+    "|" + "---|" * 12,
+  ]
+  lines += [
+    f"| {r['name']} | {r['num_codes']} | {r['num_codebooks']} | {r['bpp']:.3f} | "
+    f"{r['bpp_entropy']:.3f} | {r['mse']:.5f} | {r['psnr']:.2f} | {r['usage']:.2f} | "
+    f"{r['perplexity']:.1f} | {r['rounds']} | {r['steps']} | {r['seconds']:.0f} |"
+    for r in rows
+  ]
   (workdir / "rate_distortion.md").write_text("\n".join(lines) + "\n")
   fig, axes = viz.pyplot().subplots(1, 2, figsize=(10, 3.8))
   for kind, marker in (("scalar", "o"), ("vq", "s")):
@@ -308,19 +415,26 @@ def probe(config, workdir: Path, args) -> dict:
   if (clips["train"]["labels"] < 0).any():
     raise ValueError(f"{config.data.source}: the probe needs digit labels (use generated clips)")
   p = config.probe
-  tr = {k: v[:p.num_train] for k, v in clips["train"].items()}
-  te = {k: v[:p.num_test] for k, v in clips["valid"].items()}
-  codes = lambda video: map_batches(lambda v: predict(model, variables, v)[2], video,
-                                    config.eval.batch_size)
+  tr = {k: v[: p.num_train] for k, v in clips["train"].items()}
+  te = {k: v[: p.num_test] for k, v in clips["valid"].items()}
+  codes = lambda video: map_batches(lambda v: predict(model, variables, v)[2], video, config.eval.batch_size)
   t0 = time.perf_counter()
   ctr = codes(tr["video"])
   result = {"encode_seconds_per_clip": (time.perf_counter() - t0) / len(tr["video"])}
   pixels = lambda v: jnp.asarray(v, jnp.float32) / 255.0
   for kind, xtr, xte in (("codes", ctr, codes(te["video"])), ("pixels", tr["video"], te["video"])):
-    res = train_probe(ClipProbe(width=p.width, downsample=3 if kind == "pixels" else 0), xtr,
-                      multi_hot(tr["labels"], 10), xte, multi_hot(te["labels"], 10), steps=p.steps,
-                      batch_size=p.batch_size, lr=p.lr, seed=config.train.seed,
-                      prepare=pixels if kind == "pixels" else None)
+    res = train_probe(
+      ClipProbe(width=p.width, downsample=3 if kind == "pixels" else 0),
+      xtr,
+      multi_hot(tr["labels"], 10),
+      xte,
+      multi_hot(te["labels"], 10),
+      steps=p.steps,
+      batch_size=p.batch_size,
+      lr=p.lr,
+      seed=config.train.seed,
+      prepare=pixels if kind == "pixels" else None,
+    )
     res["seconds_per_clip"] = res.pop("seconds_per_example")
     result[kind] = res
   workdir.mkdir(parents=True, exist_ok=True)
@@ -330,10 +444,16 @@ def probe(config, workdir: Path, args) -> dict:
 
 def main(argv=None):
   """The command line: `train`, `eval`, `sweep`, `probe` (see the module docstring)."""
-  return cli.run(get_config, modes={"train": train, "eval": eval_mode, "sweep": sweep, "probe": probe},
-                 presets={"demo": demo, "smoke": smoke, "paper": paper}, default_preset="demo",
-                 flags={"checkpoint": "a workdir or a step folder (eval, probe)"}, doc=__doc__,
-                 argv=argv, real_data_key="data.digits")
+  return cli.run(
+    get_config,
+    modes={"train": train, "eval": eval_mode, "sweep": sweep, "probe": probe},
+    presets={"demo": demo, "smoke": smoke, "paper": paper},
+    default_preset="demo",
+    flags={"checkpoint": "a workdir or a step folder (eval, probe)"},
+    doc=__doc__,
+    argv=argv,
+    real_data_key="data.digits",
+  )
 
 
 if __name__ == "__main__":

@@ -55,21 +55,48 @@ def get_config() -> ml_collections.ConfigDict:
   of every preset)."""
   c = ml_collections.ConfigDict()
   # batch_size frames per batch, made of clips of clip_len consecutive frames (None: one clip).
-  c.data = dict(root=None, size=(360, 480), color_space="rgb", batch_size=16, clip_len=None,
-                shuffle=False, noise_std=0.0, num_synthetic=6, synthetic_frames=64, worker_count=0)
+  c.data = dict(
+    root=None,
+    size=(360, 480),
+    color_space="rgb",
+    batch_size=16,
+    clip_len=None,
+    shuffle=False,
+    noise_std=0.0,
+    num_synthetic=6,
+    synthetic_frames=64,
+    worker_count=0,
+  )
   c.model = dict(**FAITHFUL, exact_output=True, use_lstm=False, tbptt=0)
   c.loss = dict(name="bce")
   c.codec = dict(precision="float16", channels=None, step=None, entropy="none", temporal=False)  # LatentCodec
   c.optim = dict(name="adam", lr=1e-3)
-  c.train = dict(num_steps=1000, seed=0, log_every=20, eval_every=250, checkpoint_every=250,
-                 keep_checkpoints=2, parallel="jit", ema_decay=None)
+  c.train = dict(
+    num_steps=1000,
+    seed=0,
+    log_every=20,
+    eval_every=250,
+    checkpoint_every=250,
+    keep_checkpoints=2,
+    parallel="jit",
+    ema_decay=None,
+  )
   # video None: a synthetic one; report: after training, a side-by-side video and an R–D study
   c.eval = dict(video=None, max_frames=32, batch_size=8, report=False)
   c.convert = dict(batch_size=16, max_frames=None, ms_ssim=True)
-  c.online = dict(buffer_size=20, lr=2.5e-3, loss="bce", threshold=0.01, train_every=1,
-                  update_dtype="float32", max_frames=None, ms_ssim=True)
-  c.rd = dict(max_frames=None, bits=(1, 2, 3, 4), factors=(2, 3, 4, 6, 8, 12),
-              jpeg_qualities=(5, 10, 25, 50, 75, 90))
+  c.online = dict(
+    buffer_size=20,
+    lr=2.5e-3,
+    loss="bce",
+    threshold=0.01,
+    train_every=1,
+    update_dtype="float32",
+    max_frames=None,
+    ms_ssim=True,
+  )
+  c.rd = dict(
+    max_frames=None, bits=(1, 2, 3, 4), factors=(2, 3, 4, 6, 8, 12), jpeg_qualities=(5, 10, 25, 50, 75, 90)
+  )
   return c
 
 
@@ -127,8 +154,9 @@ def example_input(config, frames: int = 2):
 def restore(path, config):
   """(model, params, config) of the checkpoint at `path` (a workdir or a step folder); the model
   and colour space are the trained run's (its config.json)."""
-  model, variables, config = restore_for_eval(path, config, build_model=build_model,
-                                              example=example_input, keys=("model", "data.color_space"))
+  model, variables, config = restore_for_eval(
+    path, config, build_model=build_model, example=example_input, keys=("model", "data.color_space")
+  )
   return model, variables["params"], config
 
 
@@ -184,13 +212,17 @@ def train_source(data):
 
   clip_len = min(data.clip_len or data.batch_size, data.batch_size)
   if data.root:
-    return InterleavedClips(VideoClipSource(roots.videos(data.root), num_frames=clip_len,
-                                            hop=clip_len)), clip_len
-  videos = [synthetic.shapes_video(data.synthetic_frames, tuple(data.size), seed=s)["video"]
-            for s in range(data.num_synthetic)]
+    return InterleavedClips(
+      VideoClipSource(roots.videos(data.root), num_frames=clip_len, hop=clip_len)
+    ), clip_len
+  videos = [
+    synthetic.shapes_video(data.synthetic_frames, tuple(data.size), seed=s)["video"]
+    for s in range(data.num_synthetic)
+  ]
   name = f"oval-synthetic-{data.num_synthetic}x{data.synthetic_frames}-{tuple(data.size)}-{clip_len}"
-  clips = interleave([[v[p:p + clip_len] for p in range(0, len(v) - clip_len + 1, clip_len)]
-                      for v in videos])
+  clips = interleave(
+    [[v[p : p + clip_len] for p in range(0, len(v) - clip_len + 1, clip_len)] for v in videos]
+  )
   return ArraySource({"video": np.stack(clips)}, name=name), clip_len
 
 
@@ -207,10 +239,14 @@ def make_loss_fn(name: str, color_space: str, noise_std: float, use_lstm: bool):
     loss = reconstruction_loss(name, aux["logits"], x)
     y_rgb = jnp.clip(convert_color_inverse(y, color_space), 0.0, 1.0)
     frames = lambda a: a.reshape(-1, *a.shape[-3:])  # [N, H, W, 3]
-    metrics = {"loss": loss, "bce": reconstruction_loss("bce", aux["logits"], x),
-                "mse": jnp.mean((y - x) ** 2), "mae": jnp.mean(jnp.abs(y - x)),
-                "mae_rgb": jnp.mean(jnp.abs(y_rgb - rgb)),
-                "psnr_rgb": jnp.mean(psnr(frames(y_rgb), frames(rgb)))}  # mean per frame
+    metrics = {
+      "loss": loss,
+      "bce": reconstruction_loss("bce", aux["logits"], x),
+      "mse": jnp.mean((y - x) ** 2),
+      "mae": jnp.mean(jnp.abs(y - x)),
+      "mae_rgb": jnp.mean(jnp.abs(y_rgb - rgb)),
+      "psnr_rgb": jnp.mean(psnr(frames(y_rgb), frames(rgb))),
+    }  # mean per frame
     return loss, metrics, new_state
 
   return loss_fn
@@ -228,8 +264,9 @@ def convert(model, params, config, frames, **kw) -> dict:
   """`aejax.codec.convert.convert_frames` with the config's colour space, latent codec and (unless
   given) `convert.batch_size`."""
   kw.setdefault("batch_size", config.convert.batch_size)
-  return convert_frames(model, params, frames, color_space=config.data.color_space,
-                        latent=LatentCodec(**config.codec), **kw)
+  return convert_frames(
+    model, params, frames, color_space=config.data.color_space, latent=LatentCodec(**config.codec), **kw
+  )
 
 
 # ------------------------------------------------------------------------------------ modes
@@ -243,9 +280,14 @@ def train(config, workdir: Path, args) -> dict:
   model = build_model(config)
   source, clip_len = train_source(data)
   clips_per_batch = max(1, data.batch_size // clip_len)
-  loader = make_loader(source, batch_size=clips_per_batch, seed=config.train.seed,
-                       shuffle=data.shuffle, worker_count=data.worker_count,
-                       transforms=[Resize(tuple(data.size))] if data.root else [])
+  loader = make_loader(
+    source,
+    batch_size=clips_per_batch,
+    seed=config.train.seed,
+    shuffle=data.shuffle,
+    worker_count=data.worker_count,
+    transforms=[Resize(tuple(data.size))] if data.root else [],
+  )
   tx = make_optimizer(**config.optim)
   valid, _ = validation_frames(config)
 
@@ -256,10 +298,17 @@ def train(config, workdir: Path, args) -> dict:
     return out
 
   print(f"train: {len(source)} clips of {clip_len} frames ({source!r}), {clips_per_batch} per batch")
-  state = fit(workdir=workdir, config=config, model=model,
-              loss_fn=make_loss_fn(config.loss.name, data.color_space, data.noise_std, model.use_lstm),
-              tx=tx, train_iter=loader, eval_fn=eval_fn, **config.train,
-              init_fn=lambda rng: init_state(model, tx, rng, example_input(config, clip_len)))
+  state = fit(
+    workdir=workdir,
+    config=config,
+    model=model,
+    loss_fn=make_loss_fn(config.loss.name, data.color_space, data.noise_std, model.use_lstm),
+    tx=tx,
+    train_iter=loader,
+    eval_fn=eval_fn,
+    **config.train,
+    init_fn=lambda rng: init_state(model, tx, rng, example_input(config, clip_len)),
+  )
   out = {"step": int(state.step), "workdir": str(workdir)}
   if config.eval.report:
     out.update(report(model, state.params, config, valid, Path(workdir) / "report"))
@@ -269,11 +318,29 @@ def train(config, workdir: Path, args) -> dict:
 def report(model, params, config, frames, out: Path) -> dict:
   """The trained model on the validation frames: original | decoded | error as an H.264 MP4, and
   the R–D table and plot of its latent codecs against bit cutting, resizing and JPEG."""
-  s = convert(model, params, config, frames, batch_size=config.eval.batch_size, fps=15.0,
-              out_video=out / "side_by_side.mp4", side_by_side=True, report_dir=out, name="valid")["summary"]
+  s = convert(
+    model,
+    params,
+    config,
+    frames,
+    batch_size=config.eval.batch_size,
+    fps=15.0,
+    out_video=out / "side_by_side.mp4",
+    side_by_side=True,
+    report_dir=out,
+    name="valid",
+  )["summary"]
   baselines = {k: v for k, v in config.rd.items() if k != "max_frames"}
-  rd_res = rd_study(model, params, frames, out, color_space=config.data.color_space,
-                    batch_size=config.eval.batch_size, title="validation video", **baselines)
+  rd_res = rd_study(
+    model,
+    params,
+    frames,
+    out,
+    color_space=config.data.color_space,
+    batch_size=config.eval.batch_size,
+    title="validation video",
+    **baselines,
+  )
   return {"valid_psnr": s["psnr"], "side_by_side": str(out / "side_by_side.mp4"), "rd_plot": rd_res["plot"]}
 
 
@@ -283,8 +350,17 @@ def evaluate(config, workdir: Path, args) -> dict:
   model, params, config = restore(ckpt, config)
   frames, fps = validation_frames(config)
   out = Path(workdir) / "eval"
-  s = convert(model, params, config, frames, batch_size=config.eval.batch_size, fps=fps,
-              out_video=out / "valid_decoded.mp4", report_dir=out, name="valid")["summary"]
+  s = convert(
+    model,
+    params,
+    config,
+    frames,
+    batch_size=config.eval.batch_size,
+    fps=fps,
+    out_video=out / "valid_decoded.mp4",
+    report_dir=out,
+    name="valid",
+  )["summary"]
   return {**s, "checkpoint": str(ckpt)}
 
 
@@ -296,8 +372,18 @@ def convert_video(config, workdir: Path, args) -> dict:
   model, params, config, _ = load(config, workdir, args)
   out = Path(args.out or workdir / "convert" / (Path(args.video).stem + ".mp4"))
   frames, fps = read_frames(args.video, config.convert.max_frames)
-  res = convert(model, params, config, frames, fps=fps, out_video=out, side_by_side=args.side_by_side,
-                with_ms_ssim=config.convert.ms_ssim, report_dir=out.parent, name=out.stem)
+  res = convert(
+    model,
+    params,
+    config,
+    frames,
+    fps=fps,
+    out_video=out,
+    side_by_side=args.side_by_side,
+    with_ms_ssim=config.convert.ms_ssim,
+    report_dir=out.parent,
+    name=out.stem,
+  )
   return {**res["summary"], "video": str(out), "checkpoint": str(args.checkpoint or workdir)}
 
 
@@ -312,11 +398,21 @@ def encode(config, workdir: Path, args) -> dict:
     raise ValueError(f"encode writes an .aejx file, got --out {out}")
   with VideoReader(args.video) as r:
     fps = r.fps or 25.0
-  return encode_video(model, params, iter_frames(args.video, config.convert.max_frames), out,
-                      color_space=config.data.color_space, batch_size=config.convert.batch_size,
-                      latent=LatentCodec(**config.codec), fps=fps, model_config=config.model.to_dict(),
-                      source=source, with_ms_ssim=config.convert.ms_ssim,
-                      report_dir=out.parent, name=out.stem)
+  return encode_video(
+    model,
+    params,
+    iter_frames(args.video, config.convert.max_frames),
+    out,
+    color_space=config.data.color_space,
+    batch_size=config.convert.batch_size,
+    latent=LatentCodec(**config.codec),
+    fps=fps,
+    model_config=config.model.to_dict(),
+    source=source,
+    with_ms_ssim=config.convert.ms_ssim,
+    report_dir=out.parent,
+    name=out.stem,
+  )
 
 
 def decode(config, workdir: Path, args) -> dict:
@@ -324,8 +420,12 @@ def decode(config, workdir: Path, args) -> dict:
   --checkpoint); the frames equal the encoder's reconstruction bit for bit."""
   if not args.input:
     raise ValueError("decode needs the .aejx file: decode FILE --out OUT.mp4")
-  check_output(args.out or Path(args.input).with_suffix(".mp4"), inputs=[args.input],
-               overwrite=args.overwrite, what="--out")
+  check_output(
+    args.out or Path(args.input).with_suffix(".mp4"),
+    inputs=[args.input],
+    overwrite=args.overwrite,
+    what="--out",
+  )
   header, _ = read_header(args.input)
   config = config.copy_and_resolve_references()
   config.model.update(header["model"])
@@ -344,8 +444,16 @@ def rd(config, workdir: Path, args) -> dict:
   model, params, config, _ = load(config, workdir, args)
   frames, _ = read_frames(args.video, config.rd.max_frames)
   baselines = {k: v for k, v in config.rd.items() if k != "max_frames"}
-  return rd_study(model, params, frames, workdir / "rd", color_space=config.data.color_space,
-                  batch_size=config.convert.batch_size, title=Path(args.video).name, **baselines)
+  return rd_study(
+    model,
+    params,
+    frames,
+    workdir / "rd",
+    color_space=config.data.color_space,
+    batch_size=config.convert.batch_size,
+    title=Path(args.video).name,
+    **baselines,
+  )
 
 
 def online(config, workdir: Path, args) -> dict:
@@ -354,11 +462,18 @@ def online(config, workdir: Path, args) -> dict:
   model, params, config, _ = load(config, workdir, args)
   settings = {k: v for k, v in config.online.items() if k != "max_frames"}
   cfg = OnlineConfig(**settings, color_space=config.data.color_space)
-  return run_online_mode(model, params, workdir / "online", cfg=cfg, latent=LatentCodec(**config.codec),
-                         video=args.video, camera=None if args.camera is None else int(args.camera),
-                         max_frames=config.online.max_frames,
-                         out_file=args.out if args.out and str(args.out).endswith(".aejx") else None,
-                         model_config=config.model.to_dict())
+  return run_online_mode(
+    model,
+    params,
+    workdir / "online",
+    cfg=cfg,
+    latent=LatentCodec(**config.codec),
+    video=args.video,
+    camera=None if args.camera is None else int(args.camera),
+    max_frames=config.online.max_frames,
+    out_file=args.out if args.out and str(args.out).endswith(".aejx") else None,
+    model_config=config.model.to_dict(),
+  )
 
 
 def sweep_score(config, workdir) -> dict:
@@ -373,17 +488,31 @@ def main(argv=None):
     sys.argv[2:3] = ["--input", sys.argv[2]]  # `decode FILE` (one positional is the mode)
   elif argv is not None and len(argv) > 1 and argv[0] == "decode" and not argv[1].startswith("-"):
     argv = [argv[0], "--input", *argv[1:]]
-  return cli.run(get_config, modes={"train": train, "eval": evaluate, "convert": convert_video, "rd": rd,
-                                    "online": online, "encode": encode, "decode": decode},
-                 presets={"demo": demo, "smoke": smoke, "paper": paper, "v2": v2},
-                 default_preset="demo",
-                 flags={"checkpoint": "a workdir or a step folder (default: --workdir)",
-                        "video": "input video", "out": "output video (convert) or .aejx (encode, online)",
-                        "input": "the .aejx file to decode (also `decode FILE`)",
-                        "weights": "released original weights (e.g. offline8.pt) instead of a checkpoint",
-                        "side-by-side": ("original | decoded | error heat map", False),
-                        "camera": "camera index for online (instead of --video)"},
-                 doc=__doc__, argv=argv)
+  return cli.run(
+    get_config,
+    modes={
+      "train": train,
+      "eval": evaluate,
+      "convert": convert_video,
+      "rd": rd,
+      "online": online,
+      "encode": encode,
+      "decode": decode,
+    },
+    presets={"demo": demo, "smoke": smoke, "paper": paper, "v2": v2},
+    default_preset="demo",
+    flags={
+      "checkpoint": "a workdir or a step folder (default: --workdir)",
+      "video": "input video",
+      "out": "output video (convert) or .aejx (encode, online)",
+      "input": "the .aejx file to decode (also `decode FILE`)",
+      "weights": "released original weights (e.g. offline8.pt) instead of a checkpoint",
+      "side-by-side": ("original | decoded | error heat map", False),
+      "camera": "camera index for online (instead of --video)",
+    },
+    doc=__doc__,
+    argv=argv,
+  )
 
 
 if __name__ == "__main__":

@@ -48,27 +48,77 @@ RESTORE_KEYS = ("model", "data.image_size")  # what a checkpoint's config.json d
 def get_config() -> ml_collections.ConfigDict:
   """The faithful recipe (`paper`): ViT-S/16, batch 2048 pairs, 2000 effective epochs of K400."""
   c = ml_collections.ConfigDict()
-  c.data = dict(root=None, image_size=224, gap=(4, 48), reference_fps=30.0, repeats=2,
-                crop_scale=(0.5, 1.0), batch_size=2048, worker_count=16, seed=0,
-                num_videos=None, video_frames=None, video_size=None, video_speed=1.0)  # synthetic
+  c.data = dict(
+    root=None,
+    image_size=224,
+    gap=(4, 48),
+    reference_fps=30.0,
+    repeats=2,
+    crop_scale=(0.5, 1.0),
+    batch_size=2048,
+    worker_count=16,
+    seed=0,
+    num_videos=None,
+    video_frames=None,
+    video_size=None,
+    video_speed=1.0,
+  )  # synthetic
   # encoder_width/depth/heads None: the variant's.
-  c.model = dict(encoder="S/16", encoder_width=None, encoder_depth=None, encoder_heads=None,
-                 mask_ratio=0.95, decoder="cross_self", decoder_width=512, decoder_depth=8,
-                 decoder_heads=16, mlp_ratio=4.0, norm_pix_loss=True, past_pos_embed=True,
-                 token_multiple=8, attention=None, dtype="bfloat16")
+  c.model = dict(
+    encoder="S/16",
+    encoder_width=None,
+    encoder_depth=None,
+    encoder_heads=None,
+    mask_ratio=0.95,
+    decoder="cross_self",
+    decoder_width=512,
+    decoder_depth=8,
+    decoder_heads=16,
+    mlp_ratio=4.0,
+    norm_pix_loss=True,
+    past_pos_embed=True,
+    token_multiple=8,
+    attention=None,
+    dtype="bfloat16",
+  )
   c.scaling = dict(base_lr=1.5e-4, reference_batch=256)  # optim.lr None: base_lr * batch / 256
   # warmup_steps None: from train.warmup_epochs; total_steps None: num_steps.
-  c.optim = dict(name="adamw", lr=None, b1=0.9, b2=0.95, weight_decay=0.05,
-                 schedule="warmup_cosine", warmup_steps=None, total_steps=None)
+  c.optim = dict(
+    name="adamw",
+    lr=None,
+    b1=0.9,
+    b2=0.95,
+    weight_decay=0.05,
+    schedule="warmup_cosine",
+    warmup_steps=None,
+    total_steps=None,
+  )
   # num_steps None: from `epochs` effective epochs of the data (`schedule`; K400 at batch 2048:
   # 234,375 steps, 4,688 of warm-up).
-  c.train = dict(num_steps=None, epochs=2000, warmup_epochs=40, seed=0, log_every=100,
-                 eval_every=None, checkpoint_every=5000, keep_checkpoints=3, parallel="jit",
-                 ema_decay=None)
+  c.train = dict(
+    num_steps=None,
+    epochs=2000,
+    warmup_epochs=40,
+    seed=0,
+    log_every=100,
+    eval_every=None,
+    checkpoint_every=5000,
+    keep_checkpoints=3,
+    parallel="jit",
+    ema_decay=None,
+  )
   # Label propagation: the paper's settings (`labelprop.PROTOCOLS["siammae"]`); `eval --protocol`
   # swaps in a protocol's.
-  c.eval = dict(**labelprop.PROTOCOLS["siammae"], num_sequences=None, num_frames=None, seq_size=None,
-                overlay_sequence=None, random_baseline=True, num_grid=6, batch_size=8)
+  c.eval = dict(
+    **labelprop.PROTOCOLS["siammae"],
+    num_sequences=None,
+    num_frames=None,
+    seq_size=None,
+    overlay_sequence=None,
+    random_baseline=True,
+    num_grid=6,
+    batch_size=8,
+  )
   return c
 
 
@@ -80,27 +130,45 @@ def paper() -> ml_collections.ConfigDict:
 def demo() -> ml_collections.ConfigDict:
   """Small ViT on embedded synthetic videos; minutes on 2 CPU cores, seconds on a GPU."""
   c = get_config()
-  c.data.update(image_size=64, batch_size=32, worker_count=0, num_videos=64, video_frames=64,
-                video_size=80, video_speed=0.25)
-  c.model.update(encoder="mini/8",  # a 128-wide, 4-deep, 4-head ViT with 8x8 patches
-                 decoder_width=128, decoder_depth=2, decoder_heads=4, dtype="float32")
+  c.data.update(
+    image_size=64,
+    batch_size=32,
+    worker_count=0,
+    num_videos=64,
+    video_frames=64,
+    video_size=80,
+    video_speed=0.25,
+  )
+  c.model.update(
+    encoder="mini/8",  # a 128-wide, 4-deep, 4-head ViT with 8x8 patches
+    decoder_width=128,
+    decoder_depth=2,
+    decoder_heads=4,
+    dtype="float32",
+  )
   c.optim.update(lr=3e-4, warmup_steps=40)
   c.train.update(num_steps=800, log_every=50, checkpoint_every=400, eval_every=400)
-  c.eval.update(size=None, radius=8, num_sequences=6, num_frames=24, seq_size=(128, 192),
-                overlay_sequence="synth-000")
+  c.eval.update(
+    size=None, radius=8, num_sequences=6, num_frames=24, seq_size=(128, 192), overlay_sequence="synth-000"
+  )
   return c
 
 
 def smoke() -> ml_collections.ConfigDict:
   """Tiny everything: a few steps, one evaluation; seconds on CPU (tests)."""
   c = demo()
-  c.data.update(image_size=32, batch_size=4, num_videos=3, video_frames=12, video_size=36,
-                gap=(2, 6))
-  c.model.update(encoder_width=32, encoder_depth=1, encoder_heads=2, decoder_width=32,
-                 decoder_depth=1, decoder_heads=2, mask_ratio=0.75)
+  c.data.update(image_size=32, batch_size=4, num_videos=3, video_frames=12, video_size=36, gap=(2, 6))
+  c.model.update(
+    encoder_width=32,
+    encoder_depth=1,
+    encoder_heads=2,
+    decoder_width=32,
+    decoder_depth=1,
+    decoder_heads=2,
+    mask_ratio=0.75,
+  )
   c.train.update(num_steps=2, log_every=1, checkpoint_every=2)
-  c.eval.update(num_sequences=2, num_frames=5, seq_size=(32, 48), radius=2, num_grid=2,
-                overlay_sequence=None)
+  c.eval.update(num_sequences=2, num_frames=5, seq_size=(32, 48), radius=2, num_grid=2, overlay_sequence=None)
   return c
 
 
@@ -112,34 +180,44 @@ PRESETS = {"demo": demo, "smoke": smoke, "paper": paper}
 
 def synthetic_videos(data) -> ArrayVideos:
   """Embedded training videos (seeds disjoint from the evaluation set's)."""
-  vids = np.stack([synthetic.shapes_video(data.video_frames, data.video_size, 3,
-                                          seed=100_000 + i, speed=data.video_speed)["video"]
-                   for i in range(data.num_videos)])
+  vids = np.stack(
+    [
+      synthetic.shapes_video(data.video_frames, data.video_size, 3, seed=100_000 + i, speed=data.video_speed)[
+        "video"
+      ]
+      for i in range(data.num_videos)
+    ]
+  )
   return ArrayVideos(vids, f"synthetic-{data.num_videos}x{data.video_frames}x{data.video_size}")
 
 
 def train_source(data) -> VideoPairSource:
   """Frame pairs of `data.root` (raw video folder or prepared set) or of the synthetic videos."""
   videos = roots.videos(data.root) if data.root else synthetic_videos(data)
-  return VideoPairSource(videos, gap=tuple(data.gap), reference_fps=data.reference_fps,
-                         repeats=data.repeats, seed=data.seed)
+  return VideoPairSource(
+    videos, gap=tuple(data.gap), reference_fps=data.reference_fps, repeats=data.repeats, seed=data.seed
+  )
 
 
 def train_loader(data, source=None):
   """Batches of `source` (default `train_source(data)`), one crop and flip per pair."""
   source = source if source is not None else train_source(data)
   if data.batch_size % data.repeats:
-    raise ValueError(f"data.batch_size {data.batch_size} (pairs) must be a multiple of "
-                     f"data.repeats {data.repeats}")
-  return make_loader(source, batch_size=data.batch_size // data.repeats, seed=data.seed,
-                     transforms=[RandomResizedCrop(data.image_size, scale=tuple(data.crop_scale)),
-                                 RandomFlip()], worker_count=data.worker_count)
+    raise ValueError(
+      f"data.batch_size {data.batch_size} (pairs) must be a multiple of data.repeats {data.repeats}"
+    )
+  return make_loader(
+    source,
+    batch_size=data.batch_size // data.repeats,
+    seed=data.seed,
+    transforms=[RandomResizedCrop(data.image_size, scale=tuple(data.crop_scale)), RandomFlip()],
+    worker_count=data.worker_count,
+  )
 
 
 def build_model(config) -> SiamMAE:
   """The SiamMAE of `config.model` trained at `config.data.image_size`."""
-  return SiamMAE(**{**config.model, "dtype": jnp.dtype(config.model.dtype)},
-                 img_size=config.data.image_size)
+  return SiamMAE(**{**config.model, "dtype": jnp.dtype(config.model.dtype)}, img_size=config.data.image_size)
 
 
 def pairs_of(batch) -> jax.Array:
@@ -178,12 +256,14 @@ def schedule(config, num_videos: int, log=print) -> ml_collections.ConfigDict:
       derived.append("warmup_steps")
   if log is not None:
     how = lambda k: "derived" if k in derived else "explicit"  # noqa: E731
-    log(f"schedule: {num_videos} videos, batch {d.batch_size} pairs ({d.batch_size // d.repeats} "
-        f"videos x {d.repeats} repeated samples): {per_epoch:.4g} steps per effective epoch; "
-        f"num_steps {t.num_steps} ({how('num_steps')}; {t.num_steps / per_epoch:.4g} effective "
-        f"epochs = {t.num_steps / per_epoch / d.repeats:.4g} passes over the videos), warm-up "
-        f"{config.optim.warmup_steps} steps ({how('warmup_steps')}; "
-        f"{config.optim.warmup_steps / per_epoch:.4g} effective epochs)")
+    log(
+      f"schedule: {num_videos} videos, batch {d.batch_size} pairs ({d.batch_size // d.repeats} "
+      f"videos x {d.repeats} repeated samples): {per_epoch:.4g} steps per effective epoch; "
+      f"num_steps {t.num_steps} ({how('num_steps')}; {t.num_steps / per_epoch:.4g} effective "
+      f"epochs = {t.num_steps / per_epoch / d.repeats:.4g} passes over the videos), warm-up "
+      f"{config.optim.warmup_steps} steps ({how('warmup_steps')}; "
+      f"{config.optim.warmup_steps / per_epoch:.4g} effective epochs)"
+    )
   return config
 
 
@@ -225,11 +305,23 @@ def labelprop_scores(model, params, davis, out_dir, ev, log=print, overlay: bool
   if isinstance(size, tuple) and len(size) == 1:  # `--config.eval.size=480` on a (H, W) preset
     size = int(size[0])
   return labelprop.propagate_davis(
-      lambda x: apply(params, x), davis, out_dir, frames_per_call=ev.batch_size, size=size,
-      patch=patch, context=ev.context, topk=ev.topk, radius=ev.radius, temperature=ev.temperature,
-      neighbourhood=ev.neighbourhood, norm_mask=ev.norm_mask, ties=ev.ties,
-      pixel_std=None if ev.pixel_std is None else tuple(ev.pixel_std),
-      overlay_sequence=(ev.overlay_sequence or None) if overlay else None, log=log)
+    lambda x: apply(params, x),
+    davis,
+    out_dir,
+    frames_per_call=ev.batch_size,
+    size=size,
+    patch=patch,
+    context=ev.context,
+    topk=ev.topk,
+    radius=ev.radius,
+    temperature=ev.temperature,
+    neighbourhood=ev.neighbourhood,
+    norm_mask=ev.norm_mask,
+    ties=ev.ties,
+    pixel_std=None if ev.pixel_std is None else tuple(ev.pixel_std),
+    overlay_sequence=(ev.overlay_sequence or None) if overlay else None,
+    log=log,
+  )
 
 
 def with_protocol(config, name: str | None, preset: str | None = None) -> ml_collections.ConfigDict:
@@ -264,6 +356,7 @@ def grid_fn(model, config):
     grid = make_grid([out[c][i] for i in range(len(frames)) for c in cols], ncol=4)
     save_image(writer.artefact_path(f"reconstruction_{step:07d}.png"), grid)
     writer.images(step, {"reconstruction": grid})
+
   return fn
 
 
@@ -271,13 +364,20 @@ def _compare(model, params, config, out_dir: Path, davis=None) -> dict:
   """J&F of `params` and of the same encoder at random initialisation."""
   ev = config.eval
   davis = davis if davis is not None else eval_sequences(ev)
-  res = {f"pretrained/{k}": v for k, v in labelprop_scores(model, params, davis,
-                                                           out_dir / "pretrained", ev).items()}
+  res = {
+    f"pretrained/{k}": v
+    for k, v in labelprop_scores(model, params, davis, out_dir / "pretrained", ev).items()
+  }
   if ev.random_baseline:
-    rand = model.init({"params": jax.random.key(config.train.seed + 1),
-                       "mask": jax.random.key(0)}, example_pair(config))["params"]
-    res.update({f"random/{k}": v for k, v in labelprop_scores(model, rand, davis, out_dir / "random",
-                                                              ev, overlay=False).items()})
+    rand = model.init(
+      {"params": jax.random.key(config.train.seed + 1), "mask": jax.random.key(0)}, example_pair(config)
+    )["params"]
+    res.update(
+      {
+        f"random/{k}": v
+        for k, v in labelprop_scores(model, rand, davis, out_dir / "random", ev, overlay=False).items()
+      }
+    )
   return res
 
 
@@ -295,14 +395,21 @@ def train(config, workdir: Path, args) -> dict:
   if synthetic_eval and config.train.eval_every:  # the J&F curve during training
     seqs = eval_sequences(config.eval)
     eval_fn = lambda state, step: labelprop_scores(  # noqa: E731
-        model, state.params, seqs, workdir / "labelprop" / f"step_{step}", config.eval, log=None,
-        overlay=False)
+      model, state.params, seqs, workdir / "labelprop" / f"step_{step}", config.eval, log=None, overlay=False
+    )
   t0 = time.perf_counter()
-  state = fit(workdir=workdir, config=config, model=model, loss_fn=loss_fn, tx=tx,
-              train_iter=train_loader(config.data, source),
-              init_fn=lambda r: init_state(model, tx, r, example_pair(config)),
-              eval_fn=eval_fn, artefact_fn=grid_fn(model, config),
-              **{k: v for k, v in config.train.items() if k not in SCHEDULE_KEYS})
+  state = fit(
+    workdir=workdir,
+    config=config,
+    model=model,
+    loss_fn=loss_fn,
+    tx=tx,
+    train_iter=train_loader(config.data, source),
+    init_fn=lambda r: init_state(model, tx, r, example_pair(config)),
+    eval_fn=eval_fn,
+    artefact_fn=grid_fn(model, config),
+    **{k: v for k, v in config.train.items() if k not in SCHEDULE_KEYS},
+  )
   train_s = time.perf_counter() - t0
   if int(state.step) < config.train.num_steps:  # stopped by a signal: checkpointed, resume later
     return {"stopped_at_step": int(state.step)}
@@ -326,14 +433,22 @@ def evaluate(config, workdir: Path, args) -> dict:
     model = ViT.from_name(config.model.encoder, pos_embed="learned")
     params = model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))["params"]
     params = load_pretrained(params, args.weights)
-    res = {f"pretrained/{k}": v for k, v in labelprop_scores(
-        model, params, davis if davis is not None else eval_sequences(config.eval),
-        workdir / "labelprop_weights", config.eval).items()}
+    res = {
+      f"pretrained/{k}": v
+      for k, v in labelprop_scores(
+        model,
+        params,
+        davis if davis is not None else eval_sequences(config.eval),
+        workdir / "labelprop_weights",
+        config.eval,
+      ).items()
+    }
     return {**res, "protocol": protocol or "preset"}
   if not args.checkpoint:
     raise ValueError("eval needs --checkpoint WORKDIR (or --weights FILE)")
-  model, variables, config = restore_for_eval(args.checkpoint, config, build_model=build_model,
-                                              example=example_pair, keys=RESTORE_KEYS)
+  model, variables, config = restore_for_eval(
+    args.checkpoint, config, build_model=build_model, example=example_pair, keys=RESTORE_KEYS
+  )
   res = _compare(model, variables["params"], config, workdir / "labelprop_eval", davis)
   res["protocol"] = protocol or "preset"
   (workdir / "eval_results.json").write_text(json.dumps(res, indent=2))
@@ -342,16 +457,22 @@ def evaluate(config, workdir: Path, args) -> dict:
 
 def main(argv=None):
   """The command line: `python -m experiments.siammae {train,eval} ...`."""
-  return cli.run(get_config, modes={"train": train, "eval": evaluate},
-                 presets=PRESETS, default_preset="demo",
-                 flags={"checkpoint": "a workdir or a step folder",
-                        "davis_dir": "a DAVIS-2017 root or a prepared aejax_davis set (default: "
-                                     "the synthetic DAVIS-like set)",
-                        "weights": "a timm/DINO ViT state dict (.pth, .safetensors, .npz)",
-                        "protocol": "eval: label-propagation protocol, 'siammae' (the paper's "
-                                    "appendix) or 'dino' (DINO's eval_video_segmentation.py); "
-                                    "default: the preset's eval settings"},
-                 doc=__doc__, argv=argv)
+  return cli.run(
+    get_config,
+    modes={"train": train, "eval": evaluate},
+    presets=PRESETS,
+    default_preset="demo",
+    flags={
+      "checkpoint": "a workdir or a step folder",
+      "davis_dir": "a DAVIS-2017 root or a prepared aejax_davis set (default: the synthetic DAVIS-like set)",
+      "weights": "a timm/DINO ViT state dict (.pth, .safetensors, .npz)",
+      "protocol": "eval: label-propagation protocol, 'siammae' (the paper's "
+      "appendix) or 'dino' (DINO's eval_video_segmentation.py); "
+      "default: the preset's eval settings",
+    },
+    doc=__doc__,
+    argv=argv,
+  )
 
 
 if __name__ == "__main__":

@@ -48,18 +48,43 @@ RESTORE_KEYS = ("model", "data.image_size")  # what a checkpoint's config.json d
 def get_config() -> ml_collections.ConfigDict:
   """The faithful configuration on embedded synthetic textures (the `demo` preset)."""
   c = ml_collections.ConfigDict()
-  c.data = dict(root=None, image_size=254, num_synthetic=256, synthetic_size=320,
-                valid_fraction=0.2, split_seed=42, crop_scale=(0.2, 1.0), batch_size=16,
-                num_epochs=16, worker_count=0)
+  c.data = dict(
+    root=None,
+    image_size=254,
+    num_synthetic=256,
+    synthetic_size=320,
+    valid_fraction=0.2,
+    split_seed=42,
+    crop_scale=(0.2, 1.0),
+    batch_size=16,
+    num_epochs=16,
+    worker_count=0,
+  )
   c.model = dict(latent_dim=512, features=(32, 64, 64, 128, 128, 256), bn_momentum=0.9)
   c.loss = dict(reconstruction="bce", beta=1.0, reduction="sum")
   c.optim = dict(name="adam", lr=1e-3)
   # num_steps / eval_every None: data.num_epochs epochs, validation every epoch.
-  c.train = dict(num_steps=None, seed=0, log_every=10, eval_every=None, checkpoint_every=500,
-                 keep_checkpoints=2, parallel="jit", ema_decay=None)
+  c.train = dict(
+    num_steps=None,
+    seed=0,
+    log_every=10,
+    eval_every=None,
+    checkpoint_every=500,
+    keep_checkpoints=2,
+    parallel="jit",
+    ema_decay=None,
+  )
   c.eval = dict(batch_size=16, num_samples=16, num_recon=8, interp_steps=8)
-  c.similarity = dict(pairs_per_image=4, crop_scale=(0.2, 1.0), sample=False, seed=0,
-                      num_synthetic=32, retrieval_queries=8, retrieval_k=5, bins=30)
+  c.similarity = dict(
+    pairs_per_image=4,
+    crop_scale=(0.2, 1.0),
+    sample=False,
+    seed=0,
+    num_synthetic=32,
+    retrieval_queries=8,
+    retrieval_k=5,
+    bins=30,
+  )
   return c
 
 
@@ -104,8 +129,9 @@ def load_model(config, checkpoint=None):
   """`(model, variables, config)`: a checkpoint (its config.json decides the model) or, without
   one, the untrained model at `config.train.seed`."""
   if checkpoint:
-    return restore_for_eval(checkpoint, config, build_model=build_model, example=example_image,
-                            keys=RESTORE_KEYS)
+    return restore_for_eval(
+      checkpoint, config, build_model=build_model, example=example_image, keys=RESTORE_KEYS
+    )
   model = build_model(config)
   rngs = split_rngs(jax.random.key(config.train.seed))
   return model, jax.jit(lambda: model.init(rngs, example_image(config), train=False))(), config
@@ -117,8 +143,16 @@ def make_loss_fn(reconstruction: str = "bce", beta: float = 1.0, reduction: str 
   def loss_fn(model, variables, batch, rngs, train):
     x = jnp.asarray(batch["image"], jnp.float32) / 255.0  # [B, H, W, 3]
     (x_hat, aux), new_state = apply_model(model, variables, x, rngs=rngs, train=train)
-    loss, metrics = elbo.vae_loss(x, x_hat, aux["logits"], aux["mu"], aux["logvar"],
-                                  reconstruction=reconstruction, beta=beta, reduction=reduction)
+    loss, metrics = elbo.vae_loss(
+      x,
+      x_hat,
+      aux["logits"],
+      aux["mu"],
+      aux["logvar"],
+      reconstruction=reconstruction,
+      beta=beta,
+      reduction=reduction,
+    )
     return loss, metrics, new_state
 
   return loss_fn
@@ -128,21 +162,23 @@ def image_sources(data):
   """(train, valid) sources: `data.root` (an image folder, seeded split, or a prepared
   `aejax_images` set, see `aejax.data.roots.images`) or embedded textures."""
   if data.root:
-    mk = lambda split: roots.images(data.root, split, valid_fraction=data.valid_fraction,
-                                    seed=data.split_seed)
+    mk = lambda split: roots.images(
+      data.root, split, valid_fraction=data.valid_fraction, seed=data.split_seed
+    )
     return mk("train"), mk("valid")
-  images = synthetic.textured_images(data.num_synthetic, size=data.synthetic_size,
-                                     seed=data.split_seed)
+  images = synthetic.textured_images(data.num_synthetic, size=data.synthetic_size, seed=data.split_seed)
   mk = lambda split: ArraySource(
-      {"image": images[split_indices(len(images), split, data.valid_fraction, data.split_seed)]},
-      name=f"textures-{split}-{data.num_synthetic}-{data.synthetic_size}-{data.split_seed}")
+    {"image": images[split_indices(len(images), split, data.valid_fraction, data.split_seed)]},
+    name=f"textures-{split}-{data.num_synthetic}-{data.synthetic_size}-{data.split_seed}",
+  )
   return mk("train"), mk("valid")
 
 
 def pictures_of(model, ev):
   """`make_picture_fn` with the sizes of the `eval` config section."""
-  return make_picture_fn(model, num_samples=ev.num_samples, num_recon=ev.num_recon,
-                         interp_steps=ev.interp_steps)
+  return make_picture_fn(
+    model, num_samples=ev.num_samples, num_recon=ev.num_recon, interp_steps=ev.interp_steps
+  )
 
 
 # ------------------------------------------------------------------------------------ modes
@@ -165,9 +201,13 @@ def train(config, workdir: Path, args) -> dict:
   if train_cfg["num_steps"] <= 0:
     raise ValueError("set data.num_epochs or train.num_steps to a positive number")
   tx = make_optimizer(**config.optim)
-  loader = make_loader(train_src, batch_size=data.batch_size, seed=train_cfg["seed"],
-                       worker_count=data.worker_count,
-                       transforms=[RandomResizedCrop(data.image_size, scale=tuple(data.crop_scale))])
+  loader = make_loader(
+    train_src,
+    batch_size=data.batch_size,
+    seed=train_cfg["seed"],
+    worker_count=data.worker_count,
+    transforms=[RandomResizedCrop(data.image_size, scale=tuple(data.crop_scale))],
+  )
   validate = validation_fn(model, data.image_size, config.eval.batch_size, valid_src)
   best_path = workdir / "best.json"
   best = json.loads(best_path.read_text()) if best_path.exists() else {"neg_elbo": float("inf")}
@@ -192,12 +232,22 @@ def train(config, workdir: Path, args) -> dict:
       save_image(writer.artefact_path(f"{name}_{step:06d}.png"), im)
     writer.images(step, grids)
 
-  print(f"train: {len(train_src)} images ({train_src!r}), valid: {len(valid_src)}; "
-        f"{steps_per_epoch} steps/epoch, {train_cfg['num_steps']} steps")
-  state = fit(workdir=workdir, config=config, model=model,
-              loss_fn=make_loss_fn(**config.loss), tx=tx, train_iter=loader,
-              init_fn=lambda rng: init_state(model, tx, rng, example_image(config)),
-              eval_fn=eval_fn, artefact_fn=artefact_fn, **train_cfg)
+  print(
+    f"train: {len(train_src)} images ({train_src!r}), valid: {len(valid_src)}; "
+    f"{steps_per_epoch} steps/epoch, {train_cfg['num_steps']} steps"
+  )
+  state = fit(
+    workdir=workdir,
+    config=config,
+    model=model,
+    loss_fn=make_loss_fn(**config.loss),
+    tx=tx,
+    train_iter=loader,
+    init_fn=lambda rng: init_state(model, tx, rng, example_image(config)),
+    eval_fn=eval_fn,
+    artefact_fn=artefact_fn,
+    **train_cfg,
+  )
   return {"step": int(state.step), "best": dict(best), "workdir": str(workdir)}
 
 
@@ -220,37 +270,60 @@ def similarity(config, workdir: Path, args) -> dict:
   if args.images:
     images, groups, names = sim.load_image_groups(args.images)
   else:  # unseen textures: another seed than the training set's
-    images = list(synthetic.textured_images(sc.num_synthetic, size=config.data.synthetic_size,
-                                            seed=config.data.split_seed + 1000))
+    images = list(
+      synthetic.textured_images(
+        sc.num_synthetic, size=config.data.synthetic_size, seed=config.data.split_seed + 1000
+      )
+    )
     groups, names = np.arange(len(images)), [f"texture{i}" for i in range(len(images))]
-  encode = jax.jit(lambda v, x, key: model.apply(v, x, method=ConvVAE.features_of, sample=sc.sample,
-                                                  rngs={"sample": key}))
+  encode = jax.jit(
+    lambda v, x, key: model.apply(v, x, method=ConvVAE.features_of, sample=sc.sample, rngs={"sample": key})
+  )
   keys = iter(jax.random.split(jax.random.key(sc.seed), 100_000))
   features = lambda x: encode(variables, x, next(keys))  # a fresh z per batch when sampling
   what = "sampled z" if sc.sample else "latent mean"
   ckpt = str(args.checkpoint) if args.checkpoint else "untrained (random init)"
   out = workdir / "similarity"
-  summary = sim.run_study(features, images, groups, names, size=size, out_dir=out,
-                          pairs_per_image=sc.pairs_per_image, scale=tuple(sc.crop_scale),
-                          seed=sc.seed, bins=sc.bins, queries=sc.retrieval_queries,
-                          k=sc.retrieval_k, batch_size=config.eval.batch_size,
-                          label=f"VAE {what}, {ckpt}")
+  summary = sim.run_study(
+    features,
+    images,
+    groups,
+    names,
+    size=size,
+    out_dir=out,
+    pairs_per_image=sc.pairs_per_image,
+    scale=tuple(sc.crop_scale),
+    seed=sc.seed,
+    bins=sc.bins,
+    queries=sc.retrieval_queries,
+    k=sc.retrieval_k,
+    batch_size=config.eval.batch_size,
+    label=f"VAE {what}, {ckpt}",
+  )
   resized = np.stack([Resize((size, size)).map({"image": im})["image"] for im in images[:8]])
   for name, im in pictures_of(model, config.eval)(variables, resized, sc.seed).items():
     save_image(out / f"{name}.png", im)
-  summary.update(checkpoint=ckpt, features=what, images=str(args.images or "embedded textures"),
-                 outputs=str(out))
+  summary.update(
+    checkpoint=ckpt, features=what, images=str(args.images or "embedded textures"), outputs=str(out)
+  )
   (out / "summary.json").write_text(json.dumps(summary, indent=2))
   return summary
 
 
 def main(argv=None):
   """The command line: `python -m experiments.vae {train,eval,similarity} ...`."""
-  return cli.run(get_config, modes={"train": train, "eval": evaluate, "similarity": similarity},
-                 presets={"demo": demo, "smoke": smoke, "paper": paper}, default_preset="demo",
-                 flags={"checkpoint": "a workdir, its best/ folder or a step folder",
-                        "images": "folder of images for the similarity study (default: textures)"},
-                 doc=__doc__, argv=argv)
+  return cli.run(
+    get_config,
+    modes={"train": train, "eval": evaluate, "similarity": similarity},
+    presets={"demo": demo, "smoke": smoke, "paper": paper},
+    default_preset="demo",
+    flags={
+      "checkpoint": "a workdir, its best/ folder or a step folder",
+      "images": "folder of images for the similarity study (default: textures)",
+    },
+    doc=__doc__,
+    argv=argv,
+  )
 
 
 if __name__ == "__main__":

@@ -67,12 +67,23 @@ def slice_iter(global_batch, pid=0, nproc=1):
   k = 0
   while True:
     lo = (k * global_batch) % len(data["x"]) + pid * local
-    yield {name: v[lo:lo + local] for name, v in data.items()}
+    yield {name: v[lo : lo + local] for name, v in data.items()}
     k += 1
 
 
-def run_fit(workdir, *, parallel="jit", num_steps=12, batch_size=8, sleep=0.0, checkpoint_every=4,
-            train_iter=None, lr=1e-2, log_every=4, seed=0):
+def run_fit(
+  workdir,
+  *,
+  parallel="jit",
+  num_steps=12,
+  batch_size=8,
+  sleep=0.0,
+  checkpoint_every=4,
+  train_iter=None,
+  lr=1e-2,
+  log_every=4,
+  seed=0,
+):
   import jax.numpy as jnp
   import ml_collections
 
@@ -81,19 +92,32 @@ def run_fit(workdir, *, parallel="jit", num_steps=12, batch_size=8, sleep=0.0, c
   model = make_model()
   tx = make_optimizer("adam", lr)
   it = train_iter if train_iter is not None else grain_iter(batch_size, sleep=sleep)
-  return fit(workdir=workdir, config=ml_collections.ConfigDict({"tiny": True}), model=model,
-             loss_fn=loss_fn, tx=tx, train_iter=it,
-             init_fn=lambda r: init_state(model, tx, r, jnp.zeros((1, 8, 8, 1))),
-             num_steps=num_steps, seed=seed, log_every=log_every, checkpoint_every=checkpoint_every,
-             parallel=parallel, verbose=False)
+  return fit(
+    workdir=workdir,
+    config=ml_collections.ConfigDict({"tiny": True}),
+    model=model,
+    loss_fn=loss_fn,
+    tx=tx,
+    train_iter=it,
+    init_fn=lambda r: init_state(model, tx, r, jnp.zeros((1, 8, 8, 1))),
+    num_steps=num_steps,
+    seed=seed,
+    log_every=log_every,
+    checkpoint_every=checkpoint_every,
+    parallel=parallel,
+    verbose=False,
+  )
 
 
 def flat_params(state):
   import jax
 
-  return {jax.tree_util.keystr(p): np.asarray(v).tolist()
-          for p, v in jax.tree_util.tree_flatten_with_path(
-              {"params": state.params, "batch_stats": state.batch_stats})[0]}
+  return {
+    jax.tree_util.keystr(p): np.asarray(v).tolist()
+    for p, v in jax.tree_util.tree_flatten_with_path(
+      {"params": state.params, "batch_stats": state.batch_stats}
+    )[0]
+  }
 
 
 def main(argv):
@@ -108,8 +132,14 @@ def main(argv):
     assert jax.device_count() == 4, jax.devices()
     out = {}
     for par in ("none", "jit", "pmap"):
-      state = run_fit(f"{workdir}/{par}", parallel=par, num_steps=8, train_iter=slice_iter(8),
-                      checkpoint_every=100, log_every=1)
+      state = run_fit(
+        f"{workdir}/{par}",
+        parallel=par,
+        num_steps=8,
+        train_iter=slice_iter(8),
+        checkpoint_every=100,
+        log_every=1,
+      )
       out[par] = flat_params(state)
       out[par]["__losses__"] = [json.loads(line)["loss"] for line in open(f"{workdir}/{par}/metrics.jsonl")]
     print("RESULT " + json.dumps(out))

@@ -39,6 +39,7 @@ TRAIN_EXTRA = {"siammae": ["--config.eval.num_sequences=0"]}
 
 def _png_header_only(path: Path, w: int, h: int) -> None:
   """A PNG whose header promises w x h pixels, followed by a few bytes of image data."""
+
   def chunk(kind, data):
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -192,13 +193,26 @@ def succeeds(name: str, argv: list[str], *, keep=()):
 # ------------------------------------------------------------------------------------ videos
 
 VIDEO_APPS = [("keyframes", "extract"), ("oval", "convert"), ("oval", "rd"), ("oval", "online")]
-BAD_VIDEOS = {"missing": "video file not found", "empty": "empty \\(zero-byte\\) video",
-              "truncated": "cannot open this video", "text": "cannot open this video"}
+BAD_VIDEOS = {
+  "missing": "video file not found",
+  "empty": "empty \\(zero-byte\\) video",
+  "truncated": "cannot open this video",
+  "text": "cannot open this video",
+}
 
 
 def _app_argv(name, mode, video, ckpt_dir, tmp_path):
-  argv = [mode, "--preset", "smoke", "--video", video, "--checkpoint", ckpt_dir,
-          "--workdir", tmp_path / "work"]
+  argv = [
+    mode,
+    "--preset",
+    "smoke",
+    "--video",
+    video,
+    "--checkpoint",
+    ckpt_dir,
+    "--workdir",
+    tmp_path / "work",
+  ]
   if mode in ("extract", "convert"):
     argv += ["--out", tmp_path / ("out" if mode == "extract" else "out.mp4")]
   return argv
@@ -208,8 +222,13 @@ def _app_argv(name, mode, video, ckpt_dir, tmp_path):
 @pytest.mark.parametrize("name,mode", VIDEO_APPS)
 def test_bad_video_files(media, ckpt, tmp_path, name, mode, kind):
   work = ckpt(name)
-  fails(name, _app_argv(name, mode, media[kind], work, tmp_path), names=[media[kind]],
-        match=BAD_VIDEOS[kind], keep=[media["good"], work])
+  fails(
+    name,
+    _app_argv(name, mode, media[kind], work, tmp_path),
+    names=[media[kind]],
+    match=BAD_VIDEOS[kind],
+    keep=[media["good"], work],
+  )
   assert not (tmp_path / "out.mp4").exists()
 
 
@@ -222,29 +241,44 @@ def test_odd_but_valid_videos_run(media, ckpt, tmp_path, name, mode):
 
 
 def test_tiny_8x8_video(media, ckpt, tmp_path):
-  res = succeeds("keyframes", _app_argv("keyframes", "extract", media["tiny"], ckpt("keyframes"), tmp_path),
-                 keep=[media["tiny"]])
+  res = succeeds(
+    "keyframes",
+    _app_argv("keyframes", "extract", media["tiny"], ckpt("keyframes"), tmp_path),
+    keep=[media["tiny"]],
+  )
   assert res["keyframes"] >= 1 and (tmp_path / "out" / "keyframes.json").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason="aejax/codec or models/oval: the 'too small' error does not "
-                                       "name the video file")
+@pytest.mark.xfail(
+  strict=True, reason="aejax/codec or models/oval: the 'too small' error does not name the video file"
+)
 def test_tiny_8x8_video_oval_names_the_file(media, ckpt, tmp_path):
-  fails("oval", _app_argv("oval", "convert", media["tiny"], ckpt("oval"), tmp_path),
-        names=[media["tiny"]], match="too small")
+  fails(
+    "oval",
+    _app_argv("oval", "convert", media["tiny"], ckpt("oval"), tmp_path),
+    names=[media["tiny"]],
+    match="too small",
+  )
 
 
 def test_one_frame_video_oval(media, ckpt, tmp_path):
-  res = succeeds("oval", _app_argv("oval", "convert", media["oneframe"], ckpt("oval"), tmp_path),
-                 keep=[media["oneframe"]])
+  res = succeeds(
+    "oval", _app_argv("oval", "convert", media["oneframe"], ckpt("oval"), tmp_path), keep=[media["oneframe"]]
+  )
   assert res["frames"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="aejax/keyframes: a one-frame video fails writing "
-                                       "contact_sheet.png ('no key frames to show'), naming the output")
+@pytest.mark.xfail(
+  strict=True,
+  reason="aejax/keyframes: a one-frame video fails writing "
+  "contact_sheet.png ('no key frames to show'), naming the output",
+)
 def test_one_frame_video_keyframes(media, ckpt, tmp_path):
-  res = succeeds("keyframes", _app_argv("keyframes", "extract", media["oneframe"], ckpt("keyframes"),
-                                        tmp_path), keep=[media["oneframe"]])
+  res = succeeds(
+    "keyframes",
+    _app_argv("keyframes", "extract", media["oneframe"], ckpt("keyframes"), tmp_path),
+    keep=[media["oneframe"]],
+  )
   assert res["keyframes"] == 1
 
 
@@ -255,8 +289,20 @@ def test_output_that_is_the_input_is_refused(media, ckpt, tmp_path):
   video = tmp_path / "clip.mp4"
   shutil.copy(media["good"], video)
   for name, mode in (("oval", "convert"), ("keyframes", "extract")):
-    argv = [mode, "--preset", "smoke", "--video", video, "--checkpoint", ckpt(name), "--out", video,
-            "--workdir", tmp_path / "w", "--overwrite"]
+    argv = [
+      mode,
+      "--preset",
+      "smoke",
+      "--video",
+      video,
+      "--checkpoint",
+      ckpt(name),
+      "--out",
+      video,
+      "--workdir",
+      tmp_path / "w",
+      "--overwrite",
+    ]
     fails(name, argv, names=[video], match="is also an input", keep=[video])
     # the same file under another name (a hard link) is the input as well
     link = tmp_path / "link.mp4"
@@ -272,40 +318,93 @@ def test_codec_files_are_not_clobbered(media, ckpt, tmp_path):
   video = tmp_path / "clip.mp4"
   shutil.copy(media["good"], video)
   base = ["--preset", "smoke", "--checkpoint", ckpt("oval"), "--workdir", tmp_path / "w"]
-  fails("oval", ["encode", "--video", video, "--out", video, *base], names=[video],
-        match="is also an input", keep=[video])
+  fails(
+    "oval",
+    ["encode", "--video", video, "--out", video, *base],
+    names=[video],
+    match="is also an input",
+    keep=[video],
+  )
   aejx = tmp_path / "clip.aejx"
   res = succeeds("oval", ["encode", "--video", video, "--out", aejx, *base], keep=[video])
   assert res["bytes"] == aejx.stat().st_size
-  fails("oval", ["decode", aejx, "--out", aejx, *base], names=[aejx], match="is also an input",
-        keep=[aejx, video])
-  fails("oval", ["decode", aejx, *base], names=[video], match="already exists; pass --overwrite",
-        keep=[aejx, video])  # clip.aejx -> clip.mp4: the original video
-  fails("oval", ["online", "--video", video, "--out", video, *base], names=[video],
-        match="is also an input", keep=[video])
+  fails(
+    "oval", ["decode", aejx, "--out", aejx, *base], names=[aejx], match="is also an input", keep=[aejx, video]
+  )
+  fails(
+    "oval",
+    ["decode", aejx, *base],
+    names=[video],
+    match="already exists; pass --overwrite",
+    keep=[aejx, video],
+  )  # clip.aejx -> clip.mp4: the original video
+  fails(
+    "oval",
+    ["online", "--video", video, "--out", video, *base],
+    names=[video],
+    match="is also an input",
+    keep=[video],
+  )
 
 
 def test_existing_output_needs_overwrite(media, ckpt, tmp_path):
   out = tmp_path / "old.mp4"
   out.write_bytes(b"an earlier result")
-  argv = ["convert", "--preset", "smoke", "--video", media["good"], "--checkpoint", ckpt("oval"),
-          "--out", out, "--workdir", tmp_path / "w"]
+  argv = [
+    "convert",
+    "--preset",
+    "smoke",
+    "--video",
+    media["good"],
+    "--checkpoint",
+    ckpt("oval"),
+    "--out",
+    out,
+    "--workdir",
+    tmp_path / "w",
+  ]
   fails("oval", argv, names=[out], match="already exists; pass --overwrite", keep=[out, media["good"]])
   res = succeeds("oval", argv + ["--overwrite"], keep=[media["good"]])
   assert res["frames"] > 0 and out.read_bytes() != b"an earlier result"
   folder = tmp_path / "kf"
   folder.mkdir()
   (folder / "notes.txt").write_text("mine")
-  fails("keyframes", ["extract", "--preset", "smoke", "--video", media["good"], "--out", folder,
-                      "--checkpoint", ckpt("keyframes"), "--workdir", tmp_path / "w"],
-        names=[folder], match="already exists; pass --overwrite", keep=[folder])
+  fails(
+    "keyframes",
+    [
+      "extract",
+      "--preset",
+      "smoke",
+      "--video",
+      media["good"],
+      "--out",
+      folder,
+      "--checkpoint",
+      ckpt("keyframes"),
+      "--workdir",
+      tmp_path / "w",
+    ],
+    names=[folder],
+    match="already exists; pass --overwrite",
+    keep=[folder],
+  )
 
 
 # ------------------------------------------------------------------------------------ checkpoints
 
-RESTORING = [("keyframes", "extract"), ("keyframes", "eval"), ("oval", "convert"), ("oval", "eval"),
-             ("oval", "rd"), ("oval", "online"), ("siammae", "eval"), ("vae", "eval"),
-             ("vae", "similarity"), ("compressed_vision", "eval"), ("compressed_vision", "probe")]
+RESTORING = [
+  ("keyframes", "extract"),
+  ("keyframes", "eval"),
+  ("oval", "convert"),
+  ("oval", "eval"),
+  ("oval", "rd"),
+  ("oval", "online"),
+  ("siammae", "eval"),
+  ("vae", "eval"),
+  ("vae", "similarity"),
+  ("compressed_vision", "eval"),
+  ("compressed_vision", "probe"),
+]
 
 
 def _restore_argv(name, mode, checkpoint, media, tmp_path):
@@ -319,30 +418,46 @@ def _restore_argv(name, mode, checkpoint, media, tmp_path):
 def test_checkpoint_of_another_experiment(media, ckpt, tmp_path, name, mode):
   other = "oval" if name != "oval" else "keyframes"
   work = ckpt(other)
-  fails(name, _restore_argv(name, mode, work, media, tmp_path), names=[work, f"experiments.{other}",
-                                                                       f"experiments.{name}"],
-        match=r"a run of experiments\.\w+ \(model [\w.]+\), not of", keep=[work])
+  fails(
+    name,
+    _restore_argv(name, mode, work, media, tmp_path),
+    names=[work, f"experiments.{other}", f"experiments.{name}"],
+    match=r"a run of experiments\.\w+ \(model [\w.]+\), not of",
+    keep=[work],
+  )
 
 
 @pytest.mark.parametrize("name,mode", RESTORING)
 def test_missing_and_wrong_checkpoint_paths(media, tmp_path, name, mode):
   missing = tmp_path / "no_such_run"
   fails(name, _restore_argv(name, mode, missing, media, tmp_path), names=[missing], match="does not exist")
-  fails(name, _restore_argv(name, mode, media["images"], media, tmp_path), names=[media["images"]],
-        match="not a workdir, checkpoints folder or step folder", keep=[media["images"]])
+  fails(
+    name,
+    _restore_argv(name, mode, media["images"], media, tmp_path),
+    names=[media["images"]],
+    match="not a workdir, checkpoints folder or step folder",
+    keep=[media["images"]],
+  )
 
 
 def test_older_run_without_record_from_another_experiment(media, ckpt, tmp_path):
   """Runs written before run.json: the run config check still gives one line (it was a TypeError
   and `error: 'color_space'`)."""
-  for name, other, key in (("keyframes", "oval", "data.image_size"),
-                           ("oval", "keyframes", "data.color_space")):
+  for name, other, key in (
+    ("keyframes", "oval", "data.image_size"),
+    ("oval", "keyframes", "data.color_space"),
+  ):
     old = tmp_path / f"old_{other}"
     shutil.copytree(ckpt(other), old)
     (old / "run.json").unlink()
     mode = "extract" if name == "keyframes" else "convert"
-    fails(name, _restore_argv(name, mode, old, media, tmp_path), names=[old, key],
-          match="another experiment", keep=[old])
+    fails(
+      name,
+      _restore_argv(name, mode, old, media, tmp_path),
+      names=[old, key],
+      match="another experiment",
+      keep=[old],
+    )
 
 
 def test_checkpoint_folder_with_a_missing_file(media, ckpt, tmp_path):
@@ -352,14 +467,24 @@ def test_checkpoint_folder_with_a_missing_file(media, ckpt, tmp_path):
   for f in (step / "state").rglob("d/*"):
     if f.is_file():
       f.unlink()
-  fails("oval", _restore_argv("oval", "convert", broken, media, tmp_path), names=[step],
-        match="unreadable checkpoint", keep=[broken])
+  fails(
+    "oval",
+    _restore_argv("oval", "convert", broken, media, tmp_path),
+    names=[step],
+    match="unreadable checkpoint",
+    keep=[broken],
+  )
   nometa = tmp_path / "nometa"
   shutil.copytree(ckpt("oval"), nometa)
   step = max((nometa / "checkpoints").iterdir(), key=lambda p: int(p.name))
   (step / "state" / "_METADATA").unlink()
-  fails("oval", _restore_argv("oval", "convert", nometa, media, tmp_path), names=[step],
-        match="unreadable checkpoint", keep=[nometa])
+  fails(
+    "oval",
+    _restore_argv("oval", "convert", nometa, media, tmp_path),
+    names=[step],
+    match="unreadable checkpoint",
+    keep=[nometa],
+  )
 
 
 def test_step_folder_and_missing_step(media, ckpt, tmp_path):
@@ -367,15 +492,23 @@ def test_step_folder_and_missing_step(media, ckpt, tmp_path):
   last = max(steps.iterdir(), key=lambda p: int(p.name))
   res = succeeds("oval", _restore_argv("oval", "convert", last, media, tmp_path), keep=[ckpt("oval")])
   assert res["frames"] > 0
-  fails("oval", _restore_argv("oval", "convert", steps / "999", media, tmp_path), names=[steps / "999"],
-        match="does not exist")
+  fails(
+    "oval",
+    _restore_argv("oval", "convert", steps / "999", media, tmp_path),
+    names=[steps / "999"],
+    match="does not exist",
+  )
 
 
 def test_training_into_another_experiments_workdir(ckpt, tmp_path):
   work = ckpt("oval")
-  fails("vae", ["train", "--preset", "smoke", "--workdir", work], names=[work, "experiments.oval",
-                                                                        "experiments.vae"],
-        match="a workdir of experiments.oval", keep=[work])
+  fails(
+    "vae",
+    ["train", "--preset", "smoke", "--workdir", work],
+    names=[work, "experiments.oval", "experiments.vae"],
+    match="a workdir of experiments.oval",
+    keep=[work],
+  )
 
 
 # ------------------------------------------------------------------------------------ flags, workdirs
@@ -384,10 +517,12 @@ def test_training_into_another_experiments_workdir(ckpt, tmp_path):
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_bad_overrides(name, tmp_path):
   exp = importlib.import_module(f"experiments.{name}")
-  for argv, match in ((["--config.train.num_stepz=3"], r"unknown config key train\.num_stepz \(did you mean"),
-                      (["--config.train.seed=abc"], r"--config\.train\.seed: cannot read 'abc' as int"),
-                      (["--config.bogus.key", "1"], "unknown config key bogus.key"),
-                      (["--bogus-flag"], "unrecognised argument '--bogus-flag'")):
+  for argv, match in (
+    (["--config.train.num_stepz=3"], r"unknown config key train\.num_stepz \(did you mean"),
+    (["--config.train.seed=abc"], r"--config\.train\.seed: cannot read 'abc' as int"),
+    (["--config.bogus.key", "1"], "unknown config key bogus.key"),
+    (["--bogus-flag"], "unrecognised argument '--bogus-flag'"),
+  ):
     with pytest.raises(cli.UsageError, match=match) as err:
       exp.main(["train", "--preset", "smoke", "--workdir", str(tmp_path / "w"), *argv])
     assert "\n" not in str(err.value)
@@ -397,17 +532,28 @@ def test_bad_overrides(name, tmp_path):
 
 def test_numeric_tuple_override_is_checked():
   with pytest.raises(cli.UsageError, match=r"--config\.data\.size: cannot read 'abc' as tuple"):
-    importlib.import_module("experiments.oval").main(["convert", "--preset", "smoke",
-                                                      "--config.data.size=abc"])
+    importlib.import_module("experiments.oval").main(
+      ["convert", "--preset", "smoke", "--config.data.size=abc"]
+    )
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_workdir_that_is_a_file(name, media):
-  fails(name, ["train", "--preset", "smoke", "--workdir", media["file"]], names=[media["file"]],
-        match="the workdir is a file, not a folder", keep=[media["file"]])
+  fails(
+    name,
+    ["train", "--preset", "smoke", "--workdir", media["file"]],
+    names=[media["file"]],
+    match="the workdir is a file, not a folder",
+    keep=[media["file"]],
+  )
   under = media["file"] / "sub"
-  fails(name, ["train", "--preset", "smoke", "--workdir", under], names=[media["file"], under],
-        match="is a file, so the workdir", keep=[media["file"]])
+  fails(
+    name,
+    ["train", "--preset", "smoke", "--workdir", under],
+    names=[media["file"], under],
+    match="is a file, so the workdir",
+    keep=[media["file"]],
+  )
 
 
 # ------------------------------------------------------------------------------------ images
@@ -416,8 +562,11 @@ def test_workdir_that_is_a_file(name, media):
 def test_odd_images_are_read_or_skipped(media, tmp_path):
   """CMYK, 16-bit, palette, RGBA, grey, EXIF, 1x1 and non-UTF-8 names are read as RGB uint8;
   the corrupt JPEG and the header-only 20,000 x 20,000 PNG are skipped, never decoded in full."""
-  res = succeeds("vae", ["similarity", "--preset", "smoke", "--images", media["images"],
-                         "--workdir", tmp_path / "w"], keep=[media["images"]])
+  res = succeeds(
+    "vae",
+    ["similarity", "--preset", "smoke", "--images", media["images"], "--workdir", tmp_path / "w"],
+    keep=[media["images"]],
+  )
   assert res["num_images"] == 8  # 10 files, 2 unusable
   summary = json.loads((tmp_path / "w" / "similarity" / "summary.json").read_text())
   assert summary["num_images"] == 8
@@ -425,20 +574,35 @@ def test_odd_images_are_read_or_skipped(media, tmp_path):
 
 def test_image_folder_training(media, tmp_path):
   for name in ("keyframes", "vae"):
-    res = succeeds(name, ["train", "--preset", "smoke", "--config.data.root", media["images"],
-                          "--workdir", tmp_path / name], keep=[media["images"]])
+    res = succeeds(
+      name,
+      ["train", "--preset", "smoke", "--config.data.root", media["images"], "--workdir", tmp_path / name],
+      keep=[media["images"]],
+    )
     assert res["step"] > 0
 
 
 def test_missing_and_empty_image_folders(media, tmp_path):
   empty = tmp_path / "empty"
   empty.mkdir()
-  fails("vae", ["similarity", "--preset", "smoke", "--images", tmp_path / "nope",
-                "--workdir", tmp_path / "w"], names=[tmp_path / "nope"], match="not found")
-  fails("vae", ["similarity", "--preset", "smoke", "--images", empty, "--workdir", tmp_path / "w"],
-        names=[empty], match="no image files")
-  fails("keyframes", ["train", "--preset", "smoke", "--config.data.root", empty, "--workdir", tmp_path / "k"],
-        names=[empty], match="no image files")
+  fails(
+    "vae",
+    ["similarity", "--preset", "smoke", "--images", tmp_path / "nope", "--workdir", tmp_path / "w"],
+    names=[tmp_path / "nope"],
+    match="not found",
+  )
+  fails(
+    "vae",
+    ["similarity", "--preset", "smoke", "--images", empty, "--workdir", tmp_path / "w"],
+    names=[empty],
+    match="no image files",
+  )
+  fails(
+    "keyframes",
+    ["train", "--preset", "smoke", "--config.data.root", empty, "--workdir", tmp_path / "k"],
+    names=[empty],
+    match="no image files",
+  )
 
 
 def test_exif_rotation_is_applied(media):
@@ -452,10 +616,18 @@ def test_exif_rotation_is_applied(media):
 
 def test_video_folders(media, tmp_path):
   for name in ("oval", "siammae"):
-    fails(name, ["train", "--preset", "smoke", "--config.data.root", media["allbroken"],
-                 "--workdir", tmp_path / name], names=[media["allbroken"]], keep=[media["allbroken"]])
-    fails(name, ["train", "--preset", "smoke", "--config.data.root", tmp_path / "nope",
-                 "--workdir", tmp_path / name], names=[tmp_path / "nope"], match="not found")
+    fails(
+      name,
+      ["train", "--preset", "smoke", "--config.data.root", media["allbroken"], "--workdir", tmp_path / name],
+      names=[media["allbroken"]],
+      keep=[media["allbroken"]],
+    )
+    fails(
+      name,
+      ["train", "--preset", "smoke", "--config.data.root", tmp_path / "nope", "--workdir", tmp_path / name],
+      names=[tmp_path / "nope"],
+      match="not found",
+    )
 
 
 # ------------------------------------------------------------------------------------ DAVIS
@@ -464,14 +636,32 @@ def test_video_folders(media, tmp_path):
 def test_davis_folders(media, ckpt, tmp_path):
   base = ["eval", "--preset", "smoke", "--checkpoint", ckpt("siammae"), "--workdir", tmp_path / "w"]
   fails("siammae", base + ["--davis_dir", tmp_path / "nope"], names=[tmp_path / "nope"], match="no such")
-  fails("siammae", base + ["--davis_dir", media["davis_no_masks"]], names=[media["davis_no_masks"]],
-        match="annotation folder not found", keep=[media["davis_no_masks"]])
+  fails(
+    "siammae",
+    base + ["--davis_dir", media["davis_no_masks"]],
+    names=[media["davis_no_masks"]],
+    match="annotation folder not found",
+    keep=[media["davis_no_masks"]],
+  )
 
 
 def test_davis_mask_of_another_size(media, ckpt, tmp_path):
-  fails("siammae", ["eval", "--preset", "smoke", "--checkpoint", ckpt("siammae"), "--workdir",
-                    tmp_path / "w", "--davis_dir", media["davis_mismatch"]],
-        names=[media["davis_bad_mask"]], keep=[media["davis_mismatch"]])
+  fails(
+    "siammae",
+    [
+      "eval",
+      "--preset",
+      "smoke",
+      "--checkpoint",
+      ckpt("siammae"),
+      "--workdir",
+      tmp_path / "w",
+      "--davis_dir",
+      media["davis_mismatch"],
+    ],
+    names=[media["davis_bad_mask"]],
+    keep=[media["davis_mismatch"]],
+  )
 
 
 # ------------------------------------------------------------------------------------ prepare, davis
@@ -532,8 +722,12 @@ def test_davis_scorer_bad_folders(media, tmp_path, capsys):
 
 
 def test_compressed_vision_bad_digits_file(media, tmp_path):
-  fails("compressed_vision", ["train", "--preset", "smoke", "--config.data.digits", media["text"],
-                              "--workdir", tmp_path / "w"], names=[media["text"]], keep=[media["text"]])
+  fails(
+    "compressed_vision",
+    ["train", "--preset", "smoke", "--config.data.digits", media["text"], "--workdir", tmp_path / "w"],
+    names=[media["text"]],
+    keep=[media["text"]],
+  )
 
 
 # ------------------------------------------------------------------------------------ end to end
@@ -541,22 +735,51 @@ def test_compressed_vision_bad_digits_file(media, tmp_path):
 
 def _cli(*args, timeout=300):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-  return subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True, text=True,
-                        env=env, cwd=ROOT, timeout=timeout)
+  return subprocess.run(
+    [sys.executable, "-m", *map(str, args)],
+    capture_output=True,
+    text=True,
+    env=env,
+    cwd=ROOT,
+    timeout=timeout,
+  )
 
 
 def test_end_to_end_exit_codes(media, ckpt, tmp_path):
   """Real processes: exit status 1 and one stderr line, no traceback."""
-  out = _cli("experiments.keyframes", "extract", "--preset", "smoke", "--video", media["good"],
-             "--checkpoint", ckpt("oval"), "--out", tmp_path / "o", "--workdir", tmp_path / "w")
+  out = _cli(
+    "experiments.keyframes",
+    "extract",
+    "--preset",
+    "smoke",
+    "--video",
+    media["good"],
+    "--checkpoint",
+    ckpt("oval"),
+    "--out",
+    tmp_path / "o",
+    "--workdir",
+    tmp_path / "w",
+  )
   assert out.returncode == 1 and "Traceback" not in out.stderr
   line = out.stderr.strip().splitlines()[-1]
   assert line.startswith("error: ") and "experiments.oval" in line and "experiments.keyframes" in line
   _log("e2e keyframes extract", line)
   out = _cli("experiments.oval", "train", "--preset", "smoke", "--workdir", media["file"])
   assert out.returncode == 1 and out.stderr.strip() == (
-      f"error: {media['file']}: the workdir is a file, not a folder; pass another --workdir")
-  out = _cli("experiments.oval", "convert", "--preset", "smoke", "--video", media["text"],
-             "--checkpoint", ckpt("oval"), "--workdir", tmp_path / "w")
+    f"error: {media['file']}: the workdir is a file, not a folder; pass another --workdir"
+  )
+  out = _cli(
+    "experiments.oval",
+    "convert",
+    "--preset",
+    "smoke",
+    "--video",
+    media["text"],
+    "--checkpoint",
+    ckpt("oval"),
+    "--workdir",
+    tmp_path / "w",
+  )
   assert out.returncode == 1 and "Traceback" not in out.stderr
   assert out.stderr.strip().splitlines()[-1].startswith(f"error: {media['text']}: cannot open this video")

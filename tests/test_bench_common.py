@@ -18,8 +18,9 @@ B, K, N = 4, 24, 40
 
 
 def _conv(x, w, *, stride=1, padding="SAME", groups=1):
-  return lax.conv_general_dilated(x, w, (stride, stride), padding, feature_group_count=groups,
-                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return lax.conv_general_dilated(
+    x, w, (stride, stride), padding, feature_group_count=groups, dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
 
 
 def test_dense_is_2bkn():
@@ -51,7 +52,8 @@ def test_conv_2d(stride, padding, out_hw):
   x, w = jnp.ones((2, 10, 12, 6)), jnp.ones((3, 3, 6, 8))
   ho, wo = out_hw
   assert count_flops(lambda a, b: _conv(a, b, stride=stride, padding=padding), x, w) == (
-      2 * 2 * ho * wo * 8 * 6 * 3 * 3)
+    2 * 2 * ho * wo * 8 * 6 * 3 * 3
+  )
 
 
 def test_grouped_and_depthwise_conv():
@@ -64,8 +66,13 @@ def test_grouped_and_depthwise_conv():
 
 def test_conv_3d():
   x, w = jnp.ones((1, 6, 8, 8, 2)), jnp.ones((3, 3, 3, 2, 4))
-  f = lambda a, b: lax.conv_general_dilated(a, b, (1, 1, 1), "SAME",  # noqa: E731
-                                            dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+  f = lambda a, b: lax.conv_general_dilated(
+    a,
+    b,
+    (1, 1, 1),
+    "SAME",  # noqa: E731
+    dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+  )
   assert count_flops(f, x, w) == 2 * 6 * 8 * 8 * 4 * 2 * 27
 
 
@@ -160,8 +167,14 @@ def test_check_losses_float32_at_full_precision_and_bf16_with_its_tolerance():
   calls, torch = [], _fake_torch()
 
   def losses(dtype):
-    calls.append((dtype, jax.config.jax_default_matmul_precision, torch.backends.cudnn.allow_tf32,
-                  torch.backends.cuda.matmul.allow_tf32))
+    calls.append(
+      (
+        dtype,
+        jax.config.jax_default_matmul_precision,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+      )
+    )
     return (1.0, 1.0) if dtype == "float32" else (1.005, 1.0)
 
   checks = common.check_losses(losses, "float32", 1e-5, torch)
@@ -231,8 +244,14 @@ def test_bench_jax_step_traces_once_in_bf16_with_a_float32_loss():
     seen.append((y.dtype, loss.dtype, variables["params"]["Dense_0"]["kernel"].dtype))
     return loss, {"loss": loss}, state
 
-  res = common.bench_jax_step(Tiny(dtype=jnp.bfloat16), loss_fn, optax.sgd(0.1), jnp.zeros((1, 4)),
-                              {"x": np.ones((8, 4), np.float32)}, 3)
+  res = common.bench_jax_step(
+    Tiny(dtype=jnp.bfloat16),
+    loss_fn,
+    optax.sgd(0.1),
+    jnp.zeros((1, 4)),
+    {"x": np.ones((8, 4), np.float32)},
+    3,
+  )
   assert seen == [(jnp.bfloat16, jnp.float32, jnp.float32)]  # one trace: bf16 compute, f32 loss, params
   assert set(res) == {"first_s", "step_s", "device"} and res["step_s"] > 0
 
@@ -246,7 +265,7 @@ def test_bench_torch_step_autocasts_forward_and_takes_a_float32_loss(dtype):
 
   def loss_fn(out, x):
     seen.append(out.dtype)
-    return (out ** 2).mean()
+    return (out**2).mean()
 
   class Recorder(torch.nn.Module):
     def __init__(self):
@@ -259,8 +278,9 @@ def test_bench_torch_step_autocasts_forward_and_takes_a_float32_loss(dtype):
       return y
 
   model = Recorder()
-  res = common.bench_torch_step(torch, model, torch.optim.SGD(lin.parameters(), lr=0.1), torch.ones(8, 4),
-                                loss_fn, 2, dtype=dtype)
+  res = common.bench_torch_step(
+    torch, model, torch.optim.SGD(lin.parameters(), lr=0.1), torch.ones(8, 4), loss_fn, 2, dtype=dtype
+  )
   assert res["device"] == "cpu" and seen == [torch.float32] * 3
   assert model.dtypes == [getattr(torch, dtype)] * 3
   assert lin.weight.dtype == torch.float32 and not torch.equal(lin.weight, before)  # 3 SGD updates
@@ -276,10 +296,12 @@ def test_oval_loss_check_agrees_in_float32_and_bf16_and_catches_other_weights():
   # Random weights of the init's shapes (compiling OVAL's init takes most of a minute on a loaded CPU).
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *size, 3))))["params"]
   rng = np.random.default_rng(0)
-  params = jax.tree.map(lambda a: (rng.uniform(-1, 1, a.shape) / np.sqrt(np.prod(a.shape[:-1]))
-                                   ).astype(np.float32), shapes)
-  checks = common.check_losses(lambda d: ov.check_losses_agree(model, params, torch, size, d), "bfloat16",
-                               1e-5, torch)
+  params = jax.tree.map(
+    lambda a: (rng.uniform(-1, 1, a.shape) / np.sqrt(np.prod(a.shape[:-1]))).astype(np.float32), shapes
+  )
+  checks = common.check_losses(
+    lambda d: ov.check_losses_agree(model, params, torch, size, d), "bfloat16", 1e-5, torch
+  )
   assert [c["ok"] for c in checks] == [True, True], checks
   assert checks[1]["jax"] != checks[0]["jax"]  # the bf16 check really computed in bf16
   other = jax.tree.map(lambda a: a * 1.05, params)  # JAX with other weights than PyTorch's

@@ -21,6 +21,7 @@ SIZE, BATCH = 32, 3
 def _config(decoder: str):
   """The smoke preset (32x32, patch 8, width 32, 2 heads, 75 % masking) with 2 + 2 blocks."""
   from experiments import siammae as exp
+
   c = exp.smoke()
   c.model.update(decoder=decoder, encoder_depth=2, decoder_depth=2)
   return c
@@ -77,8 +78,9 @@ def test_bfloat16_losses_agree(setups):
   assert r["ok"] and r["rel_diff"] < 2e-2, r
 
 
-@pytest.mark.parametrize("name", ["decoder_blocks.1.cross_attn.kv.weight", "blocks.0.norm1.weight",
-                                  "mask_token"])
+@pytest.mark.parametrize(
+  "name", ["decoder_blocks.1.cross_attn.kv.weight", "blocks.0.norm1.weight", "mask_token"]
+)
 def test_a_perturbed_weight_fails(setups, name):
   model, params, frames = setups["cross_self"]
   sd = sc.to_state_dict(params)

@@ -26,10 +26,15 @@ def test_range_coder_roundtrip_and_beats_zlib_on_a_peaked_distribution():
     entropy.encode_symbols(q, -2, 2)
 
 
-@pytest.mark.parametrize("codec", [LatentCodec("int8", entropy="laplace"),
-                                   LatentCodec("int4", channels=3, entropy="gaussian"),
-                                   LatentCodec("int16", step=0.05, entropy="laplace"),
-                                   LatentCodec("int16", step=0.05, entropy="laplace", temporal=True)])
+@pytest.mark.parametrize(
+  "codec",
+  [
+    LatentCodec("int8", entropy="laplace"),
+    LatentCodec("int4", channels=3, entropy="gaussian"),
+    LatentCodec("int16", step=0.05, entropy="laplace"),
+    LatentCodec("int16", step=0.05, entropy="laplace", temporal=True),
+  ],
+)
 def test_entropy_coded_latents_decode_to_the_same_grid_as_plain(codec):
   rng = np.random.default_rng(1)
   steps = rng.normal(0, 0.05, (5, 12, 16, 5))
@@ -55,17 +60,28 @@ def _model_and_frames():
   return model, params, frames
 
 
-@pytest.mark.parametrize("latent", [LatentCodec("float16"),
-                                    LatentCodec("int16", step=0.1, entropy="laplace", temporal=True)])
+@pytest.mark.parametrize(
+  "latent", [LatentCodec("float16"), LatentCodec("int16", step=0.1, entropy="laplace", temporal=True)]
+)
 def test_encode_file_decodes_bit_exactly_and_its_size_is_the_rate(tmp_path, latent):
   from aejax.codec.convert import decode_file, encode_video
   from aejax.data.video import count_frames
 
   model, params, frames = _model_and_frames()
   out = tmp_path / "v.aejx"
-  s = encode_video(model, params, iter(frames), out, color_space="rgb", batch_size=3, latent=latent,
-                   fps=12.0, model_config={"features": list(model.features)}, source={"weights": "x"},
-                   recon_video=tmp_path / "rec.mp4")
+  s = encode_video(
+    model,
+    params,
+    iter(frames),
+    out,
+    color_space="rgb",
+    batch_size=3,
+    latent=latent,
+    fps=12.0,
+    model_config={"features": list(model.features)},
+    source={"weights": "x"},
+    recon_video=tmp_path / "rec.mp4",
+  )
   size = out.stat().st_size
   assert s["bytes"] == size and s["frames"] == 7
   assert s["bpp"] == pytest.approx(8 * size / (7 * 36 * 48))
@@ -131,8 +147,9 @@ def test_convert_frames_keeps_temporal_prediction_across_batches():
   big = np.tile(frames[:1], (1, 3, 3, 1))  # 108x144: a latent of 7x10x10 symbols
   still = np.repeat(big, 7, axis=0)  # a still video: every later frame predicts perfectly
   latent = LatentCodec("int16", step=0.001, entropy="laplace", temporal=True)
-  rows = convert_frames(model, params, still, batch_size=3, color_space="rgb", latent=latent,
-                        with_ms_ssim=False)["rows"]
+  rows = convert_frames(
+    model, params, still, batch_size=3, color_space="rgb", latent=latent, with_ms_ssim=False
+  )["rows"]
   sizes = [r["bytes"] for r in rows]
   assert all(b < sizes[0] for b in sizes[1:]), sizes  # frames 3 and 6 start batches, not streams
 
@@ -169,7 +186,16 @@ def test_encode_memory_is_flat_in_the_video_length(tmp_path):
           rss.append(int(f.read().split()[1]) * 4096)
       yield frames[i % len(frames)]
 
-  s = encode_video(model, params, stream(), tmp_path / "long.aejx", color_space="rgb", batch_size=8,
-                   latent=LatentCodec("int8", entropy="laplace"), fps=25.0, model_config={})
+  s = encode_video(
+    model,
+    params,
+    stream(),
+    tmp_path / "long.aejx",
+    color_space="rgb",
+    batch_size=8,
+    latent=LatentCodec("int8", entropy="laplace"),
+    fps=25.0,
+    model_config={},
+  )
   assert s["frames"] == 400
   assert rss[1] - rss[0] < 40 * 2**20, rss  # payloads go to the file, only per-frame scalars stay

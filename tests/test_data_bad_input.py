@@ -24,10 +24,19 @@ def _one_line(excinfo, path):
   assert "\n" not in msg and str(path) in msg, msg
 
 
-@pytest.mark.parametrize("make", [
-    lambda p: ImageFolderSource(p), lambda p: video.scan_videos(p), lambda p: DavisSource(p),
-    lambda p: MovingMNISTSource(p), lambda p: video.VideoReader(p), lambda p: load_image(p),
-    lambda p: VideoPairSource(p), lambda p: MovingMNISTSource(digits=p)])
+@pytest.mark.parametrize(
+  "make",
+  [
+    lambda p: ImageFolderSource(p),
+    lambda p: video.scan_videos(p),
+    lambda p: DavisSource(p),
+    lambda p: MovingMNISTSource(p),
+    lambda p: video.VideoReader(p),
+    lambda p: load_image(p),
+    lambda p: VideoPairSource(p),
+    lambda p: MovingMNISTSource(digits=p),
+  ],
+)
 def test_missing_path(tmp_path, make):
   path = tmp_path / "does_not_exist"
   with pytest.raises(FileNotFoundError) as e:
@@ -65,8 +74,7 @@ def test_zero_byte_and_truncated_videos_are_skipped_with_report(tmp_path):
     video.VideoReader(root / "zero.mp4")
   _one_line(e, root / "zero.mp4")
   report = tmp_path / "work" / "video_report.json"
-  valid, rejected = video.scan_videos(root, report_path=report, cache_path=False,
-                                      return_rejected=True)
+  valid, rejected = video.scan_videos(root, report_path=report, cache_path=False, return_rejected=True)
   assert sorted(v.path.split("/")[-1] for v in valid) == ["vid_0000.mp4", "vid_0001.mp4"]
   rep = json.loads(report.read_text())
   assert rep["kept"] == 2 and rep["skipped_count"] == 2
@@ -102,8 +110,7 @@ def test_video_shorter_than_gap(tmp_path):
   with pytest.raises(ValueError, match="shorter than the gap") as e:
     VideoPairSource(root, gap=(12, 48), cache_path=False)
   _one_line(e, root)
-  synthetic.write_video_folder(root / "long", n=1, num_frames=30, size=(32, 32), fps=30.0,
-                               seed=5)
+  synthetic.write_video_folder(root / "long", n=1, num_frames=30, size=(32, 32), fps=30.0, seed=5)
   report = tmp_path / "pairs.json"
   src = VideoPairSource(root, gap=(12, 48), cache_path=False, report_path=report)
   assert len(src) == 1 and len(src.skipped) == 2
@@ -129,6 +136,7 @@ def test_non_image_and_zero_byte_images(tmp_path):
   # A file that passes the header check but fails to decode later is skipped at read time.
   synthetic_img = synthetic.textured_images(1, (16, 16))[0]
   from PIL import Image
+
   Image.fromarray(synthetic_img).save(tmp_path / "a" / "good.png")
   src = ImageFolderSource(tmp_path, split=None, validate=False)
   assert len(src) == 3
@@ -138,8 +146,7 @@ def test_non_image_and_zero_byte_images(tmp_path):
 
 
 def test_davis_missing_annotation_and_listing(tmp_path):
-  root = synthetic.write_davis_like(tmp_path / "d", num_sequences=2, num_frames=3, size=(24, 32),
-                                    num_train=0)
+  root = synthetic.write_davis_like(tmp_path / "d", num_sequences=2, num_frames=3, size=(24, 32), num_train=0)
   name = (root / "ImageSets" / "2017" / "val.txt").read_text().split()[1]
   missing = root / "Annotations" / "480p" / name / "00001.png"
   missing.unlink()

@@ -14,8 +14,10 @@ from aejax.data.sources import ArraySource, MovingMNISTSource, VideoPairSource
 
 
 def _toy(n=10):
-  return ArraySource({"image": np.arange(n * 12, dtype=np.uint8).reshape(n, 2, 2, 3),
-                      "label": np.arange(n, dtype=np.int32)}, name="toy")
+  return ArraySource(
+    {"image": np.arange(n * 12, dtype=np.uint8).reshape(n, 2, 2, 3), "label": np.arange(n, dtype=np.int32)},
+    name="toy",
+  )
 
 
 def _labels(it, k):
@@ -55,6 +57,7 @@ def test_make_dataset_epochs_are_permutations(n):
 
 def test_shard_by_process(monkeypatch):
   import jax
+
   monkeypatch.setattr(jax, "process_count", lambda: 2)
   seen = []
   for i in range(2):
@@ -72,8 +75,9 @@ def _pair_source(tmp_path):
 
 def test_sampled_sources_draw_new_pairs_each_epoch(tmp_path):
   src = _pair_source(tmp_path)
-  it = make_loader(src, batch_size=3, shuffle=False, num_epochs=3,
-                   transforms=[T.RandomResizedCrop(16), T.ToFloat()])
+  it = make_loader(
+    src, batch_size=3, shuffle=False, num_epochs=3, transforms=[T.RandomResizedCrop(16), T.ToFloat()]
+  )
   idx = [next(it)["frame_index"].tolist() for _ in range(3)]
   assert idx[0] != idx[1] or idx[1] != idx[2]
   b = make_loader(src, batch_size=3, shuffle=False)

@@ -43,8 +43,15 @@ def test_help_documents_formats(capsys):
     main(["--help"])
   assert e.value.code == 0
   out = capsys.readouterr().out
-  for word in ("aejax_videos", "aejax_images", "aejax_davis", "array_record", "tfds.data_source",
-               "Kinetics", "Caltech-256"):
+  for word in (
+    "aejax_videos",
+    "aejax_images",
+    "aejax_davis",
+    "array_record",
+    "tfds.data_source",
+    "Kinetics",
+    "Caltech-256",
+  ):
     assert word in out
 
 
@@ -61,21 +68,26 @@ def test_prepare_videos_round_trip(tmp_path):
   src = tmp_path / "vids"
   synthetic.write_video_folder(src, n=3, num_frames=14, size=(32, 40), classes=["a", "b"])
   (src / "a" / "broken.mp4").write_bytes(b"")
-  assert main(["videos", "--src", str(src), "--out", str(tmp_path / "prep"), "--workers", "1",
-               "--quality", "95"]) == 0
+  assert (
+    main(["videos", "--src", str(src), "--out", str(tmp_path / "prep"), "--workers", "1", "--quality", "95"])
+    == 0
+  )
   report = json.loads((tmp_path / "prep" / "prepare_report.json").read_text())
   assert report["kept"] == 3 and report["skipped"][0]["path"].endswith("broken.mp4")
   pv = PreparedVideos(tmp_path / "prep")
   infos = scan_videos(src, cache_path=False)
   assert [(i.path, i.label, i.num_frames) for i in pv.infos] == [
-      (i.path, i.label, i.num_frames) for i in infos]
+    (i.path, i.label, i.num_frames) for i in infos
+  ]
   got = pv.read(2, [0, 13, 5])
   ref = VideoReader(infos[2].path).read([0, 13, 5])
   assert got.shape == ref.shape and np.abs(got.astype(np.float32) - ref).mean() < 6  # JPEG q95, 4:2:0
   # The shards hold one JPEG per record, videos one after another; no tensorflow-datasets needed.
   raw = grain.sources.ArrayRecordDataSource(
-      sorted(str(p) for p in video_folder(tmp_path / "prep").glob("*.array_record-*-of-*")
-             if p.suffix != ".json"))
+    sorted(
+      str(p) for p in video_folder(tmp_path / "prep").glob("*.array_record-*-of-*") if p.suffix != ".json"
+    )
+  )
   assert len(raw) == 3 * 14
   np.testing.assert_array_equal(decode_image(raw[14 + 5]), pv.read(1, [5])[0])
   assert [i.label for i in pv.infos] == ["a", "a", "b"] and pv.offsets == [0, 14, 28]
@@ -162,12 +174,29 @@ def test_prepare_videos_killed_process_resumes(video_src, tmp_path):
   """SIGKILL a 2-worker `python -m aejax.data.prepare` mid-run; the same command completes it."""
   prepare_videos(video_src, tmp_path / "whole", workers=1, **OPTS)
   out = tmp_path / "killed"
-  cmd = [sys.executable, "-m", "aejax.data.prepare", "videos", "--src", str(video_src), "--out",
-         str(out), "--workers", "2", "--videos-per-shard", "1", "--min-frames", "10", "--fps", "30"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "aejax.data.prepare",
+    "videos",
+    "--src",
+    str(video_src),
+    "--out",
+    str(out),
+    "--workers",
+    "2",
+    "--videos-per-shard",
+    "1",
+    "--min-frames",
+    "10",
+    "--fps",
+    "30",
+  ]
   env = {**os.environ, "PYTHONPATH": ROOT}
   # One video per shard this time: another plan, compared with an uninterrupted run of its own.
-  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    cmd, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
   folder = video_folder(out)
   deadline = time.time() + 120
   while time.time() < deadline and not list(folder.glob("*.array_record-*.json")):
@@ -177,8 +206,7 @@ def test_prepare_videos_killed_process_resumes(video_src, tmp_path):
   done_at_kill = len(list(folder.glob("*.array_record-*.json")))
   assert 1 <= done_at_kill < 11 and not (folder / "aejax_index_train.json").exists()
   assert subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True).returncode == 0
-  ref = subprocess.run([*cmd[:7], str(tmp_path / "ref"), *cmd[8:]], cwd=ROOT, env=env,
-                       capture_output=True)
+  ref = subprocess.run([*cmd[:7], str(tmp_path / "ref"), *cmd[8:]], cwd=ROOT, env=env, capture_output=True)
   assert ref.returncode == 0
   assert _prepared(out) == _prepared(tmp_path / "ref")
   # The same frames as the 2-video-per-shard set: only the shard boundaries differ.
@@ -186,7 +214,8 @@ def test_prepare_videos_killed_process_resumes(video_src, tmp_path):
   whole_rows, _, whole_records = _prepared(tmp_path / "whole")
   assert records == whole_records
   assert [{k: v for k, v in r.items() if k != "shard"} for r in rows] == [
-      {k: v for k, v in r.items() if k != "shard"} for r in whole_rows]
+    {k: v for k, v in r.items() if k != "shard"} for r in whole_rows
+  ]
 
 
 def test_prepare_videos_nothing_survives(tmp_path, capsys):
@@ -194,8 +223,9 @@ def test_prepare_videos_nothing_survives(tmp_path, capsys):
   src.mkdir()
   (src / "a.mp4").write_bytes(b"")
   synthetic.write_video_folder(src, n=1, num_frames=4, size=(32, 32))
-  code = main(["videos", "--src", str(src), "--out", str(tmp_path / "out"), "--workers", "1",
-               "--min-frames", "8"])
+  code = main(
+    ["videos", "--src", str(src), "--out", str(tmp_path / "out"), "--workers", "1", "--min-frames", "8"]
+  )
   err = capsys.readouterr().err
   assert code == 1 and "none of 2 video files is usable" in err and "\n" not in err.strip()
   assert "empty (zero-byte) video file" in err and "too short: 4 < 8 frames" in err
@@ -204,8 +234,10 @@ def test_prepare_videos_nothing_survives(tmp_path, capsys):
 
 
 def test_tensorflow_datasets_is_optional(tmp_path, monkeypatch):
-  code = ("import sys, aejax.data.prepare, aejax.data.sources, aejax.data.video; "
-          "sys.exit('tensorflow_datasets' in sys.modules)")
+  code = (
+    "import sys, aejax.data.prepare, aejax.data.sources, aejax.data.video; "
+    "sys.exit('tensorflow_datasets' in sys.modules)"
+  )
   assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
   monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # as if not installed
   with pytest.raises(ImportError, match=r"pip install 'aejax\[prepare\]'"):
@@ -227,8 +259,9 @@ def test_prepare_images_png_exact_and_split(tmp_path):
     for i in range(len(ref)):
       np.testing.assert_array_equal(got[i]["image"], ref[i]["image"])  # PNG is lossless
       assert got[i]["label"] == ref[i]["label"]
-  it = make_loader(PreparedImageSource(tmp_path / "prep", "train"), batch_size=4,
-                   transforms=[Resize((8, 8))], num_epochs=1)
+  it = make_loader(
+    PreparedImageSource(tmp_path / "prep", "train"), batch_size=4, transforms=[Resize((8, 8))], num_epochs=1
+  )
   assert [b["image"].shape for b in it] == [(4, 8, 8, 3)] * 2
   prepare("images", root, tmp_path / "whole", valid_fraction=0, size=8)
   whole = PreparedImageSource(tmp_path / "whole", "train")
@@ -236,8 +269,9 @@ def test_prepare_images_png_exact_and_split(tmp_path):
 
 
 def test_prepare_davis(tmp_path):
-  root = synthetic.write_davis_like(tmp_path / "davis", num_sequences=3, num_frames=4,
-                                    size=(24, 32), num_train=1)
+  root = synthetic.write_davis_like(
+    tmp_path / "davis", num_sequences=3, num_frames=4, size=(24, 32), num_train=1
+  )
   prepare("davis", root, tmp_path / "prep")
   for split, n in (("train", 1), ("val", 2)):
     ref, got = DavisSource(root, split), PreparedDavisSource(tmp_path / "prep", split)

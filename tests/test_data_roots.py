@@ -20,8 +20,7 @@ from aejax.data.sources import ImageFolderSource, VideoFiles
 def jpeg(frames: np.ndarray, quality: int = 95) -> np.ndarray:
   """Frames [..., H, W, 3] through the JPEG encoder and decoder `prepare` uses."""
   flat = frames.reshape(-1, *frames.shape[-3:])
-  return np.stack([decode_image(encode_frame(f, "jpeg", quality)) for f in flat]).reshape(
-      frames.shape)
+  return np.stack([decode_image(encode_frame(f, "jpeg", quality)) for f in flat]).reshape(frames.shape)
 
 
 class JpegVideos:
@@ -53,8 +52,11 @@ def _same(raw: np.ndarray, prep: np.ndarray):
 def jpeg_raw(monkeypatch):
   """`roots.videos` of a raw folder passes its frames through JPEG (prepared sets unchanged)."""
   real = roots.videos
-  monkeypatch.setattr(roots, "videos", lambda root, **kw: JpegVideos(real(root, **kw))
-                      if roots.prepared(root)[0] is None else real(root, **kw))
+  monkeypatch.setattr(
+    roots,
+    "videos",
+    lambda root, **kw: JpegVideos(real(root, **kw)) if roots.prepared(root)[0] is None else real(root, **kw),
+  )
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +65,24 @@ def video_roots(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("videos")
   raw = tmp / "raw"
   synthetic.write_video_folder(raw, n=4, num_frames=20, size=(40, 48), classes=["jump", "swim"])
-  assert main(["videos", "--src", str(raw), "--out", str(tmp / "prep"), "--workers", "1",
-               "--quality", "95", "--videos-per-shard", "2"]) == 0
+  assert (
+    main(
+      [
+        "videos",
+        "--src",
+        str(raw),
+        "--out",
+        str(tmp / "prep"),
+        "--workers",
+        "1",
+        "--quality",
+        "95",
+        "--videos-per-shard",
+        "2",
+      ]
+    )
+    == 0
+  )
   return raw, tmp / "prep"
 
 
@@ -148,8 +166,10 @@ def image_roots(tmp_path_factory):
     (raw / f"{k % 3:03d}.cls").mkdir(parents=True, exist_ok=True)
     Image.fromarray(im).save(raw / f"{k % 3:03d}.cls" / f"{k}.png")
   for name, frac in (("whole", "0"), ("split", "0.2")):
-    assert main(["images", "--src", str(raw), "--out", str(tmp / name), "--valid-fraction", frac,
-                 "--seed", "42"]) == 0
+    assert (
+      main(["images", "--src", str(raw), "--out", str(tmp / name), "--valid-fraction", frac, "--seed", "42"])
+      == 0
+    )
   return raw, tmp / "whole", tmp / "split"
 
 
@@ -182,8 +202,9 @@ def test_prepared_davis_propagates_as_the_raw_folder(tmp_path):
   pytest.importorskip("tensorflow_datasets")
   from aejax import labelprop
 
-  raw = synthetic.write_davis_like(tmp_path / "davis", num_sequences=2, num_frames=4,
-                                   size=(32, 48), num_train=0)
+  raw = synthetic.write_davis_like(
+    tmp_path / "davis", num_sequences=2, num_frames=4, size=(32, 48), num_train=0
+  )
   assert main(["davis", "--src", str(raw), "--out", str(tmp_path / "prep")]) == 0
   assert roots.davis_sequences(raw) == raw
   seqs = roots.davis_sequences(tmp_path / "prep")

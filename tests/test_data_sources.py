@@ -66,8 +66,7 @@ def test_image_folder_formats_become_rgb_uint8(image_tree, tmp_path):
   assert src.classes == ["001.ak47", "002.american-flag"]
   assert len(src) == 10 and len(src.skipped) == 2
   rep = json.loads(report.read_text())
-  assert rep["kept"] == 10 and {p["path"].split("/")[-1] for p in rep["skipped"]} == {
-      "zero.jpg", "notes.png"}
+  assert rep["kept"] == 10 and {p["path"].split("/")[-1] for p in rep["skipped"]} == {"zero.jpg", "notes.png"}
   by_name = {p.name: (i, lab) for i, (p, lab) in enumerate(src.files)}
   for name, ref in expect.items():
     i, lab = by_name[name]
@@ -118,8 +117,9 @@ def test_array_source():
 @pytest.fixture(scope="module")
 def video_dirs(tmp_path_factory):
   root = tmp_path_factory.mktemp("videos")
-  synthetic.write_video_folder(root / "v30", n=2, num_frames=40, size=(32, 40), fps=30.0,
-                               classes=["run", "swim"])
+  synthetic.write_video_folder(
+    root / "v30", n=2, num_frames=40, size=(32, 40), fps=30.0, classes=["run", "swim"]
+  )
   synthetic.write_video_folder(root / "v15", n=2, num_frames=30, size=(32, 40), fps=15.0, seed=1)
   return root
 
@@ -154,8 +154,7 @@ def test_video_clip_source_hop_stride_labels(video_dirs):
   assert start == 30 and e["label"] == 1
   ref = video.VideoReader(src.videos.info(1).path).read(start + 3 * np.arange(4))
   np.testing.assert_array_equal(e["video"], ref)
-  rnd = VideoClipSource(video_dirs / "v15", num_frames=4, stride=4, reference_fps=30.0,
-                        cache_path=False)
+  rnd = VideoClipSource(video_dirs / "v15", num_frames=4, stride=4, reference_fps=30.0, cache_path=False)
   assert len(rnd) == 2 and rnd._stride(rnd.videos.info(0)) == 2  # stride halves at 15 fps
   starts = {int(rnd.random_getitem(0, np.random.default_rng(k))["start"]) for k in range(40)}
   assert min(starts) >= 0 and max(starts) <= 30 - 7 and len(starts) > 5
@@ -171,8 +170,7 @@ def test_real_videos_scan_counts_and_cache(realdata, tmp_path, monkeypatch):
   monkeypatch.setattr(video, "probe_video", lambda *a, **k: pytest.fail("cache not used"))
   assert video.scan_videos(realdata / "videos", cache_path=cache) == infos
   monkeypatch.undo()
-  wrong_fps = video.scan_videos(realdata / "videos", fps=25.0, cache_path=cache,
-                                return_rejected=True)
+  wrong_fps = video.scan_videos(realdata / "videos", fps=25.0, cache_path=cache, return_rejected=True)
   assert [i.path.split("/")[-1] for i in wrong_fps[0]] == ["visp_cube.mpeg"]
   assert wrong_fps[1][0].reason == "fps 15 != 25"
   fast = video.scan_videos(realdata / "videos", cache_path=False, exact_count=False)
@@ -193,8 +191,7 @@ def test_video_reader_random_access_real(realdata):
 
 
 def test_davis_source(tmp_path):
-  root = synthetic.write_davis_like(tmp_path / "d", num_sequences=3, num_frames=5, size=(40, 56),
-                                    num_train=1)
+  root = synthetic.write_davis_like(tmp_path / "d", num_sequences=3, num_frames=5, size=(40, 56), num_train=1)
   seqs = synthetic.davis_like(3, 5, (40, 56))
   val = DavisSource(root, "val")
   assert len(val) == 2 and [val.name(i) for i in range(2)] == [s["name"] for s in seqs[1:]]

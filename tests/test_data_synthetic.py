@@ -82,8 +82,9 @@ def test_scene_cut_video_records_cuts():
 
 
 def test_write_davis_like_layout_and_palette(tmp_path):
-  root = synthetic.write_davis_like(tmp_path / "davis", num_sequences=3, num_frames=4,
-                                    size=(40, 56), seed=0, num_train=1)
+  root = synthetic.write_davis_like(
+    tmp_path / "davis", num_sequences=3, num_frames=4, size=(40, 56), seed=0, num_train=1
+  )
   seqs = synthetic.davis_like(3, 4, (40, 56), seed=0)
   sets = root / "ImageSets" / "2017"
   assert (sets / "train.txt").read_text().split() == [seqs[0]["name"]]
@@ -105,16 +106,16 @@ def test_write_davis_like_layout_and_palette(tmp_path):
 def test_davis_palette_matches_voc_colormap():
   p = synthetic.DAVIS_PALETTE
   assert p.shape == (256, 3)
-  np.testing.assert_array_equal(p[:6], [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0],
-                                        [0, 0, 128], [128, 0, 128]])
+  np.testing.assert_array_equal(
+    p[:6], [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128], [128, 0, 128]]
+  )
   assert len({tuple(c) for c in p}) == 256
 
 
 def test_moving_digits_generator_rules():
   # One all-255 28x28 "digit": every frame holds exactly one 28x28 square inside the canvas.
   digit = np.full((1, 28, 28), 255, np.uint8)
-  d = synthetic.moving_digits(3, num_frames=20, size=64, num_digits=1, seed=0,
-                              digits=(digit, np.array([7])))
+  d = synthetic.moving_digits(3, num_frames=20, size=64, num_digits=1, seed=0, digits=(digit, np.array([7])))
   v = d["video"][..., 0]
   assert d["video"].shape == (3, 20, 64, 64, 1) and (d["labels"] == 7).all()
   assert ((v > 0).sum((2, 3)) == 784).all()
@@ -143,12 +144,16 @@ def test_procedural_digits_centred_like_mnist():
 
 
 def test_write_video_folder_kinetics_layout(tmp_path):
-  paths = synthetic.write_video_folder(tmp_path / "vids", n=3, num_frames=12, size=(32, 48),
-                                       fps=25.0, classes=["a", "b"], seed=0)
+  paths = synthetic.write_video_folder(
+    tmp_path / "vids", n=3, num_frames=12, size=(32, 48), fps=25.0, classes=["a", "b"], seed=0
+  )
   assert [p.parent.name for p in paths] == ["a", "b", "a"]
   infos = scan_videos(tmp_path / "vids", cache_path=False)
   assert [(i.label, i.num_frames, i.height, i.width) for i in infos] == [
-      ("a", 12, 32, 48), ("a", 12, 32, 48), ("b", 12, 32, 48)]
+    ("a", 12, 32, 48),
+    ("a", 12, 32, 48),
+    ("b", 12, 32, 48),
+  ]
   assert all(abs(i.fps - 25.0) < 1e-3 for i in infos)
   ref = synthetic.shapes_video(12, (32, 48), seed=0)["video"]
   got = VideoReader(paths[0]).read([5])[0]

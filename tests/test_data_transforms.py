@@ -94,9 +94,9 @@ def test_random_resized_crop_matches_reference_box_and_mask_alignment():
   t = T.RandomResizedCrop((20, 28), scale=(0.4, 1.0))
   out = t.random_map({"image": image, "mask": ids}, np.random.default_rng(3))
   y0, x0, ch, cw = T.sample_crop(np.random.default_rng(3), 40, 56, (0.4, 1.0), (3 / 4, 4 / 3))
-  ref = cv2.resize(image[y0:y0 + ch, x0:x0 + cw], (28, 20), interpolation=cv2.INTER_AREA)
+  ref = cv2.resize(image[y0 : y0 + ch, x0 : x0 + cw], (28, 20), interpolation=cv2.INTER_AREA)
   np.testing.assert_array_equal(out["image"], ref)
-  ref_m = cv2.resize(ids[y0:y0 + ch, x0:x0 + cw], (28, 20), interpolation=cv2.INTER_NEAREST)
+  ref_m = cv2.resize(ids[y0 : y0 + ch, x0 : x0 + cw], (28, 20), interpolation=cv2.INTER_NEAREST)
   np.testing.assert_array_equal(out["mask"], ref_m)
   assert out["mask"].dtype == np.uint8 and set(np.unique(out["mask"])) <= {0, 1, 2, 3}
 
@@ -136,8 +136,7 @@ def test_flip_resize_center_crop():
   assert T.Resize(15).map({"image": img})["image"].shape == (15, 20, 3)
   r = T.Resize((10, 10)).map({"video": np.stack([img, img]), "mask": m})
   assert r["video"].shape == (2, 10, 10, 3) and r["mask"].shape == (10, 10)
-  np.testing.assert_array_equal(r["video"][0], cv2.resize(img, (10, 10),
-                                                           interpolation=cv2.INTER_AREA))
+  np.testing.assert_array_equal(r["video"][0], cv2.resize(img, (10, 10), interpolation=cv2.INTER_AREA))
   c = T.CenterCrop((10, 20)).map({"image": img, "mask": m})
   np.testing.assert_array_equal(c["image"], img[10:20, 10:30])
   np.testing.assert_array_equal(c["mask"], m[10:20, 10:30])

@@ -12,7 +12,7 @@ from aejax import davis
 
 def square(size, r0, r1, c0, c1, value=1, base=None):
   m = np.zeros(size, np.uint8) if base is None else base.copy()
-  m[r0:r1 + 1, c0:c1 + 1] = value
+  m[r0 : r1 + 1, c0 : c1 + 1] = value
   return m
 
 
@@ -30,8 +30,7 @@ def test_iou_hand_values():
   assert davis.db_eval_iou(z, z) == 1.0
   assert davis.db_eval_iou(gt, z) == 0.0
   # Frames on the leading axis are scored independently: [4/6, 1, 0].
-  np.testing.assert_allclose(davis.db_eval_iou(np.stack([gt, z, gt]), np.stack([pred, z, z])),
-                             [4 / 6, 1, 0])
+  np.testing.assert_allclose(davis.db_eval_iou(np.stack([gt, z, gt]), np.stack([pred, z, z])), [4 / 6, 1, 0])
 
 
 # ------------------------------------------------------------------------------------------ F
@@ -43,10 +42,7 @@ def test_seg2bmap_hand_values():
   # rows/cols 1-2 of a 4x4 image, e.g. (0,0) differs from SE (1,1); (1,1) equals E, S, SE -> 0;
   # (1,2) differs from E (1,3); the last column and last row are background next to background.
   seg = square((4, 4), 1, 2, 1, 2)
-  want = np.array([[1, 1, 1, 0],
-                   [1, 0, 1, 0],
-                   [1, 1, 1, 0],
-                   [0, 0, 0, 0]], bool)
+  want = np.array([[1, 1, 1, 0], [1, 0, 1, 0], [1, 1, 1, 0], [0, 0, 0, 0]], bool)
   np.testing.assert_array_equal(davis.seg2bmap(seg), want)
   # Object touching the last row/column: seg = 1 at (3, 3) only. Row 2: (2,2) differs from SE;
   # (2,3) is in the last column and differs from S. Row 3: (3,2) differs from E. (3,3) is the
@@ -61,11 +57,9 @@ def test_seg2bmap_hand_values():
 def test_disk_matches_skimage_definition():
   # disk(1) is the 4-neighbour cross; disk(2): rows y = -2..2 keep x with x² + y² <= 4.
   np.testing.assert_array_equal(davis.disk(1), [[0, 1, 0], [1, 1, 1], [0, 1, 0]])
-  np.testing.assert_array_equal(davis.disk(2), [[0, 0, 1, 0, 0],
-                                                [0, 1, 1, 1, 0],
-                                                [1, 1, 1, 1, 1],
-                                                [0, 1, 1, 1, 0],
-                                                [0, 0, 1, 0, 0]])
+  np.testing.assert_array_equal(
+    davis.disk(2), [[0, 0, 1, 0, 0], [0, 1, 1, 1, 0], [1, 1, 1, 1, 1], [0, 1, 1, 1, 0], [0, 0, 1, 0, 0]]
+  )
   # Gauss circle counts N(r) = #{x² + y² <= r²}: 5, 13, 29, 49, 81, 113, 149, 197 for r = 1..8.
   for r, n in zip(range(1, 9), [5, 13, 29, 49, 81, 113, 149, 197]):
     d = davis.disk(r)
@@ -177,8 +171,14 @@ def test_evaluate_hand_dataset(tmp_path, capsys):
   # Global means over the 3 objects (not over sequences):
   #   J-Mean = (2/3 + 0 + 1)/3 = 5/9, J-Recall = 1.5/3, J-Decay = (2/3)/3,
   #   F-Mean = (.8125 + 0 + 1)/3, F-Recall = 2/3, F-Decay = .375/3, J&F = (J-Mean + F-Mean)/2.
-  want = {"J-Mean": 5 / 9, "J-Recall": 0.5, "J-Decay": 2 / 9, "F-Mean": 1.8125 / 3,
-          "F-Recall": 2 / 3, "F-Decay": 0.125}
+  want = {
+    "J-Mean": 5 / 9,
+    "J-Recall": 0.5,
+    "J-Decay": 2 / 9,
+    "F-Mean": 1.8125 / 3,
+    "F-Recall": 2 / 3,
+    "F-Decay": 0.125,
+  }
   want["J&F-Mean"] = (want["J-Mean"] + want["F-Mean"]) / 2
   res = davis.evaluate(root / "pred", root / "gt", out_dir=root / "csv")
   assert list(res) == list(davis.GLOBAL_KEYS)
@@ -211,8 +211,9 @@ def test_void_is_background_and_ids_from_first_frame(tmp_path):
   j, _ = davis.evaluate_sequence(np.stack([g, later, later]), np.stack([o1, pred, o1]))
   assert j.shape == (1, 1) and j[0, 0] == pytest.approx(16 / 26)
   with pytest.raises(ValueError, match="predicted id 2 is higher than the number of objects"):
-    davis.evaluate_sequence(np.stack([g, later, later]),
-                            np.stack([o1, square((10, 10), 8, 9, 8, 9, 2, base=o1), o1]))
+    davis.evaluate_sequence(
+      np.stack([g, later, later]), np.stack([o1, square((10, 10), 8, 9, 8, 9, 2, base=o1), o1])
+    )
 
 
 def test_errors_name_the_path(tmp_path):
@@ -235,9 +236,10 @@ def test_errors_name_the_path(tmp_path):
 def test_png_round_trip_keeps_ids_and_palette(tmp_path):
   # DAVIS palette = PASCAL VOC colour map: id 1 (128,0,0), 2 (0,128,0), 3 (128,128,0),
   # 4 (0,0,128), 255 (224,224,192).
-  np.testing.assert_array_equal(davis.DAVIS_PALETTE[[0, 1, 2, 3, 4, 255]],
-                                [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128],
-                                 [224, 224, 192]])
+  np.testing.assert_array_equal(
+    davis.DAVIS_PALETTE[[0, 1, 2, 3, 4, 255]],
+    [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128], [224, 224, 192]],
+  )
   m = np.arange(60, dtype=np.uint8).reshape(6, 10) % 7
   m[0, 0] = 255
   davis.write_indexed_png(tmp_path / "m.png", m)
@@ -248,6 +250,7 @@ def test_png_round_trip_keeps_ids_and_palette(tmp_path):
   davis.write_indexed_png(tmp_path / "c.png", m, custom)
   np.testing.assert_array_equal(davis.read_indexed_png(tmp_path / "c.png")[1][:7], custom[:7])
   import cv2
+
   cv2.imwrite(str(tmp_path / "rgb.png"), np.zeros((4, 4, 3), np.uint8))
   with pytest.raises(ValueError, match="rgb.png: not an indexed PNG"):
     davis.read_indexed_png(tmp_path / "rgb.png")

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from aejax.train import (
-    CheckpointError,
-    TrainingDiverged,
-    init_state,
-    make_optimizer,
-    restore_state,
-    restore_variables,
+  CheckpointError,
+  TrainingDiverged,
+  init_state,
+  make_optimizer,
+  restore_state,
+  restore_variables,
 )
 from aejax.train.optim import decay_mask, make_schedule
 
@@ -32,8 +32,14 @@ HERE = Path(__file__).parent
 def _script(*args, env=None, timeout=240):
   e = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(HERE.parent))
   e.update(env or {})
-  return subprocess.run([sys.executable, str(HERE / "_tiny.py"), *map(str, args)], env=e,
-                        capture_output=True, text=True, timeout=timeout, cwd=HERE)
+  return subprocess.run(
+    [sys.executable, str(HERE / "_tiny.py"), *map(str, args)],
+    env=e,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    cwd=HERE,
+  )
 
 
 def _result(proc) -> dict:
@@ -42,13 +48,11 @@ def _result(proc) -> dict:
 
 
 def _max_diff(a: dict, b: dict) -> float:
-  return max(float(np.max(np.abs(np.asarray(a[k]) - np.asarray(b[k])))) for k in a if
-             not k.startswith("__"))
+  return max(float(np.max(np.abs(np.asarray(a[k]) - np.asarray(b[k])))) for k in a if not k.startswith("__"))
 
 
 def test_single_sharded_and_pmap_agree(tmp_path):
-  out = _result(_script("parallel", tmp_path,
-                        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}))
+  out = _result(_script("parallel", tmp_path, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}))
   ref = out["none"]
   assert len(ref["__losses__"]) == 8 and ref["__losses__"][-1] < ref["__losses__"][0]
   for par in ("jit", "pmap"):
@@ -68,9 +72,17 @@ def test_two_processes_match_one(tmp_path):
     addr = f"127.0.0.1:{port}"
     work = tmp_path / f"two{attempt}"
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(HERE.parent))
-    procs = [subprocess.Popen([sys.executable, str(HERE / "_tiny.py"), "multiprocess", str(work),
-                               str(pid), "2", addr], env=env, cwd=HERE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for pid in (0, 1)]
+    procs = [
+      subprocess.Popen(
+        [sys.executable, str(HERE / "_tiny.py"), "multiprocess", str(work), str(pid), "2", addr],
+        env=env,
+        cwd=HERE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+      for pid in (0, 1)
+    ]
     try:
       outs = [p.communicate(timeout=150) for p in procs]
     except subprocess.TimeoutExpired:
@@ -93,8 +105,13 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
   ref_params = json.loads(ref.stdout.strip().splitlines()[-1])
   work = tmp_path / "killed"
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(HERE.parent))
-  proc = subprocess.Popen([sys.executable, str(HERE / "_tiny.py"), "fit", str(work), "24", "0.03"],
-                          env=env, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  proc = subprocess.Popen(
+    [sys.executable, str(HERE / "_tiny.py"), "fit", str(work), "24", "0.03"],
+    env=env,
+    cwd=HERE,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+  )
   ckpts = work / "checkpoints"
   deadline = time.time() + 120
   while time.time() < deadline:  # wait for a committed checkpoint, then kill mid-run
@@ -126,11 +143,9 @@ def test_writer_outputs_read_back_and_restore_into_eval_shape(tmp_path):
   acc.Reload()
   assert "loss" in acc.Tags()["scalars"]
   assert [e.step for e in acc.Scalars("loss")] == [2, 4, 6, 8]
-  np.testing.assert_allclose([e.value for e in acc.Scalars("loss")], [r["loss"] for r in rows],
-                             rtol=1e-6)
+  np.testing.assert_allclose([e.value for e in acc.Scalars("loss")], [r["loss"] for r in rows], rtol=1e-6)
   model, tx = _tiny.make_model(), make_optimizer("adam", 1e-2)
-  abstract = jax.eval_shape(lambda: init_state(model, tx, jax.random.PRNGKey(0),
-                                               jnp.zeros((1, 8, 8, 1))))
+  abstract = jax.eval_shape(lambda: init_state(model, tx, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1))))
   restored = restore_state(tmp_path, abstract)
   assert int(restored.step) == 8
   for a, b in zip(jax.tree.leaves(restored.params), jax.tree.leaves(state.params)):
@@ -150,10 +165,19 @@ def test_logged_learning_rate_follows_the_schedule_and_parameter_table(tmp_path)
 
   model = _tiny.make_model()
   tx = make_optimizer("adam", 0.1, schedule="warmup_cosine", warmup_steps=3, total_steps=8)
-  fit(workdir=tmp_path, config=ml_collections.ConfigDict({"tiny": True}), model=model,
-      loss_fn=_tiny.loss_fn, tx=tx, train_iter=_tiny.slice_iter(8),
-      init_fn=lambda r: init_state(model, tx, r, jnp.zeros((1, 8, 8, 1))), num_steps=8, log_every=1,
-      checkpoint_every=100, verbose=False)
+  fit(
+    workdir=tmp_path,
+    config=ml_collections.ConfigDict({"tiny": True}),
+    model=model,
+    loss_fn=_tiny.loss_fn,
+    tx=tx,
+    train_iter=_tiny.slice_iter(8),
+    init_fn=lambda r: init_state(model, tx, r, jnp.zeros((1, 8, 8, 1))),
+    num_steps=8,
+    log_every=1,
+    checkpoint_every=100,
+    verbose=False,
+  )
   rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows] == list(range(1, 9))
   sched = make_schedule(0.1, "warmup_cosine", warmup_steps=3, total_steps=8)
@@ -171,7 +195,7 @@ def test_nan_stops_with_one_line_error_and_keeps_last_good(tmp_path):
   def poisoned():
     k = 0
     while True:
-      b = {n: v[(8 * k) % 256:(8 * k) % 256 + 8] for n, v in data.items()}
+      b = {n: v[(8 * k) % 256 : (8 * k) % 256 + 8] for n, v in data.items()}
       b["scale"] = np.float32(np.nan if k >= 9 else 1.0)
       yield b
       k += 1
@@ -198,8 +222,7 @@ def test_shape_mismatch_names_the_parameter(tmp_path):
       return nn.Conv(1, (3, 3))(nn.relu(h)), {}
 
   tx = make_optimizer("adam", 1e-2)
-  abstract = jax.eval_shape(lambda: init_state(Wider(), tx, jax.random.PRNGKey(0),
-                                               jnp.zeros((1, 8, 8, 1))))
+  abstract = jax.eval_shape(lambda: init_state(Wider(), tx, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1))))
   with pytest.raises(CheckpointError) as err:
     restore_state(tmp_path, abstract)
   msg = str(err.value)
@@ -209,18 +232,22 @@ def test_shape_mismatch_names_the_parameter(tmp_path):
     restore_state(tmp_path / "nope", abstract)
   # Same model, another optimiser: the state tree differs, a one-line error says so.
   sgd = make_optimizer("sgd", 0.1, momentum=0.9)
-  other = jax.eval_shape(lambda: init_state(_tiny.make_model(), sgd, jax.random.PRNGKey(0),
-                                            jnp.zeros((1, 8, 8, 1))))
+  other = jax.eval_shape(
+    lambda: init_state(_tiny.make_model(), sgd, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))
+  )
   with pytest.raises(CheckpointError, match="does not fit this run") as err:
     restore_state(tmp_path, other)
   assert "\n" not in str(err.value)
 
 
 def test_weight_decay_mask_and_schedules():
-  params = {"Dense_0": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones(4)},
-            "LayerNorm_0": {"scale": jnp.ones(4), "bias": jnp.ones(4)},
-            "cls_token": jnp.ones((1, 1, 4)), "pos_embed": jnp.ones((1, 5, 4)),
-            "Conv_0": {"kernel": jnp.ones((3, 3, 1, 2))}}
+  params = {
+    "Dense_0": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones(4)},
+    "LayerNorm_0": {"scale": jnp.ones(4), "bias": jnp.ones(4)},
+    "cls_token": jnp.ones((1, 1, 4)),
+    "pos_embed": jnp.ones((1, 5, 4)),
+    "Conv_0": {"kernel": jnp.ones((3, 3, 1, 2))},
+  }
   m = decay_mask(params)
   assert m["Dense_0"]["kernel"] and m["Conv_0"]["kernel"]
   assert not m["Dense_0"]["bias"] and not m["LayerNorm_0"]["scale"]
@@ -253,13 +280,15 @@ def test_weight_decay_mask_and_schedules():
 
 def _fit_script(work, steps, sleep):
   """A fit in another process; prints 'ERR <message>' and exits 1 on an error (no traceback)."""
-  code = ("import sys, _tiny\n"
-          "try:\n"
-          f"  _tiny.run_fit({str(work)!r}, num_steps={steps}, sleep={sleep}, checkpoint_every=3)\n"
-          "except Exception as e:\n"
-          "  print('ERR', e)\n"
-          "  sys.exit(1)\n"
-          "print('DONE')\n")
+  code = (
+    "import sys, _tiny\n"
+    "try:\n"
+    f"  _tiny.run_fit({str(work)!r}, num_steps={steps}, sleep={sleep}, checkpoint_every=3)\n"
+    "except Exception as e:\n"
+    "  print('ERR', e)\n"
+    "  sys.exit(1)\n"
+    "print('DONE')\n"
+  )
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=f"{HERE.parent}:{HERE}")
   return [sys.executable, "-c", code], env
 
@@ -269,8 +298,7 @@ def test_second_run_on_a_locked_workdir_stops_at_once_naming_the_first(tmp_path)
 
   work = tmp_path / "w"
   cmd, env = _fit_script(work, 60, 0.03)
-  first = subprocess.Popen(cmd, env=env, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True)
+  first = subprocess.Popen(cmd, env=env, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   try:
     deadline = time.time() + 120
     while time.time() < deadline and not (work / ".lock").exists():
@@ -304,8 +332,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over_a_live_one_is_not(tmp_path):
   assert not (work / ".lock").exists() and (work / "checkpoints" / "2").is_dir()
   alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
   try:
-    (work / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": alive.pid,
-                                            "since": "then"}))
+    (work / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": alive.pid, "since": "then"}))
     before = (work / "metrics.jsonl").read_bytes()
     with pytest.raises(WorkdirLocked) as err:
       _tiny.run_fit(work, num_steps=4, checkpoint_every=2)
@@ -336,8 +363,9 @@ def test_run_record_names_experiment_and_model_and_restore_refuses_others(tmp_pa
   assert rec["experiment"] == "experiments.tiny"
   assert rec["model"] == f"{type(model).__module__}.{type(model).__qualname__}"
   example = lambda c: jnp.zeros((1, 8, 8, 1))
-  restored, variables, _ = restore_for_eval(tmp_path, cfg, build_model=lambda c: _tiny.make_model(),
-                                            example=example, keys=())
+  restored, variables, _ = restore_for_eval(
+    tmp_path, cfg, build_model=lambda c: _tiny.make_model(), example=example, keys=()
+  )
   assert set(variables) == {"params", "batch_stats"}
   monkeypatch.setitem(cli._CURRENT, "experiment", "experiments.other")
   with pytest.raises(CheckpointError) as err:
@@ -400,8 +428,9 @@ def test_orbax_write_error_is_one_line_and_cleans_its_temporary_folder(tmp_path,
   def save(self, step, *a, **kw):
     if step == 6:
       (Path(self.directory) / "6.orbax-checkpoint-tmp-99").mkdir()
-      raise ValueError("RESOURCE_EXHAUSTED: Error writing local file: No space left on device "
-                       "[os_error_code='28']")
+      raise ValueError(
+        "RESOURCE_EXHAUSTED: Error writing local file: No space left on device [os_error_code='28']"
+      )
     return real_save(self, step, *a, **kw)
 
   monkeypatch.setattr(ocp.CheckpointManager, "save", save)
@@ -416,8 +445,13 @@ def test_full_tmpfs_keeps_the_last_checkpoint_restorable(tmp_path):
   """A real full disk (a 1 MiB tmpfs; skipped where mounting is not allowed)."""
   mnt = tmp_path / "mnt"
   mnt.mkdir()
-  if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                                         capture_output=True).returncode != 0:
+  if (
+    os.geteuid() != 0
+    or subprocess.run(
+      ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True
+    ).returncode
+    != 0
+  ):
     pytest.skip("cannot mount a tmpfs here")
   try:
     work = mnt / "w"
@@ -427,8 +461,7 @@ def test_full_tmpfs_keeps_the_last_checkpoint_restorable(tmp_path):
       _tiny.run_fit(work, num_steps=40, checkpoint_every=2)
     assert not [p for p in (work / "checkpoints").iterdir() if "tmp" in p.name]
     model, tx = _tiny.make_model(), make_optimizer("adam", 1e-2)
-    abstract = jax.eval_shape(lambda: init_state(model, tx, jax.random.PRNGKey(0),
-                                                 jnp.zeros((1, 8, 8, 1))))
+    abstract = jax.eval_shape(lambda: init_state(model, tx, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1))))
     assert int(restore_state(work, abstract).step) == 4
     (mnt / "filler").unlink()
     assert int(_tiny.run_fit(work, num_steps=8, checkpoint_every=2).step) == 8
@@ -491,11 +524,23 @@ def test_full_disk_while_writing_an_artefact_is_one_line(tmp_path):
   from aejax.train import fit
 
   with pytest.raises(OutputError) as err:
-    fit(workdir=tmp_path, config=ml_collections.ConfigDict({"tiny": True}), model=model,
-        loss_fn=_tiny.loss_fn, tx=tx, train_iter=_tiny.slice_iter(8),
-        init_fn=lambda r: init_state(model, tx, r, jnp.zeros((1, 8, 8, 1))), num_steps=8,
-        eval_every=4, artefact_fn=artefact_fn, checkpoint_every=2, verbose=False)
-  assert str(err.value) == (f"{tmp_path / 'artefacts' / 'grid.png'}: no space left on device; last complete "
-                            f"checkpoint: step 2 in {tmp_path / 'checkpoints'}; fix it and run the same "
-                            "command again to resume")
+    fit(
+      workdir=tmp_path,
+      config=ml_collections.ConfigDict({"tiny": True}),
+      model=model,
+      loss_fn=_tiny.loss_fn,
+      tx=tx,
+      train_iter=_tiny.slice_iter(8),
+      init_fn=lambda r: init_state(model, tx, r, jnp.zeros((1, 8, 8, 1))),
+      num_steps=8,
+      eval_every=4,
+      artefact_fn=artefact_fn,
+      checkpoint_every=2,
+      verbose=False,
+    )
+  assert str(err.value) == (
+    f"{tmp_path / 'artefacts' / 'grid.png'}: no space left on device; last complete "
+    f"checkpoint: step 2 in {tmp_path / 'checkpoints'}; fix it and run the same "
+    "command again to resume"
+  )
   assert not (tmp_path / ".lock").exists()

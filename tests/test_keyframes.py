@@ -41,8 +41,9 @@ def test_shapes_and_range():
   assert y.shape == x.shape and aux["z"].shape == (4, 2, 4, 2)
   assert float(jnp.abs(y).max()) <= 1.0
   z = model.apply(v, x, train=False, method=KeyframeAE.encode)
-  np.testing.assert_allclose(model.apply(v, z, method=KeyframeAE.decode), model.apply(v, x, train=False)[0],
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    model.apply(v, z, method=KeyframeAE.decode), model.apply(v, x, train=False)[0], atol=1e-6
+  )
   with pytest.raises(ValueError, match="divisible by 8"):
     model.apply(v, jnp.zeros((4, 20, 32, 3)), train=False)
 
@@ -56,8 +57,9 @@ def test_batchnorm_momentum_and_shared_double_update():
     _, full = model.apply(v, x, train=True, mutable=["batch_stats"])
     _, enc = model.apply(v, x, train=True, mutable=["batch_stats"], method=KeyframeAE.encode)
     # PyTorch momentum 0.5: running = 0.5 * 0 + 0.5 * batch mean
-    np.testing.assert_allclose(full["batch_stats"]["bn0"]["mean"], 0.5 * np.asarray(x).mean((0, 1, 2)),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+      full["batch_stats"]["bn0"]["mean"], 0.5 * np.asarray(x).mean((0, 1, 2)), atol=1e-6
+    )
     np.testing.assert_allclose(full["batch_stats"]["bn5"]["mean"], enc["batch_stats"]["bn5"]["mean"])
     same = np.allclose(full["batch_stats"]["bn1"]["mean"], enc["batch_stats"]["bn1"]["mean"])
     assert same != share  # shared norms are updated a second time by the decoder
@@ -103,8 +105,7 @@ def test_selection_last_key_catches_drift_previous_does_not():
   keys, scores, thr = kf.select_keyframes(6, d, reference="last", threshold_mode="absolute", threshold=0.25)
   assert keys == [0, 3, 4] and thr == 0.25
   np.testing.assert_allclose(scores[1:], [0.1, 0.2, 0.3, 4.7, 0.1], rtol=1e-6)
-  keys, scores, _ = kf.select_keyframes(6, d, reference="previous", threshold_mode="absolute",
-                                        threshold=0.25)
+  keys, scores, _ = kf.select_keyframes(6, d, reference="previous", threshold_mode="absolute", threshold=0.25)
   assert keys == [0, 4]
   np.testing.assert_allclose(scores[1:], [0.1, 0.1, 0.1, 4.7, 0.1], rtol=1e-6)
 
@@ -134,8 +135,7 @@ def test_selection_mad_outlier_rule_hand_worked():
   sway = _dist([0, 1, 0, 1.05, 0, 1.1, 0, 1.02, 0, 1.08, 0])
   keys, _, _ = kf.select_keyframes(11, sway, reference="previous", threshold_mode="mad", threshold=3)
   assert keys == [0]
-  keys, _, _ = kf.select_keyframes(11, sway, reference="previous", threshold_mode="percentile",
-                                   threshold=80)
+  keys, _, _ = kf.select_keyframes(11, sway, reference="previous", threshold_mode="percentile", threshold=80)
   assert len(keys) == 3
   assert kf.robust_threshold(np.array([np.nan]), 3.0) == float("inf")  # one candidate: no key
   with pytest.raises(ValueError, match="mad"):
@@ -187,8 +187,22 @@ def test_smoke_train_extract_eval(smoke_run):
   exp, root, video = smoke_run
   assert (root / "run" / "checkpoints" / "2").is_dir()
   out = root / "out"
-  res = exp.main(["extract", "--preset", "smoke", "--checkpoint", str(root / "run"), "--video", str(video),
-                  "--out", str(out), "--compilation_cache", "", "--config.extract.write_clips=True"])
+  res = exp.main(
+    [
+      "extract",
+      "--preset",
+      "smoke",
+      "--checkpoint",
+      str(root / "run"),
+      "--video",
+      str(video),
+      "--out",
+      str(out),
+      "--compilation_cache",
+      "",
+      "--config.extract.write_clips=True",
+    ]
+  )
   meta = json.loads((out / "keyframes.json").read_text())
   assert meta["num_frames"] == 36 and meta["fps"] == pytest.approx(6.0)
   assert len(meta["candidates"]) == 30  # every sampled frame (5 of every 6)
@@ -208,13 +222,38 @@ def test_smoke_train_extract_eval(smoke_run):
   for png in ("timeline.png", "contact_sheet.png"):
     assert cv2.imread(str(out / png)) is not None
   # the original's method: the sharpest frame of each second, cut at the key frames
-  res = exp.main(["extract", "--preset", "smoke", "--checkpoint", str(root / "run"), "--video", str(video),
-                  "--out", str(root / "nov"), "--compilation_cache", "", "--config.extract.method=novelty",
-                  "--config.extract.write_clips=False"])
+  res = exp.main(
+    [
+      "extract",
+      "--preset",
+      "smoke",
+      "--checkpoint",
+      str(root / "run"),
+      "--video",
+      str(video),
+      "--out",
+      str(root / "nov"),
+      "--compilation_cache",
+      "",
+      "--config.extract.method=novelty",
+      "--config.extract.write_clips=False",
+    ]
+  )
   meta = json.loads((root / "nov" / "keyframes.json").read_text())
   assert len(meta["candidates"]) == 6 and "shot_starts" not in meta and meta["clips"] == []
-  ev = exp.main(["eval", "--preset", "smoke", "--checkpoint", str(root / "run"), "--out", str(out),
-                 "--compilation_cache", ""])
+  ev = exp.main(
+    [
+      "eval",
+      "--preset",
+      "smoke",
+      "--checkpoint",
+      str(root / "run"),
+      "--out",
+      str(out),
+      "--compilation_cache",
+      "",
+    ]
+  )
   assert set(ev) >= {"ae_latent_last_top2", "pixels_latent_previous_top2", "ae_recon_last_top4"}
   assert all(0.0 <= m["recall"] <= 1.0 for m in ev.values())
   assert ev["pixels_latent_last_top4"]["keyframes_per_shot"] == pytest.approx(2.0)
@@ -223,5 +262,16 @@ def test_smoke_train_extract_eval(smoke_run):
 def test_extract_bad_input_is_one_line(smoke_run, tmp_path):
   exp, root, _ = smoke_run
   with pytest.raises(FileNotFoundError, match="missing.mp4"):
-    exp.main(["extract", "--preset", "smoke", "--video", str(tmp_path / "missing.mp4"),
-              "--out", str(tmp_path), "--compilation_cache", ""])
+    exp.main(
+      [
+        "extract",
+        "--preset",
+        "smoke",
+        "--video",
+        str(tmp_path / "missing.mp4"),
+        "--out",
+        str(tmp_path),
+        "--compilation_cache",
+        "",
+      ]
+    )

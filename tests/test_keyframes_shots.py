@@ -48,8 +48,13 @@ def test_segments_static_short_and_near_duplicates():
   short = S.short_shots(shots, times, 10.0, 1.0)
   assert short == [False, True, False]
   segs = S.segment_shots(shots, feats, sharp, times, change_threshold=0.5, min_segment=1.0, short=short)
-  assert [(g.shot, g.start, g.end) for g in segs] == [(0, 0, 4), (1, 4, 5), (2, 5, 10), (2, 10, 16),
-                                                      (2, 16, 20)]
+  assert [(g.shot, g.start, g.end) for g in segs] == [
+    (0, 0, 4),
+    (1, 4, 5),
+    (2, 5, 10),
+    (2, 10, 16),
+    (2, 16, 20),
+  ]
   assert [g.key for g in segs] == [3, -1, 6, 13, 19]  # the sharpest sample of each segment
   static = S.segment_shots([0], np.ones((20, 4)), sharp, times, change_threshold=0.5, min_segment=1.0)
   assert len(static) == 1 and static[0].key == 6
@@ -64,11 +69,23 @@ def test_segments_static_short_and_near_duplicates():
 
 
 def test_score_keyframes_hand_worked():
-  entry = {"fps": 10, "num_frames": 100, "shots": [{"start": 0, "static": True}, {"start": 30}, {"start": 35},
-                                                   {"start": 60, "static": True}]}
+  entry = {
+    "fps": 10,
+    "num_frames": 100,
+    "shots": [{"start": 0, "static": True}, {"start": 30}, {"start": 35}, {"start": 60, "static": True}],
+  }
   r = cutset.score_keyframes([5, 20, 40, 61, 70, 80], entry, cut_frames=[0, 31, 58, 90])
-  assert r == {"shots": 4, "long_shots": 3, "covered": 3, "keyframes": 6, "redundant": 3, "static_shots": 2,
-               "cuts": 3, "cuts_detected": 3, "cuts_found": 2}
+  assert r == {
+    "shots": 4,
+    "long_shots": 3,
+    "covered": 3,
+    "keyframes": 6,
+    "redundant": 3,
+    "static_shots": 2,
+    "cuts": 3,
+    "cuts_detected": 3,
+    "cuts_found": 2,
+  }
   s = cutset.summarize([r, r])
   assert s["coverage"] == 1.0 and s["keyframes_per_shot"] == 1.5 and s["redundant"] == 6
   assert s["cut_recall"] == pytest.approx(2 / 3) and s["cut_precision"] == pytest.approx(2 / 3)
@@ -78,8 +95,15 @@ def test_score_keyframes_hand_worked():
 def real_set(realdata, tmp_path_factory):
   """One small real-footage video with known shots (pans, zooms, static, real video, a short shot)."""
   out = tmp_path_factory.mktemp("cutset")
-  cutset.make_real_set(out, realdata / "photos", realdata / "videos", num_videos=1, shots_per_video=6, seed=3,
-                       formats=((90, 160, 12.0),))
+  cutset.make_real_set(
+    out,
+    realdata / "photos",
+    realdata / "videos",
+    num_videos=1,
+    shots_per_video=6,
+    seed=3,
+    formats=((90, 160, 12.0),),
+  )
   return out
 
 
@@ -87,7 +111,7 @@ def test_real_set_is_what_shots_json_says(real_set):
   from aejax.data.video import VideoReader
 
   entries = cutset.load_set(real_set)
-  (path, e), = entries.items()
+  ((path, e),) = entries.items()
   kinds = [s["kind"] for s in e["shots"]]
   assert len(kinds) == 6 and kinds.count("short") == 1 and kinds.count("video") == 2
   with VideoReader(path) as r:
@@ -100,7 +124,7 @@ def test_real_set_is_what_shots_json_says(real_set):
 
 
 def test_shot_selection_covers_every_shot_of_real_footage(real_set):
-  (path, e), = cutset.load_set(real_set).items()
+  ((path, e),) = cutset.load_set(real_set).items()
   sel = kf.select_video(path, kf.raw_embed_fn, model_size=(48, 96), rate=6.0)
   keys = [sel["candidates"][k].index for k in sel["keys"]]
   r = cutset.score_keyframes(keys, e, cut_frames=sel["shot_starts"])
@@ -121,20 +145,38 @@ def test_extract_with_weights_file_and_eval_folder(real_set, tmp_path):
   from experiments import keyframes as exp
 
   weights = tmp_path / "released.npz"
-  np.savez(weights, **_keyframe_torch_layout(_random_variables(KeyframeAE(share_norms=True),
-                                                               jnp.zeros((1, 8, 8, 3)))))
-  (path, e), = cutset.load_set(real_set).items()
-  common = ["--weights", str(weights), "--compilation_cache", "", "--config.extract.model_size=(48, 96)",
-            "--config.extract.write_clips=False"]
+  np.savez(
+    weights,
+    **_keyframe_torch_layout(_random_variables(KeyframeAE(share_norms=True), jnp.zeros((1, 8, 8, 3)))),
+  )
+  ((path, e),) = cutset.load_set(real_set).items()
+  common = [
+    "--weights",
+    str(weights),
+    "--compilation_cache",
+    "",
+    "--config.extract.model_size=(48, 96)",
+    "--config.extract.write_clips=False",
+  ]
   res = exp.main(["extract", "--video", path, "--out", str(tmp_path / "x"), *common])
   meta = json.loads((tmp_path / "x" / "keyframes.json").read_text())
   assert res["keyframes"] == len(meta["keyframes"]) >= 1 and meta["shot_starts"][0] == 0
   assert (tmp_path / "x" / "contact_sheet.png").is_file() and meta["clips"] == []
   with pytest.raises(ValueError, match="not both"):
-    exp.main(["extract", "--video", path, "--checkpoint", str(tmp_path), "--out", str(tmp_path / "y"),
-              *common])
-  ev = exp.main(["eval", "--videos", str(real_set), "--out", str(tmp_path / "ev"),
-                 "--config.eval.methods=pixels,weights", *common])
+    exp.main(
+      ["extract", "--video", path, "--checkpoint", str(tmp_path), "--out", str(tmp_path / "y"), *common]
+    )
+  ev = exp.main(
+    [
+      "eval",
+      "--videos",
+      str(real_set),
+      "--out",
+      str(tmp_path / "ev"),
+      "--config.eval.methods=pixels,weights",
+      *common,
+    ]
+  )
   assert set(ev) == {"pixels", "weights"}
   for r in ev.values():
     assert 0.0 <= r["coverage"] <= 1.0 and r["shots"] == len(e["shots"]) and r["seconds"] > 0
@@ -149,15 +191,34 @@ def test_original_rule_on_the_released_weights(real_set, tmp_path):
     pytest.skip("set AEJAX_ORIGINAL_WEIGHTS=DIR holding MS_SSIM_L1-epoch-50.pth")
   from experiments import keyframes as exp
 
-  (path, _), = cutset.load_set(real_set).items()
-  exp.main(["extract", "--preset", "original", "--weights", str(Path(d) / "MS_SSIM_L1-epoch-50.pth"),
-            "--video", path, "--out", str(tmp_path / "o"), "--compilation_cache", "",
-            "--config.extract.write_clips=False"])
+  ((path, _),) = cutset.load_set(real_set).items()
+  exp.main(
+    [
+      "extract",
+      "--preset",
+      "original",
+      "--weights",
+      str(Path(d) / "MS_SSIM_L1-epoch-50.pth"),
+      "--video",
+      path,
+      "--out",
+      str(tmp_path / "o"),
+      "--compilation_cache",
+      "",
+      "--config.extract.write_clips=False",
+    ]
+  )
   meta = json.loads((tmp_path / "o" / "keyframes.json").read_text())
   s = meta["settings"]
-  assert (s["method"], s["metric"], s["reference"], s["threshold"], s["model_size"]) == \
-      ("novelty", "recon", "previous", 60.0, None)
+  assert (s["method"], s["metric"], s["reference"], s["threshold"], s["model_size"]) == (
+    "novelty",
+    "recon",
+    "previous",
+    60.0,
+    None,
+  )
   scores = [c["score"] for c in meta["candidates"][1:]]
   assert all(v > 0 for v in scores)  # the x200 legacy loss between reconstructions at native size
   assert [k["frame"] for k in meta["keyframes"]] == [meta["candidates"][0]["frame"]] + [
-      c["frame"] for c in meta["candidates"][1:] if c["score"] > 60]
+    c["frame"] for c in meta["candidates"][1:] if c["score"] > 60
+  ]

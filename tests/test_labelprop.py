@@ -26,8 +26,9 @@ def reference_propagate(feats, lab0, *, context, topk, radius, temperature, kind
   out, queue = [l0], []
   for t in range(1, t_len):
     ctx = [(f[0], l0, kind == "square")] + [(fq, lq, True) for fq, lq in queue]
-    scores = np.concatenate([np.where(nb, f[t] @ fc.T, -np.inf) if r else f[t] @ fc.T
-                             for fc, _, r in ctx], axis=1)  # [P, C*P]
+    scores = np.concatenate(
+      [np.where(nb, f[t] @ fc.T, -np.inf) if r else f[t] @ fc.T for fc, _, r in ctx], axis=1
+    )  # [P, C*P]
     labels = np.concatenate([lc for _, lc, _ in ctx])  # [C*P, K]
     pred = np.zeros((p, k_cls))
     for q in range(p):
@@ -91,8 +92,8 @@ def _blob_video(t_len=8, h=8, w=14, same_look=False):
   """Two 2x2 blobs moving right / left by one cell a frame; features are colour codes."""
   masks = np.zeros((t_len, h, w), np.int64)
   for t in range(t_len):
-    masks[t, 1:3, 1 + t:3 + t] = 1
-    masks[t, 5:7, w - 3 - t:w - 1 - t] = 2
+    masks[t, 1:3, 1 + t : 3 + t] = 1
+    masks[t, 5:7, w - 3 - t : w - 1 - t] = 2
   colours = np.eye(3, dtype=np.float32)
   if same_look:
     colours[2] = colours[1]
@@ -102,8 +103,9 @@ def _blob_video(t_len=8, h=8, w=14, same_look=False):
 @pytest.mark.parametrize("kind", ["square", "euclidean"])
 def test_translating_blobs_are_tracked(kind):
   feats, masks = _blob_video()
-  soft = np.asarray(labelprop.propagate(feats, masks[0], context=4, topk=7, radius=3,
-                                        temperature=0.1, neighbourhood=kind))
+  soft = np.asarray(
+    labelprop.propagate(feats, masks[0], context=4, topk=7, radius=3, temperature=0.1, neighbourhood=kind)
+  )
   np.testing.assert_array_equal(soft.argmax(-1), masks)
 
 
@@ -111,8 +113,9 @@ def test_identical_blobs_are_told_apart_by_the_square_window():
   # Both blobs look the same: only the spatial window (radius 2 < their 4-row separation)
   # keeps each blob's label; its own frame-0 copy is the only same-looking match in range.
   feats, masks = _blob_video(same_look=True)
-  soft = np.asarray(labelprop.propagate(feats, masks[0], context=3, topk=4, radius=2,
-                                        temperature=0.1, neighbourhood="square"))
+  soft = np.asarray(
+    labelprop.propagate(feats, masks[0], context=3, topk=4, radius=2, temperature=0.1, neighbourhood="square")
+  )
   np.testing.assert_array_equal(soft.argmax(-1), masks)
 
 
@@ -121,15 +124,14 @@ def test_overlay_blends_palette_colours():
   # 0.5 * 100 + 0.5 * (128, 0, 0) = (114, 50, 50). Background pixels are left untouched.
   frames = np.full((1, 1, 2, 3), 100, np.uint8)
   masks = np.array([[[1, 0]]], np.uint8)
-  np.testing.assert_array_equal(labelprop.overlay(frames, masks),
-                                [[[[114, 50, 50], [100, 100, 100]]]])
+  np.testing.assert_array_equal(labelprop.overlay(frames, masks), [[[[114, 50, 50], [100, 100, 100]]]])
 
 
 def _colour_features(frames, patch=4):
   """feature_fn for the runner: mean colour per patch plus a weak position code."""
   t, hh, ww, _ = frames.shape
   h, w = hh // patch, ww // patch
-  pooled = frames[:, :h * patch, :w * patch].reshape(t, h, patch, w, patch, 3).mean((2, 4))
+  pooled = frames[:, : h * patch, : w * patch].reshape(t, h, patch, w, patch, 3).mean((2, 4))
   ii, jj = np.meshgrid(np.linspace(0, 1, h), np.linspace(0, 1, w), indexing="ij")
   pos = np.broadcast_to(np.stack([ii, jj], -1), (t, h, w, 2)) * 0.2
   return np.concatenate([pooled - 0.5, pos], -1)
@@ -139,9 +141,19 @@ def test_propagate_davis_on_synthetic_sequences(tmp_path):
   from aejax.data import synthetic
 
   seqs = synthetic.davis_like(num_sequences=2, num_frames=6, size=(48, 64), seed=1)
-  res = labelprop.propagate_davis(_colour_features, seqs, tmp_path / "pred", size=(48, 64),
-                                  patch=4, context=3, topk=5, radius=3, temperature=0.1,
-                                  overlay_sequence=seqs[0]["name"], log=None)
+  res = labelprop.propagate_davis(
+    _colour_features,
+    seqs,
+    tmp_path / "pred",
+    size=(48, 64),
+    patch=4,
+    context=3,
+    topk=5,
+    radius=3,
+    temperature=0.1,
+    overlay_sequence=seqs[0]["name"],
+    log=None,
+  )
   for k in davis.GLOBAL_KEYS:
     assert 0.0 <= res[k] <= 1.0 or k.endswith("Decay")
   assert res["J&F-Mean"] == pytest.approx((res["J-Mean"] + res["F-Mean"]) / 2)
@@ -159,18 +171,30 @@ def test_propagate_davis_on_synthetic_sequences(tmp_path):
   assert (tmp_path / "pred" / "overlays" / f"{name}.mp4").stat().st_size > 0
   # The same PNGs scored from a DAVIS-layout folder give the same numbers as in memory.
   gt_root = tmp_path / "gt"
-  synthetic.write_davis_like(gt_root, num_sequences=2, num_frames=6, size=(48, 64), seed=1,
-                             num_train=0)
+  synthetic.write_davis_like(gt_root, num_sequences=2, num_frames=6, size=(48, 64), seed=1, num_train=0)
   again = davis.evaluate(tmp_path / "pred", gt_root)
   for k in davis.GLOBAL_KEYS:
     assert again[k] == pytest.approx(res[k]), k
   # The folder runner (JPEG frames) scores with the toolkit and writes its CSVs.
-  res2 = labelprop.propagate_davis(_colour_features, gt_root, tmp_path / "pred2", size=(48, 64),
-                                   patch=4, context=3, topk=5, radius=3, temperature=0.1,
-                                   neighbourhood="euclidean", log=None)
+  res2 = labelprop.propagate_davis(
+    _colour_features,
+    gt_root,
+    tmp_path / "pred2",
+    size=(48, 64),
+    patch=4,
+    context=3,
+    topk=5,
+    radius=3,
+    temperature=0.1,
+    neighbourhood="euclidean",
+    log=None,
+  )
   assert res2["J-Mean"] > 0.5
-  assert (tmp_path / "pred2" / "per-sequence_results-val.csv").read_text().startswith(
-      "Sequence,J-Mean,F-Mean\nsynth-000_1,")
+  assert (
+    (tmp_path / "pred2" / "per-sequence_results-val.csv")
+    .read_text()
+    .startswith("Sequence,J-Mean,F-Mean\nsynth-000_1,")
+  )
 
 
 def test_runner_rejects_wrong_feature_grid(tmp_path):
@@ -178,8 +202,9 @@ def test_runner_rejects_wrong_feature_grid(tmp_path):
 
   seqs = synthetic.davis_like(num_sequences=1, num_frames=3, size=(32, 32), seed=0)
   with pytest.raises(ValueError, match=r"synth-000: feature_fn returned \(3, 2, 2, 5\)"):
-    labelprop.propagate_davis(lambda x: np.zeros((len(x), 2, 2, 5)), seqs, tmp_path, size=(32, 32),
-                              patch=8, log=None)
+    labelprop.propagate_davis(
+      lambda x: np.zeros((len(x), 2, 2, 5)), seqs, tmp_path, size=(32, 32), patch=8, log=None
+    )
 
 
 # ------------------------------------------------- DINO's eval_video_segmentation.py in NumPy
@@ -196,7 +221,8 @@ def dino_label_propagation(feat_tar, list_frame_feats, list_segs, h, w, topk, si
   if size_mask > 0:
     ii, jj = np.divmod(np.arange(h * w), w)
     mask = (np.abs(ii[:, None] - ii[None, :]) <= size_mask) & (
-        np.abs(jj[:, None] - jj[None, :]) <= size_mask)  # restrict_neighborhood, [tar, src]
+      np.abs(jj[:, None] - jj[None, :]) <= size_mask
+    )  # restrict_neighborhood, [tar, src]
     aff = aff * mask[None]
   aff = aff.transpose(0, 2, 1).reshape(-1, h * w)  # nmb_context*h*w (source) x h*w (target)
   tk_val = -np.sort(-aff, axis=0)[:topk]  # torch.topk(aff, dim=0, k=topk) values
@@ -211,10 +237,12 @@ def dino_label_propagation(feat_tar, list_frame_feats, list_segs, h, w, topk, si
 
 def dino_upsample(x, factor):
   """F.interpolate(scale_factor=factor, mode='bilinear', align_corners=False) of [C, h, w]."""
+
   def axis(n):
     src = np.maximum((np.arange(n * factor) + 0.5) / factor - 0.5, 0)
     i0 = np.floor(src).astype(int)
     return i0, np.minimum(i0 + 1, n - 1), (src - i0).astype(np.float32)
+
   (r0, r1, lr), (c0, c1, lc) = axis(x.shape[1]), axis(x.shape[2])
   rows = x[:, r0] * (1 - lr)[None, :, None] + x[:, r1] * lr[None, :, None]
   return rows[:, :, c0] * (1 - lc) + rows[:, :, c1] * lc
@@ -258,8 +286,7 @@ def dino_masks(feats, seg_ori, patch, n_last_frames=7, size_mask=12, topk=5):
 
 def test_protocols_map_to_the_published_parameters():
   s, d = labelprop.PROTOCOLS["siammae"], labelprop.PROTOCOLS["dino"]
-  assert (s["topk"], s["context"], s["radius"], s["temperature"], s["size"]) == (7, 20, 20, 0.7,
-                                                                               (480, 880))
+  assert (s["topk"], s["context"], s["radius"], s["temperature"], s["size"]) == (7, 20, 20, 0.7, (480, 880))
   assert not s["norm_mask"] and not s["ties"] and s["neighbourhood"] == "square"
   assert (d["topk"], d["context"], d["radius"], d["temperature"], d["size"]) == (5, 7, 12, 0.1, 480)
   assert d["norm_mask"] and d["ties"] and d["neighbourhood"] == "square"
@@ -293,13 +320,14 @@ def test_dino_protocol_reproduces_dino_masks(tmp_path):
 
   def feature_fn(x):
     seen.append(x.shape)
-    return feats[:len(x)]
+    return feats[: len(x)]
 
   labelprop.propagate_davis(feature_fn, [seq], tmp_path, patch=8, log=None, **proto)
   assert seen == [(11, 128, 192, 3)]  # 128 // 8 x 192 // 8 = the 16 x 24 feature grid
   want, want_soft, scores = dino_masks(feats, seq["masks"][0], patch=8)
-  got = np.stack([davis.read_indexed_png(tmp_path / seq["name"] / f"{t:05d}.png")[0]
-                  for t in range(len(feats))])
+  got = np.stack(
+    [davis.read_indexed_png(tmp_path / seq["name"] / f"{t:05d}.png")[0] for t in range(len(feats))]
+  )
   # Masks equal wherever DINO's decision is not within float rounding of a tie between objects.
   ambiguous = np.zeros_like(want, bool)
   for t in range(1, len(feats)):

@@ -23,7 +23,7 @@ def torch_conv_transpose2d(x, weight, bias, stride: int = 2, padding: int = 0):
       for ky in range(k):
         for kx in range(k):
           full[:, stride * i + ky, stride * j + kx] += x[:, i, j] @ weight[:, :, ky, kx]
-  return full[:, padding:full.shape[1] - padding, padding:full.shape[2] - padding] + bias
+  return full[:, padding : full.shape[1] - padding, padding : full.shape[2] - padding] + bias
 
 
 def _data(seed: int, cin: int = 3, cout: int = 4, hw=(5, 7)):
@@ -50,16 +50,19 @@ def test_matches_numpy_pytorch_conv_transpose(padding):
 def test_values_and_gradients_equal_flax_conv_transpose(padding):
   x, weight, bias = _data(10 + padding)
   x = jnp.asarray(x, jnp.float32)
-  v = {"params": {"kernel": jnp.asarray(np.transpose(weight, (2, 3, 0, 1)), jnp.float32),
-                  "bias": jnp.asarray(bias, jnp.float32)}}
+  v = {
+    "params": {
+      "kernel": jnp.asarray(np.transpose(weight, (2, 3, 0, 1)), jnp.float32),
+      "bias": jnp.asarray(bias, jnp.float32),
+    }
+  }
   ref = nn.ConvTranspose(4, (4, 4), strides=(2, 2), padding=((3 - padding, 3 - padding),) * 2)
   new = ConvTranspose4x4(4, padding=padding)
 
   @jax.jit
   def both(v, x):
     f = lambda mod: lambda v, x: jnp.sum(jnp.sin(mod.apply(v, x)))
-    return (ref.apply(v, x), new.apply(v, x),
-            jax.grad(f(ref), (0, 1))(v, x), jax.grad(f(new), (0, 1))(v, x))
+    return (ref.apply(v, x), new.apply(v, x), jax.grad(f(ref), (0, 1))(v, x), jax.grad(f(new), (0, 1))(v, x))
 
   y_ref, y, g_ref, g = both(v, x)
   assert y.shape == y_ref.shape == (2, 12 - 2 * padding, 16 - 2 * padding, 4)
@@ -68,8 +71,9 @@ def test_values_and_gradients_equal_flax_conv_transpose(padding):
 
 
 def test_parameters_and_bad_input():
-  shapes = jax.eval_shape(lambda: ConvTranspose4x4(6, padding=1).init(jax.random.key(0),
-                                                                      jnp.zeros((1, 3, 3, 5))))
+  shapes = jax.eval_shape(
+    lambda: ConvTranspose4x4(6, padding=1).init(jax.random.key(0), jnp.zeros((1, 3, 3, 5)))
+  )
   assert jax.tree.map(lambda s: s.shape, shapes["params"]) == {"kernel": (4, 4, 5, 6), "bias": (6,)}
   with pytest.raises(ValueError, match="ConvTranspose4x4"):
     ConvTranspose4x4(6, padding=-1).init(jax.random.key(0), jnp.zeros((1, 3, 3, 5)))

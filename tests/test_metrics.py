@@ -18,7 +18,7 @@ WEIGHTS = np.array([0.0448, 0.2856, 0.3001, 0.2363, 0.1333])
 
 def _gauss(size, sigma):
   x = np.arange(size) - (size - 1) / 2
-  g = np.exp(-x**2 / (2 * sigma**2))
+  g = np.exp(-(x**2) / (2 * sigma**2))
   return g / g.sum()
 
 
@@ -83,8 +83,13 @@ def photo_pairs(realdata):
   jpeg = cv2.imdecode(enc, cv2.IMREAD_UNCHANGED).astype(np.float32) / 255.0
   graf1, graf3 = _photo(realdata, "opencv_graf1.png"), _photo(realdata, "opencv_graf3.png")
   # odd sizes exercise the padding rule
-  return [(baboon, noisy), (fruits, blurred), (fruits, jpeg), (graf1, graf3),
-          (baboon[:199, :263], noisy[:199, :263])]
+  return [
+    (baboon, noisy),
+    (fruits, blurred),
+    (fruits, jpeg),
+    (graf1, graf3),
+    (baboon[:199, :263], noisy[:199, :263]),
+  ]
 
 
 # ------------------------------------------------------------------------------ the metrics
@@ -173,7 +178,7 @@ def _torch_style_loss(x, y, alpha, data_range, compensation, legacy):
   if legacy:
     msssim = ls[-1] * ls[-2] * ls[-3] * np.prod(css, axis=0)
   else:
-    msssim = np.mean([ls[5 * c + 4] * np.prod(css[5 * c:5 * c + 5], axis=0) for c in range(3)], axis=0)
+    msssim = np.mean([ls[5 * c + 4] * np.prod(css[5 * c : 5 * c + 5], axis=0) for c in range(3)], axis=0)
   l1 = np.abs(x - y).astype(np.float64)
   gl1 = np.mean([filt(l1[..., c], g[4]) for c in range(3)], axis=0)
   return compensation * np.mean(alpha * (1 - msssim) + (1 - alpha) * gl1 / data_range)
@@ -183,8 +188,7 @@ def _torch_style_loss(x, y, alpha, data_range, compensation, legacy):
 def test_ms_ssim_l1_matches_numpy_port(photo_pairs, legacy):
   a, b = photo_pairs[1]
   x, y = a[:40, :56] * 2 - 1, b[:40, :56] * 2 - 1  # [-1, 1]
-  for kw in ({"alpha": 0.84, "data_range": 2.0, "compensation": 1.0},
-             {**losses.ORIGINAL_KWARGS}):
+  for kw in ({"alpha": 0.84, "data_range": 2.0, "compensation": 1.0}, {**losses.ORIGINAL_KWARGS}):
     got = float(losses.ms_ssim_l1_loss(x[None], y[None], legacy_grouping=legacy, **kw))
     want = _torch_style_loss(x, y, legacy=legacy, **kw)
     assert got == pytest.approx(want, rel=1e-4, abs=1e-5)
@@ -207,8 +211,9 @@ def test_blur_bank_matches_scipy():
   got = np.asarray(losses.gaussian_blur_bank(z, (1.0, 3.0), 13))
   for s_i, s in enumerate((1.0, 3.0)):
     for c in range(2):
-      want = ndimage.correlate(z[0, ..., c].astype(np.float64), np.outer(_gauss(13, s), _gauss(13, s)),
-                               mode="constant")
+      want = ndimage.correlate(
+        z[0, ..., c].astype(np.float64), np.outer(_gauss(13, s), _gauss(13, s)), mode="constant"
+      )
       np.testing.assert_allclose(got[0, ..., c, s_i], want, atol=1e-5)
 
 

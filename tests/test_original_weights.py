@@ -71,9 +71,13 @@ def _oval_frames(realdata, n=2) -> np.ndarray:
 
 # ---- the originals' layouts, built from our variables (the inverse of the loaders) -------------------
 
+
 def _random_variables(model, x, seed=0) -> dict:
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, **({"train": False} if isinstance(
-      model, kae.KeyframeAE) else {})))
+  shapes = jax.eval_shape(
+    lambda: model.init(
+      jax.random.key(0), x, **({"train": False} if isinstance(model, kae.KeyframeAE) else {})
+    )
+  )
   rng = np.random.default_rng(seed)
   return jax.tree.map(lambda s: rng.uniform(0.5, 1.5, s.shape).astype(np.float32), shapes)
 
@@ -89,8 +93,15 @@ def _keyframe_torch_layout(variables) -> dict[str, np.ndarray]:
     sd[f"t_conv{j}.bias"] = p[f"t_conv{j}"]["bias"]
   for j in range(6):
     n = f"bn{j}"
-    sd.update({f"{n}.weight": p[n]["scale"], f"{n}.bias": p[n]["bias"], f"{n}.running_mean": s[n]["mean"],
-               f"{n}.running_var": s[n]["var"], f"{n}.num_batches_tracked": np.array(7)})
+    sd.update(
+      {
+        f"{n}.weight": p[n]["scale"],
+        f"{n}.bias": p[n]["bias"],
+        f"{n}.running_mean": s[n]["mean"],
+        f"{n}.running_var": s[n]["var"],
+        f"{n}.num_batches_tracked": np.array(7),
+      }
+    )
   for alias, name in kae._SEQUENTIAL_ALIASES.items():
     for key in [k for k in list(sd) if k.rpartition(".")[0] == name]:
       sd[f"{alias}.{key.rpartition('.')[2]}"] = sd[key]
@@ -121,19 +132,23 @@ def _assert_trees_equal(a, b):
 
 # ---- torch-free -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
 def test_weight_files_round_trip_without_torch(tmp_path, suffix):
   kf = kae.KeyframeAE(share_norms=True)
   kv = _random_variables(kf, jnp.zeros((1, 8, 8, 3)))
   om = ov.OVAL()
   opar = _random_variables(om, jnp.zeros((1, 72, 72, 3)))
-  for name, sd, load, want in [("kf", _keyframe_torch_layout(kv), kae.load_original_weights, kv),
-                               ("oval", _oval_torch_layout(opar["params"]), ov.load_original_weights, opar)]:
+  for name, sd, load, want in [
+    ("kf", _keyframe_torch_layout(kv), kae.load_original_weights, kv),
+    ("oval", _oval_torch_layout(opar["params"]), ov.load_original_weights, opar),
+  ]:
     path = tmp_path / f"{name}{suffix}"
     if suffix == ".npz":
       np.savez(path, **sd)
     else:
       from safetensors.numpy import save_file
+
       save_file(sd, str(path))
     assert set(load_state_dict(path)) == set(sd)
     _assert_trees_equal(load(path), want)
@@ -145,13 +160,19 @@ def test_keyframe_weight_errors_name_the_key():
   sd = _keyframe_torch_layout(kv)
   _assert_trees_equal(kae.load_torch_state_dict(kv, sd), kv)
   narrow = sd["conv2.weight"][:, :16]
-  cases = [({k: v for k, v in sd.items() if not k.startswith(("bn3.running_var", "encoder.8.running_var",
-                                                               "decoder.4.running_var"))},
-            "lacks 'bn3.running_var'"),
-           ({**sd, "bn6.weight": np.ones(3, np.float32)}, "unexpected key 'bn6.weight'"),
-           ({**sd, "conv2.weight": narrow, "encoder.4.weight": narrow},
-            "'conv2.weight' has shape (64, 16, 3, 3)"),
-           ({**sd, "decoder.1.running_mean": sd["bn4.running_mean"] + 1}, "'decoder.1.running_mean'")]
+  cases = [
+    (
+      {
+        k: v
+        for k, v in sd.items()
+        if not k.startswith(("bn3.running_var", "encoder.8.running_var", "decoder.4.running_var"))
+      },
+      "lacks 'bn3.running_var'",
+    ),
+    ({**sd, "bn6.weight": np.ones(3, np.float32)}, "unexpected key 'bn6.weight'"),
+    ({**sd, "conv2.weight": narrow, "encoder.4.weight": narrow}, "'conv2.weight' has shape (64, 16, 3, 3)"),
+    ({**sd, "decoder.1.running_mean": sd["bn4.running_mean"] + 1}, "'decoder.1.running_mean'"),
+  ]
   for bad, msg in cases:
     with pytest.raises(ValueError, match=msg.replace("(", r"\(").replace(")", r"\)")) as e:
       kae.load_torch_state_dict(kv, bad)
@@ -193,13 +214,21 @@ def test_pth_reader_refuses_foreign_pickles(tmp_path):
 
 # ---- with torch: the reader and equality against the PyTorch references -----------------------------
 
+
 def test_pth_weight_reader_equals_torch_load(tmp_path):
   torch = _torch()
   g = torch.Generator().manual_seed(0)
   base = torch.randn(6, 8, generator=g)
-  sd = {"a": base, "view": base[1:, ::3], "t": base.t(), "bf16": torch.randn(3, 5, generator=g).bfloat16(),
-        "half": torch.randn(4, generator=g).half(), "count": torch.tensor(38300), "mask": base > 0,
-        "param": torch.nn.Parameter(torch.ones(2, 2))}
+  sd = {
+    "a": base,
+    "view": base[1:, ::3],
+    "t": base.t(),
+    "bf16": torch.randn(3, 5, generator=g).bfloat16(),
+    "half": torch.randn(4, generator=g).half(),
+    "count": torch.tensor(38300),
+    "mask": base > 0,
+    "param": torch.nn.Parameter(torch.ones(2, 2)),
+  }
   wrapped = {"epoch": 3, "model_state_dict": sd, "optimizer_state_dict": {}}
   for obj, path in [(sd, tmp_path / "bare.pth"), (wrapped, tmp_path / "wrapped.pt")]:
     torch.save(obj, path)
@@ -250,8 +279,10 @@ def _keyframe_compare(torch, tm, variables, frames, original_inference=False) ->
   model = kae.KeyframeAE(share_norms=True)
   y, aux = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, 2 * x01 - 1)
   dz = float(np.abs(np.asarray(aux["z"]) - zt.transpose(0, 2, 3, 1)).max())
-  return {"latent_rel": dz / max(1.0, float(np.abs(zt).max())),
-          "output": float(np.abs(np.asarray(y) - yt.transpose(0, 2, 3, 1)).max())}
+  return {
+    "latent_rel": dz / max(1.0, float(np.abs(zt).max())),
+    "output": float(np.abs(np.asarray(y) - yt.transpose(0, 2, 3, 1)).max()),
+  }
 
 
 def _oval_compare(torch, tm, variables, frames) -> float:
@@ -280,8 +311,9 @@ def test_keyframe_random_weights_equal_torch_reference(realdata):
   assert _count(variables["params"]) == 580_449
   d = _keyframe_compare(torch, tm, variables, frames)
   assert max(d.values()) < TOL, d
-  folded = kae.load_torch_state_dict(_kae_shapes(), {k: v.numpy() for k, v in sd.items()},
-                                     original_inference=True)
+  folded = kae.load_torch_state_dict(
+    _kae_shapes(), {k: v.numpy() for k, v in sd.items()}, original_inference=True
+  )
   d = _keyframe_compare(torch, tm, folded, frames, original_inference=True)
   assert max(d.values()) < TOL, d
 
@@ -311,12 +343,14 @@ def test_oval_random_weights_equal_torch_reference(realdata):
 
 # ---- the real released files --------------------------------------------------------------------------
 
+
 def test_released_weight_files_keys_and_param_counts():
   d = _weights_dir()
   kf_sd, oval_sd = load_state_dict(d / KF_FILE), load_state_dict(d / OVAL_FILE)
   assert len(kf_sd) == 120 and len(oval_sd) == 20
-  assert {k.rpartition(".")[0] for k in oval_sd} == {f"{s}.conv_net.{i}" for s in ("encoder", "decoder")
-                                                       for i in (0, 2, 4, 6, 8)}
+  assert {k.rpartition(".")[0] for k in oval_sd} == {
+    f"{s}.conv_net.{i}" for s in ("encoder", "decoder") for i in (0, 2, 4, 6, 8)
+  }
   assert int(kf_sd["bn1.num_batches_tracked"]) == 2 * int(kf_sd["bn5.num_batches_tracked"]) == 76_600
   kv, ovv = kae.load_original_weights(d / KF_FILE), ov.load_original_weights(d / OVAL_FILE)
   assert _count(kv["params"]) == 580_449 and _count(ovv["params"]) == 6_991
@@ -335,12 +369,18 @@ def test_released_weights_equal_torch_reference(realdata):
   assert set(tk.state_dict()) == set(load_state_dict(d / KF_FILE))
   frames = _tree_frames(realdata)
   dk = _keyframe_compare(torch, tk, kae.load_original_weights(d / KF_FILE), frames)
-  dk_orig = _keyframe_compare(torch, tk, kae.load_original_weights(d / KF_FILE, original_inference=True),
-                              frames, original_inference=True)
+  dk_orig = _keyframe_compare(
+    torch,
+    tk,
+    kae.load_original_weights(d / KF_FILE, original_inference=True),
+    frames,
+    original_inference=True,
+  )
   to = oref.OVAL((480, 360), exact_output=False)
   to.load_state_dict(torch.load(d / OVAL_FILE, map_location="cpu", weights_only=True), strict=True)
   assert set(to.state_dict()) == set(load_state_dict(d / OVAL_FILE))
-  do = _oval_compare(torch, to, ov.load_original_weights(d / OVAL_FILE, ov.OVAL(exact_output=False)),
-                     _oval_frames(realdata))
+  do = _oval_compare(
+    torch, to, ov.load_original_weights(d / OVAL_FILE, ov.OVAL(exact_output=False)), _oval_frames(realdata)
+  )
   print(f"max abs diff: keyframe [-1,1] {dk}, keyframe original inference {dk_orig}, OVAL {do:.2e}")
   assert max(dk.values()) < TOL and max(dk_orig.values()) < TOL and do < TOL

@@ -82,8 +82,13 @@ def test_convlstm_scan_equals_python_loop():
   np.testing.assert_allclose(cT, carry[1], atol=1e-5)
   # Gates by hand at step 0 (zero carry): i, f, o, g from one conv over [x, h].
   k, bias = cp["params"]["gates"]["kernel"], cp["params"]["gates"]["bias"]
-  gates = jax.lax.conv_general_dilated(jnp.concatenate([x[:, 0], jnp.zeros((b, h, w, 4))], -1), k,
-                                       (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  gates = jax.lax.conv_general_dilated(
+    jnp.concatenate([x[:, 0], jnp.zeros((b, h, w, 4))], -1),
+    k,
+    (1, 1),
+    "SAME",
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+  )
   i, f, o, g = jnp.split(gates + bias, 4, -1)
   c1 = jax.nn.sigmoid(i) * jnp.tanh(g)
   np.testing.assert_allclose(hs[:, 0], jax.nn.sigmoid(o) * jnp.tanh(c1), atol=1e-5)
@@ -146,8 +151,11 @@ def test_latent_codec_roundtrip_errors():
   zh, nb = LatentCodec("int4", step=0.5).roundtrip(np.clip(z, -3.9, 3.4))
   assert np.all(np.abs(zh - np.clip(z, -3.9, 3.4)) <= 0.25 + 1e-6) and set(nb) == {5 * 7 * 6 // 2}
   zh, _ = LatentCodec("int8", channels=2).roundtrip(z)
-  np.testing.assert_allclose(zh[..., 2:], np.broadcast_to(
-      z[..., 2:].mean((1, 2), keepdims=True).astype(np.float16), zh[..., 2:].shape), atol=1e-6)
+  np.testing.assert_allclose(
+    zh[..., 2:],
+    np.broadcast_to(z[..., 2:].mean((1, 2), keepdims=True).astype(np.float16), zh[..., 2:].shape),
+    atol=1e-6,
+  )
   plain, _ = LatentCodec("int4").roundtrip(z)
   zipped, nbz = LatentCodec("int4", entropy="zlib").roundtrip(z)
   np.testing.assert_array_equal(plain, zipped)  # zlib is lossless
@@ -170,8 +178,9 @@ def test_baselines_closed_forms():
   sizes = {qq: baselines.jpeg_codec(f[:1], qq)[1][0] for qq in range(1, 101)}
   best = min(abs(s - target) for s in sizes.values())
   assert abs(nb[0] - target) == best and sizes[q[0]] == nb[0]
-  rows = baselines.baseline_rows(f, bits=(4,), factors=(2,), jpeg_qualities=(50,), jpeg_targets=(target,),
-                            with_ms_ssim=False)
+  rows = baselines.baseline_rows(
+    f, bits=(4,), factors=(2,), jpeg_qualities=(50,), jpeg_targets=(target,), with_ms_ssim=False
+  )
   assert [r["method"] for r in rows] == ["bit_cut", "resize", "jpeg", "jpeg@bytes"]
   assert rows[0]["ratio"] == pytest.approx(2.0) and rows[0]["bpp"] == pytest.approx(12.0)
 
@@ -266,8 +275,17 @@ def test_convert_real_videos(realdata, tmp_path):
     frames, fps = read_frames(path, 4)
     h, w = frames.shape[1:3]
     out = tmp_path / f"{path.stem}.mp4"
-    res = oval.convert(model, params, config, frames, fps=fps, out_video=out, side_by_side=True,
-                       report_dir=tmp_path, name=path.stem)
+    res = oval.convert(
+      model,
+      params,
+      config,
+      frames,
+      fps=fps,
+      out_video=out,
+      side_by_side=True,
+      report_dir=tmp_path,
+      name=path.stem,
+    )
     s = res["summary"]
     with VideoReader(out) as r:
       assert r.size == (h, 3 * w) and r.fps == pytest.approx(fps, rel=1e-3)
@@ -316,13 +334,38 @@ def test_smoke_train_eval_convert_and_restore_errors(smoke_run, realdata):
   assert (root / "run" / "eval" / "valid_decoded.mp4").is_file()
   video = realdata / "videos" / "opencv_tree.avi"
   out = root / "tree.mp4"
-  res = oval.main(["convert", "--preset", "smoke", "--checkpoint", run, "--video", str(video), "--out",
-                   str(out), "--config.convert.max_frames=3", "--config.model.features=(32,48,64,64,10)",
-                   "--compilation_cache", ""])  # the run's config.json gives the trained model back
+  res = oval.main(
+    [
+      "convert",
+      "--preset",
+      "smoke",
+      "--checkpoint",
+      run,
+      "--video",
+      str(video),
+      "--out",
+      str(out),
+      "--config.convert.max_frames=3",
+      "--config.model.features=(32,48,64,64,10)",
+      "--compilation_cache",
+      "",
+    ]
+  )  # the run's config.json gives the trained model back
   assert res["frames"] == 3 and out.is_file() and res["size"] == [240, 320]
   with pytest.raises(CheckpointError, match="does not exist"):
-    oval.main(["convert", "--preset", "smoke", "--checkpoint", str(root / "nothing"), "--video", str(video),
-               "--compilation_cache", ""])
+    oval.main(
+      [
+        "convert",
+        "--preset",
+        "smoke",
+        "--checkpoint",
+        str(root / "nothing"),
+        "--video",
+        str(video),
+        "--compilation_cache",
+        "",
+      ]
+    )
   with pytest.raises(ValueError, match="needs --video"):
     oval.main(["rd", "--preset", "smoke", "--checkpoint", run, "--compilation_cache", ""])
 
@@ -336,10 +379,26 @@ def test_smoke_encode_decode_cli_roundtrip_and_report(smoke_run, realdata):
   oval, root = smoke_run
   run, aejx, mp4 = str(root / "run"), root / "tree.aejx", root / "tree_dec.mp4"
   video = realdata / "videos" / "opencv_tree.avi"
-  enc = oval.main(["encode", "--preset", "smoke", "--checkpoint", run, "--video", str(video), "--out",
-                   str(aejx), "--config.convert.max_frames=5", "--config.codec.precision=int16",
-                   "--config.codec.step=0.05", "--config.codec.entropy=laplace", "--config.codec.temporal=1",
-                   "--compilation_cache", ""])
+  enc = oval.main(
+    [
+      "encode",
+      "--preset",
+      "smoke",
+      "--checkpoint",
+      run,
+      "--video",
+      str(video),
+      "--out",
+      str(aejx),
+      "--config.convert.max_frames=5",
+      "--config.codec.precision=int16",
+      "--config.codec.step=0.05",
+      "--config.codec.entropy=laplace",
+      "--config.codec.temporal=1",
+      "--compilation_cache",
+      "",
+    ]
+  )
   assert enc["frames"] == 5 and enc["bytes"] == aejx.stat().st_size
   dec = oval.main(["decode", str(aejx), "--out", str(mp4), "--compilation_cache", ""])  # weights: the file's
   assert dec["recon_sha256"] == enc["recon_sha256"] and count_frames(mp4) == 5
@@ -378,7 +437,8 @@ def test_loss_noise_only_in_training():
 def test_sweep_runs_every_combination_and_ranks(tmp_path, monkeypatch):
   from aejax import sweep
 
-  (tmp_path / "fake_exp.py").write_text(textwrap.dedent('''
+  (tmp_path / "fake_exp.py").write_text(
+    textwrap.dedent("""
       import json, pathlib
       import ml_collections
       from aejax import cli
@@ -402,11 +462,21 @@ def test_sweep_runs_every_combination_and_ranks(tmp_path, monkeypatch):
 
       def main(argv=None):
         return cli.run(get_config, modes={"train": train}, argv=argv)
-  '''))
+  """)
+  )
   monkeypatch.syspath_prepend(str(tmp_path))
   sys.modules.pop("fake_exp", None)
-  rows = sweep.main(["fake_exp", "--grid", "optim.lr=1e-3,3e-3,0.9", "data.batch_size=8,16",
-                     "--workdir", str(tmp_path / "sw"), "--config.data.size=(4,5)"])
+  rows = sweep.main(
+    [
+      "fake_exp",
+      "--grid",
+      "optim.lr=1e-3,3e-3,0.9",
+      "data.batch_size=8,16",
+      "--workdir",
+      str(tmp_path / "sw"),
+      "--config.data.size=(4,5)",
+    ]
+  )
   assert len(rows) == 6
   ok = [r for r in rows if r["status"] == "ok"]
   assert [r["score"] for r in ok] == sorted([a * b for a in (1e-3, 3e-3) for b in (8, 16)], reverse=True)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from aejax.models.quantizers import (
-    ScalarQuantizer,
-    VectorQuantizer,
-    code_statistics,
-    empirical_entropy_bits,
+  ScalarQuantizer,
+  VectorQuantizer,
+  code_statistics,
+  empirical_entropy_bits,
 )
 
 
@@ -80,8 +80,11 @@ def test_encoder_gets_no_gradient_in_legacy_mode_and_does_in_fixed_modes():
   g_enc, g_dec = _linear_codec_grads(ScalarQuantizer(num_codes=16, mode="legacy"))
   assert float(jnp.abs(g_dec).max()) > 1e-2
   assert float(jnp.abs(g_enc).max()) < 1e-6  # float noise of d(sum softmax)/dz == 0
-  for q in (ScalarQuantizer(num_codes=16, mode="ste"), ScalarQuantizer(num_codes=16, mode="hard"),
-            VectorQuantizer(num_codes=16, num_codebooks=2)):
+  for q in (
+    ScalarQuantizer(num_codes=16, mode="ste"),
+    ScalarQuantizer(num_codes=16, mode="hard"),
+    VectorQuantizer(num_codes=16, num_codebooks=2),
+  ):
     g_enc, _ = _linear_codec_grads(q)
     assert float(jnp.abs(g_enc).max()) > 1e-3, q
 
@@ -116,15 +119,18 @@ def test_vq_assignment_and_commitment_match_numpy(groups):
 
 def test_vq_ema_update_and_dead_code_restart_by_hand():
   decay, eps = 0.5, 1e-5
-  vq = VectorQuantizer(num_codes=3, num_codebooks=1, decay=decay, epsilon=eps,
-                       restart_threshold=0.6)
+  vq = VectorQuantizer(num_codes=3, num_codebooks=1, decay=decay, epsilon=eps, restart_threshold=0.6)
   z = jnp.array([[0.9, 0.1], [1.1, -0.1], [-1.0, 0.0], [0.8, 0.3]])
   variables = vq.init(jax.random.key(0), z)
   cb0 = np.array([[[1.0, 0.0], [-1.0, 0.0], [0.0, 5.0]]])
-  variables = {"batch_stats": {"codebook": jnp.asarray(cb0), "cluster_size": jnp.ones((1, 3)),
-                               "embed_sum": jnp.asarray(cb0)}}
-  _, new = vq.apply(variables, z, train=True, mutable=["batch_stats"],
-                    rngs={"sample": jax.random.key(1)})
+  variables = {
+    "batch_stats": {
+      "codebook": jnp.asarray(cb0),
+      "cluster_size": jnp.ones((1, 3)),
+      "embed_sum": jnp.asarray(cb0),
+    }
+  }
+  _, new = vq.apply(variables, z, train=True, mutable=["batch_stats"], rngs={"sample": jax.random.key(1)})
   new = new["batch_stats"]
   # Hand computation: codes 0 <- rows 0, 1, 3; code 1 <- row 2; code 2 unused.
   counts = np.array([3.0, 1.0, 0.0])

@@ -10,8 +10,16 @@ import pytest
 from aejax.masking import num_kept, random_masking
 from aejax.models.siammae import SiamMAE, masked_patch_loss, patchify, unpatchify
 
-TINY = dict(encoder="S/8", encoder_width=32, encoder_depth=2, encoder_heads=4, decoder_width=32,
-            decoder_depth=2, decoder_heads=4, mask_ratio=0.75)
+TINY = dict(
+  encoder="S/8",
+  encoder_width=32,
+  encoder_depth=2,
+  encoder_heads=4,
+  decoder_width=32,
+  decoder_depth=2,
+  decoder_heads=4,
+  mask_ratio=0.75,
+)
 
 
 def frames(seed=0, b=2, size=32):
@@ -26,9 +34,9 @@ def _fns(model):
   key = repr(model)
   if key not in _JIT:
     _JIT[key] = (
-        jax.jit(lambda x: model.init({"params": jax.random.key(0), "mask": jax.random.key(9)},
-                                     x)["params"]),
-        jax.jit(lambda p, x, k: model.apply({"params": p}, x, rngs={"mask": k})))
+      jax.jit(lambda x: model.init({"params": jax.random.key(0), "mask": jax.random.key(9)}, x)["params"]),
+      jax.jit(lambda p, x, k: model.apply({"params": p}, x, rngs={"mask": k})),
+    )
   return _JIT[key]
 
 
@@ -69,8 +77,7 @@ def test_loss_matches_numpy():
   r = np.random.RandomState(0)
   pred, target = r.randn(2, 5, 12), r.randn(2, 5, 12)
   mask = np.array([[1, 0, 1, 0, 0], [0, 0, 0, 1, 1]], np.float32)
-  ref = sum(((pred[b, i] - target[b, i]) ** 2).mean() for b in range(2) for i in range(5)
-            if mask[b, i]) / 4
+  ref = sum(((pred[b, i] - target[b, i]) ** 2).mean() for b in range(2) for i in range(5) if mask[b, i]) / 4
   np.testing.assert_allclose(float(masked_patch_loss(pred, target, mask)), ref, rtol=1e-5)
 
 
@@ -83,7 +90,8 @@ def test_decoders_shapes_and_targets(decoder):
   assert np.all(np.asarray(aux["mask"]).sum(1) == 12)  # 16 - int(16 * 0.25)
   assert np.isfinite(float(aux["loss"]))
   assert set(params) == {"vit", "decoder_embed", "mask_token", "decoder_norm", "decoder_pred"} | {
-      f"decoder_blocks_{i}" for i in range(2)}  # one encoder: shared by both frames
+    f"decoder_blocks_{i}" for i in range(2)
+  }  # one encoder: shared by both frames
   t = np.asarray(aux["target"])  # per-patch normalised
   np.testing.assert_allclose(t.mean(-1), 0, atol=1e-4)
   np.testing.assert_allclose(t.std(-1), 1, atol=2e-2)
@@ -133,14 +141,15 @@ def decoder_count(d_enc, d, depth, patch, cross=True, self_attn=True):
 @pytest.mark.parametrize("decoder", ["cross_self", "cross", "joint"])
 def test_faithful_parameter_counts(decoder):
   model = SiamMAE(decoder=decoder)  # ViT-S/16, decoder 512 x 8 x 16
-  shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0),
-                                              "mask": jax.random.key(1)},
-                                             jnp.zeros((1, 2, 224, 224, 3))))["params"]
+  shapes = jax.eval_shape(
+    lambda: model.init(
+      {"params": jax.random.key(0), "mask": jax.random.key(1)}, jnp.zeros((1, 2, 224, 224, 3))
+    )
+  )["params"]
   enc = sum(x.size for x in jax.tree.leaves(shapes["vit"]))
   dec = sum(x.size for x in jax.tree.leaves(shapes)) - enc
   assert enc == 21_590_016  # ViT-S/16 with fixed sin-cos positions ("21.7M" with timm's table)
-  assert dec == decoder_count(384, 512, 8, 16, cross=decoder != "joint",
-                              self_attn=decoder != "cross")
+  assert dec == decoder_count(384, 512, 8, 16, cross=decoder != "joint", self_attn=decoder != "cross")
   if decoder == "cross_self":
     assert dec == 34_233_088
 
@@ -151,8 +160,7 @@ def test_reconstruct_pastes_visible_patches():
   params, (pred, aux) = run(model, x)
   imgs = model.apply({"params": params}, x, pred, aux["mask"], method=SiamMAE.reconstruct)
   vis = np.kron(1 - np.asarray(aux["mask"]).reshape(2, 4, 4), np.ones((8, 8)))[..., None]
-  np.testing.assert_allclose(np.asarray(imgs["prediction"]) * vis, np.asarray(x[:, 1]) * vis,
-                             atol=1e-5)
+  np.testing.assert_allclose(np.asarray(imgs["prediction"]) * vis, np.asarray(x[:, 1]) * vis, atol=1e-5)
   assert set(imgs) == {"past", "masked_future", "prediction", "target"}
 
 
@@ -164,33 +172,68 @@ def test_experiment_smoke_train_then_eval_davis_folder(tmp_path):
   from experiments import siammae as exp
 
   # A wider encoder than the smoke preset's: `eval --preset smoke` must take it from config.json.
-  res = exp.main(["train", "--preset", "smoke", "--workdir", str(tmp_path / "run"),
-                  "--config.model.encoder_width=48"])
+  res = exp.main(
+    ["train", "--preset", "smoke", "--workdir", str(tmp_path / "run"), "--config.model.encoder_width=48"]
+  )
   for k in ("pretrained/J&F-Mean", "random/J&F-Mean"):
     assert 0.0 <= res[k] <= 1.0
   assert list((tmp_path / "run" / "artefacts").glob("reconstruction_*.png"))
-  root = write_davis_like(tmp_path / "davis", num_sequences=3, num_frames=5, size=(32, 48),
-                          num_train=1)
-  out = exp.main(["eval", "--preset", "smoke", "--workdir", str(tmp_path / "ev"),
-                  "--checkpoint", str(tmp_path / "run"), "--davis_dir", str(root),
-                  "--config.eval.random_baseline=False"])
+  root = write_davis_like(tmp_path / "davis", num_sequences=3, num_frames=5, size=(32, 48), num_train=1)
+  out = exp.main(
+    [
+      "eval",
+      "--preset",
+      "smoke",
+      "--workdir",
+      str(tmp_path / "ev"),
+      "--checkpoint",
+      str(tmp_path / "run"),
+      "--davis_dir",
+      str(root),
+      "--config.eval.random_baseline=False",
+    ]
+  )
   assert 0.0 <= out["pretrained/J&F-Mean"] <= 1.0
   assert (tmp_path / "ev" / "labelprop_eval" / "pretrained" / "synth-002" / "00004.png").is_file()
   # Both protocols (sizes overridden to stay CPU-small: explicit values win over the protocol's).
-  big = write_davis_like(tmp_path / "davis64", num_sequences=2, num_frames=5, size=(64, 96),
-                         num_train=0)
+  big = write_davis_like(tmp_path / "davis64", num_sequences=2, num_frames=5, size=(64, 96), num_train=0)
   for protocol, size in (("dino", "64"), ("siammae", "(32,48)")):
-    out = exp.main(["eval", "--preset", "smoke", "--workdir", str(tmp_path / protocol),
-                    "--checkpoint", str(tmp_path / "run"), "--davis_dir", str(big),
-                    "--protocol", protocol, f"--config.eval.size={size}",
-                    "--config.eval.random_baseline=False"])
+    out = exp.main(
+      [
+        "eval",
+        "--preset",
+        "smoke",
+        "--workdir",
+        str(tmp_path / protocol),
+        "--checkpoint",
+        str(tmp_path / "run"),
+        "--davis_dir",
+        str(big),
+        "--protocol",
+        protocol,
+        f"--config.eval.size={size}",
+        "--config.eval.random_baseline=False",
+      ]
+    )
     assert out["protocol"] == protocol and 0.0 <= out["pretrained/J&F-Mean"] <= 1.0
-    pred, _ = read_indexed_png(tmp_path / protocol / "labelprop_eval" / "pretrained" / "synth-001"
-                               / "00004.png")
+    pred, _ = read_indexed_png(
+      tmp_path / protocol / "labelprop_eval" / "pretrained" / "synth-001" / "00004.png"
+    )
     assert pred.shape == (64, 96)
   with pytest.raises(FileNotFoundError):
-    exp.main(["eval", "--preset", "smoke", "--workdir", str(tmp_path / "ev2"),
-              "--checkpoint", str(tmp_path / "run"), "--davis_dir", str(tmp_path / "nope")])
+    exp.main(
+      [
+        "eval",
+        "--preset",
+        "smoke",
+        "--workdir",
+        str(tmp_path / "ev2"),
+        "--checkpoint",
+        str(tmp_path / "run"),
+        "--davis_dir",
+        str(tmp_path / "nope"),
+      ]
+    )
 
 
 def test_unset_config_values_are_none_and_take_typed_overrides():
@@ -201,8 +244,9 @@ def test_unset_config_values_are_none_and_take_typed_overrides():
   assert c.optim.lr is None and c.model.encoder_width is None and c.eval.seq_size is None
   _, lr = exp.optimiser(c)
   assert lr == pytest.approx(1.5e-4 * 2048 / 256)  # derived from the batch when unset
-  cli.apply_overrides(c, {"optim.lr": "1e-3", "model.encoder_width": "64",
-                          "eval.seq_size": "(32, 48)", "data.root": "/videos"})
+  cli.apply_overrides(
+    c, {"optim.lr": "1e-3", "model.encoder_width": "64", "eval.seq_size": "(32, 48)", "data.root": "/videos"}
+  )
   assert exp.optimiser(c)[1] == 1e-3 and c.optim.total_steps is None
   assert (c.model.encoder_width, c.eval.seq_size, c.data.root) == (64, (32, 48), "/videos")
 
@@ -246,13 +290,17 @@ def test_protocol_presets_and_float32_features(monkeypatch):
   from experiments import siammae as exp
 
   c = exp.with_protocol(exp.paper(), "dino", "paper")
-  assert (c.eval.topk, c.eval.context, c.eval.radius, c.eval.temperature, c.eval.size) == (
-      5, 7, 12, 0.1, 480)
+  assert (c.eval.topk, c.eval.context, c.eval.radius, c.eval.temperature, c.eval.size) == (5, 7, 12, 0.1, 480)
   assert c.eval.norm_mask and c.eval.ties and tuple(c.eval.pixel_std) == (0.228, 0.224, 0.225)
   assert exp.with_protocol(exp.paper(), "siammae", "paper").eval == exp.paper().eval  # the default
   s = exp.with_protocol(exp.demo(), "siammae", "demo")  # the demo's CPU-sized settings replaced
   assert (s.eval.topk, s.eval.context, s.eval.radius, s.eval.temperature, tuple(s.eval.size)) == (
-      7, 20, 20, 0.7, (480, 880))
+    7,
+    20,
+    20,
+    0.7,
+    (480, 880),
+  )
   assert not s.eval.norm_mask and not s.eval.ties and s.eval.pixel_std is None
   # A value set on the command line (differs from the preset's) wins over the protocol's.
   c = exp.smoke()
@@ -266,8 +314,9 @@ def test_protocol_presets_and_float32_features(monkeypatch):
   c.model.dtype = "bfloat16"
   c = exp.with_protocol(c, "dino", "smoke")
   model = exp.build_model(c)
-  params = jax.jit(model.init)({"params": jax.random.key(0), "mask": jax.random.key(1)},
-                              exp.example_pair(c))["params"]
+  params = jax.jit(model.init)({"params": jax.random.key(0), "mask": jax.random.key(1)}, exp.example_pair(c))[
+    "params"
+  ]
   seen = {}
 
   def fake(feature_fn, davis, out, **kw):

@@ -51,8 +51,7 @@ def test_param_count_of_the_original():
 def test_original_shapes_through_eval_shape():
   model = ConvVAE()
   x = jnp.zeros((2, 254, 254, 3))
-  (x_hat, aux), _ = jax.eval_shape(
-      lambda: model.init_with_output(RNGS(), x, train=False))
+  (x_hat, aux), _ = jax.eval_shape(lambda: model.init_with_output(RNGS(), x, train=False))
   assert x_hat.shape == (2, 254, 254, 3)
   assert aux["mu"].shape == aux["logvar"].shape == aux["z"].shape == (2, 512)
 
@@ -88,8 +87,9 @@ def test_tiny_model_shapes_sampling_and_batchnorm():
   def run(variables, x):
     key = lambda i: {"sample": jax.random.key(i)}
     out = {}
-    out["train"], out["new_state"] = model.apply(variables, x, train=True, rngs=key(3),
-                                                 mutable=["batch_stats"])
+    out["train"], out["new_state"] = model.apply(
+      variables, x, train=True, rngs=key(3), mutable=["batch_stats"]
+    )
     out["same"] = model.apply(variables, x, rngs=key(3))[1]
     out["again"] = model.apply(variables, x, rngs=key(3))[1]
     out["other"] = model.apply(variables, x, rngs=key(4))[1]
@@ -155,8 +155,7 @@ def test_bce_matches_pytorch_formula_and_loss_terms():
   np.testing.assert_allclose(loss, (ref_bce + kl).sum(), rtol=1e-5)  # summed over the batch
   np.testing.assert_allclose(m["neg_elbo"], (ref_bce + kl).mean(), rtol=1e-5)
   np.testing.assert_allclose(m["bits_per_dim"], (ref_bce + kl).mean() / (48 * math.log(2)), rtol=1e-5)
-  loss_b, mb = elbo.vae_loss(x, p, logits, mu, logvar, reconstruction="mse", beta=0.5,
-                             reduction="mean")
+  loss_b, mb = elbo.vae_loss(x, p, logits, mu, logvar, reconstruction="mse", beta=0.5, reduction="mean")
   sse = ((p - x) ** 2).reshape(2, -1).sum(1)
   np.testing.assert_allclose(loss_b, (sse + 0.5 * kl).mean(), rtol=1e-5)
   np.testing.assert_allclose(mb["neg_elbo"], m["neg_elbo"], rtol=1e-6)  # metric ignores beta/mse
@@ -227,8 +226,11 @@ def test_smoke_training_validates_every_epoch_and_keeps_the_best(smoke_run):
   assert best["neg_elbo"] == pytest.approx(best["kl"] + best["bce"], rel=1e-5)
   train_losses = [r["loss"] for r in lines if "loss" in r]
   assert all(np.isfinite(train_losses))
-  for name, shape in (("samples", (66, 66, 3)), ("reconstructions", (66, 66, 3)),
-                      ("interpolation", (34, 194, 3))):
+  for name, shape in (
+    ("samples", (66, 66, 3)),
+    ("reconstructions", (66, 66, 3)),
+    ("interpolation", (34, 194, 3)),
+  ):
     from PIL import Image
 
     im = np.asarray(Image.open(workdir / "artefacts" / f"{name}_000004.png"))
@@ -242,9 +244,18 @@ def test_similarity_study_on_real_photos(smoke_run, realdata, tmp_path):
   workdir, _ = smoke_run
   out = tmp_path / "study"
   # The demo preset is given on purpose: the model sizes come from the run's config.json.
-  summary = vae.main(["similarity", "--checkpoint", str(workdir / "best"), "--images",
-                      str(realdata / "photos"), "--workdir", str(out),
-                      "--config.similarity.pairs_per_image=2"])
+  summary = vae.main(
+    [
+      "similarity",
+      "--checkpoint",
+      str(workdir / "best"),
+      "--images",
+      str(realdata / "photos"),
+      "--workdir",
+      str(out),
+      "--config.similarity.pairs_per_image=2",
+    ]
+  )
   n = len(list((realdata / "photos").iterdir()))
   assert summary["num_images"] == summary["num_groups"] == n
   assert summary["pairs_same"] == summary["pairs_different"] == 2 * n
@@ -255,8 +266,9 @@ def test_similarity_study_on_real_photos(smoke_run, realdata, tmp_path):
   for name in ("histogram", "retrieval", "samples", "reconstructions", "interpolation"):
     assert (out / "similarity" / f"{name}.png").stat().st_size > 0
   with pytest.raises(FileNotFoundError, match="nowhere"):
-    vae.main(["similarity", "--preset", "smoke", "--images", str(tmp_path / "nowhere"),
-              "--workdir", str(out)])
+    vae.main(
+      ["similarity", "--preset", "smoke", "--images", str(tmp_path / "nowhere"), "--workdir", str(out)]
+    )
 
 
 def test_image_folder_data_for_training(realdata):
@@ -286,8 +298,9 @@ def test_eval_of_the_best_checkpoint_reproduces_its_validation(smoke_run, tmp_pa
 
   workdir, _ = smoke_run
   best = json.loads((workdir / "best.json").read_text())
-  got = vae.main(["eval", "--preset", "smoke", "--checkpoint", str(workdir / "best"),
-                  "--workdir", str(tmp_path / "ev")])
+  got = vae.main(
+    ["eval", "--preset", "smoke", "--checkpoint", str(workdir / "best"), "--workdir", str(tmp_path / "ev")]
+  )
   for k in ("neg_elbo", "kl", "bce", "nats_per_dim", "bits_per_dim"):
     assert got[k] == pytest.approx(best[k], rel=1e-5), k
   assert json.loads((tmp_path / "ev" / "eval_results.json").read_text()) == got

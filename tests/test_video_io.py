@@ -30,15 +30,20 @@ def clips(realdata, tmp_path_factory):
   a = kinetics_like(tree, fps, seed=1, seconds=4, size=(64, 96))
   b = kinetics_like(cube, fps2, seed=2, seconds=4, size=(64, 96))
   return {
-      # closed GOPs of 12 with 3 B-frames (b-pyramid: some B-frames are references)
-      "gop12": video.write_video(root / "gop12.mp4", a, 30, codec="libx264",
-                                 options={"g": 12, "bf": 3, "sc_threshold": 0}),
-      # open GOPs: leading B-frames after an I-frame refer back to the previous GOP
-      "open": video.write_video(root / "open.mp4", b, 30, codec="libx264",
-                                options={"x264-params": "keyint=20:min-keyint=20:open-gop=1:bframes=3"}),
-      # libx264's defaults, as `ffmpeg -c:v libx264`: scene-cut key frames
-      "default": video.write_video(root / "default.mp4", np.concatenate([a[:50], b[:70]]), 30,
-                                   codec="libx264"),
+    # closed GOPs of 12 with 3 B-frames (b-pyramid: some B-frames are references)
+    "gop12": video.write_video(
+      root / "gop12.mp4", a, 30, codec="libx264", options={"g": 12, "bf": 3, "sc_threshold": 0}
+    ),
+    # open GOPs: leading B-frames after an I-frame refer back to the previous GOP
+    "open": video.write_video(
+      root / "open.mp4",
+      b,
+      30,
+      codec="libx264",
+      options={"x264-params": "keyint=20:min-keyint=20:open-gop=1:bframes=3"},
+    ),
+    # libx264's defaults, as `ffmpeg -c:v libx264`: scene-cut key frames
+    "default": video.write_video(root / "default.mp4", np.concatenate([a[:50], b[:70]]), 30, codec="libx264"),
   }
 
 
@@ -53,8 +58,7 @@ def test_clips_have_b_frames_and_several_gops(clips):
 
 @pytest.mark.parametrize("name", ["gop12", "open", "default", "avi", "mpeg"])
 def test_seek_equals_sequential(clips, realdata, name):
-  path = clips.get(name) or realdata / "videos" / {"avi": "opencv_tree.avi",
-                                                    "mpeg": "visp_cube.mpeg"}[name]
+  path = clips.get(name) or realdata / "videos" / {"avi": "opencv_tree.avi", "mpeg": "visp_cube.mpeg"}[name]
   r = video.VideoReader(path)
   seq = np.stack([f for _, f in r.stream()])
   ix = r._ensure_index()
@@ -105,8 +109,9 @@ def test_seek_skips_decoding(clips, monkeypatch):
   r.read([0])
   fed = []
   orig = video.VideoReader._seek
-  monkeypatch.setattr(video.VideoReader, "_seek",
-                      lambda self, ix, key: (fed.append(key), orig(self, ix, key)))
+  monkeypatch.setattr(
+    video.VideoReader, "_seek", lambda self, ix, key: (fed.append(key), orig(self, ix, key))
+  )
   r.read([110])
   assert fed and fed[-1] >= 96 and r._fed <= 120  # key frame at or after 96, few packets fed
 
@@ -140,8 +145,12 @@ def test_metadata_scan_matches_exact_counts(clips, realdata, tmp_path):
   exact = video.scan_videos(folder, cache_path=False, exact_count=True)
   assert fast == exact and len(fast) == 5
   assert {i.path.split("/")[-1]: i.num_frames for i in fast} == {
-      "gop12.mp4": 120, "open.mp4": 120, "default.mp4": 120, "opencv_tree.avi": 68,
-      "visp_cube.mpeg": 79}
+    "gop12.mp4": 120,
+    "open.mp4": 120,
+    "default.mp4": 120,
+    "opencv_tree.avi": 68,
+    "visp_cube.mpeg": 79,
+  }
   header = video.scan_videos(folder, cache_path=False, exact_count=False)
   assert [i.num_frames for i in header if i.path.endswith(".avi")] == [444]  # the AVI header
 

@@ -20,28 +20,46 @@ def timm_state_dict(grid, seed=0, learned=True):
   """Random weights with timm's names and PyTorch layouts (plus a head that must be ignored)."""
   r = np.random.RandomState(seed)
   f = lambda *s: (0.2 * r.randn(*s)).astype(np.float32)  # noqa: E731
-  sd = {"cls_token": f(1, 1, D), "patch_embed.proj.weight": f(D, 3, P, P),
-        "patch_embed.proj.bias": f(D), "norm.weight": 1 + f(D), "norm.bias": f(D),
-        "head.weight": f(10, D), "head.bias": f(10)}
+  sd = {
+    "cls_token": f(1, 1, D),
+    "patch_embed.proj.weight": f(D, 3, P, P),
+    "patch_embed.proj.bias": f(D),
+    "norm.weight": 1 + f(D),
+    "norm.bias": f(D),
+    "head.weight": f(10, D),
+    "head.bias": f(10),
+  }
   if learned:
     sd["pos_embed"] = f(1, 1 + grid[0] * grid[1], D)
   for i in range(DEPTH):
     b = f"blocks.{i}."
-    sd.update({b + "norm1.weight": 1 + f(D), b + "norm1.bias": f(D),
-               b + "attn.qkv.weight": f(3 * D, D), b + "attn.qkv.bias": f(3 * D),
-               b + "attn.proj.weight": f(D, D), b + "attn.proj.bias": f(D),
-               b + "norm2.weight": 1 + f(D), b + "norm2.bias": f(D),
-               b + "mlp.fc1.weight": f(4 * D, D), b + "mlp.fc1.bias": f(4 * D),
-               b + "mlp.fc2.weight": f(D, 4 * D), b + "mlp.fc2.bias": f(D)})
+    sd.update(
+      {
+        b + "norm1.weight": 1 + f(D),
+        b + "norm1.bias": f(D),
+        b + "attn.qkv.weight": f(3 * D, D),
+        b + "attn.qkv.bias": f(3 * D),
+        b + "attn.proj.weight": f(D, D),
+        b + "attn.proj.bias": f(D),
+        b + "norm2.weight": 1 + f(D),
+        b + "norm2.bias": f(D),
+        b + "mlp.fc1.weight": f(4 * D, D),
+        b + "mlp.fc1.bias": f(4 * D),
+        b + "mlp.fc2.weight": f(D, 4 * D),
+        b + "mlp.fc2.bias": f(D),
+      }
+    )
   return sd
 
 
 def mae_sincos(dim, gh, gw):
   """MAE's pos_embed.py, written out as in the original (meshgrid(w, h), emb_h from grid[0])."""
+
   def one_d(d, pos):
     omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
     out = np.einsum("m,d->md", pos.reshape(-1), omega)
     return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
   grid = np.meshgrid(np.arange(gw, dtype=np.float32), np.arange(gh, dtype=np.float32))
   grid = np.stack(grid, axis=0)  # [2, gh, gw]
   return np.concatenate([one_d(dim // 2, grid[0]), one_d(dim // 2, grid[1])], axis=1)
@@ -58,8 +76,12 @@ def numpy_vit(img, sd, pos):
   x = (img - MEAN) / STD
   h, w = img.shape[0] // P, img.shape[1] // P
   wpe = sd["patch_embed.proj.weight"].reshape(D, -1)
-  toks = [wpe @ x[i * P:(i + 1) * P, j * P:(j + 1) * P].transpose(2, 0, 1).reshape(-1)
-          + sd["patch_embed.proj.bias"] for i in range(h) for j in range(w)]
+  toks = [
+    wpe @ x[i * P : (i + 1) * P, j * P : (j + 1) * P].transpose(2, 0, 1).reshape(-1)
+    + sd["patch_embed.proj.bias"]
+    for i in range(h)
+    for j in range(w)
+  ]
   t = np.concatenate([sd["cls_token"][0], np.stack(toks)], 0) + pos  # [1+N, D]
   hd = D // HEADS
   for i in range(DEPTH):
@@ -97,20 +119,20 @@ def test_forward_matches_numpy(image, learned):
   params = load_torch_state_dict(params, sd)
   tokens, aux = model.apply({"params": params}, image)
   assert tokens.shape == (2, 25, D) and tuple(np.asarray(aux["grid"])) == grid
-  pos = sd["pos_embed"][0] if learned else np.concatenate([np.zeros((1, D)),
-                                                           mae_sincos(D, *grid)])
+  pos = sd["pos_embed"][0] if learned else np.concatenate([np.zeros((1, D)), mae_sincos(D, *grid)])
   for b in range(2):
-    np.testing.assert_allclose(np.asarray(tokens[b]), numpy_vit(image[b].astype(np.float64), sd,
-                                                                pos), rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(
+      np.asarray(tokens[b]), numpy_vit(image[b].astype(np.float64), sd, pos), rtol=2e-4, atol=2e-4
+    )
   feats = model.apply({"params": params}, image, method=ViT.features)
   assert feats.shape == (2, 4, 6, D)
-  np.testing.assert_allclose(np.asarray(feats).reshape(2, 24, D), np.asarray(tokens[:, 1:]),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(feats).reshape(2, 24, D), np.asarray(tokens[:, 1:]), rtol=1e-5, atol=1e-5
+  )
 
 
 def test_sincos_table_matches_mae():
-  np.testing.assert_allclose(sincos_2d(16, (3, 5), cls_token=True)[1:], mae_sincos(16, 3, 5),
-                             atol=1e-6)
+  np.testing.assert_allclose(sincos_2d(16, (3, 5), cls_token=True)[1:], mae_sincos(16, 3, 5), atol=1e-6)
   assert np.all(sincos_2d(16, (3, 5), cls_token=True)[0] == 0)
 
 
@@ -127,8 +149,7 @@ def test_padding_and_masked_tokens_do_not_change_results(image):
   # Attention has no order: permuting the kept set permutes the outputs.
   perm = ids_keep[:, ::-1]
   tp, _ = b.apply({"params": params}, image, ids_keep=perm)
-  np.testing.assert_allclose(np.asarray(tp[:, 1:]), np.asarray(tk[:, 1:][:, ::-1]), rtol=1e-4,
-                             atol=1e-5)
+  np.testing.assert_allclose(np.asarray(tp[:, 1:]), np.asarray(tk[:, 1:][:, ::-1]), rtol=1e-4, atol=1e-5)
 
 
 def test_bf16_close_to_float32(image):
@@ -142,8 +163,13 @@ def test_bf16_close_to_float32(image):
 
 def count_vit(width, depth, patch, learned=False, tokens=196):
   """Closed-form parameter count of a timm ViT without head (MLP ratio 4)."""
-  block = 2 * 2 * width + (width * 3 * width + 3 * width) + (width * width + width) \
-      + (width * 4 * width + 4 * width) + (4 * width * width + width)
+  block = (
+    2 * 2 * width
+    + (width * 3 * width + 3 * width)
+    + (width * width + width)
+    + (width * 4 * width + 4 * width)
+    + (4 * width * width + width)
+  )
   embed = patch * patch * 3 * width + width
   return embed + width + depth * block + 2 * width + (learned * (tokens + 1) * width)
 
@@ -202,7 +228,10 @@ def test_sincos_interpolated_positions():
   got = sincos_2d(16, (4, 6), base_grid=(2, 3))
   ys, xs = (np.arange(4) + 0.5) / 2 - 0.5, (np.arange(6) + 0.5) / 2 - 0.5
   omega = 1.0 / 10000 ** (np.arange(4) / 4.0)
-  ref = [np.concatenate([np.sin(x * omega), np.cos(x * omega), np.sin(y * omega),
-                         np.cos(y * omega)]) for y in ys for x in xs]
+  ref = [
+    np.concatenate([np.sin(x * omega), np.cos(x * omega), np.sin(y * omega), np.cos(y * omega)])
+    for y in ys
+    for x in xs
+  ]
   np.testing.assert_allclose(got, np.stack(ref), atol=1e-6)
   np.testing.assert_allclose(sincos_2d(16, (2, 3), base_grid=(2, 3)), sincos_2d(16, (2, 3)))

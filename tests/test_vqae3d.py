@@ -25,8 +25,7 @@ def test_faithful_parameter_counts(share, expected):
   # PyTorch's 17,288 buffer elements (two stacks) include 70 BatchNorm step counters.
   if not share:
     assert _count(shapes["batch_stats"]) == 17_288 - 70
-  out, aux = jax.eval_shape(
-      lambda v: model.apply(v, jnp.zeros((2, 20, 64, 64, 1))), shapes)
+  out, aux = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, 20, 64, 64, 1))), shapes)
   assert out.shape == (2, 20, 64, 64, 1)
   assert aux["z"].shape == (2, 20, 8, 8, 32) and aux["indices"].shape == (2, 20, 8, 8, 32)
 
@@ -43,25 +42,31 @@ def _np_conv_same(x, k, stride):  # x [T,H,W,Cin], k [kt,kh,kw,Cin,Cout]; TF 'SA
   for t in range(outs[0]):
     for i in range(outs[1]):
       for j in range(outs[2]):
-        patch = xp[t * stride[0]:t * stride[0] + k.shape[0], i * stride[1]:i * stride[1] + k.shape[1],
-                   j * stride[2]:j * stride[2] + k.shape[2]]
+        patch = xp[
+          t * stride[0] : t * stride[0] + k.shape[0],
+          i * stride[1] : i * stride[1] + k.shape[1],
+          j * stride[2] : j * stride[2] + k.shape[2],
+        ]
         y[t, i, j] = np.einsum("abcd,abcde->e", patch, k)
   return y, pads
 
 
 def _np_torch_conv_transpose(x, w, stride, pad, out_pad):  # w: torch layout [Cin,Cout,kt,kh,kw]
   k = w.shape[2:]
-  outs = [(n - 1) * s - 2 * p + kk + op for n, s, p, kk, op in zip(x.shape[:3], stride, pad, k,
-                                                                      out_pad)]
-  full = np.zeros([(n - 1) * s + kk + op for n, s, kk, op in zip(x.shape[:3], stride, k, out_pad)]
-                  + [w.shape[1]])
+  outs = [(n - 1) * s - 2 * p + kk + op for n, s, p, kk, op in zip(x.shape[:3], stride, pad, k, out_pad)]
+  full = np.zeros(
+    [(n - 1) * s + kk + op for n, s, kk, op in zip(x.shape[:3], stride, k, out_pad)] + [w.shape[1]]
+  )
   for t in range(x.shape[0]):
     for i in range(x.shape[1]):
       for j in range(x.shape[2]):
         contrib = np.einsum("c,cokhw->khwo", x[t, i, j], w)
-        full[t * stride[0]:t * stride[0] + k[0], i * stride[1]:i * stride[1] + k[1],
-             j * stride[2]:j * stride[2] + k[2]] += contrib
-  return full[pad[0]:pad[0] + outs[0], pad[1]:pad[1] + outs[1], pad[2]:pad[2] + outs[2]]
+        full[
+          t * stride[0] : t * stride[0] + k[0],
+          i * stride[1] : i * stride[1] + k[1],
+          j * stride[2] : j * stride[2] + k[2],
+        ] += contrib
+  return full[pad[0] : pad[0] + outs[0], pad[1] : pad[1] + outs[1], pad[2] : pad[2] + outs[2]]
 
 
 @pytest.mark.parametrize("unrolled", [False, True])
@@ -85,8 +90,9 @@ def test_encoder_conv_is_tf_same_and_decoder_matches_torch_conv_transpose(unroll
     y = jax.jit(convt.apply)(p, z)
     kernel = np.asarray(p["params"]["kernel"], np.float64)  # [k,k,k,Cin,Cout], not flipped
     w = np.flip(kernel, (0, 1, 2)).transpose(3, 4, 0, 1, 2)  # torch [Cin,Cout,k,k,k]
-    ref = _np_torch_conv_transpose(np.asarray(z[0], np.float64), w, (1, 2, 2),
-                                   ((kk - 1) // 2,) * 3, (0, 1, 1))
+    ref = _np_torch_conv_transpose(
+      np.asarray(z[0], np.float64), w, (1, 2, 2), ((kk - 1) // 2,) * 3, (0, 1, 1)
+    )
     assert y.shape[1:4] == (3, 8, 8) == ref.shape[:3]
     np.testing.assert_allclose(np.asarray(y[0]), ref + np.asarray(p["params"]["bias"]), atol=1e-5)
 
@@ -98,8 +104,8 @@ def test_residual_stack_nesting_closed_form():
   x = jax.random.normal(jax.random.key(0), (1, 2, 3, 3, 4))
   variables = stack.init(jax.random.key(1), x)
   zeroed = jax.tree_util.tree_map_with_path(
-      lambda path, v: jnp.zeros_like(v) if "conv" in jax.tree_util.keystr(path) else v,
-      variables["params"])
+    lambda path, v: jnp.zeros_like(v) if "conv" in jax.tree_util.keystr(path) else v, variables["params"]
+  )
   y = stack.apply({"params": zeroed, "batch_stats": variables["batch_stats"]}, x)
   np.testing.assert_allclose(np.asarray(y), 33.0 * np.asarray(x), rtol=1e-5)
   n_blocks = len([k for k in variables["params"] if "block" in k])
@@ -115,8 +121,12 @@ def test_residual_block_any_rank_matches_numpy(shape):
   y = block.apply(variables, x)
   xn = np.asarray(x)
   h = np.maximum(xn @ p["conv1"]["kernel"].reshape(3, 6) + p["conv1"]["bias"], 0)
-  ref = (h @ p["conv2"]["kernel"].reshape(6, 6) + p["conv2"]["bias"]
-         + xn @ p["skip"]["kernel"].reshape(3, 6) + p["skip"]["bias"])
+  ref = (
+    h @ p["conv2"]["kernel"].reshape(6, 6)
+    + p["conv2"]["bias"]
+    + xn @ p["skip"]["kernel"].reshape(3, 6)
+    + p["skip"]["bias"]
+  )
   np.testing.assert_allclose(np.asarray(y), ref, atol=1e-5)
 
 
@@ -125,8 +135,9 @@ def test_tiny_model_shapes_and_batch_stats(quantizer):
   model = VQAE3D(**TINY, quantizer=quantizer, num_codebooks=2)
   x = jax.random.uniform(jax.random.key(0), (2, 3, 16, 16, 1))
   variables = model.init(jax.random.key(1), x)
-  (recon, aux), state = model.apply(variables, x, train=True, mutable=["batch_stats"],
-                                    rngs={"sample": jax.random.key(2)})
+  (recon, aux), state = model.apply(
+    variables, x, train=True, mutable=["batch_stats"], rngs={"sample": jax.random.key(2)}
+  )
   assert recon.shape == x.shape and aux["z"].shape == (2, 3, 2, 2, 4)
   assert np.isfinite(np.asarray(recon)).all()
   expect_idx = (2, 3, 2, 2, 4) if quantizer == "scalar" else (2, 3, 2, 2, 2)
@@ -144,8 +155,9 @@ def _encoder_decoder_grad_norms(mode):
   variables = model.init(jax.random.key(1), x)
 
   def loss(params):
-    (recon, aux), _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
-                                  train=True, mutable=["batch_stats"])
+    (recon, aux), _ = model.apply(
+      {"params": params, "batch_stats": variables["batch_stats"]}, x, train=True, mutable=["batch_stats"]
+    )
     return jnp.mean((recon - x) ** 2) + aux["loss"]
 
   g = jax.jit(jax.grad(loss))(variables["params"])
@@ -176,9 +188,16 @@ def test_smoke_preset_end_to_end_with_real_mnist(realdata, tmp_path):
   npz = realdata / "mnist" / "mnist.npz"
   if not npz.is_file():
     pytest.skip(f"{npz} not found")
-  common = ["--preset", "smoke", f"--config.data.digits={npz}", "--config.data.num_clips=12",
-            "--config.data.num_frames=2", "--config.probe.num_train=8",
-            "--config.probe.num_test=4", "--compilation_cache="]
+  common = [
+    "--preset",
+    "smoke",
+    f"--config.data.digits={npz}",
+    "--config.data.num_clips=12",
+    "--config.data.num_frames=2",
+    "--config.probe.num_train=8",
+    "--config.probe.num_test=4",
+    "--compilation_cache=",
+  ]
   work = tmp_path / "run"
   res = cv.main(["train", "--workdir", str(work)] + common)
   # latent (T, 8, 8, 8) per (T, 64, 64) clip, 4 bits per code: 8 / 64 * 4 = 0.5 bpp.
@@ -194,8 +213,18 @@ def test_smoke_preset_end_to_end_with_real_mnist(realdata, tmp_path):
   assert again["mse"] == pytest.approx(res["mse"], rel=1e-5)
   assert (work / "eval" / "artefacts" / "recon_eval_0.gif").is_file()
   # The run's config.json decides the model: the demo preset's widths (8/16) are not used.
-  other = cv.main(["eval", "--preset", "demo", "--checkpoint", str(work / "checkpoints" / "2"),
-                   "--workdir", str(tmp_path / "demo_eval")] + common[2:])
+  other = cv.main(
+    [
+      "eval",
+      "--preset",
+      "demo",
+      "--checkpoint",
+      str(work / "checkpoints" / "2"),
+      "--workdir",
+      str(tmp_path / "demo_eval"),
+    ]
+    + common[2:]
+  )
   assert other["mse"] == pytest.approx(res["mse"], rel=1e-5)
   probe = cv.main(["probe", "--workdir", str(work)] + common)
   assert probe["codes"]["input_shape"] == [2, 8, 8, 8]
@@ -208,8 +237,14 @@ def test_smoke_training_resumes_the_grain_iterator_exactly(tmp_path):
   from aejax.train.checkpoint import restore_variables
   from experiments import compressed_vision as cv
 
-  common = ["--preset", "smoke", "--config.data.num_frames=2", "--config.eval.num_animations=0",
-            "--config.train.checkpoint_every=2", f"--compilation_cache={tmp_path / 'cache'}"]
+  common = [
+    "--preset",
+    "smoke",
+    "--config.data.num_frames=2",
+    "--config.eval.num_animations=0",
+    "--config.train.checkpoint_every=2",
+    f"--compilation_cache={tmp_path / 'cache'}",
+  ]
   cv.main(["train", "--workdir", str(tmp_path / "ref"), "--config.train.num_steps=4"] + common)
   cv.main(["train", "--workdir", str(tmp_path / "cut"), "--config.train.num_steps=2"] + common)
   # fit() saved the loader's Grain iterator state beside the model state.
@@ -220,5 +255,10 @@ def test_smoke_training_resumes_the_grain_iterator_exactly(tmp_path):
   for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(cut)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
   fresh = restore_variables(tmp_path / "cut" / "checkpoints" / "2")
-  assert max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
-             for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(fresh))) > 1e-6
+  assert (
+    max(
+      float(np.abs(np.asarray(a) - np.asarray(b)).max())
+      for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(fresh))
+    )
+    > 1e-6
+  )

@@ -41,14 +41,19 @@ def resize_codec(frames: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndar
   frames = np.asarray(frames, np.uint8)
   n, h, w, _ = frames.shape
   sh, sw = max(1, int(round(h / factor))), max(1, int(round(w / factor)))
-  rec = np.stack([cv2.resize(cv2.resize(f, (sw, sh), interpolation=cv2.INTER_AREA), (w, h),
-                             interpolation=cv2.INTER_CUBIC) for f in frames])
+  rec = np.stack(
+    [
+      cv2.resize(cv2.resize(f, (sw, sh), interpolation=cv2.INTER_AREA), (w, h), interpolation=cv2.INTER_CUBIC)
+      for f in frames
+    ]
+  )
   return rec, np.full(n, 3 * sh * sw, np.int64)
 
 
 def _jpeg(frame: np.ndarray, quality: int) -> tuple[np.ndarray, int]:
-  ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(frame[..., ::-1]),
-                         [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+  ok, buf = cv2.imencode(
+    ".jpg", np.ascontiguousarray(frame[..., ::-1]), [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)]
+  )
   if not ok:
     raise ValueError("OpenCV could not encode a JPEG")
   return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1], int(buf.size)
@@ -85,9 +90,15 @@ def jpeg_at_bytes(frames: np.ndarray, target) -> tuple[np.ndarray, np.ndarray, n
   return np.stack(recs), np.array(sizes, np.int64), np.array(quals, np.int64)
 
 
-def baseline_rows(frames: np.ndarray, *, bits=(1, 2, 3, 4, 6), factors=(2, 3, 4, 6, 8),
-                  jpeg_qualities=(5, 10, 25, 50, 75, 90), jpeg_targets: Sequence[float] = (),
-                  with_ms_ssim: bool = True) -> list[dict]:
+def baseline_rows(
+  frames: np.ndarray,
+  *,
+  bits=(1, 2, 3, 4, 6),
+  factors=(2, 3, 4, 6, 8),
+  jpeg_qualities=(5, 10, 25, 50, 75, 90),
+  jpeg_targets: Sequence[float] = (),
+  with_ms_ssim: bool = True,
+) -> list[dict]:
   """R–D rows for every baseline on uint8 RGB frames (JPEG also at each byte target)."""
   rows = []
   for b in bits:
@@ -96,24 +107,31 @@ def baseline_rows(frames: np.ndarray, *, bits=(1, 2, 3, 4, 6), factors=(2, 3, 4,
     rec, nb = resize_codec(frames, f)
     h, w = frames.shape[1:3]
     pix = h * w / (nb[0] / 3)
-    rows.append(summarize("resize", f"1/{f:g} per side ({pix:.1f}x fewer pixels)", frames, rec, nb,
-                          with_ms_ssim))
+    rows.append(
+      summarize("resize", f"1/{f:g} per side ({pix:.1f}x fewer pixels)", frames, rec, nb, with_ms_ssim)
+    )
   for q in jpeg_qualities:
     rows.append(summarize("jpeg", f"q{q}", frames, *jpeg_codec(frames, q), with_ms_ssim))
   for t in jpeg_targets:
     rec, nb, qs = jpeg_at_bytes(frames, t)
-    rows.append(summarize("jpeg@bytes", f"~{t:.0f} B (q {qs.min()}-{qs.max()})", frames, rec, nb,
-                          with_ms_ssim))
+    rows.append(
+      summarize("jpeg@bytes", f"~{t:.0f} B (q {qs.min()}-{qs.max()})", frames, rec, nb, with_ms_ssim)
+    )
   return rows
 
 
 # Inter-frame codecs through PyAV (FFmpeg): name -> (encoder, options besides the CRF).
-VIDEO_CODECS = {"h264": ("libx264", {"preset": "medium"}),
-                "h265": ("libx265", {"preset": "medium", "x265-params": "log-level=error"}),
-                "av1": ("libsvtav1", {"preset": "8"})}
+VIDEO_CODECS = {
+  "h264": ("libx264", {"preset": "medium"}),
+  "h265": ("libx265", {"preset": "medium", "x265-params": "log-level=error"}),
+  "av1": ("libsvtav1", {"preset": "8"}),
+}
 # A CRF sweep per codec (libx264/libx265 0-51, SVT-AV1 1-63), from near-transparent to very coarse.
-VIDEO_CRFS = {"h264": (18, 24, 30, 36, 42, 48), "h265": (18, 24, 30, 36, 42, 48),
-              "av1": (20, 30, 40, 50, 58, 63)}
+VIDEO_CRFS = {
+  "h264": (18, 24, 30, 36, 42, 48),
+  "h265": (18, 24, 30, 36, 42, 48),
+  "av1": (20, 30, 40, 50, 58, 63),
+}
 
 
 def video_codec(frames: np.ndarray, codec: str, crf: int, fps: float = 25.0) -> tuple[np.ndarray, np.ndarray]:
@@ -151,8 +169,14 @@ def video_codec(frames: np.ndarray, codec: str, crf: int, fps: float = 25.0) -> 
   return rec, np.full(n, size / n)
 
 
-def video_codec_rows(frames: np.ndarray, *, fps: float = 25.0, codecs=("h264", "h265", "av1"),
-                     crfs: dict | None = None, with_ms_ssim: bool = True) -> list[dict]:
+def video_codec_rows(
+  frames: np.ndarray,
+  *,
+  fps: float = 25.0,
+  codecs=("h264", "h265", "av1"),
+  crfs: dict | None = None,
+  with_ms_ssim: bool = True,
+) -> list[dict]:
   """R–D rows of the inter-frame codecs over their CRF sweeps (`VIDEO_CRFS` unless given)."""
   rows = []
   for c in codecs:

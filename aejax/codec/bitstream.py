@@ -62,7 +62,7 @@ def tree_from_bytes(like, data: bytes, dtype: str):
   out, off = [], 0
   for a in leaves:
     n = int(np.size(a)) * dt.itemsize
-    out.append(np.frombuffer(data[off:off + n], dt).astype(np.float32).reshape(np.shape(a)))
+    out.append(np.frombuffer(data[off : off + n], dt).astype(np.float32).reshape(np.shape(a)))
     off += n
   if off != len(data):
     raise ValueError(f"decoder update: {len(data)} bytes, expected {off}")

@@ -81,6 +81,7 @@ class FrameCodec:
 
   def _run(self, half: str, fn, params, x: np.ndarray) -> np.ndarray:
     """`fn` over `x` in batches, carrying that half's LSTM state across calls."""
+
     def step(batch):
       y, carry = fn(params, batch, self.carry.get(half))
       if carry is not None:
@@ -110,10 +111,21 @@ def _chunks(frames: Iterable[np.ndarray], size: int):
     yield np.stack(buf)
 
 
-def convert_frames(model: OVAL, params, frames: Iterable[np.ndarray], *, color_space: str,
-                   batch_size: int, latent: LatentCodec, fps: float = 15.0, out_video=None,
-                   side_by_side: bool = False, with_ms_ssim: bool = True, report_dir=None,
-                   name: str = "convert") -> dict:
+def convert_frames(
+  model: OVAL,
+  params,
+  frames: Iterable[np.ndarray],
+  *,
+  color_space: str,
+  batch_size: int,
+  latent: LatentCodec,
+  fps: float = 15.0,
+  out_video=None,
+  side_by_side: bool = False,
+  with_ms_ssim: bool = True,
+  report_dir=None,
+  name: str = "convert",
+) -> dict:
   """Streams frames through encoder → latent codec → decoder; writes video, CSV and plot.
 
   Args:
@@ -151,10 +163,15 @@ def convert_frames(model: OVAL, params, frames: Iterable[np.ndarray], *, color_s
         for f in np.concatenate([batch, dec, error_heatmap(batch, dec)], 2) if side_by_side else dec:
           sink.write(f)
       for j in range(len(batch)):
-        rows.append({"frame": len(rows), "bytes": int(nbytes[j]),
-                     "ratio": float(compression_ratio(nbytes[j], h, w)),
-                     "bpp": float(bits_per_pixel(nbytes[j], h, w)),
-                     **{k: float(v[j]) for k, v in q.items()}})
+        rows.append(
+          {
+            "frame": len(rows),
+            "bytes": int(nbytes[j]),
+            "ratio": float(compression_ratio(nbytes[j], h, w)),
+            "bpp": float(bits_per_pixel(nbytes[j], h, w)),
+            **{k: float(v[j]) for k, v in q.items()},
+          }
+        )
   except BaseException:
     if sink is not None:
       sink.abort()
@@ -165,11 +182,18 @@ def convert_frames(model: OVAL, params, frames: Iterable[np.ndarray], *, color_s
     raise ValueError("convert: no frames")
   total = time.perf_counter() - t_all
   mean = lambda k: float(np.mean([r[k] for r in rows]))
-  summary = {"frames": len(rows), "size": [int(h), int(w)], "latent": latent.name,
-             "bytes_per_frame": mean("bytes"), "ratio": float(compression_ratio(mean("bytes"), h, w)),
-             "bpp": mean("bpp"), "psnr": mean("psnr"), "mae": mean("mae"),
-             "codec_fps": n_timed / t_codec if t_codec > 0 else float("nan"),
-             "total_fps": len(rows) / total}
+  summary = {
+    "frames": len(rows),
+    "size": [int(h), int(w)],
+    "latent": latent.name,
+    "bytes_per_frame": mean("bytes"),
+    "ratio": float(compression_ratio(mean("bytes"), h, w)),
+    "bpp": mean("bpp"),
+    "psnr": mean("psnr"),
+    "mae": mean("mae"),
+    "codec_fps": n_timed / t_codec if t_codec > 0 else float("nan"),
+    "total_fps": len(rows) / total,
+  }
   if with_ms_ssim:
     summary["ms_ssim"] = mean("ms_ssim")
   if report_dir is not None:
@@ -180,18 +204,35 @@ def convert_frames(model: OVAL, params, frames: Iterable[np.ndarray], *, color_s
   return {"summary": summary, "rows": rows}
 
 
-RD_CODECS = (LatentCodec("float32"), LatentCodec("float16"), LatentCodec("int8"),
-             LatentCodec("int8", entropy="zlib"), LatentCodec("int4"),
-             LatentCodec("int4", entropy="zlib"), LatentCodec("int8", channels=6),
-             LatentCodec("int4", channels=5, entropy="zlib"),
-             LatentCodec("int4", channels=3, entropy="zlib"), LatentCodec("int8", entropy="laplace"),
-             LatentCodec("int4", entropy="laplace"),
-             LatentCodec("int16", step=0.4, entropy="laplace", temporal=True))
+RD_CODECS = (
+  LatentCodec("float32"),
+  LatentCodec("float16"),
+  LatentCodec("int8"),
+  LatentCodec("int8", entropy="zlib"),
+  LatentCodec("int4"),
+  LatentCodec("int4", entropy="zlib"),
+  LatentCodec("int8", channels=6),
+  LatentCodec("int4", channels=5, entropy="zlib"),
+  LatentCodec("int4", channels=3, entropy="zlib"),
+  LatentCodec("int8", entropy="laplace"),
+  LatentCodec("int4", entropy="laplace"),
+  LatentCodec("int16", step=0.4, entropy="laplace", temporal=True),
+)
 
 
-def rd_study(model: OVAL, params, frames: np.ndarray, out_dir, *, color_space: str, batch_size: int,
-             bits: Sequence[int], factors: Sequence[float], jpeg_qualities: Sequence[int],
-             title: str = "") -> dict:
+def rd_study(
+  model: OVAL,
+  params,
+  frames: np.ndarray,
+  out_dir,
+  *,
+  color_space: str,
+  batch_size: int,
+  bits: Sequence[int],
+  factors: Sequence[float],
+  jpeg_qualities: Sequence[int],
+  title: str = "",
+) -> dict:
   """Latent codecs (`RD_CODECS`, rates = payload bytes) vs baselines on `frames`: rd.csv, rd.md,
   rd.png and a picture.
 
@@ -201,30 +242,56 @@ def rd_study(model: OVAL, params, frames: np.ndarray, out_dir, *, color_space: s
   out_dir = Path(out_dir)
   rows = []
   for codec in RD_CODECS:
-    s = convert_frames(model, params, frames, color_space=color_space, batch_size=batch_size,
-                       latent=codec, with_ms_ssim=True)["summary"]
-    method = ("oval (channels dropped)" if codec.channels is not None else
-              "oval + range coder" if codec.entropy in ("laplace", "gaussian") else "oval")
-    rows.append({"method": method, "setting": codec.name, "bytes_per_frame": s["bytes_per_frame"],
-                 "ratio": s["ratio"], "bpp": s["bpp"], "psnr": s["psnr"], "ms_ssim": s["ms_ssim"],
-                 "mae": s["mae"]})
+    s = convert_frames(
+      model, params, frames, color_space=color_space, batch_size=batch_size, latent=codec, with_ms_ssim=True
+    )["summary"]
+    method = (
+      "oval (channels dropped)"
+      if codec.channels is not None
+      else "oval + range coder"
+      if codec.entropy in ("laplace", "gaussian")
+      else "oval"
+    )
+    rows.append(
+      {
+        "method": method,
+        "setting": codec.name,
+        "bytes_per_frame": s["bytes_per_frame"],
+        "ratio": s["ratio"],
+        "bpp": s["bpp"],
+        "psnr": s["psnr"],
+        "ms_ssim": s["ms_ssim"],
+        "mae": s["mae"],
+      }
+    )
   targets = [r["bytes_per_frame"] for r in rows if r["setting"] in ("float16", "int8", "int4-zlib")]
-  rows += baseline_rows(frames, bits=tuple(bits), factors=tuple(factors),
-                        jpeg_qualities=tuple(jpeg_qualities), jpeg_targets=targets)
+  rows += baseline_rows(
+    frames,
+    bits=tuple(bits),
+    factors=tuple(factors),
+    jpeg_qualities=tuple(jpeg_qualities),
+    jpeg_targets=targets,
+  )
   write_rows(rows, out_dir / "rd.csv", out_dir / "rd.md", title=f"rate-distortion: {title}")
-  plot_rd(rows, out_dir / "rd.png", title=f"{title} ({len(frames)} frames, {frames.shape[2]}x"
-                                          f"{frames.shape[1]})")
-  mid = frames[len(frames) // 2:len(frames) // 2 + 1]
+  plot_rd(
+    rows, out_dir / "rd.png", title=f"{title} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]})"
+  )
+  mid = frames[len(frames) // 2 : len(frames) // 2 + 1]
   fcodec = FrameCodec(model, params, color_space, mid.shape[1:3], 1)
   zhat, nb = LatentCodec("int8").roundtrip(fcodec.encode(mid))
   oval = fcodec.decode(zhat)
   jpg, jb, jq = jpeg_at_bytes(mid, nb)
-  pic = np.concatenate([np.concatenate([mid[0], oval[0]], 1),
-                        np.concatenate([jpg[0], error_heatmap(mid, oval)[0]], 1)], 0)
+  pic = np.concatenate(
+    [np.concatenate([mid[0], oval[0]], 1), np.concatenate([jpg[0], error_heatmap(mid, oval)[0]], 1)], 0
+  )
   save_image(out_dir / "compare_int8_vs_jpeg.png", pic)
-  return {"rows": len(rows), "table": str(out_dir / "rd.md"), "plot": str(out_dir / "rd.png"),
-          "picture": f"{out_dir / 'compare_int8_vs_jpeg.png'} (top: original | OVAL int8 {nb[0]} B; "
-                     f"bottom: JPEG q{jq[0]} {jb[0]} B | OVAL error)"}
+  return {
+    "rows": len(rows),
+    "table": str(out_dir / "rd.md"),
+    "plot": str(out_dir / "rd.png"),
+    "picture": f"{out_dir / 'compare_int8_vs_jpeg.png'} (top: original | OVAL int8 {nb[0]} B; "
+    f"bottom: JPEG q{jq[0]} {jb[0]} B | OVAL error)",
+  }
 
 
 def _sha_frames(h, frames: np.ndarray) -> None:
@@ -232,10 +299,23 @@ def _sha_frames(h, frames: np.ndarray) -> None:
     h.update(np.ascontiguousarray(f).tobytes())
 
 
-def encode_video(model: OVAL, params, frames: Iterable[np.ndarray], out_path, *, color_space: str,
-                 batch_size: int, latent: LatentCodec, fps: float, model_config: dict,
-                 source: dict | None = None, recon_video=None, with_ms_ssim: bool = False,
-                 report_dir=None, name: str = "encode") -> dict:
+def encode_video(
+  model: OVAL,
+  params,
+  frames: Iterable[np.ndarray],
+  out_path,
+  *,
+  color_space: str,
+  batch_size: int,
+  latent: LatentCodec,
+  fps: float,
+  model_config: dict,
+  source: dict | None = None,
+  recon_video=None,
+  with_ms_ssim: bool = False,
+  report_dir=None,
+  name: str = "encode",
+) -> dict:
   """Streams frames into an `.aejx` file (`aejax.codec.bitstream`), decoding as the receiver will.
 
   Frames are encoded in batches of `batch_size` and each payload is written as soon as it exists,
@@ -269,10 +349,17 @@ def encode_video(model: OVAL, params, frames: Iterable[np.ndarray], out_path, *,
         h, w = batch.shape[1:3]
         codec = FrameCodec(model, params, color_space, (h, w), batch_size)
         z_shape = latent_shape((h, w), model.features, model.kernels, model.strides)
-        header = {"model": dict(model_config), "decoder_sha256": params_sha256(codec.dec_params),
-                  "source": source or {}, "color_space": color_space, "size": [int(h), int(w)],
-                  "fps": float(fps), "latent_shape": list(z_shape), "codec": dataclasses.asdict(latent),
-                  "batch": int(batch_size)}
+        header = {
+          "model": dict(model_config),
+          "decoder_sha256": params_sha256(codec.dec_params),
+          "source": source or {},
+          "color_space": color_space,
+          "size": [int(h), int(w)],
+          "fps": float(fps),
+          "latent_shape": list(z_shape),
+          "codec": dataclasses.asdict(latent),
+          "batch": int(batch_size),
+        }
         writer = BitstreamWriter(out_path, header)
         if recon_video:
           sink = video_writer(recon_video, fps, (h, w))
@@ -289,8 +376,9 @@ def encode_video(model: OVAL, params, frames: Iterable[np.ndarray], out_path, *,
           sink.write(f)
       q = quality(batch, dec, with_ms_ssim=with_ms_ssim)
       for j in range(len(batch)):
-        rows.append({"frame": len(rows), "record_bytes": int(nbytes[j]),
-                     **{k: float(v[j]) for k, v in q.items()}})
+        rows.append(
+          {"frame": len(rows), "record_bytes": int(nbytes[j]), **{k: float(v[j]) for k, v in q.items()}}
+        )
   except BaseException:
     for s in (writer, sink):
       if s is not None:
@@ -303,12 +391,22 @@ def encode_video(model: OVAL, params, frames: Iterable[np.ndarray], out_path, *,
     sink.close()
   size, n = path.stat().st_size, len(rows)
   mean = lambda k: float(np.mean([r[k] for r in rows]))
-  summary = {"file": str(path), "frames": n, "size": [int(h), int(w)], "latent": latent.name,
-             "bytes": size, "header_bytes": writer.header_bytes, "bytes_per_frame": size / n,
-             "bpp": float(bits_per_pixel(size / n, h, w)),
-             "ratio": float(compression_ratio(size / n, h, w)), "psnr": mean("psnr"), "mae": mean("mae"),
-             **({"ms_ssim": mean("ms_ssim")} if with_ms_ssim else {}),
-             "recon_sha256": sha.hexdigest(), "seconds": time.perf_counter() - t0}
+  summary = {
+    "file": str(path),
+    "frames": n,
+    "size": [int(h), int(w)],
+    "latent": latent.name,
+    "bytes": size,
+    "header_bytes": writer.header_bytes,
+    "bytes_per_frame": size / n,
+    "bpp": float(bits_per_pixel(size / n, h, w)),
+    "ratio": float(compression_ratio(size / n, h, w)),
+    "psnr": mean("psnr"),
+    "mae": mean("mae"),
+    **({"ms_ssim": mean("ms_ssim")} if with_ms_ssim else {}),
+    "recon_sha256": sha.hexdigest(),
+    "seconds": time.perf_counter() - t0,
+  }
   if report_dir is not None:
     report_dir = Path(report_dir)
     write_csv(rows, report_dir / f"{name}_frames.csv")
@@ -330,8 +428,10 @@ def decode_file(path, model: OVAL, params, *, out_video=None) -> dict:
   header, n_frames = read_header(path)
   _, dec_params = split_params(params)
   if params_sha256(dec_params) != header["decoder_sha256"]:
-    raise ValueError(f"{path}: the decoder's weights differ from the encoder's (decoder_sha256 "
-                     f"{header['decoder_sha256'][:12]}..., these {params_sha256(dec_params)[:12]}...)")
+    raise ValueError(
+      f"{path}: the decoder's weights differ from the encoder's (decoder_sha256 "
+      f"{header['decoder_sha256'][:12]}..., these {params_sha256(dec_params)[:12]}...)"
+    )
   h, w = header["size"]
   batch = int(header["batch"])
   latent = LatentCodec(**header["codec"])
@@ -371,6 +471,13 @@ def decode_file(path, model: OVAL, params, *, out_video=None) -> dict:
   if n != n_frames:
     raise ValueError(f"{path}: {n} frame records, the header says {n_frames}")
   size = Path(path).stat().st_size
-  return {"frames": n, "size": [h, w], "fps": header["fps"], "bytes": size,
-          "bpp": float(bits_per_pixel(size / max(n, 1), h, w)), "recon_sha256": sha.hexdigest(),
-          "updates": updates, "video": str(out_video) if out_video else None}
+  return {
+    "frames": n,
+    "size": [h, w],
+    "fps": header["fps"],
+    "bytes": size,
+    "bpp": float(bits_per_pixel(size / max(n, 1), h, w)),
+    "recon_sha256": sha.hexdigest(),
+    "updates": updates,
+    "video": str(out_video) if out_video else None,
+  }

@@ -67,8 +67,12 @@ def encode_symbols(q: np.ndarray, lo: int, hi: int, family: str = "laplace") -> 
   mean, scale = fit_params(q, family)
   enc = _constriction().stream.queue.RangeEncoder()
   if q.size:
-    enc.encode(np.ascontiguousarray(q.ravel(), np.int32), _model(family, lo, hi),
-               _per_symbol(mean, q.shape), np.maximum(_per_symbol(scale, q.shape), MIN_SCALE))
+    enc.encode(
+      np.ascontiguousarray(q.ravel(), np.int32),
+      _model(family, lo, hi),
+      _per_symbol(mean, q.shape),
+      np.maximum(_per_symbol(scale, q.shape), MIN_SCALE),
+    )
   words = np.asarray(enc.get_compressed(), np.uint32)
   return mean.tobytes() + scale.tobytes() + words.astype("<u4").tobytes()
 
@@ -77,14 +81,14 @@ def decode_symbols(payload: bytes, shape, lo: int, hi: int, family: str = "lapla
   """Payload bytes → the integer symbols (int32, `shape` [..., k], known to both ends)."""
   shape = tuple(int(s) for s in shape)
   k = shape[-1]
-  mean = np.frombuffer(payload[:2 * k], np.float16)
-  scale = np.frombuffer(payload[2 * k:4 * k], np.float16)
-  words = np.frombuffer(payload[4 * k:], "<u4").astype(np.uint32)
+  mean = np.frombuffer(payload[: 2 * k], np.float16)
+  scale = np.frombuffer(payload[2 * k : 4 * k], np.float16)
+  words = np.frombuffer(payload[4 * k :], "<u4").astype(np.uint32)
   n = int(np.prod(shape))
   if n == 0:
     return np.zeros(shape, np.int32)
   dec = _constriction().stream.queue.RangeDecoder(words)
-  q = dec.decode(_model(family, lo, hi), _per_symbol(mean, shape),
-                 np.maximum(_per_symbol(scale, shape), MIN_SCALE))
+  q = dec.decode(
+    _model(family, lo, hi), _per_symbol(mean, shape), np.maximum(_per_symbol(scale, shape), MIN_SCALE)
+  )
   return np.asarray(q, np.int32).reshape(shape)
-

@@ -93,11 +93,14 @@ class LatentCodec:
     if self.entropy not in ENTROPY:
       raise ValueError(f"LatentCodec: entropy {self.entropy!r} is not one of {ENTROPY}")
     if self.entropy in FAMILIES and not self.precision.startswith("int"):
-      raise ValueError(f"LatentCodec: entropy {self.entropy!r} codes integer symbols; use an int "
-                       f"precision, not {self.precision!r}")
+      raise ValueError(
+        f"LatentCodec: entropy {self.entropy!r} codes integer symbols; use an int "
+        f"precision, not {self.precision!r}"
+      )
     if self.temporal and (self.step is None or self.entropy not in FAMILIES):
-      raise ValueError("LatentCodec: temporal prediction needs a fixed step and entropy 'laplace' or "
-                       "'gaussian'")
+      raise ValueError(
+        "LatentCodec: temporal prediction needs a fixed step and entropy 'laplace' or 'gaussian'"
+      )
     if self.step is not None and self.step <= 0:
       raise ValueError(f"LatentCodec: step must be positive, got {self.step}")
     if self.channels is not None and self.channels < 1:
@@ -188,8 +191,9 @@ class LatentCodec:
     """Payload → the receiver's latent [h, w, C] float32 (`shape` is known to both ends)."""
     return self.decode_frame(payload, shape)[0]
 
-  def decode_frame(self, payload: bytes, shape: Sequence[int],
-                   prev=None) -> tuple[np.ndarray, np.ndarray | None]:
+  def decode_frame(
+    self, payload: bytes, shape: Sequence[int], prev=None
+  ) -> tuple[np.ndarray, np.ndarray | None]:
     """Payload → (latent [h, w, C] float32, its unsigned symbols or None); `prev` as in
     `encode_frame`."""
     h, w, c = (int(v) for v in shape)
@@ -203,8 +207,8 @@ class LatentCodec:
     else:
       levels = self._levels()
       if self.step is None:
-        lo = np.frombuffer(buf[off:off + 2 * k], np.float16).astype(np.float32)
-        scale = np.frombuffer(buf[off + 2 * k:off + 4 * k], np.float16).astype(np.float32)
+        lo = np.frombuffer(buf[off : off + 2 * k], np.float16).astype(np.float32)
+        scale = np.frombuffer(buf[off + 2 * k : off + 4 * k], np.float16).astype(np.float32)
         off += 4 * k
       q = self._unpack(buf[off:], (h, w, k), prev if self.temporal else None)
       keep = lo + q * scale if self.step is None else (q - levels // 2) * self.step
@@ -217,8 +221,9 @@ class LatentCodec:
     """A stateful coder of consecutive frames (one per end of the link)."""
     return LatentStream(self)
 
-  def roundtrip(self, z, sender: LatentStream | None = None,
-                receiver: LatentStream | None = None) -> tuple[np.ndarray, np.ndarray]:
+  def roundtrip(
+    self, z, sender: LatentStream | None = None, receiver: LatentStream | None = None
+  ) -> tuple[np.ndarray, np.ndarray]:
     """Latents [N, h, w, C] → (what the receiver decodes [N, h, w, C], bytes per frame [N]).
 
     `sender` / `receiver` continue a stream across calls (default: a fresh one each).

@@ -128,7 +128,7 @@ class Trainer:
       return convert_color(frames.astype(jnp.float32) / 255.0, space)
 
     def crop(a, like):  # the original's smaller output (exact_output=False) covers the top left
-      return a[:, :like.shape[1], :like.shape[2]]
+      return a[:, : like.shape[1], : like.shape[2]]
 
     def mae_rgb(params, x, frames):
       y, _ = model.apply({"params": params}, x)
@@ -159,20 +159,36 @@ class Trainer:
       return None
     frames = np.stack(self.buffer)
     self.params, self.opt_state, loss, trained, live = jax.device_get(
-        self._step(self.params, self.opt_state, self.live, frames))
+      self._step(self.params, self.opt_state, self.live, frames)
+    )
     rel = float(live) / max(float(trained), 1e-12) - 1.0
     update = rel >= self.cfg.threshold
     if update:
       self.live = self.params
-    return {"loss": float(loss), "train_err": float(trained), "live_err": float(live),
-            "rel_err": rel, "update": update}
+    return {
+      "loss": float(loss),
+      "train_err": float(trained),
+      "live_err": float(live),
+      "rel_err": rel,
+      "update": update,
+    }
 
 
-def run_online(frames: Iterable[np.ndarray], model: OVAL, params, cfg: OnlineConfig,
-               latent: LatentCodec, *, fps: float, out_video=None, csv_path=None,
-               scalars: Callable[[int, dict], None] | None = None,
-               on_frame: Callable[[int, dict], None] | None = None, out_file=None,
-               model_config: dict | None = None) -> dict:
+def run_online(
+  frames: Iterable[np.ndarray],
+  model: OVAL,
+  params,
+  cfg: OnlineConfig,
+  latent: LatentCodec,
+  *,
+  fps: float,
+  out_video=None,
+  csv_path=None,
+  scalars: Callable[[int, dict], None] | None = None,
+  on_frame: Callable[[int, dict], None] | None = None,
+  out_file=None,
+  model_config: dict | None = None,
+) -> dict:
   """Streams `frames` (RGB uint8 [H, W, 3]) through sender → receiver with online training.
 
   Args:
@@ -214,15 +230,39 @@ def run_online(frames: Iterable[np.ndarray], model: OVAL, params, cfg: OnlineCon
   if out_file:
     from aejax.codec.bitstream import BitstreamWriter, params_sha256
 
-    writer = BitstreamWriter(out_file, {
-        "model": dict(model_config or {}), "decoder_sha256": params_sha256(dec0), "source": {},
-        "color_space": cfg.color_space, "size": [int(size[0]), int(size[1])], "fps": float(fps),
-        "latent_shape": list(z_shape), "codec": dataclasses.asdict(latent), "batch": 1,
-        "update_dtype": cfg.update_dtype})
-  fields = ["frame", "time_s", "bytes", "update_bytes", "ratio", "bpp", "mae", "psnr",
-            *(["ms_ssim"] if cfg.ms_ssim else []), "frozen_mae", "frozen_psnr",
-            *(["frozen_ms_ssim"] if cfg.ms_ssim else []), "train_loss", "train_err", "live_err",
-            "update"]
+    writer = BitstreamWriter(
+      out_file,
+      {
+        "model": dict(model_config or {}),
+        "decoder_sha256": params_sha256(dec0),
+        "source": {},
+        "color_space": cfg.color_space,
+        "size": [int(size[0]), int(size[1])],
+        "fps": float(fps),
+        "latent_shape": list(z_shape),
+        "codec": dataclasses.asdict(latent),
+        "batch": 1,
+        "update_dtype": cfg.update_dtype,
+      },
+    )
+  fields = [
+    "frame",
+    "time_s",
+    "bytes",
+    "update_bytes",
+    "ratio",
+    "bpp",
+    "mae",
+    "psnr",
+    *(["ms_ssim"] if cfg.ms_ssim else []),
+    "frozen_mae",
+    "frozen_psnr",
+    *(["frozen_ms_ssim"] if cfg.ms_ssim else []),
+    "train_loss",
+    "train_err",
+    "live_err",
+    "update",
+  ]
   fh = open(csv_path, "w", newline="") if csv_path else None
   wr = csv.DictWriter(fh, fieldnames=fields) if fh else None
   if wr:
@@ -254,11 +294,20 @@ def run_online(frames: Iterable[np.ndarray], model: OVAL, params, cfg: OnlineCon
         record = tree_to_bytes(dec, cfg.update_dtype)
         receiver.pending = (tree_from_bytes(dec, record, cfg.update_dtype), len(record))
         update_frames.append(i + 1)
-      rec = {"frame": i, "time_s": i / fps, "bytes": nbytes, "update_bytes": upd,
-             "ratio": float(compression_ratio(nbytes, h, w)), "bpp": float(bits_per_pixel(nbytes, h, w)),
-             **q, **{f"frozen_{k}": v for k, v in fq.items()},
-             "train_loss": res["loss"] if res else "", "train_err": res["train_err"] if res else "",
-             "live_err": res["live_err"] if res else "", "update": int(bool(res and res["update"]))}
+      rec = {
+        "frame": i,
+        "time_s": i / fps,
+        "bytes": nbytes,
+        "update_bytes": upd,
+        "ratio": float(compression_ratio(nbytes, h, w)),
+        "bpp": float(bits_per_pixel(nbytes, h, w)),
+        **q,
+        **{f"frozen_{k}": v for k, v in fq.items()},
+        "train_loss": res["loss"] if res else "",
+        "train_err": res["train_err"] if res else "",
+        "live_err": res["live_err"] if res else "",
+        "update": int(bool(res and res["update"])),
+      }
       if wr:
         wr.writerow(rec)
       for k in ("bytes", "update_bytes", "ratio", "bpp", *q, *(f"frozen_{k}" for k in fq)):
@@ -288,15 +337,23 @@ def run_online(frames: Iterable[np.ndarray], model: OVAL, params, cfg: OnlineCon
   sent, frozen_sent = sums["bytes"], sums["frozen_bytes"]  # latents + decoder updates; latents
   if writer is not None:
     summary["file"], summary["file_bytes"] = str(writer.close()), writer.nbytes
-  summary.update(frames=n, updates=len(update_frames), update_bytes_total=int(sums["update_bytes"]),
-                 recon_sha256=sha.hexdigest(),
-                 bytes_total=int(sent), frozen_bytes_total=int(frozen_sent),
-                 ratio=float(compression_ratio(sent / n, h, w)), bpp=float(bits_per_pixel(sent / n, h, w)),
-                 frozen_ratio=float(compression_ratio(frozen_sent / n, h, w)),
-                 frozen_bpp=float(bits_per_pixel(frozen_sent / n, h, w)),
-                 raw_bytes_per_frame=3 * h * w, latent=latent.name,
-                 per_frame_mae=np.asarray(maes), per_frame_frozen_mae=np.asarray(frozen_maes),
-                 update_frames=np.asarray(update_frames, np.int64))
+  summary.update(
+    frames=n,
+    updates=len(update_frames),
+    update_bytes_total=int(sums["update_bytes"]),
+    recon_sha256=sha.hexdigest(),
+    bytes_total=int(sent),
+    frozen_bytes_total=int(frozen_sent),
+    ratio=float(compression_ratio(sent / n, h, w)),
+    bpp=float(bits_per_pixel(sent / n, h, w)),
+    frozen_ratio=float(compression_ratio(frozen_sent / n, h, w)),
+    frozen_bpp=float(bits_per_pixel(frozen_sent / n, h, w)),
+    raw_bytes_per_frame=3 * h * w,
+    latent=latent.name,
+    per_frame_mae=np.asarray(maes),
+    per_frame_frozen_mae=np.asarray(frozen_maes),
+    update_frames=np.asarray(update_frames, np.int64),
+  )
   return summary
 
 
@@ -321,9 +378,19 @@ def plot_online(summary: dict, path, title: str = "") -> Path:
   return save_figure(fig, path)
 
 
-def run_online_mode(model: OVAL, params, out_dir, *, cfg: OnlineConfig, latent: LatentCodec,
-                    video=None, camera: int | None = None, max_frames: int | None = None,
-                    out_file=None, model_config: dict | None = None) -> dict:
+def run_online_mode(
+  model: OVAL,
+  params,
+  out_dir,
+  *,
+  cfg: OnlineConfig,
+  latent: LatentCodec,
+  video=None,
+  camera: int | None = None,
+  max_frames: int | None = None,
+  out_file=None,
+  model_config: dict | None = None,
+) -> dict:
   """Online learning on a video file or a camera: decoded video, per-frame CSV, plot, TensorBoard.
 
   Args:
@@ -349,24 +416,46 @@ def run_online_mode(model: OVAL, params, out_dir, *, cfg: OnlineConfig, latent: 
   out_dir = Path(out_dir)
   writer = Writer(out_dir)
   try:
-    s = run_online(frames, model, params, cfg, latent, fps=fps, out_video=out_dir / "decoded.mp4",
-                   csv_path=out_dir / "frames.csv",
-                   scalars=lambda i, d: writer.scalars(i, {f"online/{k}": v for k, v in d.items()}),
-                   out_file=out_file, model_config=model_config)
+    s = run_online(
+      frames,
+      model,
+      params,
+      cfg,
+      latent,
+      fps=fps,
+      out_video=out_dir / "decoded.mp4",
+      csv_path=out_dir / "frames.csv",
+      scalars=lambda i, d: writer.scalars(i, {f"online/{k}": v for k, v in d.items()}),
+      out_file=out_file,
+      model_config=model_config,
+    )
   finally:
     writer.close()
-  plot_online(s, out_dir / "online.png", title=f"{Path(video).name if video else 'camera'}: "
-                                              f"{s['updates']} updates")
-  summary = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in s.items()
-             if not isinstance(v, np.ndarray)}
+  plot_online(
+    s, out_dir / "online.png", title=f"{Path(video).name if video else 'camera'}: {s['updates']} updates"
+  )
+  summary = {
+    k: (float(v) if isinstance(v, (float, np.floating)) else v)
+    for k, v in s.items()
+    if not isinstance(v, np.ndarray)
+  }
   summary["mae_reduction"] = 1.0 - summary["mae"] / summary["frozen_mae"]
   summary["outputs"] = str(out_dir)
   (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
   return summary
 
 
-def online_vs_frozen(model: OVAL, params, frames: np.ndarray, *, fps: float, cfg: OnlineConfig,
-                     latent: LatentCodec, frozen_codecs, batch_size: int = 16) -> dict:
+def online_vs_frozen(
+  model: OVAL,
+  params,
+  frames: np.ndarray,
+  *,
+  fps: float,
+  cfg: OnlineConfig,
+  latent: LatentCodec,
+  frozen_codecs,
+  batch_size: int = 16,
+) -> dict:
   """OVAL's claim at equal total bytes: the online run (latents + charged decoder updates) against
   the frozen model's rate–distortion curve over `frozen_codecs` (e.g. finer quantiser steps).
 
@@ -380,15 +469,37 @@ def online_vs_frozen(model: OVAL, params, frames: np.ndarray, *, fps: float, cfg
   s = run_online(iter(frames), model, params, cfg, latent, fps=fps)
   curve = []
   for c in frozen_codecs:
-    f = convert_frames(model, params, frames, color_space=cfg.color_space, batch_size=batch_size,
-                       latent=c, with_ms_ssim=False)["summary"]
+    f = convert_frames(
+      model, params, frames, color_space=cfg.color_space, batch_size=batch_size, latent=c, with_ms_ssim=False
+    )["summary"]
     curve.append({"setting": c.name, "bpp": f["bpp"], "psnr": f["psnr"]})
   pts = sorted((np.log(r["bpp"]), r["psnr"]) for r in curve)
   x = np.log(s["bpp"])
-  at = float(np.interp(x, [p[0] for p in pts], [p[1] for p in pts])) if pts[0][0] <= x <= pts[-1][0] \
-      else float("nan")
-  keys = ("frames", "updates", "update_bytes_total", "bytes_total", "frozen_bytes_total", "ratio",
-          "frozen_ratio", "bpp", "frozen_bpp", "psnr", "frozen_psnr", "mae", "frozen_mae")
-  return {**{k: s[k] for k in keys}, "latent": latent.name, "frozen_curve": curve,
-          "frozen_psnr_at_equal_bytes": at, "gain_db": s["psnr"] - at,
-          "update_frames": [int(v) for v in s["update_frames"]]}
+  at = (
+    float(np.interp(x, [p[0] for p in pts], [p[1] for p in pts]))
+    if pts[0][0] <= x <= pts[-1][0]
+    else float("nan")
+  )
+  keys = (
+    "frames",
+    "updates",
+    "update_bytes_total",
+    "bytes_total",
+    "frozen_bytes_total",
+    "ratio",
+    "frozen_ratio",
+    "bpp",
+    "frozen_bpp",
+    "psnr",
+    "frozen_psnr",
+    "mae",
+    "frozen_mae",
+  )
+  return {
+    **{k: s[k] for k in keys},
+    "latent": latent.name,
+    "frozen_curve": curve,
+    "frozen_psnr_at_equal_bytes": at,
+    "gain_db": s["psnr"] - at,
+    "update_frames": [int(v) for v in s["update_frames"]],
+  }

@@ -25,7 +25,7 @@ def _blur_valid(x: np.ndarray, g: np.ndarray) -> np.ndarray:
   """'VALID' separable Gaussian filtering of [H, W, C] float32 (OpenCV; fast on CPU)."""
   r = len(g) // 2
   y = cv2.sepFilter2D(x, cv2.CV_32F, g, g, borderType=cv2.BORDER_CONSTANT)
-  return y[r:x.shape[0] - r, r:x.shape[1] - r]
+  return y[r : x.shape[0] - r, r : x.shape[1] - r]
 
 
 def ms_ssim_host(a: np.ndarray, b: np.ndarray, max_val: float = 1.0) -> float:
@@ -67,6 +67,7 @@ def quality(reference, reconstruction, *, with_ms_ssim: bool = True) -> dict:
   Returns a dict of [N] float arrays: `psnr` (`aejax.metrics.psnr`; infinite for identical
   frames), `ms_ssim` (when asked; `ms_ssim_host`), `mae` (on the [0, 1] scale).
   """
+
   def as_float(x):
     x = np.asarray(x)
     return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
@@ -74,23 +75,31 @@ def quality(reference, reconstruction, *, with_ms_ssim: bool = True) -> dict:
   ref, rec = as_float(reference), as_float(reconstruction)
   if ref.shape != rec.shape or ref.ndim != 4:
     raise ValueError(f"quality: expected two [N, H, W, C] batches, got {ref.shape} and {rec.shape}")
-  out = {"psnr": np.asarray(metrics.psnr(ref, rec), np.float64),
-         "mae": np.abs(ref - rec).reshape(len(ref), -1).mean(1, np.float64)}
+  out = {
+    "psnr": np.asarray(metrics.psnr(ref, rec), np.float64),
+    "mae": np.abs(ref - rec).reshape(len(ref), -1).mean(1, np.float64),
+  }
   if with_ms_ssim:
     out["ms_ssim"] = np.array([ms_ssim_host(a, b) for a, b in zip(ref, rec)])
   return out
 
 
-def summarize(method: str, setting: str, reference, reconstruction, nbytes,
-              with_ms_ssim: bool = True) -> dict:
+def summarize(
+  method: str, setting: str, reference, reconstruction, nbytes, with_ms_ssim: bool = True
+) -> dict:
   """One rate–distortion row: mean bytes per frame, ratio, bpp, PSNR, MS-SSIM, MAE."""
   h, w = np.asarray(reference).shape[1:3]
   q = quality(reference, reconstruction, with_ms_ssim=with_ms_ssim)
   nbytes = np.asarray(nbytes, np.float64)
-  row = {"method": method, "setting": setting, "bytes_per_frame": float(nbytes.mean()),
-         "ratio": float(compression_ratio(nbytes.mean(), h, w)),
-         "bpp": float(bits_per_pixel(nbytes.mean(), h, w)),
-         "psnr": float(q["psnr"].mean()), "mae": float(q["mae"].mean())}
+  row = {
+    "method": method,
+    "setting": setting,
+    "bytes_per_frame": float(nbytes.mean()),
+    "ratio": float(compression_ratio(nbytes.mean(), h, w)),
+    "bpp": float(bits_per_pixel(nbytes.mean(), h, w)),
+    "psnr": float(q["psnr"].mean()),
+    "mae": float(q["mae"].mean()),
+  }
   if with_ms_ssim:
     row["ms_ssim"] = float(q["ms_ssim"].mean())
   return row
@@ -115,8 +124,10 @@ def write_rows(rows: list[dict], csv_path, md_path=None, title: str = "") -> Non
   write_csv(rows, csv_path, cols)
   if md_path is not None:
     fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
-    lines = ([f"## {title}", ""] if title else []) + ["| " + " | ".join(cols) + " |",
-                                                      "|" + "---|" * len(cols)]
+    lines = ([f"## {title}", ""] if title else []) + [
+      "| " + " | ".join(cols) + " |",
+      "|" + "---|" * len(cols),
+    ]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
     Path(md_path).write_text("\n".join(lines) + "\n")
 
@@ -167,6 +178,7 @@ def error_heatmap(reference: np.ndarray, reconstruction: np.ndarray, max_err: fl
 def _bd(anchor: list[dict], test: list[dict], key: str, rate_axis: bool) -> float:
   """Mean difference of log(bpp) (rate_axis) or of `key` between two R–D curves over their common
   quality (or log-rate) range, each curve its Pareto front interpolated piecewise linearly."""
+
   def curve(rows):
     front = pareto([r for r in rows if key in r and r["bpp"] > 0], key)
     return np.array([r[key] for r in front]), np.log([r["bpp"] for r in front])

@@ -12,8 +12,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-_FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
-          cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_SCRIPT_SIMPLEX, cv2.FONT_HERSHEY_PLAIN)
+_FONTS = (
+  cv2.FONT_HERSHEY_SIMPLEX,
+  cv2.FONT_HERSHEY_DUPLEX,
+  cv2.FONT_HERSHEY_COMPLEX,
+  cv2.FONT_HERSHEY_TRIPLEX,
+  cv2.FONT_HERSHEY_SCRIPT_SIMPLEX,
+  cv2.FONT_HERSHEY_PLAIN,
+)
 
 
 def procedural_digits(per_class: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -31,21 +37,32 @@ def procedural_digits(per_class: int = 20, seed: int = 0) -> tuple[np.ndarray, n
       scale = 2.2 if font == cv2.FONT_HERSHEY_PLAIN else 1.6
       canvas = np.zeros((64, 64), np.uint8)
       (tw, th), _ = cv2.getTextSize(str(label), font, scale, 4)
-      cv2.putText(canvas, str(label), ((64 - tw) // 2, (64 + th) // 2), font, scale, 255,
-                  int(rng.integers(3, 7)), cv2.LINE_AA)
+      cv2.putText(
+        canvas,
+        str(label),
+        ((64 - tw) // 2, (64 + th) // 2),
+        font,
+        scale,
+        255,
+        int(rng.integers(3, 7)),
+        cv2.LINE_AA,
+      )
       a = cv2.getRotationMatrix2D((32, 32), rng.uniform(-15, 15), rng.uniform(0.85, 1.1))
       a[0, 1] += rng.uniform(-0.25, 0.25)  # shear
       canvas = cv2.warpAffine(canvas, a, (64, 64))
       ys, xs = np.nonzero(canvas > 30)
-      crop = canvas[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+      crop = canvas[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
       f = 20.0 / max(crop.shape)
-      crop = cv2.resize(crop, (max(1, round(crop.shape[1] * f)), max(1, round(crop.shape[0] * f))),
-                        interpolation=cv2.INTER_AREA)
+      crop = cv2.resize(
+        crop,
+        (max(1, round(crop.shape[1] * f)), max(1, round(crop.shape[0] * f))),
+        interpolation=cv2.INTER_AREA,
+      )
       out = np.zeros((28, 28), np.uint8)
       cy, cx = np.array(np.nonzero(crop)).mean(1) if crop.any() else (10, 10)
       y0 = int(np.clip(round(14 - cy), 0, 28 - crop.shape[0]))
       x0 = int(np.clip(round(14 - cx), 0, 28 - crop.shape[1]))
-      out[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop
+      out[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
       imgs.append(out)
       labels.append(label)
   return np.stack(imgs), np.asarray(labels, np.uint8)
@@ -80,9 +97,15 @@ def load_digits(digits) -> tuple[np.ndarray, np.ndarray]:
   return imgs, np.full(len(imgs), -1)
 
 
-def moving_digits_sequence(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray,
-                           num_frames: int = 20, size: int = 64, num_digits: int = 2,
-                           step_length: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+def moving_digits_sequence(
+  rng: np.random.Generator,
+  images: np.ndarray,
+  labels: np.ndarray,
+  num_frames: int = 20,
+  size: int = 64,
+  num_digits: int = 2,
+  step_length: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray]:
   """One bouncing-digits sequence as in Srivastava et al. 2015: ([T, S, S] uint8, labels [D]).
 
   Each digit starts at a uniform position, moves in a uniform random direction by `step_length`
@@ -98,7 +121,7 @@ def moving_digits_sequence(rng: np.random.Generator, images: np.ndarray, labels:
     vy, vx = np.sin(theta), np.cos(theta)
     for t in range(num_frames):
       py, px = int(round(y * lim_y)), int(round(x * lim_x))
-      win = video[t, py:py + dh, px:px + dw]
+      win = video[t, py : py + dh, px : px + dw]
       np.maximum(win, images[d], out=win)
       y, x = y + vy * step_length, x + vx * step_length
       if y <= 0 or y >= 1:
@@ -108,8 +131,9 @@ def moving_digits_sequence(rng: np.random.Generator, images: np.ndarray, labels:
   return video, labels[picks].astype(np.int32)
 
 
-def moving_digits(n: int, num_frames: int = 20, size: int = 64, num_digits: int = 2,
-                  seed: int = 0, digits=None) -> dict[str, np.ndarray]:
+def moving_digits(
+  n: int, num_frames: int = 20, size: int = 64, num_digits: int = 2, seed: int = 0, digits=None
+) -> dict[str, np.ndarray]:
   """`n` moving-digits sequences, a function of (seed, index).
 
   Args:
@@ -122,8 +146,9 @@ def moving_digits(n: int, num_frames: int = 20, size: int = 64, num_digits: int 
   images, labels = load_digits(digits)
   vids, labs = [], []
   for i in range(n):
-    v, lab = moving_digits_sequence(np.random.default_rng([seed, i, 53]), images, labels,
-                                    num_frames, size, num_digits)
+    v, lab = moving_digits_sequence(
+      np.random.default_rng([seed, i, 53]), images, labels, num_frames, size, num_digits
+    )
     vids.append(v)
     labs.append(lab)
   video = np.stack(vids)[..., None] if n else np.zeros((0, num_frames, size, size, 1), np.uint8)

@@ -18,8 +18,7 @@ from aejax.data.video import write_report
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
-                    ".pgm", ".pbm")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 
 
 # ---------------------------------------------------------------------------------- images
@@ -48,9 +47,13 @@ def to_rgb_uint8(arr: np.ndarray, bgr: bool = False) -> np.ndarray:
 # PIL.ImageOps.exif_transpose: 2 mirror, 3 rotate 180, 4 flip, 5 transpose, 6 rotate 90 clockwise,
 # 7 transverse, 8 rotate 90 counter-clockwise).
 _ORIENT = {
-    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-    5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
-    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1], 8: lambda a: np.rot90(a, 1),
+  2: lambda a: a[:, ::-1],
+  3: lambda a: a[::-1, ::-1],
+  4: lambda a: a[::-1],
+  5: lambda a: a.swapaxes(0, 1),
+  6: lambda a: np.rot90(a, -1),
+  7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+  8: lambda a: np.rot90(a, 1),
 }
 
 
@@ -62,6 +65,7 @@ def _exif_orientation(data: bytes) -> int:
   import io
 
   from PIL import Image
+
   try:
     with Image.open(io.BytesIO(data)) as im:
       return int(im.getexif().get(0x0112, 1))
@@ -80,6 +84,7 @@ def decode_image(data: bytes, name: str | Path = "<bytes>") -> np.ndarray:
     import io
 
     from PIL import Image, UnidentifiedImageError
+
     try:
       with Image.open(io.BytesIO(data)) as im:
         if im.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV", "1"):
@@ -102,6 +107,7 @@ def load_image(path: str | Path) -> np.ndarray:
 def _check_image_header(path: Path) -> str | None:
   """A cheap validity check (size and header); returns the reason when unusable."""
   from PIL import Image
+
   try:
     if path.stat().st_size == 0:
       return "zero-byte file"
@@ -135,9 +141,16 @@ class ImageFolderSource:
   `label` int32, `index` int32.
   """
 
-  def __init__(self, root: str | Path, split: str | None = "train", valid_fraction: float = 0.2,
-               seed: int = 42, extensions: Sequence[str] = IMAGE_EXTENSIONS,
-               validate: bool = True, report_path: str | Path | None = None):
+  def __init__(
+    self,
+    root: str | Path,
+    split: str | None = "train",
+    valid_fraction: float = 0.2,
+    seed: int = 42,
+    extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    validate: bool = True,
+    report_path: str | Path | None = None,
+  ):
     root = Path(root)
     if not root.exists():
       raise FileNotFoundError(f"{root}: image folder not found")
@@ -151,8 +164,7 @@ class ImageFolderSource:
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and any(map(is_img, d.rglob("*"))))
     if class_dirs:
       self.classes = [d.name for d in class_dirs]
-      files = [(p, c) for c, d in enumerate(class_dirs) for p in sorted(filter(is_img,
-                                                                               d.rglob("*")))]
+      files = [(p, c) for c, d in enumerate(class_dirs) for p in sorted(filter(is_img, d.rglob("*")))]
     else:
       self.classes = []
       files = [(p, -1) for p in sorted(filter(is_img, root.iterdir()))]
@@ -198,5 +210,7 @@ class ImageFolderSource:
     raise ValueError(f"{self.root}: no file of the split could be decoded")
 
   def __repr__(self) -> str:
-    return (f"ImageFolderSource(root={str(self.root)!r}, split={self.split!r}, "
-            f"valid_fraction={self.valid_fraction}, seed={self.seed}, n={len(self.files)})")
+    return (
+      f"ImageFolderSource(root={str(self.root)!r}, split={self.split!r}, "
+      f"valid_fraction={self.valid_fraction}, seed={self.seed}, n={len(self.files)})"
+    )

@@ -19,6 +19,7 @@ def _worker_init(worker_index: int, worker_count: int) -> None:
   """Worker processes: one OpenCV thread each, so N workers use N cores, not N × cores."""
   del worker_index, worker_count
   import cv2
+
   cv2.setNumThreads(1)
 
 
@@ -66,8 +67,15 @@ class _Get(grain.transforms.Map):
     return self.source[int(index)]
 
 
-def make_dataset(source, *, transforms: Sequence = (), seed: int = 0, shuffle: bool = True,
-                 num_epochs: int | None = None, shard: bool = True) -> grain.MapDataset:
+def make_dataset(
+  source,
+  *,
+  transforms: Sequence = (),
+  seed: int = 0,
+  shuffle: bool = True,
+  num_epochs: int | None = None,
+  shard: bool = True,
+) -> grain.MapDataset:
   """The unbatched `MapDataset`: indices → seed → shard by process → shuffle → repeat → read →
   transforms.
 
@@ -82,6 +90,7 @@ def make_dataset(source, *, transforms: Sequence = (), seed: int = 0, shuffle: b
   ds = grain.MapDataset.range(len(source)).seed(seed)
   if shard:
     import jax
+
     n, i = jax.process_count(), jax.process_index()
     if n > 1:
       ds = ds[i::n]
@@ -108,10 +117,21 @@ def make_dataset(source, *, transforms: Sequence = (), seed: int = 0, shuffle: b
   return ds
 
 
-def make_loader(source, *, batch_size: int, transforms: Sequence = (), seed: int = 0,
-                shuffle: bool = True, num_epochs: int | None = None, drop_remainder: bool = True,
-                worker_count: int = 0, num_threads: int = 8, prefetch: int | None = None,
-                worker_buffer_size: int = 1, shard: bool = True) -> grain.DatasetIterator:
+def make_loader(
+  source,
+  *,
+  batch_size: int,
+  transforms: Sequence = (),
+  seed: int = 0,
+  shuffle: bool = True,
+  num_epochs: int | None = None,
+  drop_remainder: bool = True,
+  worker_count: int = 0,
+  num_threads: int = 8,
+  prefetch: int | None = None,
+  worker_buffer_size: int = 1,
+  shard: bool = True,
+) -> grain.DatasetIterator:
   """A checkpointable iterator of batches (dicts of stacked NumPy arrays).
 
   Args:
@@ -130,16 +150,17 @@ def make_loader(source, *, batch_size: int, transforms: Sequence = (), seed: int
   """
   if not flags.FLAGS.is_parsed():  # Grain worker processes read absl flags
     flags.FLAGS.mark_as_parsed()
-  ds = make_dataset(source, transforms=transforms, seed=seed, shuffle=shuffle,
-                    num_epochs=num_epochs, shard=shard)
+  ds = make_dataset(
+    source, transforms=transforms, seed=seed, shuffle=shuffle, num_epochs=num_epochs, shard=shard
+  )
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   prefetch = num_threads if prefetch is None else prefetch
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
-                                            prefetch_buffer_size=prefetch))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
   if worker_count > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
-                                                     per_worker_buffer_size=worker_buffer_size),
-                        worker_init_fn=_worker_init)
+    it = it.mp_prefetch(
+      grain.MultiprocessingOptions(num_workers=worker_count, per_worker_buffer_size=worker_buffer_size),
+      worker_init_fn=_worker_init,
+    )
   return iter(it)
 
 

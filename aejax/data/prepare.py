@@ -58,24 +58,31 @@ from aejax.io import check_output
 VERSION = "1.0.0"
 QUALITY = 75  # see the module docstring and bench/RESULTS.md
 _PLAN = "prepare_plan.json"
-_PLAN_KEYS = ("format", "quality", "size", "max_frames", "min_frames", "fps", "fps_tolerance",
-              "videos_per_shard")
+_PLAN_KEYS = (
+  "format",
+  "quality",
+  "size",
+  "max_frames",
+  "min_frames",
+  "fps",
+  "fps_tolerance",
+  "videos_per_shard",
+)
 
 
 def _tfds():
   try:
     import tensorflow_datasets as tfds
   except ImportError:
-    raise ImportError("preparing images or DAVIS needs tensorflow-datasets: "
-                      "pip install 'aejax[prepare]'") from None
+    raise ImportError(
+      "preparing images or DAVIS needs tensorflow-datasets: pip install 'aejax[prepare]'"
+    ) from None
   return tfds
 
 
-def encode_frame(rgb: np.ndarray, fmt: str = "jpeg", quality: int = QUALITY, *,
-                 bgr: bool = False) -> bytes:
+def encode_frame(rgb: np.ndarray, fmt: str = "jpeg", quality: int = QUALITY, *, bgr: bool = False) -> bytes:
   """RGB (BGR with `bgr=True`, or single-channel) uint8 → encoded JPEG / PNG bytes."""
-  img = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 and rgb.shape[-1] == 3 and not bgr \
-      else rgb
+  img = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 and rgb.shape[-1] == 3 and not bgr else rgb
   ext, params = (".png", []) if fmt == "png" else (".jpg", [cv2.IMWRITE_JPEG_QUALITY, quality])
   ok, buf = cv2.imencode(ext, np.ascontiguousarray(img), params)
   if not ok:
@@ -90,8 +97,7 @@ def _resize_short(img: np.ndarray, size: int | None) -> np.ndarray:
   f = size / min(h, w)
   if f >= 1:
     return img
-  return cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))),
-                    interpolation=cv2.INTER_AREA)
+  return cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
 
 
 def _text(path) -> str:
@@ -128,8 +134,7 @@ def encode_video(path: str | Path, options: dict) -> tuple[list[bytes], dict]:
     for _, frame in r.stream(max_frames=o.get("max_frames") or 0, format="bgr24"):
       frame = _resize_short(frame, o.get("size"))
       h, w = frame.shape[:2]
-      frames.append(encode_frame(frame, o.get("format", "jpeg"), o.get("quality", QUALITY),
-                                 bgr=True))
+      frames.append(encode_frame(frame, o.get("format", "jpeg"), o.get("quality", QUALITY), bgr=True))
   finally:
     r.close()
   if not frames:
@@ -188,17 +193,21 @@ def _plan(src: Path, folder: Path, options: dict) -> dict:
     if plan["src"] != str(src.resolve()):
       raise ValueError(f"{folder}: prepared from {plan['src']}, not {src}; use another --out")
     if plan["options"] != opts:
-      raise ValueError(f"{folder}: prepared with other options {plan['options']} (now {opts}); "
-                       f"use another --out or delete it")
+      raise ValueError(
+        f"{folder}: prepared with other options {plan['options']} (now {opts}); "
+        f"use another --out or delete it"
+      )
     return plan
   files = find_videos(src)
   if not files:
     raise ValueError(f"{src}: no video files found")
-  labeled = [(str(f.resolve()), f.parent.name if src.is_dir() and f.parent != src else "")
-             for f in files]
+  labeled = [(str(f.resolve()), f.parent.name if src.is_dir() and f.parent != src else "") for f in files]
   per = max(1, int(opts["videos_per_shard"]))
-  plan = {"src": str(src.resolve()), "options": opts,
-          "shards": [labeled[i:i + per] for i in range(0, len(labeled), per)]}
+  plan = {
+    "src": str(src.resolve()),
+    "options": opts,
+    "shards": [labeled[i : i + per] for i in range(0, len(labeled), per)],
+  }
   folder.mkdir(parents=True, exist_ok=True)
   _write_json(path, plan)
   return plan
@@ -226,16 +235,31 @@ class _Progress:
       if rate > 0:
         m, sec = divmod(int(left / rate), 60)
         eta = f"{m // 60}:{m % 60:02d}:{sec:02d}"
-      print(f"prepare videos: {self.done + self.videos}/{self.total} ({self.skipped} skipped), "
-            f"{rate:.1f} videos/s, ETA {eta}", file=sys.stderr, flush=True)
+      print(
+        f"prepare videos: {self.done + self.videos}/{self.total} ({self.skipped} skipped), "
+        f"{rate:.1f} videos/s, ETA {eta}",
+        file=sys.stderr,
+        flush=True,
+      )
 
 
-def prepare_videos(src: str | Path, out: str | Path, *, workers: int | None = None,
-                   size: int | None = 256, format: str = "jpeg", quality: int = QUALITY,
-                   max_frames: int | None = None, min_frames: int = 1, fps: float | None = None,
-                   fps_tolerance: float = 0.5, videos_per_shard: int = 64,
-                   report: str | Path | None = None, progress: float | None = 2.0,
-                   cache_path=None) -> Path:
+def prepare_videos(
+  src: str | Path,
+  out: str | Path,
+  *,
+  workers: int | None = None,
+  size: int | None = 256,
+  format: str = "jpeg",
+  quality: int = QUALITY,
+  max_frames: int | None = None,
+  min_frames: int = 1,
+  fps: float | None = None,
+  fps_tolerance: float = 0.5,
+  videos_per_shard: int = 64,
+  report: str | Path | None = None,
+  progress: float | None = 2.0,
+  cache_path=None,
+) -> Path:
   """Prepares a video folder (see the module docstring); returns the prepared folder.
 
   `workers`: processes (None: all cores; 1: this process). `progress`: seconds between progress
@@ -246,9 +270,16 @@ def prepare_videos(src: str | Path, out: str | Path, *, workers: int | None = No
   src, out = Path(src), Path(out)
   if not src.exists():
     raise FileNotFoundError(f"{src}: source folder not found")
-  options = dict(format=format, quality=quality, size=size, max_frames=max_frames,
-                 min_frames=min_frames, fps=fps, fps_tolerance=fps_tolerance,
-                 videos_per_shard=videos_per_shard)
+  options = dict(
+    format=format,
+    quality=quality,
+    size=size,
+    max_frames=max_frames,
+    min_frames=min_frames,
+    fps=fps,
+    fps_tolerance=fps_tolerance,
+    videos_per_shard=videos_per_shard,
+  )
   folder = video_folder(out)
   plan = _plan(src, folder, options)
   shards, n = plan["shards"], len(plan["shards"])
@@ -285,10 +316,12 @@ def prepare_videos(src: str | Path, out: str | Path, *, workers: int | None = No
   nbytes = sum((folder / s).stat().st_size for s in dict.fromkeys(r["shard"] for r in rows))
   hours = sum(r["num_frames"] / r["fps"] for r in rows if r["fps"] > 0) / 3600
   done_now = max(prog.frames, 1)
-  print(f"prepared {len(rows)} videos ({len(skipped)} skipped, listed in {report}): {offset} "
-        f"frames, {nbytes / 1e9:.3f} GB ({nbytes / max(offset, 1) / 1e3:.1f} kB/frame), "
-        f"{hours:.2f} h of video; this run: {prog.videos} videos in {wall:.1f} s, "
-        f"{1e3 * cpu / done_now:.2f} CPU-ms/frame, {workers} worker(s) -> {folder}")
+  print(
+    f"prepared {len(rows)} videos ({len(skipped)} skipped, listed in {report}): {offset} "
+    f"frames, {nbytes / 1e9:.3f} GB ({nbytes / max(offset, 1) / 1e3:.1f} kB/frame), "
+    f"{hours:.2f} h of video; this run: {prog.videos} videos in {wall:.1f} s, "
+    f"{1e3 * cpu / done_now:.2f} CPU-ms/frame, {workers} worker(s) -> {folder}"
+  )
   return folder
 
 
@@ -306,8 +339,7 @@ def _run_pool(folder, n, shards, todo, options, workers, prog, results) -> None:
   ctx = mp.get_context("spawn")
   ticks = ctx.Queue()
   with ctx.Pool(workers, initializer=mod._init_worker, initargs=(ticks,)) as pool:
-    pending = {k: pool.apply_async(mod.prepare_shard, (folder, k, n, shards[k], options))
-               for k in todo}
+    pending = {k: pool.apply_async(mod.prepare_shard, (folder, k, n, shards[k], options)) for k in todo}
     while pending:
       try:
         prog(ticks.get(timeout=0.5))
@@ -342,11 +374,14 @@ class PreparedVideos:
     if (folder / "dataset_info.json").is_file() and not (folder / _PLAN).is_file():
       raise ValueError(f"{folder}: prepared by an older aejax (tfds records); run prepare again")
     if not index.is_file():
-      raise FileNotFoundError(f"{index}: prepared index missing (the preparation did not finish: "
-                              f"run the same prepare command again)")
+      raise FileNotFoundError(
+        f"{index}: prepared index missing (the preparation did not finish: "
+        f"run the same prepare command again)"
+      )
     rows = json.loads(index.read_text())
-    self.infos = [VideoInfo(r["path"], r["fps"], r["num_frames"], r["height"], r["width"],
-                            r["label"]) for r in rows]
+    self.infos = [
+      VideoInfo(r["path"], r["fps"], r["num_frames"], r["height"], r["width"], r["label"]) for r in rows
+    ]
     self.offsets = [r["offset"] for r in rows]
     self.shards = list(dict.fromkeys(r["shard"] for r in rows))
     self.source = grain.sources.ArrayRecordDataSource([str(folder / s) for s in self.shards])
@@ -366,8 +401,7 @@ class PreparedVideos:
     out = []
     for j in np.asarray(indices).reshape(-1):
       if not 0 <= j < self.infos[i].num_frames:
-        raise ValueError(f"{self.infos[i].path}: frame {j} out of range "
-                         f"[0, {self.infos[i].num_frames})")
+        raise ValueError(f"{self.infos[i].path}: frame {j} out of range [0, {self.infos[i].num_frames})")
       out.append(S.decode_image(self.source[self.offsets[i] + int(j)], f"{self.infos[i].path}[{j}]"))
     return np.stack(out)
 
@@ -400,8 +434,12 @@ def _builders() -> dict:
       super().__init__(**kw)
 
     def _make_info(self, features: dict):
-      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features),
-                                   disable_shuffling=True, description=__doc__.split("\n")[0])
+      return tfds.core.DatasetInfo(
+        builder=self,
+        features=tfds.features.FeaturesDict(features),
+        disable_shuffling=True,
+        description=__doc__.split("\n")[0],
+      )
 
     def write_index(self) -> None:
       for split, rows in self.index.items():
@@ -411,8 +449,14 @@ def _builders() -> dict:
     """Images (encoded RGB uint8) with class labels, split train / valid by seed and fraction."""
 
     def _info(self):
-      return self._make_info({"image": bytes_, "label": tfds.features.Scalar(np.int32),
-                              "class_name": tfds.features.Text(), "path": tfds.features.Text()})
+      return self._make_info(
+        {
+          "image": bytes_,
+          "label": tfds.features.Scalar(np.int32),
+          "class_name": tfds.features.Text(),
+          "path": tfds.features.Text(),
+        }
+      )
 
     def _split_generators(self, dl_manager):
       o = self.options
@@ -421,9 +465,10 @@ def _builders() -> dict:
       self.classes = src.classes
       if frac <= 0:
         return {"train": self._generate_examples(src, np.arange(len(src)), "train")}
-      return {split: self._generate_examples(src, S.split_indices(len(src), split, frac,
-                                                                  o.get("seed", 42)), split)
-              for split in ("train", "valid")}
+      return {
+        split: self._generate_examples(src, S.split_indices(len(src), split, frac, o.get("seed", 42)), split)
+        for split in ("train", "valid")
+      }
 
     def _generate_examples(self, src, indices, split):
       o, rows = self.options, self.index.setdefault(split, [])
@@ -435,17 +480,28 @@ def _builders() -> dict:
           continue
         name = _text(self.classes[label]) if label >= 0 else ""
         rows.append({"path": _text(path), "label": int(label)})
-        yield f"{k:09d}", {"image": encode_frame(img, o.get("format", "jpeg"),
-                                                 o.get("quality", 95)),
-                           "label": int(label), "class_name": name, "path": _text(path)}
+        yield (
+          f"{k:09d}",
+          {
+            "image": encode_frame(img, o.get("format", "jpeg"), o.get("quality", 95)),
+            "label": int(label),
+            "class_name": name,
+            "path": _text(path),
+          },
+        )
 
   class AejaxDavis(_Builder):
     """DAVIS-2017 sequences: encoded frames, lossless id masks, the palette."""
 
     def _info(self):
-      return self._make_info({"frames": tfds.features.Sequence(bytes_),
-                              "masks": tfds.features.Sequence(bytes_), "name": tfds.features.Text(),
-                              "palette": tfds.features.Tensor(shape=(256, 3), dtype=np.uint8)})
+      return self._make_info(
+        {
+          "frames": tfds.features.Sequence(bytes_),
+          "masks": tfds.features.Sequence(bytes_),
+          "name": tfds.features.Text(),
+          "palette": tfds.features.Tensor(shape=(256, 3), dtype=np.uint8),
+        }
+      )
 
     def _split_generators(self, dl_manager):
       sets = Path(self.src) / "ImageSets" / "2017"
@@ -463,8 +519,7 @@ def _builders() -> dict:
         frames = [encode_frame(f, "jpeg", o.get("quality", 95)) for f in e["video"]]
         masks = [encode_frame(m, "png") for m in e["mask"]]
         rows.append({"name": src.name(i), "num_frames": len(frames)})
-        yield f"{i:09d}", {"frames": frames, "masks": masks, "name": src.name(i),
-                           "palette": src.palette(i)}
+        yield f"{i:09d}", {"frames": frames, "masks": masks, "name": src.name(i), "palette": src.palette(i)}
 
   _BUILDERS.update(images=AejaxImages, davis=AejaxDavis)
   return _BUILDERS
@@ -483,8 +538,7 @@ def prepare(kind: str, src: str | Path, out: str | Path, **options) -> Path:
   options.setdefault("report", out / "prepare_report.json")
   tfds = _tfds()
   tfds.disable_progress_bar()
-  builder = _builders()[kind](src=src, options=options, data_dir=str(out),
-                              file_format="array_record")
+  builder = _builders()[kind](src=src, options=options, data_dir=str(out), file_format="array_record")
   builder.download_and_prepare()
   builder.write_index()
   return Path(builder.data_dir)
@@ -513,8 +567,11 @@ class PreparedImageSource:
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     r = self.source[int(index)]
-    return {"image": S.decode_image(r["image"], r["path"]), "label": np.int32(r["label"]),
-            "index": np.int32(index)}
+    return {
+      "image": S.decode_image(r["image"], r["path"]),
+      "label": np.int32(r["label"]),
+      "index": np.int32(index),
+    }
 
   def __repr__(self) -> str:
     return f"PreparedImageSource(root={self.root!r}, split={self.split!r}, n={len(self)})"
@@ -534,8 +591,7 @@ class PreparedDavisSource:
     r = self.source[int(index)]
     name = r["name"].decode() if isinstance(r["name"], bytes) else str(r["name"])
     video = np.stack([S.decode_image(f, name) for f in r["frames"]])
-    mask = np.stack([cv2.imdecode(np.frombuffer(m, np.uint8), cv2.IMREAD_UNCHANGED)
-                     for m in r["masks"]])
+    mask = np.stack([cv2.imdecode(np.frombuffer(m, np.uint8), cv2.IMREAD_UNCHANGED) for m in r["masks"]])
     return {"video": video, "mask": mask, "name": np.asarray(name), "index": np.int32(index)}
 
   def palette(self, index: int) -> np.ndarray:
@@ -551,19 +607,31 @@ class PreparedDavisSource:
 
 def main(argv=None) -> int:
   """The command line (see the module docstring); returns the exit status."""
-  parser = argparse.ArgumentParser(prog="python -m aejax.data.prepare", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    prog="python -m aejax.data.prepare",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   parser.add_argument("kind", choices=KINDS, help="what --src holds")
   parser.add_argument("--src", required=True, help="the video folder, image folder or DAVIS root")
   parser.add_argument("--out", required=True, help="data_dir to write into")
   parser.add_argument("--workers", type=int, default=None, help="videos: processes (all cores)")
   parser.add_argument("--videos-per-shard", type=int, default=64, help="videos: shard size")
-  parser.add_argument("--format", choices=("jpeg", "png"), default="jpeg",
-                      help="frame/image encoding (DAVIS masks are always PNG)")
-  parser.add_argument("--quality", type=int, default=None,
-                      help=f"JPEG quality (videos {QUALITY}, images and DAVIS 95)")
-  parser.add_argument("--size", type=int, default=None,
-                      help="downscale so the shorter side is at most this (videos: 256, images: none)")
+  parser.add_argument(
+    "--format",
+    choices=("jpeg", "png"),
+    default="jpeg",
+    help="frame/image encoding (DAVIS masks are always PNG)",
+  )
+  parser.add_argument(
+    "--quality", type=int, default=None, help=f"JPEG quality (videos {QUALITY}, images and DAVIS 95)"
+  )
+  parser.add_argument(
+    "--size",
+    type=int,
+    default=None,
+    help="downscale so the shorter side is at most this (videos: 256, images: none)",
+  )
   parser.add_argument("--max-frames", type=int, default=None, help="keep the first N frames")
   parser.add_argument("--min-frames", type=int, default=1, help="skip shorter videos")
   parser.add_argument("--fps", type=float, default=None, help="skip videos at another fps")
@@ -573,12 +641,25 @@ def main(argv=None) -> int:
   parser.add_argument("--report", default=None, help="skip report path (JSON)")
   a = parser.parse_args(argv)
   if a.kind == "videos":
-    opts = {"workers": a.workers, "videos_per_shard": a.videos_per_shard, "format": a.format,
-            "quality": a.quality or QUALITY, "size": 256 if a.size is None else a.size,
-            "max_frames": a.max_frames, "min_frames": a.min_frames, "fps": a.fps}
+    opts = {
+      "workers": a.workers,
+      "videos_per_shard": a.videos_per_shard,
+      "format": a.format,
+      "quality": a.quality or QUALITY,
+      "size": 256 if a.size is None else a.size,
+      "max_frames": a.max_frames,
+      "min_frames": a.min_frames,
+      "fps": a.fps,
+    }
   else:
-    opts = {"format": a.format, "quality": a.quality or 95, "size": a.size,
-            "valid_fraction": a.valid_fraction, "seed": a.seed, "resolution": a.resolution}
+    opts = {
+      "format": a.format,
+      "quality": a.quality or 95,
+      "size": a.size,
+      "valid_fraction": a.valid_fraction,
+      "seed": a.seed,
+      "resolution": a.resolution,
+    }
   if a.report:
     opts["report"] = Path(a.report)
   try:
@@ -588,8 +669,7 @@ def main(argv=None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 1
   except KeyboardInterrupt:
-    print("interrupted: finished shards are kept; run the same command again to resume",
-          file=sys.stderr)
+    print("interrupted: finished shards are kept; run the same command again to resume", file=sys.stderr)
     return 130
   print(f"prepared {a.kind} from {a.src} into {path}")
   return 0

@@ -43,8 +43,10 @@ def prepared(root: str | Path) -> tuple[str | None, Path]:
 
 
 def _wrong_kind(root, kind: str, want: str) -> ValueError:
-  return ValueError(f"{root}: a prepared {kind} set, but {want} are needed here "
-                    f"(prepare them with `python -m aejax.data.prepare {want} --src DIR --out OUT`)")
+  return ValueError(
+    f"{root}: a prepared {kind} set, but {want} are needed here "
+    f"(prepare them with `python -m aejax.data.prepare {want} --src DIR --out OUT`)"
+  )
 
 
 def videos(root: str | Path, **scan_kwargs):
@@ -77,8 +79,9 @@ def images(root: str | Path, split: str, *, valid_fraction: float = 0.2, seed: i
   if (folder / "aejax_index_valid.json").is_file():
     return P.PreparedImageSource(data_dir, split)
   whole = P.PreparedImageSource(data_dir, "train")
-  return Subset(whole, split_indices(len(whole), split, valid_fraction, seed),
-                name=f"{split}-{valid_fraction}-{seed}")
+  return Subset(
+    whole, split_indices(len(whole), split, valid_fraction, seed), name=f"{split}-{valid_fraction}-{seed}"
+  )
 
 
 def davis_sequences(root: str | Path, split: str = "val"):

@@ -86,8 +86,7 @@ def stack_same_size(arrays: list, paths: list, what: str, size: tuple | None = N
   size = tuple(size) if size is not None else arrays[0].shape[:2]
   for a, path in zip(arrays, paths):
     if a.shape[:2] != size:
-      raise ValueError(f"{path}: {what} size {a.shape[:2]} differs from the sequence's frame size "
-                       f"{size}")
+      raise ValueError(f"{path}: {what} size {a.shape[:2]} differs from the sequence's frame size {size}")
   return np.stack(arrays)
 
 
@@ -100,13 +99,23 @@ class DavisSource:
   missing frame folder or annotation is a one-line error naming the path.
   """
 
-  def __init__(self, root: str | Path, split: str | None = "val", resolution: str = "480p",
-               year: str = "2017", first_frame_only: bool = False):
+  def __init__(
+    self,
+    root: str | Path,
+    split: str | None = "val",
+    resolution: str = "480p",
+    year: str = "2017",
+    first_frame_only: bool = False,
+  ):
     root = Path(root)
     if not root.is_dir():
       raise FileNotFoundError(f"{root}: DAVIS folder not found")
-    self.root, self.split, self.resolution, self.first_frame_only = (root, split, resolution,
-                                                                     first_frame_only)
+    self.root, self.split, self.resolution, self.first_frame_only = (
+      root,
+      split,
+      resolution,
+      first_frame_only,
+    )
     jroot, aroot = root / "JPEGImages" / resolution, root / "Annotations" / resolution
     if not jroot.is_dir():
       raise FileNotFoundError(f"{jroot}: DAVIS JPEGImages folder not found")
@@ -149,13 +158,14 @@ class DavisSource:
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     name, frames, annots = self.sequences[int(index)]
     video = stack_same_size([load_image(f) for f in frames], frames, "frame")
-    mask = stack_same_size([read_indexed_png(a)[0] for a in annots], annots, "annotation",
-                            video.shape[1:3])
+    mask = stack_same_size([read_indexed_png(a)[0] for a in annots], annots, "annotation", video.shape[1:3])
     return {"video": video, "mask": mask, "name": np.asarray(name), "index": np.int32(index)}
 
   def __repr__(self) -> str:
-    return (f"DavisSource(root={str(self.root)!r}, split={self.split!r}, "
-            f"resolution={self.resolution!r}, n={len(self.sequences)})")
+    return (
+      f"DavisSource(root={str(self.root)!r}, split={self.split!r}, "
+      f"resolution={self.resolution!r}, n={len(self.sequences)})"
+    )
 
 
 # ------------------------------------------------------------------------- in-memory videos
@@ -201,9 +211,18 @@ class MovingMNISTSource:
   Elements: `video` [T, H, W, 1] uint8, `index`, and `label` [num_digits] int32 when generated.
   """
 
-  def __init__(self, path: str | Path | None = None, *, digits=None, digits_split: str = "train",
-               num_sequences: int = 10000, num_frames: int = 20, size: int = 64,
-               num_digits: int = 2, seed: int = 0):
+  def __init__(
+    self,
+    path: str | Path | None = None,
+    *,
+    digits=None,
+    digits_split: str = "train",
+    num_sequences: int = 10000,
+    num_frames: int = 20,
+    size: int = 64,
+    num_digits: int = 2,
+    seed: int = 0,
+  ):
     self.path, self.seed = path, seed
     if path is not None:
       path = Path(path)
@@ -218,8 +237,12 @@ class MovingMNISTSource:
       self.array, self.digits_desc = arr, ""
       return
     self.array = None
-    self.num_sequences, self.num_frames, self.size, self.num_digits = (num_sequences, num_frames,
-                                                                       size, num_digits)
+    self.num_sequences, self.num_frames, self.size, self.num_digits = (
+      num_sequences,
+      num_frames,
+      size,
+      num_digits,
+    )
     if isinstance(digits, (str, Path)):
       dpath = Path(digits)
       self.images, self.labels = digits_lib.load_mnist_npz(dpath, digits_split)
@@ -237,15 +260,17 @@ class MovingMNISTSource:
   def random_getitem(self, index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Sequence `index` (from the file, or generated with `rng`)."""
     if self.array is not None:
-      return {"video": np.asarray(self.array[:, int(index)])[..., None],
-              "index": np.int32(index)}
-    video, labels = digits_lib.moving_digits_sequence(rng, self.images, self.labels,
-                                                     self.num_frames, self.size, self.num_digits)
+      return {"video": np.asarray(self.array[:, int(index)])[..., None], "index": np.int32(index)}
+    video, labels = digits_lib.moving_digits_sequence(
+      rng, self.images, self.labels, self.num_frames, self.size, self.num_digits
+    )
     return {"video": video[..., None], "label": labels, "index": np.int32(index)}
 
   def __repr__(self) -> str:
     if self.array is not None:
       return f"MovingMNISTSource(path={str(self.path)!r}, shape={list(self.array.shape)})"
-    return (f"MovingMNISTSource(digits={self.digits_desc!r}, num_sequences={self.num_sequences}, "
-            f"num_frames={self.num_frames}, size={self.size}, num_digits={self.num_digits}, "
-            f"seed={self.seed})")
+    return (
+      f"MovingMNISTSource(digits={self.digits_desc!r}, num_sequences={self.num_sequences}, "
+      f"num_frames={self.num_frames}, size={self.size}, num_digits={self.num_digits}, "
+      f"seed={self.seed})"
+    )

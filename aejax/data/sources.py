@@ -9,7 +9,6 @@ Bad files are skipped and counted (`.skipped`, and a JSON report when `report_pa
 a missing or empty dataset is a one-line error naming the path.
 """
 
-
 from __future__ import annotations
 
 import logging
@@ -31,10 +30,21 @@ from aejax.data.sequences import DavisSource, MovingMNISTSource, read_indexed_pn
 from aejax.data.video import VideoInfo, VideoReader, scan_videos, write_report
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "ArraySource", "DavisSource", "ImageFolderSource", "MovingMNISTSource",
-    "Subset", "VideoClipSource", "VideoFiles", "VideoPairSource", "as_videos", "decode_image",
-    "load_image",
-    "read_indexed_png", "split_indices", "to_rgb_uint8",
+  "IMAGE_EXTENSIONS",
+  "ArraySource",
+  "DavisSource",
+  "ImageFolderSource",
+  "MovingMNISTSource",
+  "Subset",
+  "VideoClipSource",
+  "VideoFiles",
+  "VideoPairSource",
+  "as_videos",
+  "decode_image",
+  "load_image",
+  "read_indexed_png",
+  "split_indices",
+  "to_rgb_uint8",
 ]
 
 log = logging.getLogger(__name__)
@@ -156,8 +166,10 @@ class _VideoSampler:
     if report_path is not None:
       write_report(report_path, getattr(self.videos, "root", ""), len(self.keep), self.skipped)
     if not self.keep:
-      raise ValueError(f"{getattr(self.videos, 'root', '') or 'videos'}: no usable video "
-                       f"({self.skipped[0][1] if self.skipped else 'empty list'})")
+      raise ValueError(
+        f"{getattr(self.videos, 'root', '') or 'videos'}: no usable video "
+        f"({self.skipped[0][1] if self.skipped else 'empty list'})"
+      )
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     return self.random_getitem(index, np.random.default_rng([self.seed, int(index)]))
@@ -189,9 +201,17 @@ class VideoPairSource(_VideoSampler):
   [2] int32 (or [R, 2]), `index`.
   """
 
-  def __init__(self, videos, *, gap: tuple[int, int] = (4, 48), reference_fps: float | None = 30.0,
-               repeats: int = 1, seed: int = 0, report_path: str | Path | None = None,
-               **scan_kwargs):
+  def __init__(
+    self,
+    videos,
+    *,
+    gap: tuple[int, int] = (4, 48),
+    reference_fps: float | None = 30.0,
+    repeats: int = 1,
+    seed: int = 0,
+    report_path: str | Path | None = None,
+    **scan_kwargs,
+  ):
     if not 1 <= gap[0] <= gap[1]:
       raise ValueError(f"gap must satisfy 1 <= min <= max, got {gap}")
     self.gap, self.reference_fps, self.repeats = tuple(gap), reference_fps, repeats
@@ -201,6 +221,7 @@ class VideoPairSource(_VideoSampler):
       if info.num_frames <= gmin:
         return f"shorter than the gap: {info.num_frames} frames <= gap {gmin}"
       return ""
+
     self._setup(videos, seed, report_path, need, scan_kwargs)
 
   def _gaps(self, info: VideoInfo) -> tuple[int, int]:
@@ -228,8 +249,10 @@ class VideoPairSource(_VideoSampler):
     return {"frames": frames, "gap": gaps.astype(np.int32), "frame_index": idx.astype(np.int32)}
 
   def __repr__(self) -> str:
-    return (f"VideoPairSource({self.videos!r}, gap={self.gap}, reference_fps={self.reference_fps}"
-            f", repeats={self.repeats}, seed={self.seed}, n={len(self.keep)})")
+    return (
+      f"VideoPairSource({self.videos!r}, gap={self.gap}, reference_fps={self.reference_fps}"
+      f", repeats={self.repeats}, seed={self.seed}, n={len(self.keep)})"
+    )
 
 
 class VideoClipSource(_VideoSampler):
@@ -243,25 +266,35 @@ class VideoClipSource(_VideoSampler):
   `start` int32, `index`.
   """
 
-  def __init__(self, videos, *, num_frames: int = 16, stride: int = 1, hop: int | None = None,
-               reference_fps: float | None = None, seed: int = 0,
-               report_path: str | Path | None = None, **scan_kwargs):
+  def __init__(
+    self,
+    videos,
+    *,
+    num_frames: int = 16,
+    stride: int = 1,
+    hop: int | None = None,
+    reference_fps: float | None = None,
+    seed: int = 0,
+    report_path: str | Path | None = None,
+    **scan_kwargs,
+  ):
     if num_frames < 1 or stride < 1:
       raise ValueError(f"num_frames and stride must be >= 1, got {num_frames}, {stride}")
-    self.num_frames, self.stride, self.hop, self.reference_fps = num_frames, stride, hop, \
-        reference_fps
+    self.num_frames, self.stride, self.hop, self.reference_fps = num_frames, stride, hop, reference_fps
 
     def need(info: VideoInfo) -> str:
       span = self._span(info)
-      return f"too short for a clip: {info.num_frames} < {span} frames" if info.num_frames < span \
-          else ""
+      return f"too short for a clip: {info.num_frames} < {span} frames" if info.num_frames < span else ""
+
     self._setup(videos, seed, report_path, need, scan_kwargs)
     labels = sorted({self.videos.info(i).label for i in self.keep} - {""})
     self.labels = {name: c for c, name in enumerate(labels)}
     if hop is not None:
-      self.clips = [(v, s) for v in self.keep
-                    for s in range(0, self.videos.info(v).num_frames - self._span(
-                        self.videos.info(v)) + 1, hop)]
+      self.clips = [
+        (v, s)
+        for v in self.keep
+        for s in range(0, self.videos.info(v).num_frames - self._span(self.videos.info(v)) + 1, hop)
+      ]
 
   def _stride(self, info: VideoInfo) -> int:
     return max(1, int(round(self.stride * _fps_scale(info.fps, self.reference_fps))))
@@ -282,8 +315,11 @@ class VideoClipSource(_VideoSampler):
     if start is None:
       start = int(rng.integers(0, info.num_frames - self._span(info) + 1))
     idx = start + self._stride(info) * np.arange(self.num_frames)
-    return {"video": self.videos.read(v, idx), "start": np.int32(start),
-            "label": np.int32(self.labels.get(info.label, -1))}
+    return {
+      "video": self.videos.read(v, idx),
+      "start": np.int32(start),
+      "label": np.int32(self.labels.get(info.label, -1)),
+    }
 
   def random_getitem(self, index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """One clip: random start, or the `index`-th fixed clip when `hop` is set (unreadable videos skipped)."""
@@ -300,6 +336,8 @@ class VideoClipSource(_VideoSampler):
     raise ValueError(f"{getattr(self.videos, 'root', '') or 'videos'}: no video could be decoded")
 
   def __repr__(self) -> str:
-    return (f"VideoClipSource({self.videos!r}, num_frames={self.num_frames}, stride={self.stride}"
-            f", hop={self.hop}, reference_fps={self.reference_fps}, seed={self.seed}, "
-            f"n={len(self)})")
+    return (
+      f"VideoClipSource({self.videos!r}, num_frames={self.num_frames}, stride={self.stride}"
+      f", hop={self.hop}, reference_fps={self.reference_fps}, seed={self.seed}, "
+      f"n={len(self)})"
+    )

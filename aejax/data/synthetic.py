@@ -28,10 +28,20 @@ from aejax.data.digits import load_digits, moving_digits, moving_digits_sequence
 from aejax.data.sequences import DAVIS_PALETTE, write_indexed_png
 
 __all__ = [
-    "DAVIS_PALETTE", "SyntheticVideo", "davis_like", "load_digits", "moving_digits",
-    "moving_digits_sequence", "procedural_digits",
-    "scene_cut_video", "shapes_video", "textured_images", "write_davis_like",
-    "write_davis_sequence", "write_indexed_png", "write_video_folder",
+  "DAVIS_PALETTE",
+  "SyntheticVideo",
+  "davis_like",
+  "load_digits",
+  "moving_digits",
+  "moving_digits_sequence",
+  "procedural_digits",
+  "scene_cut_video",
+  "shapes_video",
+  "textured_images",
+  "write_davis_like",
+  "write_davis_sequence",
+  "write_indexed_png",
+  "write_video_folder",
 ]
 
 
@@ -72,8 +82,9 @@ def _texture(rng: np.random.Generator, h: int, w: int, kind: int | None = None) 
   cols = _random_colors(rng, 3)
   if kind == 0:  # colour-mapped fractal noise (clouds, foliage, rock)
     t = noise[..., None]
-    base = np.where(t < 0.5, cols[0] + (cols[1] - cols[0]) * (2 * t),
-                    cols[1] + (cols[2] - cols[1]) * (2 * t - 1))
+    base = np.where(
+      t < 0.5, cols[0] + (cols[1] - cols[0]) * (2 * t), cols[1] + (cols[2] - cols[1]) * (2 * t - 1)
+    )
   else:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     period = rng.uniform(4, 14)
@@ -141,8 +152,7 @@ def textured_images(n: int, size: int | Sequence[int] = (64, 64), seed: int = 0)
       p = int(max(8, min(h, w) * rng.uniform(0.3, 0.8)))
       alpha_p = _shape_mask(rng, p)
       tex_p = _texture(rng, p, p)
-      m = np.float32([[1, 0, rng.uniform(-p / 3, w - 2 * p / 3)],
-                      [0, 1, rng.uniform(-p / 3, h - 2 * p / 3)]])
+      m = np.float32([[1, 0, rng.uniform(-p / 3, w - 2 * p / 3)], [0, 1, rng.uniform(-p / 3, h - 2 * p / 3)]])
       alpha = cv2.warpAffine(alpha_p, m, (w, h))
       tex = cv2.warpAffine(tex_p, m, (w, h))
       img = _composite(img, tex, alpha)
@@ -172,8 +182,9 @@ class SyntheticVideo:
   through a window that pans smoothly (sub-pixel), so background pixels also move coherently.
   """
 
-  def __init__(self, size: int | Sequence[int] = (64, 64), num_objects: int = 3, seed: int = 0,
-               speed: float = 1.0):
+  def __init__(
+    self, size: int | Sequence[int] = (64, 64), num_objects: int = 3, seed: int = 0, speed: float = 1.0
+  ):
     self.size = _size2(size)
     self.num_objects = num_objects
     self.seed = seed
@@ -187,14 +198,23 @@ class SyntheticVideo:
       base = min(h, w) * rng.uniform(0.22, 0.42)
       p = int(np.ceil(base * 1.5)) | 1
       vel_ang = rng.uniform(0, 2 * np.pi)
-      self.objects.append(dict(
-          p=p, alpha=_shape_mask(rng, p), tex=_texture(rng, p, p),
+      self.objects.append(
+        dict(
+          p=p,
+          alpha=_shape_mask(rng, p),
+          tex=_texture(rng, p, p),
           c0=np.array([rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h]),
           v=speed * rng.uniform(0.6, 1.8) * np.array([np.cos(vel_ang), np.sin(vel_ang)]),
-          wob=rng.uniform(0.5, 2.0, 2) * speed, wob_w=rng.uniform(0.1, 0.3, 2),
+          wob=rng.uniform(0.5, 2.0, 2) * speed,
+          wob_w=rng.uniform(0.1, 0.3, 2),
           wob_ph=rng.uniform(0, 2 * np.pi, 2),
-          s_amp=rng.uniform(0.1, 0.3), s_w=rng.uniform(0.05, 0.2), s_ph=rng.uniform(0, 2 * np.pi),
-          rot0=rng.uniform(0, 360), rot_v=rng.uniform(-3, 3) * speed))
+          s_amp=rng.uniform(0.1, 0.3),
+          s_w=rng.uniform(0.05, 0.2),
+          s_ph=rng.uniform(0, 2 * np.pi),
+          rot0=rng.uniform(0, 360),
+          rot_v=rng.uniform(-3, 3) * speed,
+        )
+      )
 
   def frame(self, t: float, amodal: bool = False):
     """Renders time t: (image [H, W, 3] uint8, ids [H, W] uint8 with 0 = background).
@@ -206,8 +226,9 @@ class SyntheticVideo:
     (pw, pph) = self.pan
     off = m + 0.8 * m * np.sin(pw * t + pph)
     shift = np.float32([[1, 0, -off[0]], [0, 1, -off[1]]])
-    img = cv2.warpAffine(self.background, shift, (w, h), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REFLECT)
+    img = cv2.warpAffine(
+      self.background, shift, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+    )
     ids = np.zeros((h, w), np.uint8)
     full = []
     for k, o in enumerate(self.objects, start=1):
@@ -217,8 +238,7 @@ class SyntheticVideo:
       rot = cv2.getRotationMatrix2D((o["p"] / 2, o["p"] / 2), o["rot0"] + o["rot_v"] * t, s)
       rot[:, 2] += c - o["p"] / 2
       alpha = cv2.warpAffine(o["alpha"], rot, (w, h), flags=cv2.INTER_LINEAR)
-      tex = cv2.warpAffine(o["tex"], rot, (w, h), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REFLECT)
+      tex = cv2.warpAffine(o["tex"], rot, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
       img = _composite(img, tex, alpha)
       ids[alpha > 0.5] = k
       full.append(alpha > 0.5)
@@ -237,8 +257,13 @@ class SyntheticVideo:
     return out
 
 
-def shapes_video(num_frames: int, size: int | Sequence[int] = (64, 64), num_objects: int = 3,
-                 seed: int = 0, speed: float = 1.0) -> dict[str, np.ndarray]:
+def shapes_video(
+  num_frames: int,
+  size: int | Sequence[int] = (64, 64),
+  num_objects: int = 3,
+  seed: int = 0,
+  speed: float = 1.0,
+) -> dict[str, np.ndarray]:
   """A `SyntheticVideo` rendered for `num_frames` frames.
 
   Returns:
@@ -247,8 +272,13 @@ def shapes_video(num_frames: int, size: int | Sequence[int] = (64, 64), num_obje
   return SyntheticVideo(size, num_objects, seed, speed).render(num_frames)
 
 
-def scene_cut_video(num_frames: int, size: int | Sequence[int] = (64, 64), num_shots: int = 3,
-                    seed: int = 0, num_objects: int = 3) -> dict:
+def scene_cut_video(
+  num_frames: int,
+  size: int | Sequence[int] = (64, 64),
+  num_shots: int = 3,
+  seed: int = 0,
+  num_objects: int = 3,
+) -> dict:
   """Shots of different synthetic scenes joined by hard cuts.
 
   Returns:
@@ -256,27 +286,35 @@ def scene_cut_video(num_frames: int, size: int | Sequence[int] = (64, 64), num_s
     of every shot after the first), shot_ids [T] int32).
   """
   if num_shots < 1 or num_frames < num_shots:
-    raise ValueError(f"scene_cut_video: need 1 <= num_shots <= num_frames, got {num_shots}, "
-                     f"{num_frames}")
+    raise ValueError(f"scene_cut_video: need 1 <= num_shots <= num_frames, got {num_shots}, {num_frames}")
   rng = np.random.default_rng([seed, 37])
   min_len = max(1, num_frames // (2 * num_shots))
   extra = num_frames - min_len * num_shots
   lengths = min_len + rng.multinomial(extra, np.ones(num_shots) / num_shots)
-  parts = [SyntheticVideo(size, num_objects, seed=seed * 1009 + s + 1).render(int(n),
-                                                                              start=5 * s)
-           for s, n in enumerate(lengths)]
+  parts = [
+    SyntheticVideo(size, num_objects, seed=seed * 1009 + s + 1).render(int(n), start=5 * s)
+    for s, n in enumerate(lengths)
+  ]
   cuts = [int(c) for c in np.cumsum(lengths)[:-1]]
   shot_ids = np.repeat(np.arange(num_shots, dtype=np.int32), lengths)
-  return {"video": np.concatenate([p["video"] for p in parts]),
-          "masks": np.concatenate([p["masks"] for p in parts]), "cuts": cuts,
-          "shot_ids": shot_ids}
+  return {
+    "video": np.concatenate([p["video"] for p in parts]),
+    "masks": np.concatenate([p["masks"] for p in parts]),
+    "cuts": cuts,
+    "shot_ids": shot_ids,
+  }
 
 
 # -------------------------------------------------------------------------------------- DAVIS
 
 
-def davis_like(num_sequences: int = 3, num_frames: int = 10, size: int | Sequence[int] = (64, 96),
-               seed: int = 0, num_objects: int = 2) -> list[dict]:
+def davis_like(
+  num_sequences: int = 3,
+  num_frames: int = 10,
+  size: int | Sequence[int] = (64, 96),
+  seed: int = 0,
+  num_objects: int = 2,
+) -> list[dict]:
   """Synthetic DAVIS-style sequences: list of dict(name, video [T,H,W,3], masks [T,H,W] ids)."""
   seqs = []
   for i in range(num_sequences):
@@ -286,9 +324,15 @@ def davis_like(num_sequences: int = 3, num_frames: int = 10, size: int | Sequenc
   return seqs
 
 
-def write_davis_sequence(root: str | Path, name: str, video: np.ndarray | None = None,
-                         masks: np.ndarray | None = None, palette: np.ndarray | None = None,
-                         resolution: str = "480p", quality: int = 95) -> None:
+def write_davis_sequence(
+  root: str | Path,
+  name: str,
+  video: np.ndarray | None = None,
+  masks: np.ndarray | None = None,
+  palette: np.ndarray | None = None,
+  resolution: str = "480p",
+  quality: int = 95,
+) -> None:
   """Writes one sequence in the DAVIS layout under `root`.
 
   `video` [T, H, W, 3] uint8 → `JPEGImages/<res>/<name>/00000.jpg ...`; `masks` [T, H, W] object
@@ -301,8 +345,7 @@ def write_davis_sequence(root: str | Path, name: str, video: np.ndarray | None =
     jdir = root / "JPEGImages" / resolution / name
     jdir.mkdir(parents=True, exist_ok=True)
     for t, img in enumerate(np.asarray(video, np.uint8)):
-      if not cv2.imwrite(str(jdir / f"{t:05d}.jpg"), img[..., ::-1],
-                         [cv2.IMWRITE_JPEG_QUALITY, quality]):
+      if not cv2.imwrite(str(jdir / f"{t:05d}.jpg"), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality]):
         raise ValueError(f"{jdir / f'{t:05d}.jpg'}: OpenCV could not write the frame")
   if masks is not None:
     adir = (root / "Annotations" / resolution / name) if resolution else root / name
@@ -310,9 +353,15 @@ def write_davis_sequence(root: str | Path, name: str, video: np.ndarray | None =
       write_indexed_png(adir / f"{t:05d}.png", m, palette)
 
 
-def write_davis_like(root: str | Path, num_sequences: int = 3, num_frames: int = 10,
-                     size: int | Sequence[int] = (64, 96), seed: int = 0, num_objects: int = 2,
-                     num_train: int = 1) -> Path:
+def write_davis_like(
+  root: str | Path,
+  num_sequences: int = 3,
+  num_frames: int = 10,
+  size: int | Sequence[int] = (64, 96),
+  seed: int = 0,
+  num_objects: int = 2,
+  num_train: int = 1,
+) -> Path:
   """Writes `davis_like(...)` as a DAVIS-2017 folder and returns `root`.
 
   Layout: `JPEGImages/480p/<seq>/00000.jpg`, `Annotations/480p/<seq>/00000.png` (indexed PNGs with
@@ -334,10 +383,17 @@ def write_davis_like(root: str | Path, num_sequences: int = 3, num_frames: int =
 # --------------------------------------------------------------------------------- video files
 
 
-def write_video_folder(root: str | Path, n: int = 4, num_frames: int = 24,
-                       size: int | Sequence[int] = (64, 80), fps: float = 30.0,
-                       ext: str = ".mp4", seed: int = 0, classes: int | Sequence[str] = 0,
-                       num_shots: int = 1) -> list[Path]:
+def write_video_folder(
+  root: str | Path,
+  n: int = 4,
+  num_frames: int = 24,
+  size: int | Sequence[int] = (64, 80),
+  fps: float = 30.0,
+  ext: str = ".mp4",
+  seed: int = 0,
+  classes: int | Sequence[str] = 0,
+  num_shots: int = 1,
+) -> list[Path]:
   """Writes `n` synthetic videos (shape videos, or scene-cut videos when `num_shots` > 1).
 
   With `classes` (a count or names) the videos go in Kinetics-style class folders

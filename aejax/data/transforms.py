@@ -37,14 +37,14 @@ def _apply_stack(key: str, x: np.ndarray, fn) -> np.ndarray:
   """Applies fn(frame, is_mask) to every 2-D frame of x (keeping leading axes)."""
   is_mask = key in MASK_KEYS
   lead = x.shape[:-2] if is_mask else x.shape[:-3]
-  flat = x.reshape((-1, *x.shape[len(lead):]))
+  flat = x.reshape((-1, *x.shape[len(lead) :]))
   out = np.stack([fn(f, is_mask) for f in flat])
   return out.reshape((*lead, *out.shape[1:]))
 
 
 def _crop_resize(y0: int, x0: int, h: int, w: int, out_hw: tuple[int, int] | None):
   def fn(f: np.ndarray, is_mask: bool) -> np.ndarray:
-    f = f[y0:y0 + h, x0:x0 + w]
+    f = f[y0 : y0 + h, x0 : x0 + w]
     if out_hw is None or (h, w) == out_hw:
       return np.ascontiguousarray(f)
     if is_mask:
@@ -53,6 +53,7 @@ def _crop_resize(y0: int, x0: int, h: int, w: int, out_hw: tuple[int, int] | Non
       interp = cv2.INTER_AREA if out_hw[0] < h and out_hw[1] < w else cv2.INTER_LINEAR
     r = cv2.resize(np.ascontiguousarray(f), (out_hw[1], out_hw[0]), interpolation=interp)
     return r.reshape((*out_hw, *f.shape[2:]))
+
   return fn
 
 
@@ -70,8 +71,7 @@ def _spatial(element: dict, make_fn) -> dict:
       continue
     x = np.asarray(element[key])
     if key == "frames" and g > 1:
-      out[key] = np.stack([_apply_stack(key, x[i], make_fn(i, _spatial_shape(key, x[i])))
-                           for i in range(g)])
+      out[key] = np.stack([_apply_stack(key, x[i], make_fn(i, _spatial_shape(key, x[i]))) for i in range(g)])
     else:
       out[key] = _apply_stack(key, x, make_fn(0, _spatial_shape(key, x)))
   return out
@@ -85,6 +85,7 @@ class Resize(grain.transforms.Map):
 
   def map(self, element: dict) -> dict:
     """Resizes every image entry of the element."""
+
     def make(_, hw):
       h, w = hw
       if isinstance(self.size, int):
@@ -93,6 +94,7 @@ class Resize(grain.transforms.Map):
       else:
         out = _hw(self.size)
       return _crop_resize(0, 0, h, w, out)
+
     return _spatial(element, make)
 
 
@@ -111,11 +113,13 @@ class CenterCrop(grain.transforms.Map):
       if h < ch or w < cw:
         raise ValueError(f"CenterCrop({ch}, {cw}): input {h}x{w} is smaller than the crop")
       return _crop_resize((h - ch) // 2, (w - cw) // 2, ch, cw, None)
+
     return _spatial(element, make)
 
 
-def sample_crop(rng: np.random.Generator, h: int, w: int, scale: tuple[float, float],
-                ratio: tuple[float, float]) -> tuple[int, int, int, int]:
+def sample_crop(
+  rng: np.random.Generator, h: int, w: int, scale: tuple[float, float], ratio: tuple[float, float]
+) -> tuple[int, int, int, int]:
   """torchvision's RandomResizedCrop box: (y0, x0, ch, cw), 10 tries then a centre crop."""
   area = h * w
   log_r = (math.log(ratio[0]), math.log(ratio[1]))
@@ -156,6 +160,7 @@ class RandomResizedCrop(grain.transforms.RandomMap):
       if g not in boxes:
         boxes[g] = sample_crop(rng, hw[0], hw[1], self.scale, self.ratio)
       return _crop_resize(*boxes[g], out_hw)
+
     return _spatial(element, make)
 
 
@@ -174,6 +179,7 @@ class RandomFlip(grain.transforms.RandomMap):
         flips[g] = bool(rng.uniform() < self.p)
       flip = flips[g]
       return lambda f, is_mask: np.ascontiguousarray(f[:, ::-1]) if flip else f
+
     return _spatial(element, make)
 
 
@@ -246,14 +252,12 @@ class ColorSpace(grain.transforms.Map):
 # ------------------------------------------------------------------------------- colour spaces
 
 # ITU-R BT.601 full range (JPEG / JFIF), with Cb, Cr offset by 0.5 into [0, 1].
-_YCC = np.array([[0.299, 0.587, 0.114],
-                 [-0.168735892, -0.331264108, 0.5],
-                 [0.5, -0.418687589, -0.081312411]])
+_YCC = np.array([[0.299, 0.587, 0.114], [-0.168735892, -0.331264108, 0.5], [0.5, -0.418687589, -0.081312411]])
 _YCC_INV = np.linalg.inv(_YCC)
 # sRGB (D65) to XYZ, normalised by the D65 white point, as OpenCV does.
-_XYZ = np.array([[0.412453, 0.357580, 0.180423],
-                 [0.212671, 0.715160, 0.072169],
-                 [0.019334, 0.119193, 0.950227]]) / np.array([[0.950456], [1.0], [1.088754]])
+_XYZ = np.array(
+  [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
+) / np.array([[0.950456], [1.0], [1.088754]])
 _XYZ_INV = np.linalg.inv(_XYZ)
 SPACES = ("rgb", "bgr", "hsv", "ycbcr", "lab")
 
@@ -262,6 +266,7 @@ def _xp(x):
   if isinstance(x, np.ndarray) or np.isscalar(x):
     return np
   import jax.numpy as jnp
+
   return jnp
 
 
@@ -275,8 +280,7 @@ def _rgb_to_hsv(xp, x):
   c = v - xp.min(x, axis=-1)
   s = xp.where(v > 0, c / xp.where(v > 0, v, 1), 0)
   safe_c = xp.where(c > 0, c, 1)
-  h = xp.where(v == r, (g - b) / safe_c, xp.where(v == g, 2 + (b - r) / safe_c,
-                                                  4 + (r - g) / safe_c))
+  h = xp.where(v == r, (g - b) / safe_c, xp.where(v == g, 2 + (b - r) / safe_c, 4 + (r - g) / safe_c))
   h = xp.where(c > 0, xp.mod(h / 6, 1.0), 0)
   return xp.stack([h, s, v], axis=-1)
 
@@ -317,12 +321,14 @@ _YCC_OFFSET = (0.0, 0.5, 0.5)
 
 # space -> (from RGB, to RGB), each `f(xp, x)`.
 _CONVERSIONS = {
-    "rgb": (lambda xp, x: x, lambda xp, x: x),
-    "bgr": (lambda xp, x: x[..., ::-1], lambda xp, x: x[..., ::-1]),
-    "hsv": (_rgb_to_hsv, _hsv_to_rgb),
-    "ycbcr": (lambda xp, x: _matmul(xp, x, _YCC) + xp.asarray(_YCC_OFFSET, dtype=x.dtype),
-              lambda xp, x: _matmul(xp, x - xp.asarray(_YCC_OFFSET, dtype=x.dtype), _YCC_INV)),
-    "lab": (_rgb_to_lab, _lab_to_rgb),
+  "rgb": (lambda xp, x: x, lambda xp, x: x),
+  "bgr": (lambda xp, x: x[..., ::-1], lambda xp, x: x[..., ::-1]),
+  "hsv": (_rgb_to_hsv, _hsv_to_rgb),
+  "ycbcr": (
+    lambda xp, x: _matmul(xp, x, _YCC) + xp.asarray(_YCC_OFFSET, dtype=x.dtype),
+    lambda xp, x: _matmul(xp, x - xp.asarray(_YCC_OFFSET, dtype=x.dtype), _YCC_INV),
+  ),
+  "lab": (_rgb_to_lab, _lab_to_rgb),
 }
 
 

@@ -33,8 +33,7 @@ import cv2
 import numpy as np
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mpeg", ".mpg", ".mov", ".m4v")
-FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG",
-          ".webm": "VP90"}
+FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG", ".webm": "VP90"}
 CACHE_NAME = ".aejax_video_index.json"
 # Containers whose frame count is a sample table (exact unless the file is damaged).
 _TABLE_FORMATS = ("mov", "mp4")
@@ -75,8 +74,9 @@ def _open(path: Path):
   try:
     c = av.open(str(path))
   except av.FFmpegError as e:
-    raise ValueError(f"{path}: cannot open this video (corrupt or unsupported: "
-                     f"{getattr(e, 'strerror', None) or e})") from None
+    raise ValueError(
+      f"{path}: cannot open this video (corrupt or unsupported: {getattr(e, 'strerror', None) or e})"
+    ) from None
   if not c.streams.video:
     c.close()
     raise ValueError(f"{path}: no video stream")
@@ -146,9 +146,13 @@ class _Index:
         j -= 1
       start.append(keys[j] if j >= 0 else -1)
     keep = [k for k, d in enumerate(order) if not rows[d][3]]  # discarded packets: never shown
-    return cls([pts[order[k]] for k in keep], [order[k] for k in keep], [start[k] for k in keep],
-               {d: rows[d][0] for d in keys},
-               {p: d for d, p in enumerate(pts)})
+    return cls(
+      [pts[order[k]] for k in keep],
+      [order[k] for k in keep],
+      [start[k] for k in keep],
+      {d: rows[d][0] for d in keys},
+      {p: d for d, p in enumerate(pts)},
+    )
 
 
 class VideoReader:
@@ -223,13 +227,16 @@ class VideoReader:
         got = self._read_sequential(wanted)
     except av.FFmpegError as e:
       self._demux = None
-      raise ValueError(f"{self.path}: cannot decode frame {wanted[0]} or later "
-                       f"({getattr(e, 'strerror', None) or e})") from None
+      raise ValueError(
+        f"{self.path}: cannot decode frame {wanted[0]} or later ({getattr(e, 'strerror', None) or e})"
+      ) from None
     return np.stack([got[i] for i in indices])
 
   def _past_end(self, i: int, n: int) -> FrameCountError:
-    return FrameCountError(f"{self.path}: cannot decode frame {i} (the file has {n} frames: its "
-                           f"frame count was wrong, or it is truncated)")
+    return FrameCountError(
+      f"{self.path}: cannot decode frame {i} (the file has {n} frames: its "
+      f"frame count was wrong, or it is truncated)"
+    )
 
   def _seek(self, ix: _Index, key: int) -> None:
     """Positions the demuxer on key frame `key` (a decode number; -1: the file start)."""
@@ -250,6 +257,7 @@ class VideoReader:
     def packets():
       yield first
       yield from it
+
     self._demux, self._fed = packets(), d
 
   def _read_seeking(self, ix: _Index, wanted: list[int]) -> dict[int, np.ndarray] | None:
@@ -342,8 +350,9 @@ class VideoReader:
     """The frame count the container reports (fast; wrong for some AVI/MPEG files, 0 if unknown)."""
     return self._container_frames
 
-  def stream(self, keep=None, max_frames: int = 0, *,
-             format: str = "rgb24") -> Iterator[tuple[int, np.ndarray]]:
+  def stream(
+    self, keep=None, max_frames: int = 0, *, format: str = "rgb24"
+  ) -> Iterator[tuple[int, np.ndarray]]:
     """`(index, RGB frame)` in file order; frames with `keep(index)` false are not converted.
 
     Stops at the end of the decodable frames (a truncated file ends early, without an error) or
@@ -426,16 +435,22 @@ class VideoWriter:
   as `size=(H, W)`.
   """
 
-  def __init__(self, path: str | Path, fps: float = 30.0, size: tuple[int, int] | None = None, *,
-               codec: str | None = None, options: dict[str, str] | None = None):
+  def __init__(
+    self,
+    path: str | Path,
+    fps: float = 30.0,
+    size: tuple[int, int] | None = None,
+    *,
+    codec: str | None = None,
+    options: dict[str, str] | None = None,
+  ):
     self.path = Path(path)
     self.fps = float(fps)
     self.codec = "libx264" if codec == "h264" else codec
     self.options = {k: str(v) for k, v in (options or {}).items()}
     self.fourcc = FOURCC.get(self.path.suffix.lower()) if codec is None else self.codec
     if self.fourcc is None:
-      raise ValueError(f"{self.path}: cannot write extension {self.path.suffix!r}; use one of "
-                       f"{list(FOURCC)}")
+      raise ValueError(f"{self.path}: cannot write extension {self.path.suffix!r}; use one of {list(FOURCC)}")
     self._tmp = self.path.with_name(f".{self.path.stem}.tmp{os.getpid()}{self.path.suffix}")
     self._w = None
     self.size = None
@@ -449,13 +464,13 @@ class VideoWriter:
     if self.codec is not None:
       av = _av()
       self._w = av.open(str(self._tmp), "w")
-      s = self._w.add_stream(self.codec, rate=Fraction(self.fps).limit_denominator(1001),
-                             options=self.options)
+      s = self._w.add_stream(
+        self.codec, rate=Fraction(self.fps).limit_denominator(1001), options=self.options
+      )
       s.width, s.height, s.pix_fmt = w, h, "yuv420p"
       self._stream = s
     else:
-      self._w = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps,
-                                (w, h))
+      self._w = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (w, h))
       if not self._w.isOpened():
         self._w = None
         raise ValueError(f"{self.path}: OpenCV VideoWriter did not open (codec {self.fourcc})")
@@ -467,8 +482,7 @@ class VideoWriter:
     if frame.ndim == 2:
       frame = np.repeat(frame[..., None], 3, axis=-1)
     if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
-      raise ValueError(f"{self.path}: expected uint8 frames [H, W, 3], got {frame.dtype} "
-                       f"{frame.shape}")
+      raise ValueError(f"{self.path}: expected uint8 frames [H, W, 3], got {frame.dtype} {frame.shape}")
     if self._w is None:
       self._open(frame.shape[:2])
     if frame.shape[:2] != self.size:
@@ -601,8 +615,9 @@ def probe_video(path: str | Path, label: str = "", exact_count: bool | None = Tr
           break
       n = n if first else 0
   except (av.FFmpegError, ValueError) as e:
-    return VideoInfo(str(path), 0.0, 0, 0, 0, label, False,
-                     f"cannot decode ({getattr(e, 'strerror', None) or e})")
+    return VideoInfo(
+      str(path), 0.0, 0, 0, 0, label, False, f"cannot decode ({getattr(e, 'strerror', None) or e})"
+    )
   finally:
     c.close()
   if n == 0:
@@ -630,10 +645,18 @@ def _cached_level(ent: dict) -> int:
   return int(ent["level"]) if "level" in ent else _LEVEL[bool(ent.get("exact", True))]
 
 
-def scan_videos(root: str | Path, *, extensions: Sequence[str] = VIDEO_EXTENSIONS,
-                min_frames: int = 1, fps: float | None = None, fps_tolerance: float = 0.5,
-                cache_path: str | Path | None | bool = True, report_path: str | Path | None = None,
-                return_rejected: bool = False, exact_count: bool | None = None):
+def scan_videos(
+  root: str | Path,
+  *,
+  extensions: Sequence[str] = VIDEO_EXTENSIONS,
+  min_frames: int = 1,
+  fps: float | None = None,
+  fps_tolerance: float = 0.5,
+  cache_path: str | Path | None | bool = True,
+  report_path: str | Path | None = None,
+  return_rejected: bool = False,
+  exact_count: bool | None = None,
+):
   """Scans a video folder (flat or Kinetics-style `<class>/<video>`), validating every file.
 
   Args:
@@ -686,13 +709,21 @@ def scan_videos(root: str | Path, *, extensions: Sequence[str] = VIDEO_EXTENSION
       key = str(f.resolve())
       label = f.parent.name if root.is_dir() and f.parent != root else ""
       ent = cache.get(key)
-      if (ent and ent.get("size") == st.st_size and ent.get("mtime") == st.st_mtime
-          and _cached_level(ent) >= level):
+      if (
+        ent
+        and ent.get("size") == st.st_size
+        and ent.get("mtime") == st.st_mtime
+        and _cached_level(ent) >= level
+      ):
         info = VideoInfo(**{**ent["info"], "label": label})
       else:
         info = probe_video(f, label, exact_count)
-        cache[key] = {"size": st.st_size, "mtime": st.st_mtime, "level": level,
-                      "info": dataclasses.asdict(info)}
+        cache[key] = {
+          "size": st.st_size,
+          "mtime": st.st_mtime,
+          "level": level,
+          "info": dataclasses.asdict(info),
+        }
         dirty = True
         wait = max(CACHE_FLUSH_SECONDS, 10 * cost) if CACHE_FLUSH_SECONDS > 0 else 0.0
         if cache_path is not None and time.monotonic() - last >= wait:
@@ -704,8 +735,7 @@ def scan_videos(root: str | Path, *, extensions: Sequence[str] = VIDEO_EXTENSION
   valid, rejected = [], []
   for info in infos:
     if info.ok and info.num_frames < min_frames:
-      info = dataclasses.replace(info, ok=False,
-                                 reason=f"too short: {info.num_frames} < {min_frames} frames")
+      info = dataclasses.replace(info, ok=False, reason=f"too short: {info.num_frames} < {min_frames} frames")
     if info.ok and fps is not None and abs(info.fps - fps) > fps_tolerance:
       info = dataclasses.replace(info, ok=False, reason=f"fps {info.fps:.3g} != {fps:.3g}")
     (valid if info.ok else rejected).append(info)
@@ -719,12 +749,19 @@ def scan_videos(root: str | Path, *, extensions: Sequence[str] = VIDEO_EXTENSION
   return (valid, rejected) if return_rejected else valid
 
 
-def write_report(path: str | Path, root: str | Path, kept: int,
-                 skipped: Sequence[tuple[str, str]]) -> Path:
+def write_report(path: str | Path, root: str | Path, kept: int, skipped: Sequence[tuple[str, str]]) -> Path:
   """Writes a skip report (JSON): the dataset root, kept count, skipped (path, reason) pairs."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps({"root": str(root), "kept": kept, "skipped_count": len(skipped),
-                              "skipped": [{"path": str(p), "reason": r} for p, r in skipped]},
-                             indent=1))
+  path.write_text(
+    json.dumps(
+      {
+        "root": str(root),
+        "kept": kept,
+        "skipped_count": len(skipped),
+        "skipped": [{"path": str(p), "reason": r} for p, r in skipped],
+      },
+      indent=1,
+    )
+  )
   return path

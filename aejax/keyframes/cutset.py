@@ -27,8 +27,14 @@ import cv2
 import numpy as np
 
 # (height, width, fps) of the real set's videos, in turn
-REAL_FORMATS = ((360, 640, 30.0), (270, 480, 25.0), (240, 320, 24.0), (360, 640, 24.0), (240, 426, 30.0),
-                (180, 320, 15.0))
+REAL_FORMATS = (
+  (360, 640, 30.0),
+  (270, 480, 25.0),
+  (240, 320, 24.0),
+  (360, 640, 24.0),
+  (240, 426, 30.0),
+  (180, 320, 15.0),
+)
 SHOTS_FILE = "shots.json"
 
 
@@ -37,10 +43,10 @@ def _fit(frame: np.ndarray, h: int, w: int) -> np.ndarray:
   fh, fw = frame.shape[:2]
   if fw * h > fh * w:  # too wide
     cw = round(fh * w / h)
-    frame = frame[:, (fw - cw) // 2:(fw - cw) // 2 + cw]
+    frame = frame[:, (fw - cw) // 2 : (fw - cw) // 2 + cw]
   else:
     ch = round(fw * h / w)
-    frame = frame[(fh - ch) // 2:(fh - ch) // 2 + ch]
+    frame = frame[(fh - ch) // 2 : (fh - ch) // 2 + ch]
   return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
 
 
@@ -54,8 +60,9 @@ def _view(photo: np.ndarray, h: int, w: int, cx: float, cy: float, scale: float)
   y0 = np.clip(cy * ph - win_h / 2, 0, ph - win_h)
   s = w / win_w
   m = np.array([[s, 0, -x0 * s], [0, s, -y0 * s]], np.float64)
-  return cv2.warpAffine(photo, m, (w, h), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_REFLECT)
+  return cv2.warpAffine(
+    photo, m, (w, h), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+  )
 
 
 def photo_shot(photo: np.ndarray, kind: str, n: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
@@ -70,8 +77,9 @@ def photo_shot(photo: np.ndarray, kind: str, n: int, h: int, w: int, rng: np.ran
     d = rng.uniform(0.25, 0.5) * rng.choice([-1, 1])
     horiz = rng.random() < 0.7
     c0 = 0.5 - d / 2
-    return np.stack([_view(photo, h, w, c0 + d * u if horiz else 0.5, 0.5 if horiz else c0 + d * u, 0.7)
-                     for u in t])
+    return np.stack(
+      [_view(photo, h, w, c0 + d * u if horiz else 0.5, 0.5 if horiz else c0 + d * u, 0.7) for u in t]
+    )
   if kind == "zoom":
     a, b = 0.95, 0.95 * rng.uniform(0.6, 0.75)
     if rng.random() < 0.5:
@@ -80,8 +88,9 @@ def photo_shot(photo: np.ndarray, kind: str, n: int, h: int, w: int, rng: np.ran
   raise ValueError(f"unknown photo shot kind {kind!r}")
 
 
-def video_shot(frames: np.ndarray, src_fps: float, n: int, fps: float, h: int, w: int,
-               rng: np.random.Generator) -> np.ndarray:
+def video_shot(
+  frames: np.ndarray, src_fps: float, n: int, fps: float, h: int, w: int, rng: np.random.Generator
+) -> np.ndarray:
   """n frames at `fps` of a random stretch of a real video (nearest source frame in time; the
   stretch starts where it still fits)."""
   dur = n / fps
@@ -104,9 +113,16 @@ def _read_photo(path: Path) -> np.ndarray:
   return cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
 
 
-def make_real_set(out: str | Path, photos: str | Path, videos: str | Path, *, num_videos: int = 6,
-                  shots_per_video: int = 9, seed: int = 0,
-                  formats: Sequence[tuple[int, int, float]] = REAL_FORMATS) -> Path:
+def make_real_set(
+  out: str | Path,
+  photos: str | Path,
+  videos: str | Path,
+  *,
+  num_videos: int = 6,
+  shots_per_video: int = 9,
+  seed: int = 0,
+  formats: Sequence[tuple[int, int, float]] = REAL_FORMATS,
+) -> Path:
   """Writes `num_videos` H.264 videos of real shots with hard cuts and `shots.json` to `out`.
 
   Each video has `shots_per_video` shots: about a third real-video stretches (1-3 s, as long as
@@ -136,8 +152,11 @@ def make_real_set(out: str | Path, photos: str | Path, videos: str | Path, *, nu
   for v in range(num_videos):
     h, w, fps = formats[v % len(formats)]
     order = rng.permutation(len(photo_paths))
-    kinds = ["video"] * (shots_per_video // 3) + [str(k) for k in rng.choice(
-        ["pan", "zoom", "static"], shots_per_video - shots_per_video // 3 - 1)] + ["short"]
+    kinds = (
+      ["video"] * (shots_per_video // 3)
+      + [str(k) for k in rng.choice(["pan", "zoom", "static"], shots_per_video - shots_per_video // 3 - 1)]
+      + ["short"]
+    )
     kinds = [kinds[i] for i in rng.permutation(len(kinds))]
     # No two neighbours from one source or one photo pair (aloeL/aloeR, rubberwhale1/2, ...): that
     # would be continuous footage or a near-identical view, not a cut.
@@ -172,8 +191,16 @@ def make_real_set(out: str | Path, photos: str | Path, videos: str | Path, *, nu
   return path
 
 
-def make_synthetic_set(out: str | Path, *, num_videos: int = 4, num_frames: int = 300, fps: float = 10.0,
-                       num_shots: int = 6, size: Sequence[int] = (96, 192), seed: int = 1000) -> Path:
+def make_synthetic_set(
+  out: str | Path,
+  *,
+  num_videos: int = 4,
+  num_frames: int = 300,
+  fps: float = 10.0,
+  num_shots: int = 6,
+  size: Sequence[int] = (96, 192),
+  seed: int = 1000,
+) -> Path:
   """Writes synthetic scene-cut videos (`scene_cut_video`, seeds `seed`, `seed + 1`, ...) as H.264
   and their `shots.json` to `out`; returns its path."""
   from aejax.data import synthetic
@@ -186,8 +213,12 @@ def make_synthetic_set(out: str | Path, *, num_videos: int = 4, num_frames: int 
     clip = synthetic.scene_cut_video(num_frames, tuple(size), num_shots, seed=seed + v)
     file = f"synthetic_{v:02d}.mp4"
     write_video(out / file, clip["video"], fps=fps, codec="h264")
-    meta[file] = {"fps": fps, "num_frames": num_frames, "size": list(size),
-                  "shots": [{"start": s, "kind": "synthetic", "static": False} for s in [0, *clip["cuts"]]]}
+    meta[file] = {
+      "fps": fps,
+      "num_frames": num_frames,
+      "size": list(size),
+      "shots": [{"start": s, "kind": "synthetic", "static": False} for s in [0, *clip["cuts"]]],
+    }
   path = out / SHOTS_FILE
   path.write_text(json.dumps(meta, indent=1))
   return path
@@ -208,8 +239,14 @@ def load_set(folder: str | Path) -> dict:
   return out
 
 
-def score_keyframes(key_frames: Sequence[int], entry: dict, *, min_shot: float = 1.0,
-                    cut_frames: Sequence[int] | None = None, tolerance: float = 0.5) -> dict:
+def score_keyframes(
+  key_frames: Sequence[int],
+  entry: dict,
+  *,
+  min_shot: float = 1.0,
+  cut_frames: Sequence[int] | None = None,
+  tolerance: float = 0.5,
+) -> dict:
   """One video's key frames against its known shots.
 
   Args:
@@ -233,10 +270,14 @@ def score_keyframes(key_frames: Sequence[int], entry: dict, *, min_shot: float =
   shot_of = np.searchsorted(np.asarray(starts), keys, side="right") - 1
   counts = np.bincount(shot_of, minlength=len(starts)) if len(keys) else np.zeros(len(starts), int)
   long = [(e - s) / fps >= min_shot for s, e in zip(starts, ends)]
-  r = {"shots": len(starts), "long_shots": int(sum(long)),
-       "covered": int(sum(1 for lg, c in zip(long, counts) if lg and c > 0)), "keyframes": int(len(keys)),
-       "redundant": int(sum(max(0, c - 1) for st, c in zip(static, counts) if st)),
-       "static_shots": int(sum(static))}
+  r = {
+    "shots": len(starts),
+    "long_shots": int(sum(long)),
+    "covered": int(sum(1 for lg, c in zip(long, counts) if lg and c > 0)),
+    "keyframes": int(len(keys)),
+    "redundant": int(sum(max(0, c - 1) for st, c in zip(static, counts) if st)),
+    "static_shots": int(sum(static)),
+  }
   if cut_frames is not None:
     true = np.asarray(starts[1:], float)
     det = np.asarray([c for c in cut_frames if c > 0], float)
@@ -255,9 +296,13 @@ def summarize(per_video: Sequence[dict]) -> dict:
   """Set-level figures of `score_keyframes` results: coverage, key frames per shot, redundant key
   frames (total), and cut recall when present."""
   tot = lambda k: sum(r[k] for r in per_video)
-  out = {"videos": len(per_video), "shots": tot("shots"),
-         "coverage": tot("covered") / max(tot("long_shots"), 1),
-         "keyframes_per_shot": tot("keyframes") / max(tot("shots"), 1), "redundant": tot("redundant")}
+  out = {
+    "videos": len(per_video),
+    "shots": tot("shots"),
+    "coverage": tot("covered") / max(tot("long_shots"), 1),
+    "keyframes_per_shot": tot("keyframes") / max(tot("shots"), 1),
+    "redundant": tot("redundant"),
+  }
   if all("cuts" in r for r in per_video):
     out["cut_recall"] = tot("cuts_found") / max(tot("cuts"), 1)
     out["cut_precision"] = tot("cuts_found") / max(tot("cuts_detected"), 1)

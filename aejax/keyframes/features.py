@@ -80,8 +80,9 @@ def raw_embed_fn(x) -> dict:
   return {"feat": x}
 
 
-def candidate_features(candidates: Iterable[Candidate], embed_fn: Callable, *, size, batch_size: int,
-                       keep_frames: bool = False) -> tuple[list[Candidate], dict]:
+def candidate_features(
+  candidates: Iterable[Candidate], embed_fn: Callable, *, size, batch_size: int, keep_frames: bool = False
+) -> tuple[list[Candidate], dict]:
   """Streams candidates through `embed_fn(x [B, h, w, 3] in [-1, 1]) -> dict of [B, ...]` in
   fixed-size batches (the last padded: one compilation). Frames are dropped after resizing unless
   `keep_frames`, so memory grows with the features only. Returns (candidates, stacked features)."""

@@ -88,13 +88,30 @@ def _scan(reader, embed_fn, *, rate: float, size, batch_size: int, method: str, 
   return cands, feats, np.asarray(cue, np.float64)
 
 
-def select_video(video: str | Path, embed_fn: Callable, *, model_size: Sequence[int] | None,
-                 method: str = "shots", rate: float = 5.0, fps: float | None = None, metric: str = "latent",
-                 cut_threshold: float = 20.0, cut_ratio: float = 2.0, min_shot: float = 1.0,
-                 change_threshold: float = 0.5, min_segment: float = 3.0, reference: str = "last",
-                 threshold_mode: str = "percentile", threshold: float = 80.0, min_clip: float = 1.0,
-                 max_clip: float | None = 10.0, batch_size: int = 16, loss_kwargs=None,
-                 progress: bool = False, **_unused) -> dict:
+def select_video(
+  video: str | Path,
+  embed_fn: Callable,
+  *,
+  model_size: Sequence[int] | None,
+  method: str = "shots",
+  rate: float = 5.0,
+  fps: float | None = None,
+  metric: str = "latent",
+  cut_threshold: float = 20.0,
+  cut_ratio: float = 2.0,
+  min_shot: float = 1.0,
+  change_threshold: float = 0.5,
+  min_segment: float = 3.0,
+  reference: str = "last",
+  threshold_mode: str = "percentile",
+  threshold: float = 80.0,
+  min_clip: float = 1.0,
+  max_clip: float | None = 10.0,
+  batch_size: int = 16,
+  loss_kwargs=None,
+  progress: bool = False,
+  **_unused,
+) -> dict:
   """Key frames and clips of one video, without writing anything.
 
   The video is decoded once, only its sampled frames (`rate` per second) converted; memory stays
@@ -132,37 +149,73 @@ def select_video(video: str | Path, embed_fn: Callable, *, model_size: Sequence[
   t0 = time.perf_counter()
   with open_video(video, fps) as reader:
     fps = reader.fps
-    bar = tqdm(total=reader.container_frames or None, unit="frame", desc="extract", mininterval=1.0,
-               disable=not progress)
+    bar = tqdm(
+      total=reader.container_frames or None,
+      unit="frame",
+      desc="extract",
+      mininterval=1.0,
+      disable=not progress,
+    )
     with bar:
-      cands, feats, cue = _scan(reader, embed_fn, rate=rate, size=size, batch_size=batch_size, method=method,
-                                bar=bar)
+      cands, feats, cue = _scan(
+        reader, embed_fn, rate=rate, size=size, batch_size=batch_size, method=method, bar=bar
+      )
     num_frames, frame_size = reader.frames_seen, reader.size
   if not cands:
     raise ValueError(f"{video}: no decodable frames")
   out = dict(fps=fps, num_frames=num_frames, size=tuple(frame_size), candidates=cands)
   if method == "novelty":
     dist = make_dist_pairs(feats["feat"], metric, loss_kwargs=loss_kwargs)
-    keys, scores, thr = select_keyframes(len(cands), dist, reference=reference, threshold_mode=threshold_mode,
-                                         threshold=threshold)
+    keys, scores, thr = select_keyframes(
+      len(cands), dist, reference=reference, threshold_mode=threshold_mode, threshold=threshold
+    )
     clips = segment_clips([cands[k].index for k in keys], num_frames, fps, min_len=min_clip, max_len=max_clip)
     out.update(keys=keys, scores=scores, threshold=thr, clips=clips, shot_starts=None)
   else:
     times = np.array([c.time for c in cands])
-    starts, segs = select_shots(times, cue, feats["feat"], np.array([c.sharpness for c in cands]),
-                                num_frames / fps, cut_threshold=cut_threshold, cut_ratio=cut_ratio,
-                                min_shot=min_shot, change_threshold=change_threshold, min_segment=min_segment)
+    starts, segs = select_shots(
+      times,
+      cue,
+      feats["feat"],
+      np.array([c.sharpness for c in cands]),
+      num_frames / fps,
+      cut_threshold=cut_threshold,
+      cut_ratio=cut_ratio,
+      min_shot=min_shot,
+      change_threshold=change_threshold,
+      min_segment=min_segment,
+    )
     first = lambda p: 0 if p == 0 else cands[p].index
-    clips = [{"start": first(g.start), "end": cands[g.end].index if g.end < len(cands) else num_frames,
-              "key_frames": [cands[g.key].index] if g.key >= 0 else [], "shot": g.shot} for g in segs]
-    out.update(keys=[g.key for g in segs if g.key >= 0], scores=cue, threshold=cut_threshold, clips=clips,
-               shot_starts=[first(p) for p in starts])
+    clips = [
+      {
+        "start": first(g.start),
+        "end": cands[g.end].index if g.end < len(cands) else num_frames,
+        "key_frames": [cands[g.key].index] if g.key >= 0 else [],
+        "shot": g.shot,
+      }
+      for g in segs
+    ]
+    out.update(
+      keys=[g.key for g in segs if g.key >= 0],
+      scores=cue,
+      threshold=cut_threshold,
+      clips=clips,
+      shot_starts=[first(p) for p in starts],
+    )
   out["seconds"] = time.perf_counter() - t0
   return out
 
 
-def extract_video(video: str | Path, out: str | Path, embed_fn: Callable, *, model_size: Sequence[int] | None,
-                  write_clips: bool = True, loss_kwargs=None, **settings) -> dict:
+def extract_video(
+  video: str | Path,
+  out: str | Path,
+  embed_fn: Callable,
+  *,
+  model_size: Sequence[int] | None,
+  write_clips: bool = True,
+  loss_kwargs=None,
+  **settings,
+) -> dict:
   """Key frames (PNG, `keyframes.json`), key clips (MP4), a timeline plot and a contact sheet.
 
   Args:
@@ -180,38 +233,75 @@ def extract_video(video: str | Path, out: str | Path, embed_fn: Callable, *, mod
   """
   out = Path(out)
   t0, c0 = time.perf_counter(), time.process_time()
-  sel = select_video(video, embed_fn, model_size=model_size, loss_kwargs=loss_kwargs, progress=True,
-                     **settings)
+  sel = select_video(
+    video, embed_fn, model_size=model_size, loss_kwargs=loss_kwargs, progress=True, **settings
+  )
   t_scan, c_scan = time.perf_counter() - t0, time.process_time() - c0
   cands, fps, num_frames = sel["candidates"], sel["fps"], sel["num_frames"]
-  settings = dict(settings, model_size=None if model_size is None else tuple(model_size),
-                  write_clips=write_clips)
+  settings = dict(
+    settings, model_size=None if model_size is None else tuple(model_size), write_clips=write_clips
+  )
   method = settings.get("method", "shots")
   if method == "shots":
     title = f"{Path(video).name}: HSV cut cue, {len(sel['shot_starts'])} shots, {len(sel['keys'])} key frames"
   else:
-    title = (f"{Path(video).name}: {settings.get('metric', 'latent')} distance to "
-             f"{settings.get('reference', 'last')} ({settings.get('threshold_mode', 'percentile')} "
-             f"{settings.get('threshold', 80.0)})")
-  record = write_outputs(out, video, fps=fps, num_frames=num_frames, size=sel["size"], candidates=cands,
-                         keys=sel["keys"], scores=sel["scores"], threshold=sel["threshold"],
-                         clips=sel["clips"], settings=settings, write_clips=write_clips, title=title)
+    title = (
+      f"{Path(video).name}: {settings.get('metric', 'latent')} distance to "
+      f"{settings.get('reference', 'last')} ({settings.get('threshold_mode', 'percentile')} "
+      f"{settings.get('threshold', 80.0)})"
+    )
+  record = write_outputs(
+    out,
+    video,
+    fps=fps,
+    num_frames=num_frames,
+    size=sel["size"],
+    candidates=cands,
+    keys=sel["keys"],
+    scores=sel["scores"],
+    threshold=sel["threshold"],
+    clips=sel["clips"],
+    settings=settings,
+    write_clips=write_clips,
+    title=title,
+  )
   if sel["shot_starts"] is not None:
     record["shot_starts"] = sel["shot_starts"]
   elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
-  record["timing_s"] = {"scan_and_embed": t_scan, "total": elapsed, "scan_and_embed_cpu": c_scan,
-                        "total_cpu": cpu}
+  record["timing_s"] = {
+    "scan_and_embed": t_scan,
+    "total": elapsed,
+    "scan_and_embed_cpu": c_scan,
+    "total_cpu": cpu,
+  }
   (out / "keyframes.json").write_text(json.dumps(record, indent=2))
   sampled_count = sum(1 for i in range(num_frames) if is_sampled(i, fps, settings.get("rate", 5.0)))
-  return {"out": str(out), "keyframes": len(sel["keys"]), "clips": len(sel["clips"]) if write_clips else 0,
-          "shots": len(sel["shot_starts"]) if sel["shot_starts"] is not None else None,
-          "candidates": len(cands), "video_seconds": round(num_frames / fps, 2), "seconds": round(elapsed, 2),
-          "cpu_seconds": round(cpu, 2), "sampled_frames_per_s": round(sampled_count / elapsed, 1)}
+  return {
+    "out": str(out),
+    "keyframes": len(sel["keys"]),
+    "clips": len(sel["clips"]) if write_clips else 0,
+    "shots": len(sel["shot_starts"]) if sel["shot_starts"] is not None else None,
+    "candidates": len(cands),
+    "video_seconds": round(num_frames / fps, 2),
+    "seconds": round(elapsed, 2),
+    "cpu_seconds": round(cpu, 2),
+    "sampled_frames_per_s": round(sampled_count / elapsed, 1),
+  }
 
 
-def shot_recall_study(embed_fns: Mapping[str, Callable[[str], Callable]], *, num_videos: int,
-                      num_frames: int, fps: float, num_shots: int, video_size: Sequence[int], rate: float,
-                      model_size: Sequence[int], batch_size: int, seed: int = 1000) -> dict[str, dict]:
+def shot_recall_study(
+  embed_fns: Mapping[str, Callable[[str], Callable]],
+  *,
+  num_videos: int,
+  num_frames: int,
+  fps: float,
+  num_shots: int,
+  video_size: Sequence[int],
+  rate: float,
+  model_size: Sequence[int],
+  batch_size: int,
+  seed: int = 1000,
+) -> dict[str, dict]:
   """Shot recall and key frames per shot on synthetic scene-cut videos, per feature and setting.
 
   Every method scores the same candidates with both metrics and both references, at budgets of
@@ -239,13 +329,15 @@ def shot_recall_study(embed_fns: Mapping[str, Callable[[str], Callable]], *, num
     cands = list(sharpest_per_second(sampled_frames(list(clip["video"]), fps, rate), fps))
     for metric in METRICS:
       for name in embed_fns:
-        _, feats = candidate_features(cands, embeds[name, metric], size=tuple(model_size),
-                                      batch_size=batch_size, keep_frames=True)
+        _, feats = candidate_features(
+          cands, embeds[name, metric], size=tuple(model_size), batch_size=batch_size, keep_frames=True
+        )
         dist = make_dist_pairs(feats["feat"], metric)
         for ref in REFERENCES:
           for budget in (num_shots, 2 * num_shots):
-            keys, _, _ = select_keyframes(len(cands), dist, reference=ref, threshold_mode="top",
-                                          threshold=budget)
+            keys, _, _ = select_keyframes(
+              len(cands), dist, reference=ref, threshold_mode="top", threshold=budget
+            )
             r = shot_recall([cands[k].index for k in keys], clip["shot_ids"])
             for k, val in r.items():
               results.setdefault(f"{name}_{metric}_{ref}_top{budget}", {}).setdefault(k, []).append(val)
@@ -299,6 +391,12 @@ def evaluate_set(folder: str | Path, methods: Mapping[str, Callable]) -> dict[st
       seconds += time.perf_counter() - t0
       per_video.append({"video": Path(path).name, **score_keyframes(keys, entry, cut_frames=cuts)})
     results[name] = {**summarize(per_video), "seconds": round(seconds, 2), "per_video": per_video}
-    print(f"{name}: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-                                  for k, v in results[name].items() if k != "per_video"))
+    print(
+      f"{name}: "
+      + ", ".join(
+        f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+        for k, v in results[name].items()
+        if k != "per_video"
+      )
+    )
   return results

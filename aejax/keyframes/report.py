@@ -27,9 +27,15 @@ def _thumb(rgb: np.ndarray, width: int) -> np.ndarray:
   return cv2.resize(rgb, (tw, max(1, round(h * tw / w))), interpolation=cv2.INTER_AREA)
 
 
-def write_outputs_pass(path: str | Path, fps: float, out_dir: Path, keyframes: Sequence[int],
-                       clips: Sequence[dict], write_clips: bool = True,
-                       thumb_width: int = 240) -> dict[int, np.ndarray]:
+def write_outputs_pass(
+  path: str | Path,
+  fps: float,
+  out_dir: Path,
+  keyframes: Sequence[int],
+  clips: Sequence[dict],
+  write_clips: bool = True,
+  thumb_width: int = 240,
+) -> dict[int, np.ndarray]:
   """Reads the video once more: key frames as PNG (`keyframes/`), clips as MP4 at `fps`
   (`clips/<clip["file"]>`, mp4v, each written atomically); returns {frame index: thumbnail RGB}
   for the contact sheet. Without clips only the key frames are read (`VideoReader.read`, seeking:
@@ -75,9 +81,16 @@ def contact_sheet(path: Path, thumbs: dict[int, np.ndarray], fps: float, ncol: i
   return save_image(path, make_grid(ims, ncol=min(ncol, len(ims))))
 
 
-def timeline_plot(path: Path, times: np.ndarray, scores: np.ndarray, threshold: float,
-                  key_positions: Sequence[int], sharpness: np.ndarray | None = None,
-                  title: str = "", clip_starts: Sequence[float] = ()) -> Path:
+def timeline_plot(
+  path: Path,
+  times: np.ndarray,
+  scores: np.ndarray,
+  threshold: float,
+  key_positions: Sequence[int],
+  sharpness: np.ndarray | None = None,
+  title: str = "",
+  clip_starts: Sequence[float] = (),
+) -> Path:
   """Score over time with the threshold, the chosen key frames and (optionally) sharpness."""
   plt = pyplot()
   fig, ax = plt.subplots(figsize=(10, 3.6), dpi=110)
@@ -87,8 +100,16 @@ def timeline_plot(path: Path, times: np.ndarray, scores: np.ndarray, threshold: 
   kp = np.asarray(list(key_positions), int)
   if len(kp):
     y = np.where(np.isfinite(scores[kp]), scores[kp], np.nanmin(scores) if np.isfinite(scores).any() else 0)
-    ax.scatter(times[kp], y, s=60, facecolors="none", edgecolors="tab:red", lw=1.5, zorder=3,
-               label=f"key frames ({len(kp)})")
+    ax.scatter(
+      times[kp],
+      y,
+      s=60,
+      facecolors="none",
+      edgecolors="tab:red",
+      lw=1.5,
+      zorder=3,
+      label=f"key frames ({len(kp)})",
+    )
   for t in clip_starts:
     ax.axvline(t, color="0.75", lw=0.8, zorder=0)
   ax.set_xlabel("time (s)")
@@ -106,10 +127,22 @@ def _finite(v: float) -> float | None:
   return float(v) if np.isfinite(v) else None
 
 
-def write_outputs(out: Path, video: str | Path, *, fps: float, num_frames: int, size: Sequence[int],
-                  candidates: Sequence[Candidate], keys: Sequence[int], scores: np.ndarray,
-                  threshold: float, clips: list[dict], settings: dict, write_clips: bool = True,
-                  title: str = "") -> dict:
+def write_outputs(
+  out: Path,
+  video: str | Path,
+  *,
+  fps: float,
+  num_frames: int,
+  size: Sequence[int],
+  candidates: Sequence[Candidate],
+  keys: Sequence[int],
+  scores: np.ndarray,
+  threshold: float,
+  clips: list[dict],
+  settings: dict,
+  write_clips: bool = True,
+  title: str = "",
+) -> dict:
   """Every output of one extraction in `out`: key-frame PNGs, clips (named and timed here),
   `timeline.png`, `contact_sheet.png`; returns the `keyframes.json` record (the caller adds its
   timings and writes it).
@@ -134,10 +167,18 @@ def write_outputs(out: Path, video: str | Path, *, fps: float, num_frames: int, 
   key_cands = [candidates[k] for k in keys]
   key_frames = [c.index for c in key_cands]
   # The plot (Python, holding the GIL) is drawn while the second decoding pass (releasing it) runs.
-  plot = threading.Thread(target=timeline_plot, args=(
-      out / "timeline.png", np.array([c.time for c in candidates]), scores, threshold, keys,
-      np.array([c.sharpness for c in candidates])), kwargs=dict(
-      title=title, clip_starts=[c["start_time"] for c in clips]))
+  plot = threading.Thread(
+    target=timeline_plot,
+    args=(
+      out / "timeline.png",
+      np.array([c.time for c in candidates]),
+      scores,
+      threshold,
+      keys,
+      np.array([c.sharpness for c in candidates]),
+    ),
+    kwargs=dict(title=title, clip_starts=[c["start_time"] for c in clips]),
+  )
   out.mkdir(parents=True, exist_ok=True)
   plot.start()
   try:
@@ -146,13 +187,26 @@ def write_outputs(out: Path, video: str | Path, *, fps: float, num_frames: int, 
     plot.join()
   contact_sheet(out / "contact_sheet.png", thumbs, fps)
   return {
-      "video": str(video), "fps": fps, "num_frames": num_frames, "size": list(size),
-      "settings": settings, "threshold_value": _finite(threshold),
-      "model_size": None if settings.get("model_size") is None else list(settings["model_size"]),
-      "keyframes": [{"frame": c.index, "time": c.time, "score": _finite(scores[k]), "sharpness": c.sharpness,
-                     "png": f"keyframes/key_{c.index:06d}.png"} for k, c in zip(keys, key_cands)],
-      "candidates": [{"frame": c.index, "time": c.time, "score": _finite(s), "sharpness": c.sharpness}
-                     for c, s in zip(candidates, scores)],
-      "clips": clips if write_clips else [],
+    "video": str(video),
+    "fps": fps,
+    "num_frames": num_frames,
+    "size": list(size),
+    "settings": settings,
+    "threshold_value": _finite(threshold),
+    "model_size": None if settings.get("model_size") is None else list(settings["model_size"]),
+    "keyframes": [
+      {
+        "frame": c.index,
+        "time": c.time,
+        "score": _finite(scores[k]),
+        "sharpness": c.sharpness,
+        "png": f"keyframes/key_{c.index:06d}.png",
+      }
+      for k, c in zip(keys, key_cands)
+    ],
+    "candidates": [
+      {"frame": c.index, "time": c.time, "score": _finite(s), "sharpness": c.sharpness}
+      for c, s in zip(candidates, scores)
+    ],
+    "clips": clips if write_clips else [],
   }
-

@@ -112,8 +112,14 @@ def _greedy_last(n: int, dist: Callable[[int, int], float], threshold: float):
   return keys, scores
 
 
-def select_keyframes(n: int, dist_pairs: Callable, *, reference: str = "last",
-                     threshold_mode: str = "percentile", threshold: float = 80.0):
+def select_keyframes(
+  n: int,
+  dist_pairs: Callable,
+  *,
+  reference: str = "last",
+  threshold_mode: str = "percentile",
+  threshold: float = 80.0,
+):
   """Picks key frames among `n` candidates.
 
   Args:
@@ -213,8 +219,14 @@ def _threshold_value(consec: np.ndarray, mode: str, threshold: float) -> float:
 # ---------------------------------------------------------------------------------- clips
 
 
-def segment_clips(key_frames: Sequence[int], num_frames: int, fps: float, *, min_len: float = 1.0,
-                  max_len: float | None = 10.0) -> list[dict]:
+def segment_clips(
+  key_frames: Sequence[int],
+  num_frames: int,
+  fps: float,
+  *,
+  min_len: float = 1.0,
+  max_len: float | None = 10.0,
+) -> list[dict]:
   """Cuts frames [0, num_frames) at the key frames into clips.
 
   Args:
@@ -250,8 +262,13 @@ def segment_clips(key_frames: Sequence[int], num_frames: int, fps: float, *, min
     parts = int(math.ceil((b - a) / max_frames)) if max_frames else 1
     edges = np.linspace(a, b, max(parts, 1) + 1).round().astype(int)
     for s, e in zip(edges[:-1], edges[1:]):
-      out.append({"start": int(s), "end": int(e),
-                  "key_frames": [int(k) for k in sorted(set(key_frames)) if s <= k < e]})
+      out.append(
+        {
+          "start": int(s),
+          "end": int(e),
+          "key_frames": [int(k) for k in sorted(set(key_frames)) if s <= k < e],
+        }
+      )
   return out
 
 
@@ -263,6 +280,8 @@ def shot_recall(key_frames: Sequence[int], shot_ids: np.ndarray) -> dict[str, fl
   shot_ids = np.asarray(shot_ids)
   shots = np.unique(shot_ids)
   hit = shot_ids[np.asarray(list(key_frames), int)] if len(key_frames) else np.zeros(0, int)
-  return {"recall": float(np.isin(shots, hit).mean()),
-          "keyframes_per_shot": float(len(key_frames) / len(shots)),
-          "num_keyframes": float(len(key_frames))}
+  return {
+    "recall": float(np.isin(shots, hit).mean()),
+    "keyframes_per_shot": float(len(key_frames) / len(shots)),
+    "num_keyframes": float(len(key_frames)),
+  }

@@ -114,9 +114,16 @@ class Segment:
   key: int  # position of the sharpest sample; -1: a shot too short for a key frame
 
 
-def segment_shots(shot_starts: Sequence[int], feats: np.ndarray, sharp: np.ndarray, times: np.ndarray, *,
-                  change_threshold: float, min_segment: float, short: Sequence[bool] | None = None
-                  ) -> list[Segment]:
+def segment_shots(
+  shot_starts: Sequence[int],
+  feats: np.ndarray,
+  sharp: np.ndarray,
+  times: np.ndarray,
+  *,
+  change_threshold: float,
+  min_segment: float,
+  short: Sequence[bool] | None = None,
+) -> list[Segment]:
   """Segments and representatives of each shot (steps 2 and 3 of the module docstring).
 
   Args:
@@ -138,8 +145,10 @@ def segment_shots(shot_starts: Sequence[int], feats: np.ndarray, sharp: np.ndarr
       continue
     starts = [a]
     for t in range(a + 1, b):
-      if times[t] - times[starts[-1]] >= min_segment and \
-          relative_distance(feats[starts[-1]], feats[t]) > change_threshold:
+      if (
+        times[t] - times[starts[-1]] >= min_segment
+        and relative_distance(feats[starts[-1]], feats[t]) > change_threshold
+      ):
         starts.append(t)
     segs: list[Segment] = []
     for u, v in zip(starts, [*starts[1:], b]):
@@ -147,16 +156,26 @@ def segment_shots(shot_starts: Sequence[int], feats: np.ndarray, sharp: np.ndarr
       if segs and relative_distance(feats[segs[-1].key], feats[key]) <= change_threshold:
         prev = segs[-1]  # a near-duplicate of the previous representative: one segment
         prev.end = v
-        prev.key = prev.start + int(np.argmax(sharp[prev.start:v]))
+        prev.key = prev.start + int(np.argmax(sharp[prev.start : v]))
         continue
       segs.append(Segment(shot=s, start=u, end=v, key=key))
     out.extend(segs)
   return out
 
 
-def select_shots(times: np.ndarray, cue: np.ndarray, feats: np.ndarray, sharp: np.ndarray, end_time: float, *,
-                 cut_threshold: float, cut_ratio: float, min_shot: float, change_threshold: float,
-                 min_segment: float) -> tuple[list[int], list[Segment]]:
+def select_shots(
+  times: np.ndarray,
+  cue: np.ndarray,
+  feats: np.ndarray,
+  sharp: np.ndarray,
+  end_time: float,
+  *,
+  cut_threshold: float,
+  cut_ratio: float,
+  min_shot: float,
+  change_threshold: float,
+  min_segment: float,
+) -> tuple[list[int], list[Segment]]:
   """Shot starts (sample positions) and segments of sampled frames (the whole module docstring).
 
   Args:
@@ -173,5 +192,12 @@ def select_shots(times: np.ndarray, cue: np.ndarray, feats: np.ndarray, sharp: n
     return [], []
   starts = [0, *find_cuts(cue, threshold=cut_threshold, ratio=cut_ratio)]
   short = short_shots(starts, times, end_time, min_shot)
-  return starts, segment_shots(starts, pooled(feats), sharp, times, change_threshold=change_threshold,
-                               min_segment=min_segment, short=short)
+  return starts, segment_shots(
+    starts,
+    pooled(feats),
+    sharp,
+    times,
+    change_threshold=change_threshold,
+    min_segment=min_segment,
+    short=short,
+  )

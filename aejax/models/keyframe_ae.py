@@ -79,8 +79,14 @@ class KeyframeAE(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   def _bn(self, name: str) -> nn.BatchNorm:
-    return nn.BatchNorm(momentum=self.momentum, epsilon=self.epsilon, axis_name=self.axis_name,
-                        dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    return nn.BatchNorm(
+      momentum=self.momentum,
+      epsilon=self.epsilon,
+      axis_name=self.axis_name,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name=name,
+    )
 
   def _conv(self, cls, features: int, k: int, stride: int, pad: int, fan_in: int, name: str):
     """A conv (or transposed conv) with PyTorch's padding `pad`."""
@@ -88,12 +94,21 @@ class KeyframeAE(nn.Module):
     if self.torch_init:
       kw = {"kernel_init": torch_uniform_init(fan_in), "bias_init": torch_uniform_init(fan_in)}
     if cls is nn.ConvTranspose and stride == 2:  # k4 s2 p1: an exact 2x upsample
-      return ConvTranspose4x4(features, padding=pad, dtype=self.dtype, param_dtype=self.param_dtype,
-                              name=name, **kw)
+      return ConvTranspose4x4(
+        features, padding=pad, dtype=self.dtype, param_dtype=self.param_dtype, name=name, **kw
+      )
     if cls is nn.ConvTranspose:  # stride 1: Flax padding k - 1 - p, exactly a convolution (no flip)
       cls, pad = nn.Conv, k - 1 - pad
-    return cls(features, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-               dtype=self.dtype, param_dtype=self.param_dtype, name=name, **kw)
+    return cls(
+      features,
+      (k, k),
+      strides=(stride, stride),
+      padding=((pad, pad), (pad, pad)),
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name=name,
+      **kw,
+    )
 
   def setup(self):
     """Builds the encoder and decoder (shared BatchNorm modules when `share_norms`)."""
@@ -101,15 +116,18 @@ class KeyframeAE(nn.Module):
     lat = self.latent_channels
     # (in, out, kernel, stride) of the encoder convs, PyTorch padding 1 each.
     enc = [(3, f1, 3, 1), (f1, f2, 3, 1), (f2, f3, 4, 2), (f3, f4, 4, 2), (f4, lat, 4, 2)]
-    self.enc_convs = [self._conv(nn.Conv, o, k, s, 1, i * k * k, f"conv{j + 1}")
-                      for j, (i, o, k, s) in enumerate(enc)]
+    self.enc_convs = [
+      self._conv(nn.Conv, o, k, s, 1, i * k * k, f"conv{j + 1}") for j, (i, o, k, s) in enumerate(enc)
+    ]
     # Transposed convs: PyTorch (k, s, p=1) == Flax ConvTranspose with padding k - 1 - p per side
     # (computed by `ConvTranspose4x4` for stride 2, by a plain conv for stride 1); weights ported from
     # PyTorch need the spatial flip (Flax's `transpose_kernel=True` convention);
     # PyTorch's fan_in for a ConvTranspose weight [in, out, k, k] is out * k * k.
     dec = [(lat, f4, 4, 2), (f4, f3, 4, 2), (f3, f2, 4, 2), (f2, f1, 3, 1), (f1, 3, 3, 1)]
-    self.dec_convs = [self._conv(nn.ConvTranspose, o, k, s, 1, o * k * k, f"t_conv{j + 1}")
-                      for j, (i, o, k, s) in enumerate(dec)]
+    self.dec_convs = [
+      self._conv(nn.ConvTranspose, o, k, s, 1, o * k * k, f"t_conv{j + 1}")
+      for j, (i, o, k, s) in enumerate(dec)
+    ]
     self.bn0 = self._bn("bn0") if self.input_norm else None
     self.enc_norms = [self._bn(f"bn{j + 1}") for j in range(5)]
     if self.share_norms:  # t_conv1..4 -> bn4, bn3, bn2, bn1 (the same modules)
@@ -154,12 +172,50 @@ def param_count(params) -> int:
 # The original registers every module twice: as an attribute and inside its `encoder` / `decoder`
 # Sequential (LeakyReLU and Tanh at the missing indices), so its state dict has 120 keys.
 _SEQUENTIAL_ALIASES = {
-    **{f"encoder.{i}": n for i, n in enumerate(
-        ["bn0", "conv1", "bn1", None, "conv2", "bn2", None, "conv3", "bn3", None, "conv4", "bn4", None,
-         "conv5", "bn5"]) if n},
-    **{f"decoder.{i}": n for i, n in enumerate(
-        ["t_conv1", "bn4", None, "t_conv2", "bn3", None, "t_conv3", "bn2", None, "t_conv4", "bn1", None,
-         "t_conv5"]) if n},
+  **{
+    f"encoder.{i}": n
+    for i, n in enumerate(
+      [
+        "bn0",
+        "conv1",
+        "bn1",
+        None,
+        "conv2",
+        "bn2",
+        None,
+        "conv3",
+        "bn3",
+        None,
+        "conv4",
+        "bn4",
+        None,
+        "conv5",
+        "bn5",
+      ]
+    )
+    if n
+  },
+  **{
+    f"decoder.{i}": n
+    for i, n in enumerate(
+      [
+        "t_conv1",
+        "bn4",
+        None,
+        "t_conv2",
+        "bn3",
+        None,
+        "t_conv3",
+        "bn2",
+        None,
+        "t_conv4",
+        "bn1",
+        None,
+        "t_conv5",
+      ]
+    )
+    if n
+  },
 }
 
 
@@ -178,8 +234,9 @@ def _canonical_names(state_dict: Mapping) -> dict[str, np.ndarray]:
   return out
 
 
-def load_torch_state_dict(variables: Mapping, state_dict: Mapping, *, original_inference: bool = False,
-                          epsilon: float = 1e-5) -> dict:
+def load_torch_state_dict(
+  variables: Mapping, state_dict: Mapping, *, original_inference: bool = False, epsilon: float = 1e-5
+) -> dict:
   """Best-Frame-Retrieval's AE_final state dict -> our `KeyframeAE` variables (new host arrays).
 
   Conv weights [out, in, kh, kw] -> kernels [kh, kw, in, out]; transposed-conv weights
@@ -208,10 +265,12 @@ def load_torch_state_dict(variables: Mapping, state_dict: Mapping, *, original_i
   keep = lambda a: a
   plan = []
   for j in range(1, 6):
-    plan += [(f"conv{j}.weight", ("params", f"conv{j}", "kernel"), conv),
-             (f"conv{j}.bias", ("params", f"conv{j}", "bias"), keep),
-             (f"t_conv{j}.weight", ("params", f"t_conv{j}", "kernel"), tconv),
-             (f"t_conv{j}.bias", ("params", f"t_conv{j}", "bias"), keep)]
+    plan += [
+      (f"conv{j}.weight", ("params", f"conv{j}", "kernel"), conv),
+      (f"conv{j}.bias", ("params", f"conv{j}", "bias"), keep),
+      (f"t_conv{j}.weight", ("params", f"t_conv{j}", "kernel"), tconv),
+      (f"t_conv{j}.bias", ("params", f"t_conv{j}", "bias"), keep),
+    ]
   params = variables.get("params", {})
   norms = [(f"bn{j}", f"bn{j}") for j in range(6)]
   if "dec_bn1" in params:  # share_norms=False: the decoder's own norms are copies of the shared ones
@@ -221,15 +280,18 @@ def load_torch_state_dict(variables: Mapping, state_dict: Mapping, *, original_i
     if src == "bn0" and original_inference:
       mean = lambda m: 2.0 * m - 1.0
       var = lambda v: 4.0 * (v + epsilon) - epsilon
-    plan += [(f"{src}.weight", ("params", dst, "scale"), keep),
-             (f"{src}.bias", ("params", dst, "bias"), keep),
-             (f"{src}.running_mean", ("batch_stats", dst, "mean"), mean),
-             (f"{src}.running_var", ("batch_stats", dst, "var"), var)]
+    plan += [
+      (f"{src}.weight", ("params", dst, "scale"), keep),
+      (f"{src}.bias", ("params", dst, "bias"), keep),
+      (f"{src}.running_mean", ("batch_stats", dst, "mean"), mean),
+      (f"{src}.running_var", ("batch_stats", dst, "var"), var),
+    ]
   return map_state_dict(variables, canon, plan, model="KeyframeAE")
 
 
-def load_original_weights(path: str | Path, model: KeyframeAE | None = None, *,
-                          original_inference: bool = False) -> dict:
+def load_original_weights(
+  path: str | Path, model: KeyframeAE | None = None, *, original_inference: bool = False
+) -> dict:
   """Flax variables of `model` (default: the faithful `KeyframeAE(share_norms=True)`) from a weights
   file (`.pth`/`.pt` without torch, `.npz`, `.safetensors`), e.g. `MS_SSIM_L1-epoch-50.pth`.
 
@@ -238,5 +300,6 @@ def load_original_weights(path: str | Path, model: KeyframeAE | None = None, *,
   """
   model = KeyframeAE(share_norms=True) if model is None else model
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False))
-  return load_torch_state_dict(shapes, load_state_dict(path), original_inference=original_inference,
-                               epsilon=model.epsilon)
+  return load_torch_state_dict(
+    shapes, load_state_dict(path), original_inference=original_inference, epsilon=model.epsilon
+  )

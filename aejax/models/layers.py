@@ -54,8 +54,9 @@ class ConvTranspose4x4(nn.Module):
     """[B, H, W, in] -> [B, 2H + 2 - 2p, 2W + 2 - 2p, features]."""
     p = self.padding
     if x.ndim != 4 or p < 0 or min(x.shape[1:3]) < p:
-      raise ValueError(f"ConvTranspose4x4: expected [B, H, W, C] with H, W >= padding {p} >= 0, "
-                       f"got {x.shape}")
+      raise ValueError(
+        f"ConvTranspose4x4: expected [B, H, W, C] with H, W >= padding {p} >= 0, got {x.shape}"
+      )
     cin = x.shape[-1]
     kernel = self.param("kernel", self.kernel_init, (4, 4, cin, self.features), self.param_dtype)
     bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
@@ -65,13 +66,14 @@ class ConvTranspose4x4(nn.Module):
     # Padding by hand: XLA:CPU's kernel gradient of a conv with `padding=((1, 1), (1, 1))` is ~25x
     # slower than that of a VALID conv on the padded input.
     x = jnp.pad(jnp.asarray(x, self.dtype), ((0, 0), (1, 1), (1, 1), (0, 0)))
-    y = jax.lax.conv_general_dilated(x, sub.astype(self.dtype), (1, 1), "VALID",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = jax.lax.conv_general_dilated(
+      x, sub.astype(self.dtype), (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
     b, h, w, _ = y.shape  # [B, H + 1, W + 1, 4 * out], channels ordered (py, px, out)
     y = y.reshape(b, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
     y = y.reshape(b, 2 * h, 2 * w, self.features)  # [B, 2H + 2, 2W + 2, out]
     if p:
-      y = y[:, p:2 * h - p, p:2 * w - p]  # [B, 2H + 2 - 2p, 2W + 2 - 2p, out]
+      y = y[:, p : 2 * h - p, p : 2 * w - p]  # [B, 2H + 2 - 2p, 2W + 2 - 2p, out]
     return y + bias.astype(self.dtype)
 
 
@@ -114,18 +116,31 @@ class ResidualBlock(nn.Module):
       return self.conv(features, kernel, name=name)(x)
     kw = {}
     if self.torch_init:
-      init = torch_uniform_init(x.shape[-1] * self.kernel_size ** (x.ndim - 2) if kernel > 1
-                                else x.shape[-1])
+      init = torch_uniform_init(x.shape[-1] * self.kernel_size ** (x.ndim - 2) if kernel > 1 else x.shape[-1])
       kw = {"kernel_init": init, "bias_init": init}
-    return nn.Conv(features, (kernel,) * (x.ndim - 2), padding="SAME", use_bias=self.use_bias,
-                   dtype=self.dtype, param_dtype=self.param_dtype, name=name, **kw)(x)
+    return nn.Conv(
+      features,
+      (kernel,) * (x.ndim - 2),
+      padding="SAME",
+      use_bias=self.use_bias,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name=name,
+      **kw,
+    )(x)
 
   def _norm(self, x, train, name):
     if not self.use_norm:
       return x
-    return nn.BatchNorm(use_running_average=not train, momentum=self.momentum,
-                        epsilon=self.epsilon, axis_name=self.axis_name, dtype=self.dtype,
-                        param_dtype=self.param_dtype, name=name)(x)
+    return nn.BatchNorm(
+      use_running_average=not train,
+      momentum=self.momentum,
+      epsilon=self.epsilon,
+      axis_name=self.axis_name,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name=name,
+    )(x)
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -153,8 +168,9 @@ def sincos_1d(dim: int, pos: np.ndarray) -> np.ndarray:
   return np.concatenate([np.sin(out), np.cos(out)], axis=-1)
 
 
-def sincos_2d(dim: int, grid_hw: tuple[int, int], cls_token: bool = False,
-              base_grid: tuple[int, int] | None = None) -> np.ndarray:
+def sincos_2d(
+  dim: int, grid_hw: tuple[int, int], cls_token: bool = False, base_grid: tuple[int, int] | None = None
+) -> np.ndarray:
   """Fixed 2D sin-cos position embeddings, [h*w (+1), dim] float32 (MAE `get_2d_sincos_pos_embed`).
 
   As in MAE, the first half of the channels encodes the column (w) index and the second half the
@@ -172,8 +188,9 @@ def sincos_2d(dim: int, grid_hw: tuple[int, int], cls_token: bool = False,
   ys = (np.arange(h) + 0.5) * bh / h - 0.5 if bh != h else np.arange(h)
   xs = (np.arange(w) + 0.5) * bw / w - 0.5 if bw != w else np.arange(w)
   rows, cols = np.meshgrid(ys, xs, indexing="ij")
-  emb = np.concatenate([sincos_1d(dim // 2, cols.reshape(-1)),
-                        sincos_1d(dim // 2, rows.reshape(-1))], axis=-1)  # [h*w, dim]
+  emb = np.concatenate(
+    [sincos_1d(dim // 2, cols.reshape(-1)), sincos_1d(dim // 2, rows.reshape(-1))], axis=-1
+  )  # [h*w, dim]
   if cls_token:
     emb = np.concatenate([np.zeros((1, dim)), emb], axis=0)
   return emb.astype(np.float32)
@@ -181,8 +198,14 @@ def sincos_2d(dim: int, grid_hw: tuple[int, int], cls_token: bool = False,
 
 def xavier_dense(features: int, name: str, dtype, param_dtype, use_bias: bool = True):
   """A Dense layer with MAE's init: xavier-uniform kernel, zero bias."""
-  return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, name=name,
-                  kernel_init=nn.initializers.xavier_uniform())
+  return nn.Dense(
+    features,
+    use_bias=use_bias,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    name=name,
+    kernel_init=nn.initializers.xavier_uniform(),
+  )
 
 
 class Attention(nn.Module):
@@ -205,8 +228,9 @@ class Attention(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, kv: jax.Array | None = None,
-               kv_lengths: jax.Array | None = None) -> jax.Array:
+  def __call__(
+    self, x: jax.Array, kv: jax.Array | None = None, kv_lengths: jax.Array | None = None
+  ) -> jax.Array:
     """x [B, N, D] attends to itself, or to `kv` [B, M, D] when given -> [B, N, D]."""
     b, n, d = x.shape  # [B, N, D]
     if d % self.num_heads:
@@ -221,8 +245,9 @@ class Attention(nn.Module):
       q = dense(d, "q", use_bias=self.qkv_bias)(x).reshape(b, n, self.num_heads, hd)
       kvp = dense(2 * d, "kv", use_bias=self.qkv_bias)(kv).reshape(b, m, 2, self.num_heads, hd)
       k, v = kvp[:, :, 0], kvp[:, :, 1]  # [B, M, H, hd]
-    out = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=kv_lengths,
-                                       implementation=self.implementation)  # [B, N, H, hd]
+    out = jax.nn.dot_product_attention(
+      q, k, v, key_value_seq_lengths=kv_lengths, implementation=self.implementation
+    )  # [B, N, H, hd]
     return dense(d, "proj")(out.reshape(b, n, d))
 
 
@@ -263,8 +288,13 @@ class Block(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, ctx: jax.Array | None = None,
-               lengths: jax.Array | None = None, ctx_lengths: jax.Array | None = None):
+  def __call__(
+    self,
+    x: jax.Array,
+    ctx: jax.Array | None = None,
+    lengths: jax.Array | None = None,
+    ctx_lengths: jax.Array | None = None,
+  ):
     """Tokens x [B, N, D] (and context `ctx` [B, M, D] for cross blocks) -> [B, N, D]."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     attn = functools.partial(Attention, self.num_heads, implementation=self.implementation, **kw)

@@ -66,15 +66,20 @@ def layer_sizes(size: Sequence[int], kernels: Sequence[int], strides: Sequence[i
   for k, s in zip(kernels, strides):
     h, w = sizes[-1]
     if min(h, w) < k:
-      raise ValueError(f"OVAL: a {size[0]}x{size[1]} frame is too small for the conv stack "
-                       f"(a {h}x{w} map meets a {k}x{k} kernel)")
+      raise ValueError(
+        f"OVAL: a {size[0]}x{size[1]} frame is too small for the conv stack "
+        f"(a {h}x{w} map meets a {k}x{k} kernel)"
+      )
     sizes.append((conv_out(h, k, s), conv_out(w, k, s)))
   return sizes
 
 
-def latent_shape(size: Sequence[int], features: Sequence[int] = FAITHFUL["features"],
-                 kernels: Sequence[int] = FAITHFUL["kernels"],
-                 strides: Sequence[int] = FAITHFUL["strides"]) -> tuple[int, int, int]:
+def latent_shape(
+  size: Sequence[int],
+  features: Sequence[int] = FAITHFUL["features"],
+  kernels: Sequence[int] = FAITHFUL["kernels"],
+  strides: Sequence[int] = FAITHFUL["strides"],
+) -> tuple[int, int, int]:
   """The latent (h, w, C) of a frame of `size` (H, W)."""
   return (*layer_sizes(size, kernels, strides)[-1], features[-1])
 
@@ -97,10 +102,16 @@ class ConvLSTMCell(nn.Module):
     h, c = carry
     k = self.kernel_size
     fan_in = (x.shape[-1] + self.features) * k * k
-    gates = nn.Conv(4 * self.features, (k, k), padding="SAME", dtype=self.dtype,
-                    param_dtype=self.param_dtype, kernel_init=torch_uniform_init(fan_in),
-                    bias_init=torch_uniform_init(fan_in), name="gates")(
-                        jnp.concatenate([x, h.astype(x.dtype)], axis=-1))
+    gates = nn.Conv(
+      4 * self.features,
+      (k, k),
+      padding="SAME",
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      kernel_init=torch_uniform_init(fan_in),
+      bias_init=torch_uniform_init(fan_in),
+      name="gates",
+    )(jnp.concatenate([x, h.astype(x.dtype)], axis=-1))
     i, f, o, g = jnp.split(gates.astype(jnp.float32), 4, axis=-1)
     c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
     h = nn.sigmoid(o) * jnp.tanh(c)
@@ -121,8 +132,7 @@ class _TBPTTCell(nn.Module):
     if self.tbptt > 0:
       cut = (t % self.tbptt) == 0
       carry = jax.tree.map(lambda a: jnp.where(cut, jax.lax.stop_gradient(a), a), carry)
-    return ConvLSTMCell(self.features, dtype=self.dtype, param_dtype=self.param_dtype,
-                        name="cell")(carry, x)
+    return ConvLSTMCell(self.features, dtype=self.dtype, param_dtype=self.param_dtype, name="cell")(carry, x)
 
 
 class ConvLSTM(nn.Module):
@@ -139,11 +149,11 @@ class ConvLSTM(nn.Module):
     b, t, h, w, _ = x.shape
     if carry is None:
       carry = self.initial_carry(b, (h, w))
-    scan = nn.scan(_TBPTTCell, variable_broadcast="params", split_rngs={"params": False},
-                   in_axes=1, out_axes=1)
+    scan = nn.scan(
+      _TBPTTCell, variable_broadcast="params", split_rngs={"params": False}, in_axes=1, out_axes=1
+    )
     steps = jnp.broadcast_to(jnp.arange(t), (b, t))  # [B, T]
-    carry, hs = scan(self.features, self.tbptt, self.dtype, self.param_dtype, name="scan")(
-        carry, (x, steps))
+    carry, hs = scan(self.features, self.tbptt, self.dtype, self.param_dtype, name="scan")(carry, (x, steps))
     return hs, carry
 
   def initial_carry(self, batch: int, size: Sequence[int]):
@@ -182,23 +192,36 @@ class OVAL(nn.Module):
   def setup(self):
     """Builds the encoder and decoder stacks (validating the layer lists)."""
     if not len(self.features) == len(self.kernels) == len(self.strides):
-      raise ValueError("OVAL: features, kernels and strides need the same length, got "
-                       f"{len(self.features)}, {len(self.kernels)}, {len(self.strides)}")
+      raise ValueError(
+        "OVAL: features, kernels and strides need the same length, got "
+        f"{len(self.features)}, {len(self.kernels)}, {len(self.strides)}"
+      )
     ins = (self.image_channels, *self.features[:-1])
     kw = dict(padding="VALID", dtype=self.dtype, param_dtype=self.param_dtype)
-    self.enc = [nn.Conv(f, (k, k), (s, s), name=f"enc{i}", **kw, **_init(c * k * k))
-                for i, (c, f, k, s) in enumerate(zip(ins, self.features, self.kernels, self.strides))]
+    self.enc = [
+      nn.Conv(f, (k, k), (s, s), name=f"enc{i}", **kw, **_init(c * k * k))
+      for i, (c, f, k, s) in enumerate(zip(ins, self.features, self.kernels, self.strides))
+    ]
     # Decoder layer j inverts encoder layer n-1-j (mirrored channels, kernel, stride). PyTorch
     # ConvTranspose2d's fan_in is out_channels * k * k.
     outs = (*self.features[-2::-1], self.image_channels)
     self.dec_kernels = tuple(self.kernels[::-1])
     self.dec_strides = tuple(self.strides[::-1])
-    self.dec = [nn.ConvTranspose(f, (k, k), (s, s), padding="VALID", name=f"dec{j}",
-                                 dtype=self.dtype, param_dtype=self.param_dtype, **_init(f * k * k))
-                for j, (f, k, s) in enumerate(zip(outs, self.dec_kernels, self.dec_strides))]
+    self.dec = [
+      nn.ConvTranspose(
+        f,
+        (k, k),
+        (s, s),
+        padding="VALID",
+        name=f"dec{j}",
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        **_init(f * k * k),
+      )
+      for j, (f, k, s) in enumerate(zip(outs, self.dec_kernels, self.dec_strides))
+    ]
     if self.use_lstm:
-      lk = dict(features=self.features[-1], tbptt=self.tbptt, dtype=self.dtype,
-                param_dtype=self.param_dtype)
+      lk = dict(features=self.features[-1], tbptt=self.tbptt, dtype=self.dtype, param_dtype=self.param_dtype)
       self.enc_lstm = ConvLSTM(**lk, name="enc_lstm")
       self.dec_lstm = ConvLSTM(**lk, name="dec_lstm")
 
@@ -231,8 +254,10 @@ class OVAL(nn.Module):
     """
     sizes = layer_sizes(size, self.kernels, self.strides)[::-1]  # latent first
     if tuple(z.shape[-3:-1]) != sizes[0]:
-      raise ValueError(f"OVAL.decode: a latent of {z.shape[-3]}x{z.shape[-2]} does not belong to a "
-                       f"{size[0]}x{size[1]} frame (expected {sizes[0][0]}x{sizes[0][1]})")
+      raise ValueError(
+        f"OVAL.decode: a latent of {z.shape[-3]}x{z.shape[-2]} does not belong to a "
+        f"{size[0]}x{size[1]} frame (expected {sizes[0][0]}x{sizes[0][1]})"
+      )
     h = jnp.asarray(z, self.dtype)
     if self.use_lstm:
       h = h[None] if h.ndim == 4 else h
@@ -308,8 +333,9 @@ def reconstruction_loss(name: str, logits, target) -> jax.Array:
   raise ValueError(f"unknown OVAL loss {name!r}; use one of {LOSSES}")
 
 
-def load_torch_state_dict(variables: Mapping, state_dict: Mapping, *, channels: str = "rgb",
-                          swap_hw: bool = True) -> dict:
+def load_torch_state_dict(
+  variables: Mapping, state_dict: Mapping, *, channels: str = "rgb", swap_hw: bool = True
+) -> dict:
   """The original's state dict (`encoder.conv_net.{0,2,..}`, `decoder.conv_net.{0,2,..}`) -> our
   `OVAL` variables (new host arrays; non-LSTM models of any `features` / `kernels`).
 
@@ -348,19 +374,30 @@ def load_torch_state_dict(variables: Mapping, state_dict: Mapping, *, channels: 
   keep = lambda a: a
   plan = []
   for i in range(n_enc):
-    plan += [(f"encoder.conv_net.{2 * i}.weight", ("params", f"enc{i}", "kernel"),
-              (lambda w: rgb_in(conv(w))) if i == 0 else conv),
-             (f"encoder.conv_net.{2 * i}.bias", ("params", f"enc{i}", "bias"), keep)]
+    plan += [
+      (
+        f"encoder.conv_net.{2 * i}.weight",
+        ("params", f"enc{i}", "kernel"),
+        (lambda w: rgb_in(conv(w))) if i == 0 else conv,
+      ),
+      (f"encoder.conv_net.{2 * i}.bias", ("params", f"enc{i}", "bias"), keep),
+    ]
   for j in range(n_dec):
     last = j == n_dec - 1
-    plan += [(f"decoder.conv_net.{2 * j}.weight", ("params", f"dec{j}", "kernel"),
-              (lambda w: rgb_out(tconv(w))) if last else tconv),
-             (f"decoder.conv_net.{2 * j}.bias", ("params", f"dec{j}", "bias"), rgb_out if last else keep)]
+    plan += [
+      (
+        f"decoder.conv_net.{2 * j}.weight",
+        ("params", f"dec{j}", "kernel"),
+        (lambda w: rgb_out(tconv(w))) if last else tconv,
+      ),
+      (f"decoder.conv_net.{2 * j}.bias", ("params", f"dec{j}", "bias"), rgb_out if last else keep),
+    ]
   return map_state_dict(variables, state_dict, plan, model="OVAL")
 
 
-def load_original_weights(path: str | Path, model: OVAL | None = None, *, channels: str = "rgb",
-                          swap_hw: bool = True) -> dict:
+def load_original_weights(
+  path: str | Path, model: OVAL | None = None, *, channels: str = "rgb", swap_hw: bool = True
+) -> dict:
   """Flax variables of `model` (default: the faithful `OVAL()`, exact-size output) from a weights
   file (`.pth`/`.pt` without torch, `.npz`, `.safetensors`), e.g. the original's `offline8.pt`.
 

@@ -92,8 +92,9 @@ class ScalarQuantizer(nn.Module):
       out = soft + jax.lax.stop_gradient(hard - soft)
     elif self.mode == "hard":
       out = z32 + jax.lax.stop_gradient(hard - z32)
-      loss = (jnp.mean((jax.lax.stop_gradient(z32) - hard) ** 2)
-              + self.commitment_cost * jnp.mean((z32 - jax.lax.stop_gradient(hard)) ** 2))
+      loss = jnp.mean((jax.lax.stop_gradient(z32) - hard) ** 2) + self.commitment_cost * jnp.mean(
+        (z32 - jax.lax.stop_gradient(hard)) ** 2
+      )
     else:  # legacy: Qs = sum_k softmax_k(d) == 1, Qh = min_k d_k, out = Qs + sg(Qh - Qs).
       qs = jnp.sum(jax.nn.softmax(dist, axis=-1), axis=-1)
       qh = jnp.min(dist, axis=-1)
@@ -155,8 +156,9 @@ class VectorQuantizer(nn.Module):
     shape = (groups, self.num_codes, sub)
     init = nn.initializers.variance_scaling(1.0, "fan_in", "uniform", in_axis=-1, out_axis=-2)
     if self.ema:
-      codebook_var = self.variable("batch_stats", "codebook",
-                                   lambda: init(self.make_rng("params"), shape, jnp.float32))
+      codebook_var = self.variable(
+        "batch_stats", "codebook", lambda: init(self.make_rng("params"), shape, jnp.float32)
+      )
       size_var = self.variable("batch_stats", "cluster_size", jnp.ones, shape[:2], jnp.float32)
       sum_var = self.variable("batch_stats", "embed_sum", lambda: codebook_var.value)
       codebook = codebook_var.value
@@ -164,8 +166,11 @@ class VectorQuantizer(nn.Module):
       codebook = self.param("codebook", init, shape, self.param_dtype).astype(jnp.float32)
 
     flat = z.astype(jnp.float32).reshape(-1, groups, sub)  # [N, G, d]
-    dist = (jnp.sum(flat**2, -1)[..., None] - 2.0 * jnp.einsum("ngd,gkd->ngk", flat, codebook)
-            + jnp.sum(codebook**2, -1)[None])  # [N, G, K]
+    dist = (
+      jnp.sum(flat**2, -1)[..., None]
+      - 2.0 * jnp.einsum("ngd,gkd->ngk", flat, codebook)
+      + jnp.sum(codebook**2, -1)[None]
+    )  # [N, G, K]
     idx = jnp.argmin(dist, axis=-1)  # [N, G]
     quant = codebook[jnp.arange(groups)[None, :], idx]  # [N, G, d]
 
@@ -182,11 +187,11 @@ class VectorQuantizer(nn.Module):
     probs = counts / jnp.maximum(counts.sum(-1, keepdims=True), 1.0)
     ent = -jnp.sum(jnp.where(probs > 0, probs * jnp.log(jnp.where(probs > 0, probs, 1.0)), 0.0), -1)
     aux = {
-        "indices": idx.reshape(z.shape[:-1] + (groups,)),
-        "loss": loss,
-        "commitment": commit,
-        "perplexity": jnp.mean(jnp.exp(ent)),
-        "usage": jnp.mean((counts > 0).astype(jnp.float32)),
+      "indices": idx.reshape(z.shape[:-1] + (groups,)),
+      "loss": loss,
+      "commitment": commit,
+      "perplexity": jnp.mean(jnp.exp(ent)),
+      "usage": jnp.mean((counts > 0).astype(jnp.float32)),
     }
     if self.ema and train and not self.is_initializing():
       aux["restarts"] = self._ema_update(flat, onehot, counts, codebook_var, size_var, sum_var)

@@ -108,23 +108,41 @@ class SiamMAE(nn.Module):
     if self.decoder not in DECODERS:
       raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
     cfg = vit_variant(self.encoder)
-    for field, key in (("encoder_width", "width"), ("encoder_depth", "depth"),
-                       ("encoder_heads", "num_heads")):
+    for field, key in (
+      ("encoder_width", "width"),
+      ("encoder_depth", "depth"),
+      ("encoder_heads", "num_heads"),
+    ):
       if getattr(self, field):
         cfg[key] = getattr(self, field)
     self.patch_size = cfg["patch_size"]
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    self.vit = ViT(**cfg, img_size=(self.img_size,) * 2, mlp_ratio=self.mlp_ratio,
-                   token_multiple=self.token_multiple,
-                   attention=self.attention, **kw)
+    self.vit = ViT(
+      **cfg,
+      img_size=(self.img_size,) * 2,
+      mlp_ratio=self.mlp_ratio,
+      token_multiple=self.token_multiple,
+      attention=self.attention,
+      **kw,
+    )
     self.decoder_embed = xavier_dense(self.decoder_width, "decoder_embed", **kw)
-    self.mask_token = self.param("mask_token", nn.initializers.normal(0.02),
-                                 (1, 1, self.decoder_width), self.param_dtype)
-    self.blocks = [Block(self.decoder_heads, self.mlp_ratio, cross=self.decoder != "joint",
-                         self_attn=self.decoder != "cross", implementation=self.attention,
-                         **kw, name=f"decoder_blocks_{i}") for i in range(self.decoder_depth)]
+    self.mask_token = self.param(
+      "mask_token", nn.initializers.normal(0.02), (1, 1, self.decoder_width), self.param_dtype
+    )
+    self.blocks = [
+      Block(
+        self.decoder_heads,
+        self.mlp_ratio,
+        cross=self.decoder != "joint",
+        self_attn=self.decoder != "cross",
+        implementation=self.attention,
+        **kw,
+        name=f"decoder_blocks_{i}",
+      )
+      for i in range(self.decoder_depth)
+    ]
     self.decoder_norm = layer_norm("decoder_norm", **kw)
-    self.decoder_pred = xavier_dense(self.patch_size ** 2 * 3, "decoder_pred", **kw)
+    self.decoder_pred = xavier_dense(self.patch_size**2 * 3, "decoder_pred", **kw)
 
   def features(self, x: jax.Array) -> jax.Array:
     """Label-propagation features of frames [B, H, W, 3]: the encoder grid [B, h, w, D]."""
@@ -134,16 +152,19 @@ class SiamMAE(nn.Module):
     """Encoder tokens [B, 1 + n, D] after the final norm ([CLS] first)."""
     return self.vit.encode_tokens(x, ids_keep)
 
-  def decode(self, past: jax.Array, future: jax.Array, ids_restore: jax.Array,
-             grid: tuple[int, int]) -> jax.Array:
+  def decode(
+    self, past: jax.Array, future: jax.Array, ids_restore: jax.Array, grid: tuple[int, int]
+  ) -> jax.Array:
     """Encoder tokens of f1 [B, 1+L, D] and of f2's visible patches [B, 1+n, D] -> [B, L, p²·3]."""
     b, length = ids_restore.shape
     base = self.vit.grid((self.img_size,) * 2)
-    pos = jnp.asarray(sincos_2d(self.decoder_width, grid, cls_token=True, base_grid=base),
-                      self.dtype)  # [1+L, Dd]
+    pos = jnp.asarray(
+      sincos_2d(self.decoder_width, grid, cls_token=True, base_grid=base), self.dtype
+    )  # [1+L, Dd]
     y = self.decoder_embed(future)  # [B, 1+n, Dd]
-    fill = jnp.broadcast_to(self.mask_token.astype(y.dtype),
-                            (b, length - (y.shape[1] - 1), self.decoder_width))
+    fill = jnp.broadcast_to(
+      self.mask_token.astype(y.dtype), (b, length - (y.shape[1] - 1), self.decoder_width)
+    )
     y_ = jnp.concatenate([y[:, 1:], fill], axis=1)  # [B, L, Dd] in shuffled order
     y_ = jnp.take_along_axis(y_, ids_restore[..., None], axis=1)  # original order
     y = jnp.concatenate([y[:, :1], y_], axis=1) + pos  # [B, 1+L, Dd]
@@ -155,7 +176,7 @@ class SiamMAE(nn.Module):
       z, lengths = _pad(jnp.concatenate([ctx, y], axis=1), self.token_multiple)
       for blk in self.blocks:
         z = blk(z, lengths=lengths)
-      y = z[:, ctx.shape[1]:ctx.shape[1] + n]
+      y = z[:, ctx.shape[1] : ctx.shape[1] + n]
     else:
       y, lengths = _pad(y, self.token_multiple)
       ctx, ctx_lengths = _pad(ctx, self.token_multiple)
@@ -185,8 +206,7 @@ class SiamMAE(nn.Module):
     grid = self.vit.grid(frames.shape[2:4])
     length = grid[0] * grid[1]
     num_kept(length, self.mask_ratio)  # validates the ratio
-    ids_keep, mask, ids_restore = random_masking(self.make_rng("mask"), b, length,
-                                                 self.mask_ratio)
+    ids_keep, mask, ids_restore = random_masking(self.make_rng("mask"), b, length, self.mask_ratio)
     pred = self.decode(self.encode(past), self.encode(future, ids_keep), ids_restore, grid)
     target = self.targets(future)
     loss = masked_patch_loss(pred, target, mask)
@@ -208,8 +228,13 @@ class SiamMAE(nn.Module):
       out = out * jnp.sqrt(x.var(-1, keepdims=True) + 1e-6) + x.mean(-1, keepdims=True)
     m = mask[..., None]
     rec = unpatchify(out * m + x * (1 - m), p, grid) * std_ + mean_
-    masked = unpatchify(patchify(frames[:, 1].astype(jnp.float32), p) * (1 - m) + 0.5 * m, p,
-                        grid)  # hidden patches grey
+    masked = unpatchify(
+      patchify(frames[:, 1].astype(jnp.float32), p) * (1 - m) + 0.5 * m, p, grid
+    )  # hidden patches grey
     clip = lambda a: jnp.clip(a, 0.0, 1.0)  # noqa: E731
-    return {"past": frames[:, 0], "masked_future": clip(masked), "prediction": clip(rec),
-            "target": frames[:, 1]}
+    return {
+      "past": frames[:, 0],
+      "masked_future": clip(masked),
+      "prediction": clip(rec),
+      "target": frames[:, 1],
+    }

@@ -25,10 +25,16 @@ __all__ = ["load_state_dict", "map_state_dict", "read_pth", "to_numpy", "unwrap_
 
 # Storage class names as torch pickles them -> element dtype.
 _STORAGE_DTYPES = {
-    "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
-    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
-    "UntypedStorage": np.uint8,
+  "DoubleStorage": np.float64,
+  "FloatStorage": np.float32,
+  "HalfStorage": np.float16,
+  "LongStorage": np.int64,
+  "IntStorage": np.int32,
+  "ShortStorage": np.int16,
+  "CharStorage": np.int8,
+  "ByteStorage": np.uint8,
+  "BoolStorage": np.bool_,
+  "UntypedStorage": np.uint8,
 }
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "params", "module")
 
@@ -50,15 +56,17 @@ class _StorageType:
     return _bfloat16() if self.name == "BFloat16Storage" else np.dtype(_STORAGE_DTYPES[self.name])
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
-                       metadata=None):
+def _rebuild_tensor_v2(
+  storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
+):
   """`torch._utils._rebuild_tensor_v2` for NumPy: a strided view of the storage, copied."""
   del requires_grad, backward_hooks, metadata
   itemsize = storage.dtype.itemsize
   if not size:
     return np.array(storage[storage_offset])
-  view = np.lib.stride_tricks.as_strided(storage[storage_offset:], shape=tuple(size),
-                                         strides=tuple(s * itemsize for s in stride))
+  view = np.lib.stride_tricks.as_strided(
+    storage[storage_offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)
+  )
   return np.array(view)
 
 
@@ -69,10 +77,10 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *state):
 
 
 _GLOBALS = {
-    ("collections", "OrderedDict"): OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+  ("collections", "OrderedDict"): OrderedDict,
+  ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+  ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+  ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
 }
 
 
@@ -90,8 +98,9 @@ class _Unpickler(pickle.Unpickler):
     if module in ("torch", "torch.storage") and (name in _STORAGE_DTYPES or name == "BFloat16Storage"):
       return _StorageType(name)
     raise pickle.UnpicklingError(
-        f"{self._path}: holds {module}.{name}, not a plain state dict of tensors (save "
-        "`model.state_dict()` instead of the model, or convert the file to .safetensors)")
+      f"{self._path}: holds {module}.{name}, not a plain state dict of tensors (save "
+      "`model.state_dict()` instead of the model, or convert the file to .safetensors)"
+    )
 
   def persistent_load(self, pid):
     if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
@@ -117,8 +126,10 @@ def read_pth(path: str | Path):
   """
   path = Path(path)
   if not zipfile.is_zipfile(path):
-    raise ValueError(f"{path}: not a torch zip archive (a legacy pre-1.6 torch.save file?); re-save it "
-                     "with a recent torch or convert it to .safetensors / .npz")
+    raise ValueError(
+      f"{path}: not a torch zip archive (a legacy pre-1.6 torch.save file?); re-save it "
+      "with a recent torch or convert it to .safetensors / .npz"
+    )
   with zipfile.ZipFile(path) as archive:
     names = archive.namelist()
     pkl = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
@@ -167,7 +178,7 @@ def unwrap_state_dict(obj, path: str | Path = "state dict") -> dict:
   if not out:
     raise ValueError(f"{path}: no tensors found (top-level keys {list(obj)[:5]})")
   if all(k.startswith("module.") for k in out):
-    out = {k[len("module."):]: v for k, v in out.items()}
+    out = {k[len("module.") :]: v for k, v in out.items()}
   return out
 
 
@@ -199,8 +210,9 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
 Plan = Sequence[tuple[str, tuple[str, ...], Callable[[np.ndarray], np.ndarray]]]
 
 
-def map_state_dict(variables: Mapping, state_dict: Mapping[str, np.ndarray], plan: Plan, *,
-                   model: str) -> dict:
+def map_state_dict(
+  variables: Mapping, state_dict: Mapping[str, np.ndarray], plan: Plan, *, model: str
+) -> dict:
   """New Flax variables: every leaf of `variables` from one state-dict entry, as `plan` says.
 
   Args:
@@ -226,22 +238,29 @@ def map_state_dict(variables: Mapping, state_dict: Mapping[str, np.ndarray], pla
     if key not in state_dict:
       raise ValueError(f"{model}: the state dict lacks {key!r} (for {'/'.join(path)})")
     if path not in flat:
-      raise ValueError(f"{model}: {key!r} has no place in this model (no variable {'/'.join(path)}; "
-                       "another configuration?)")
+      raise ValueError(
+        f"{model}: {key!r} has no place in this model (no variable {'/'.join(path)}; another configuration?)"
+      )
     raw = to_numpy(state_dict[key])
     value = np.asarray(convert(raw))
     want = tuple(flat[path].shape)
     if value.shape != want:
-      raise ValueError(f"{model}: {key!r} has shape {raw.shape}, which does not fit "
-                       f"{'/'.join(path)} {want} (another configuration?)")
+      raise ValueError(
+        f"{model}: {key!r} has shape {raw.shape}, which does not fit "
+        f"{'/'.join(path)} {want} (another configuration?)"
+      )
     out[path] = np.asarray(value, flat[path].dtype)
     used.add(key)
   extra = [k for k in state_dict if k not in used]
   if extra:
-    raise ValueError(f"{model}: unexpected key {extra[0]!r} in the state dict"
-                     + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+    raise ValueError(
+      f"{model}: unexpected key {extra[0]!r} in the state dict"
+      + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+    )
   unfilled = [p for p in flat if p not in out]
   if unfilled:
-    raise ValueError(f"{model}: no state-dict entry fills {'/'.join(unfilled[0])}"
-                     + (f" (and {len(unfilled) - 1} more)" if len(unfilled) > 1 else ""))
+    raise ValueError(
+      f"{model}: no state-dict entry fills {'/'.join(unfilled[0])}"
+      + (f" (and {len(unfilled) - 1} more)" if len(unfilled) > 1 else "")
+    )
   return traverse_util.unflatten_dict(out)

@@ -75,8 +75,9 @@ def check_image_size(image_size: Sequence[int], num_layers: int) -> tuple[int, i
       ok = valid_sizes(num_layers, limit=max(2 * int(side), 512))
       near = sorted(ok, key=lambda v: abs(v - int(side)))[:2]
       raise ValueError(
-          f"ConvVAE: input side {side} is not reproduced by {num_layers} stride-2 layers "
-          f"(sides that work: {2 ** num_layers}s+{2 ** (num_layers + 1) - 2}, e.g. {sorted(near)})")
+        f"ConvVAE: input side {side} is not reproduced by {num_layers} stride-2 layers "
+        f"(sides that work: {2**num_layers}s+{2 ** (num_layers + 1) - 2}, e.g. {sorted(near)})"
+      )
     latent.append(e)
   return latent[0], latent[1]
 
@@ -97,19 +98,42 @@ class Encoder(nn.Module):
     """x [B, H, W, 3] in [0, 1] -> (mu, logvar), each [B, latent_dim]."""
     x = x.astype(self.dtype)
     for i, f in enumerate(self.features):
-      x = nn.Conv(f, (3, 3), strides=(2, 2), padding="VALID", dtype=self.dtype,
-                  param_dtype=self.param_dtype, name=f"conv{i + 1}", **_init(9 * x.shape[-1]))(x)
+      x = nn.Conv(
+        f,
+        (3, 3),
+        strides=(2, 2),
+        padding="VALID",
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name=f"conv{i + 1}",
+        **_init(9 * x.shape[-1]),
+      )(x)
       if i in self.batchnorm_after:
-        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
-                         axis_name=self.axis_name, dtype=self.dtype, param_dtype=self.param_dtype,
-                         name=f"bn{self.batchnorm_after.index(i) + 1}")(x)
+        x = nn.BatchNorm(
+          use_running_average=not train,
+          momentum=self.bn_momentum,
+          epsilon=1e-5,
+          axis_name=self.axis_name,
+          dtype=self.dtype,
+          param_dtype=self.param_dtype,
+          name=f"bn{self.batchnorm_after.index(i) + 1}",
+        )(x)
       x = nn.relu(x)
     c = self.features[-1]
-    x = nn.relu(nn.Conv(c, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype,
-                        name=f"conv{len(self.features) + 1}", **_init(x.shape[-1]))(x))  # [B, h, w, C]
+    x = nn.relu(
+      nn.Conv(
+        c,
+        (1, 1),
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name=f"conv{len(self.features) + 1}",
+        **_init(x.shape[-1]),
+      )(x)
+    )  # [B, h, w, C]
     x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)  # [B, C*h*w], PyTorch order
-    dense = lambda name: nn.Dense(self.latent_dim, dtype=self.dtype, param_dtype=self.param_dtype,
-                                  name=name, **_init(x.shape[-1]))
+    dense = lambda name: nn.Dense(
+      self.latent_dim, dtype=self.dtype, param_dtype=self.param_dtype, name=name, **_init(x.shape[-1])
+    )
     return dense("mu")(x), dense("log_var")(x)
 
 
@@ -127,16 +151,21 @@ class Decoder(nn.Module):
     """z [B, latent_dim] -> logits [B, H, W, out_channels]."""
     h, w = self.latent_hw
     c = self.features[-1]
-    x = nn.Dense(c * h * w, dtype=self.dtype, param_dtype=self.param_dtype, name="fc",
-                 **_init(z.shape[-1]))(z.astype(self.dtype))
+    x = nn.Dense(c * h * w, dtype=self.dtype, param_dtype=self.param_dtype, name="fc", **_init(z.shape[-1]))(
+      z.astype(self.dtype)
+    )
     x = jnp.transpose(x.reshape(z.shape[0], c, h, w), (0, 2, 3, 1))  # [B, h, w, C]
     # PyTorch's ConvTranspose2d takes its fan-in from the *output* channels (weight [in, out, k, k]).
-    x = nn.relu(nn.ConvTranspose(c, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype,
-                                 name="t_conv0", **_init(c))(x))
+    x = nn.relu(
+      nn.ConvTranspose(c, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype, name="t_conv0", **_init(c))(
+        x
+      )
+    )
     outs = list(self.features[::-1][1:]) + [self.out_channels]
     for i, f in enumerate(outs):
-      x = ConvTranspose4x4(f, padding=0, dtype=self.dtype, param_dtype=self.param_dtype,
-                           name=f"t_conv{i + 1}", **_init(16 * f))(x)
+      x = ConvTranspose4x4(
+        f, padding=0, dtype=self.dtype, param_dtype=self.param_dtype, name=f"t_conv{i + 1}", **_init(16 * f)
+      )(x)
       if i < len(outs) - 1:
         x = nn.relu(x)
     return x  # [B, H, W, out_channels] logits
@@ -166,14 +195,16 @@ class ConvVAE(nn.Module):
     """Builds the encoder and decoder (checking that the image size fits the conv stack)."""
     latent_hw = check_image_size(self.image_size, len(self.features))
     bn = tuple(i for i in (1, 3) if i < len(self.features))
-    self.encoder = Encoder(self.features, bn, self.latent_dim, self.bn_momentum, self.axis_name,
-                           self.dtype, self.param_dtype)
+    self.encoder = Encoder(
+      self.features, bn, self.latent_dim, self.bn_momentum, self.axis_name, self.dtype, self.param_dtype
+    )
     self.decoder = Decoder(self.features, latent_hw, 3, self.dtype, self.param_dtype)
 
   def _check_input(self, x):
     if x.ndim != 4 or tuple(x.shape[1:3]) != tuple(self.image_size) or x.shape[-1] != 3:
-      raise ValueError(f"ConvVAE: expected images [B, {self.image_size[0]}, {self.image_size[1]}, 3],"
-                       f" got {tuple(x.shape)}")
+      raise ValueError(
+        f"ConvVAE: expected images [B, {self.image_size[0]}, {self.image_size[1]}, 3], got {tuple(x.shape)}"
+      )
 
   def encode(self, x, *, train: bool = False):
     """x [B, H, W, 3] in [0, 1] -> (mu, logvar), each [B, latent_dim]."""

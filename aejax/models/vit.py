@@ -42,12 +42,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 VARIANTS = {
-    "Ti/16": dict(patch_size=16, width=192, depth=12, num_heads=3),
-    "S/16": dict(patch_size=16, width=384, depth=12, num_heads=6),
-    "S/8": dict(patch_size=8, width=384, depth=12, num_heads=6),
-    "B/16": dict(patch_size=16, width=768, depth=12, num_heads=12),
-    "L/16": dict(patch_size=16, width=1024, depth=24, num_heads=16),
-    "mini/8": dict(patch_size=8, width=128, depth=4, num_heads=4),  # the SiamMAE CPU demo's encoder
+  "Ti/16": dict(patch_size=16, width=192, depth=12, num_heads=3),
+  "S/16": dict(patch_size=16, width=384, depth=12, num_heads=6),
+  "S/8": dict(patch_size=8, width=384, depth=12, num_heads=6),
+  "B/16": dict(patch_size=16, width=768, depth=12, num_heads=12),
+  "L/16": dict(patch_size=16, width=1024, depth=24, num_heads=16),
+  "mini/8": dict(patch_size=8, width=128, depth=4, num_heads=4),  # the SiamMAE CPU demo's encoder
 }
 
 
@@ -108,8 +108,9 @@ class ViT(nn.Module):
     if self.pos_embed != "learned":
       raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {self.pos_embed!r}")
     g0 = self.grid(tuple(self.img_size))
-    table = self.param("pos_embed", nn.initializers.normal(0.02), (1, 1 + g0[0] * g0[1], d),
-                       self.param_dtype)[0]
+    table = self.param(
+      "pos_embed", nn.initializers.normal(0.02), (1, 1 + g0[0] * g0[1], d), self.param_dtype
+    )[0]
     patches = table[1:]
     if tuple(grid) != g0:
       patches = jax.image.resize(patches.reshape(*g0, d), (*grid, d), "cubic").reshape(-1, d)
@@ -127,16 +128,22 @@ class ViT(nn.Module):
     grid = self.grid(x.shape[1:3])
     if self.normalize:
       x = (x - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
-    x = nn.Conv(self.width, (self.patch_size,) * 2, strides=(self.patch_size,) * 2,
-                padding="VALID", dtype=self.dtype, param_dtype=self.param_dtype,
-                kernel_init=_patch_init, name="patch_embed")(x.astype(self.dtype))
+    x = nn.Conv(
+      self.width,
+      (self.patch_size,) * 2,
+      strides=(self.patch_size,) * 2,
+      padding="VALID",
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      kernel_init=_patch_init,
+      name="patch_embed",
+    )(x.astype(self.dtype))
     b = x.shape[0]
     cls_pos, pos = self._pos(grid)
     x = x.reshape(b, -1, self.width) + pos.astype(self.dtype)  # [B, h*w, D]
     if ids_keep is not None:
       x = jnp.take_along_axis(x, ids_keep[..., None].astype(jnp.int32), axis=1)  # [B, n, D]
-    cls = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, self.width),
-                     self.param_dtype)
+    cls = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, self.width), self.param_dtype)
     cls = jnp.broadcast_to((cls[0] + cls_pos).astype(self.dtype), (b, 1, self.width))
     x = jnp.concatenate([cls, x], axis=1)  # [B, 1 + n, D]
     n_tok = x.shape[1]
@@ -146,8 +153,14 @@ class ViT(nn.Module):
       x = jnp.pad(x, ((0, 0), (0, pad), (0, 0)))
       lengths = jnp.full((b,), n_tok, jnp.int32)
     for i in range(self.depth):
-      x = Block(self.num_heads, self.mlp_ratio, implementation=self.attention, dtype=self.dtype,
-                param_dtype=self.param_dtype, name=f"blocks_{i}")(x, lengths=lengths)
+      x = Block(
+        self.num_heads,
+        self.mlp_ratio,
+        implementation=self.attention,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name=f"blocks_{i}",
+      )(x, lengths=lengths)
     x = x[:, :n_tok]
     return layer_norm("norm", self.dtype, self.param_dtype)(x)
 
@@ -187,7 +200,7 @@ def _unwrap(state_dict: Mapping) -> dict[str, np.ndarray]:
   for k, v in sd.items():
     for prefix in ("module.", "backbone."):
       if k.startswith(prefix):
-        k = k[len(prefix):]
+        k = k[len(prefix) :]
     arr = v.detach().cpu().float().numpy() if hasattr(v, "detach") else np.asarray(v)
     out[k] = arr
   return out
@@ -241,8 +254,10 @@ def load_torch_state_dict(params: Mapping, state_dict: Mapping) -> dict:
     if path not in flat:
       raise ValueError(f"checkpoint weight {name!r} has no place in this ViT ({'/'.join(path)})")
     if tuple(value.shape) != tuple(flat[path].shape):
-      raise ValueError(f"checkpoint weight {name!r}: shape {value.shape} != ours "
-                       f"{tuple(flat[path].shape)} at {'/'.join(path)}")
+      raise ValueError(
+        f"checkpoint weight {name!r}: shape {value.shape} != ours "
+        f"{tuple(flat[path].shape)} at {'/'.join(path)}"
+      )
     new[path] = jnp.asarray(value, flat[path].dtype)
     seen.add(path)
   missing = sorted("/".join(p) for p in flat if p not in seen)

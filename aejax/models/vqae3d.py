@@ -64,9 +64,8 @@ def conv3d(x, kernel, strides, padding, unrolled: bool):
   t_out = xp.shape[1] - kt + 1
   out = 0.0
   for dt in range(kt):
-    frames = xp[:, dt:dt + t_out].reshape((b * t_out,) + x.shape[2:])
-    out = out + lax.conv_general_dilated(frames, kernel[dt], strides[1:], padding[1:],
-                                         dimension_numbers=_DN2)
+    frames = xp[:, dt : dt + t_out].reshape((b * t_out,) + x.shape[2:])
+    out = out + lax.conv_general_dilated(frames, kernel[dt], strides[1:], padding[1:], dimension_numbers=_DN2)
   return out.reshape((b, t_out) + out.shape[1:])
 
 
@@ -136,8 +135,7 @@ class Conv3D(nn.Module):
     if self.transpose:
       y = conv_transpose3d(x, kernel, self.strides, list(self.padding), unrolled)
     else:
-      pad = (_same_padding(x.shape[1:4], k, self.strides) if self.padding == "SAME"
-             else list(self.padding))
+      pad = _same_padding(x.shape[1:4], k, self.strides) if self.padding == "SAME" else list(self.padding)
       y = conv3d(x, kernel, self.strides, pad, unrolled)
     return y + bias.astype(self.dtype)
 
@@ -155,12 +153,17 @@ class ResidualStack(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     """[B, T, H, W, C] -> [B, T, H, W, C]."""
-    conv = functools.partial(Conv3D, unrolled=self.unrolled, dtype=self.dtype,
-                             param_dtype=self.param_dtype)
+    conv = functools.partial(Conv3D, unrolled=self.unrolled, dtype=self.dtype, param_dtype=self.param_dtype)
 
     def block(name):
-      return ResidualBlock(kernel_size=3, axis_name=self.axis_name, conv=conv, dtype=self.dtype,
-                           param_dtype=self.param_dtype, name=name)
+      return ResidualBlock(
+        kernel_size=3,
+        axis_name=self.axis_name,
+        conv=conv,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name=name,
+      )
 
     y = x
     for s in range(self.num_stages):
@@ -232,17 +235,37 @@ class VQAE3D(nn.Module):
       # PyTorch padding p = (kk-1)//2 and output_padding (0, 1, 1) -> (kk-1-p, kk-1-p+op).
       del cin
       p = kk - 1 - (kk - 1) // 2
-      return Conv3D(cout, kk, stride, ((p, p), (p, p + 1), (p, p + 1)), transpose=True,
-                    unrolled=self.unrolled, name=name, **common)
+      return Conv3D(
+        cout,
+        kk,
+        stride,
+        ((p, p), (p, p + 1), (p, p + 1)),
+        transpose=True,
+        unrolled=self.unrolled,
+        name=name,
+        **common,
+      )
 
     def bn(name, scale=1.0, bias=0.0):
-      return nn.BatchNorm(momentum=0.9, epsilon=1e-5, axis_name=self.axis_name, name=name,
-                          scale_init=nn.initializers.constant(scale),
-                          bias_init=nn.initializers.constant(bias), **common)
+      return nn.BatchNorm(
+        momentum=0.9,
+        epsilon=1e-5,
+        axis_name=self.axis_name,
+        name=name,
+        scale_init=nn.initializers.constant(scale),
+        bias_init=nn.initializers.constant(bias),
+        **common,
+      )
 
     def stack(name):
-      return ResidualStack(self.num_stages, self.blocks_per_stage, unrolled=self.unrolled,
-                           axis_name=self.axis_name, name=name, **common)
+      return ResidualStack(
+        self.num_stages,
+        self.blocks_per_stage,
+        unrolled=self.unrolled,
+        axis_name=self.axis_name,
+        name=name,
+        **common,
+      )
 
     self.enc_conv1, self.enc_bn1 = conv(self.out_channels, f1, "enc_conv1"), bn("enc_bn1")
     self.enc_conv2, self.enc_bn2 = conv(f1, f2, "enc_conv2"), bn("enc_bn2")
@@ -254,14 +277,22 @@ class VQAE3D(nn.Module):
     self.dec_conv3 = convt(f1, self.out_channels, k, "dec_conv3")
     self.dec_bn3 = bn("dec_bn3", *self.output_init)
     if self.quantizer == "scalar":
-      self.quant = ScalarQuantizer(self.num_codes, mode=self.quantizer_mode, sigma=self.sigma,
-                                   commitment_cost=self.commitment_cost,
-                                   axis_name=self.axis_name)
+      self.quant = ScalarQuantizer(
+        self.num_codes,
+        mode=self.quantizer_mode,
+        sigma=self.sigma,
+        commitment_cost=self.commitment_cost,
+        axis_name=self.axis_name,
+      )
     elif self.quantizer == "vq":
-      self.quant = VectorQuantizer(self.num_codes, num_codebooks=self.num_codebooks,
-                                   commitment_cost=self.commitment_cost, decay=self.ema_decay,
-                                   restart_threshold=self.restart_threshold,
-                                   axis_name=self.axis_name)
+      self.quant = VectorQuantizer(
+        self.num_codes,
+        num_codebooks=self.num_codebooks,
+        commitment_cost=self.commitment_cost,
+        decay=self.ema_decay,
+        restart_threshold=self.restart_threshold,
+        axis_name=self.axis_name,
+      )
 
   def encode(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     """Clips [B, T, H, W, C] in [0, 1] -> continuous latent z [B, T, H/8, W/8, latent]."""
@@ -277,8 +308,7 @@ class VQAE3D(nn.Module):
     """z -> (quantised z, aux with indices, loss, perplexity, usage)."""
     if self.quantizer == "none":
       zero = jnp.zeros((), jnp.float32)
-      return z, {"indices": jnp.zeros(z.shape, jnp.int32), "loss": zero, "perplexity": zero,
-                 "usage": zero}
+      return z, {"indices": jnp.zeros(z.shape, jnp.int32), "loss": zero, "perplexity": zero, "usage": zero}
     return self.quant(z, train=train)
 
   def decode(self, zq: jax.Array, *, train: bool = False) -> jax.Array:

@@ -1,14 +1,14 @@
 """The training engine shared by every experiment (see docs/internals.md)."""
 
 from aejax.train.checkpoint import (
-    CheckpointError,
-    CheckpointIO,
-    check_shapes,
-    find_run_config,
-    restore_for_eval,
-    restore_state,
-    restore_variables,
-    run_config,
+  CheckpointError,
+  CheckpointIO,
+  check_shapes,
+  find_run_config,
+  restore_for_eval,
+  restore_state,
+  restore_variables,
+  run_config,
 )
 from aejax.train.loop import TrainingDiverged, fit
 from aejax.train.optim import learning_rate, make_optimizer
@@ -18,8 +18,25 @@ from aejax.train.step import make_train_step
 from aejax.train.writer import Writer
 
 __all__ = [
-    "CheckpointError", "CheckpointIO", "TrainState", "TrainingDiverged", "Writer", "apply_model",
-    "check_shapes", "find_run_config", "fit", "init_state", "learning_rate", "make_mesh",
-    "make_optimizer", "make_train_step", "maybe_initialize_distributed", "restore_for_eval",
-    "restore_state", "restore_variables", "run_config", "shard_batch", "split_rngs",
+  "CheckpointError",
+  "CheckpointIO",
+  "TrainState",
+  "TrainingDiverged",
+  "Writer",
+  "apply_model",
+  "check_shapes",
+  "find_run_config",
+  "fit",
+  "init_state",
+  "learning_rate",
+  "make_mesh",
+  "make_optimizer",
+  "make_train_step",
+  "maybe_initialize_distributed",
+  "restore_for_eval",
+  "restore_state",
+  "restore_variables",
+  "run_config",
+  "shard_batch",
+  "split_rngs",
 ]

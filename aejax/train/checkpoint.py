@@ -34,6 +34,7 @@ def _has_iterator_state(it) -> bool:
 
 def _abstract(tree):
   """ShapeDtypeStructs with a sharding orbax can restore into (replicated on device 0's mesh)."""
+
   def leaf(x):
     sharding = getattr(x, "sharding", None)
     if sharding is None:
@@ -64,7 +65,8 @@ class CheckpointIO:
       _install_log_filter()
     try:
       self.mngr = ocp.CheckpointManager(
-          self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create))
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create)
+      )
     except OSError as e:
       raise CheckpointError(f"{io.describe_os_error(e, self.directory)} (checkpoint folder)") from None
 
@@ -93,12 +95,17 @@ class CheckpointIO:
     self.failed = True
     self.remove_temporaries()
     done = [s for s in self.complete_steps() if s != step]
-    last = (f"last complete checkpoint: step {done[-1]} in {self.directory}" if done
-            else "no complete checkpoint yet")
+    last = (
+      f"last complete checkpoint: step {done[-1]} in {self.directory}"
+      if done
+      else "no complete checkpoint yet"
+    )
     where = self.directory / str(step) if step is not None else self.directory
     reason = reason or ("no space left on device" if io.is_no_space(e) else io.first_line(e))
-    return CheckpointError(f"{where}: checkpoint not written ({reason}); {last}; free space and run "
-                           "the same command again to resume")
+    return CheckpointError(
+      f"{where}: checkpoint not written ({reason}); {last}; free space and run "
+      "the same command again to resume"
+    )
 
   def _guard(self, fn, step: int | None):
     try:
@@ -126,16 +133,20 @@ class CheckpointIO:
     half-written folder and no background-thread noise."""
     if jax.process_index() != 0:
       return
-    need = sum(int(np.prod(np.shape(x))) * np.dtype(x.dtype).itemsize
-               for x in jax.tree.leaves(state) if hasattr(x, "dtype"))
+    need = sum(
+      int(np.prod(np.shape(x))) * np.dtype(x.dtype).itemsize
+      for x in jax.tree.leaves(state)
+      if hasattr(x, "dtype")
+    )
     done = self.complete_steps()
     if done:
       need = max(need, _folder_bytes(self.directory / str(done[-1])))
     need = int(need * 1.1) + (1 << 18)
     free = _free_bytes(self.directory)
     if free < need:
-      raise self._failure(None, step, f"no space left on device: {free / 1e6:.2f} MB free, about "
-                                      f"{need / 1e6:.2f} MB needed")
+      raise self._failure(
+        None, step, f"no space left on device: {free / 1e6:.2f} MB free, about {need / 1e6:.2f} MB needed"
+      )
 
   def wait(self) -> None:
     """Blocks until pending saves are written (raises a one-line error if one failed)."""
@@ -169,8 +180,8 @@ class CheckpointIO:
       restored = self.mngr.restore(step, args=ocp.args.Composite(**args))
     except ValueError as e:  # e.g. an optimiser state of another layout (older aejax, other tx)
       raise CheckpointError(
-          f"{self.directory / str(step)}: the saved train state does not fit this run's "
-          f"({io.first_line(e)}); use a new workdir, or read only the model with restore_variables"
+        f"{self.directory / str(step)}: the saved train state does not fit this run's "
+        f"({io.first_line(e)}); use a new workdir, or read only the model with restore_variables"
       ) from None
     except Exception as e:  # noqa: BLE001 - missing or broken files (TensorStore raises Exception)
       raise _unreadable(self.directory / str(step), e) from None
@@ -332,12 +343,14 @@ def check_shapes(saved, wanted, where) -> None:
     got = saved_flat.get(name)
     if got is None:
       raise CheckpointError(
-          f"{where}: checkpoint has no parameter {name} (model shape {tuple(want.shape)}); was it "
-          "saved by another model or config?")
+        f"{where}: checkpoint has no parameter {name} (model shape {tuple(want.shape)}); was it "
+        "saved by another model or config?"
+      )
     if tuple(got.shape) != tuple(want.shape):
       raise CheckpointError(
-          f"{where}: parameter {name} has shape {tuple(got.shape)} in the checkpoint but "
-          f"{tuple(want.shape)} in the model")
+        f"{where}: parameter {name} has shape {tuple(got.shape)} in the checkpoint but "
+        f"{tuple(want.shape)} in the model"
+      )
   extra = sorted(set(saved_flat) - set(want_flat))
   if extra:
     raise CheckpointError(f"{where}: checkpoint has parameters the model lacks, e.g. {extra[0]}")
@@ -390,8 +403,9 @@ def run_config(path, config, keys: Sequence[str] = ("model",)):
         src, dst = src[k], dst[k]
       value = src[leaf]
     except (KeyError, TypeError):
-      raise CheckpointError(f"{found}: the run's config has no {key!r}; was it written by another "
-                            "experiment?") from None
+      raise CheckpointError(
+        f"{found}: the run's config has no {key!r}; was it written by another experiment?"
+      ) from None
     if isinstance(value, dict):
       _merge(dst[leaf], value)
     else:
@@ -429,16 +443,27 @@ def check_run_record(path, *, experiment: str | None, model: str | None) -> None
   where, rec = found
   theirs_exp, theirs_model = rec.get("experiment"), rec.get("model")
   if experiment and theirs_exp and theirs_exp != experiment:
-    raise CheckpointError(f"{where.parent}: a run of {theirs_exp} (model {theirs_model}), not of "
-                          f"{experiment} (model {model or '?'}); pass a checkpoint of {experiment}")
+    raise CheckpointError(
+      f"{where.parent}: a run of {theirs_exp} (model {theirs_model}), not of "
+      f"{experiment} (model {model or '?'}); pass a checkpoint of {experiment}"
+    )
   if model and theirs_model and theirs_model != model:
-    raise CheckpointError(f"{where.parent}: a run of model {theirs_model}, not {model} "
-                          f"({experiment or theirs_exp or 'this experiment'}); pass a checkpoint of {model}")
+    raise CheckpointError(
+      f"{where.parent}: a run of model {theirs_model}, not {model} "
+      f"({experiment or theirs_exp or 'this experiment'}); pass a checkpoint of {model}"
+    )
 
 
-def restore_for_eval(path, config, *, build_model: Callable, example: Callable,
-                     keys: Sequence[str] = ("model",), init_kwargs: dict | None = None,
-                     step: int | None = None):
+def restore_for_eval(
+  path,
+  config,
+  *,
+  build_model: Callable,
+  example: Callable,
+  keys: Sequence[str] = ("model",),
+  init_kwargs: dict | None = None,
+  step: int | None = None,
+):
   """Restores a checkpoint for evaluation and apps: `(model, variables, config)`.
 
   Args:
@@ -470,15 +495,17 @@ def restore_for_eval(path, config, *, build_model: Callable, example: Callable,
     model = build_model(config)
     ex = example(config)
     ex = ex if isinstance(ex, tuple) else (ex,)
-    abstract = jax.eval_shape(lambda: model.init(split_rngs(jax.random.key(0)), *ex, train=False,
-                                                 **(init_kwargs or {})))
+    abstract = jax.eval_shape(
+      lambda: model.init(split_rngs(jax.random.key(0)), *ex, train=False, **(init_kwargs or {}))
+    )
   except CheckpointError:
     raise
   except (TypeError, KeyError, ValueError, AttributeError) as e:  # an older run without run.json
     found = find_run_config(path)
     raise CheckpointError(
-        f"{found or path}: this model cannot be built from the run's config ({type(e).__name__}: "
-        f"{io.first_line(e)}); was the checkpoint written by another experiment?") from None
+      f"{found or path}: this model cannot be built from the run's config ({type(e).__name__}: "
+      f"{io.first_line(e)}); was the checkpoint written by another experiment?"
+    ) from None
   variables = restore_variables(path, step=step)
   directory, found_step = resolve_checkpoint(path)
   check_shapes(variables, abstract, directory if found_step is None else directory / str(found_step))

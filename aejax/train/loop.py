@@ -52,8 +52,10 @@ class _Progress:
     keys = sorted(metrics, key=lambda k: (k != "loss", k))[:4]
     shown = " ".join(f"{k} {metrics[k]:.4g}" for k in keys)
     pct = 100.0 * step / max(self.total, 1)
-    return (f"[{step}/{self.total} {pct:3.0f}%] {shown} | {rate:.2f} steps/s | "
-            f"elapsed {_fmt_time(now - self.t0)} | ETA {_fmt_time(eta)}")
+    return (
+      f"[{step}/{self.total} {pct:3.0f}%] {shown} | {rate:.2f} steps/s | "
+      f"elapsed {_fmt_time(now - self.t0)} | ETA {_fmt_time(eta)}"
+    )
 
 
 class _Stop:
@@ -89,11 +91,27 @@ def _accumulate(acc: dict, metrics: dict) -> dict:
   return acc
 
 
-def fit(*, workdir, config, model, loss_fn, tx, train_iter, init_fn: Callable,
-        eval_fn: Callable | None = None, artefact_fn: Callable | None = None,
-        num_steps: int, seed: int = 0, log_every: int = 50, eval_every: int = 0,
-        checkpoint_every: int = 1000, keep_checkpoints: int = 3, parallel: str = "jit",
-        ema_decay: float | None = None, verbose: bool = True):
+def fit(
+  *,
+  workdir,
+  config,
+  model,
+  loss_fn,
+  tx,
+  train_iter,
+  init_fn: Callable,
+  eval_fn: Callable | None = None,
+  artefact_fn: Callable | None = None,
+  num_steps: int,
+  seed: int = 0,
+  log_every: int = 50,
+  eval_every: int = 0,
+  checkpoint_every: int = 1000,
+  keep_checkpoints: int = 3,
+  parallel: str = "jit",
+  ema_decay: float | None = None,
+  verbose: bool = True,
+):
   """Trains `model` for `num_steps` steps, resuming from `workdir/checkpoints` if present.
 
   Every log step writes the step's metrics (averaged since the last log step) and, for an optimiser
@@ -137,11 +155,26 @@ def fit(*, workdir, config, model, loss_fn, tx, train_iter, init_fn: Callable,
   if lock is not None:
     lock.acquire()
   try:
-    return _fit(workdir=workdir, config=config, model=model, loss_fn=loss_fn, tx=tx,
-                train_iter=train_iter, init_fn=init_fn, eval_fn=eval_fn, artefact_fn=artefact_fn,
-                num_steps=num_steps, seed=seed, log_every=log_every, eval_every=eval_every,
-                checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
-                parallel=parallel, ema_decay=ema_decay, verbose=verbose)
+    return _fit(
+      workdir=workdir,
+      config=config,
+      model=model,
+      loss_fn=loss_fn,
+      tx=tx,
+      train_iter=train_iter,
+      init_fn=init_fn,
+      eval_fn=eval_fn,
+      artefact_fn=artefact_fn,
+      num_steps=num_steps,
+      seed=seed,
+      log_every=log_every,
+      eval_every=eval_every,
+      checkpoint_every=checkpoint_every,
+      keep_checkpoints=keep_checkpoints,
+      parallel=parallel,
+      ema_decay=ema_decay,
+      verbose=verbose,
+    )
   finally:
     if lock is not None:
       lock.release()
@@ -158,13 +191,33 @@ def _check_owner(workdir: Path, experiment: str | None, model: str) -> None:
     return  # unreadable record (e.g. a crash mid-write of an older version): rewritten below
   theirs_exp, theirs_model = rec.get("experiment"), rec.get("model")
   if (experiment and theirs_exp and theirs_exp != experiment) or (theirs_model and theirs_model != model):
-    raise CheckpointError(f"{workdir}: a workdir of {theirs_exp} (model {theirs_model}), not of "
-                          f"{experiment or '?'} (model {model}); use another --workdir")
+    raise CheckpointError(
+      f"{workdir}: a workdir of {theirs_exp} (model {theirs_model}), not of "
+      f"{experiment or '?'} (model {model}); use another --workdir"
+    )
 
 
-def _fit(*, workdir: Path, config, model, loss_fn, tx, train_iter, init_fn, eval_fn, artefact_fn,
-         num_steps, seed, log_every, eval_every, checkpoint_every, keep_checkpoints, parallel,
-         ema_decay, verbose):
+def _fit(
+  *,
+  workdir: Path,
+  config,
+  model,
+  loss_fn,
+  tx,
+  train_iter,
+  init_fn,
+  eval_fn,
+  artefact_fn,
+  num_steps,
+  seed,
+  log_every,
+  eval_every,
+  checkpoint_every,
+  keep_checkpoints,
+  parallel,
+  ema_decay,
+  verbose,
+):
   """`fit` with the workdir locked."""
   from aejax.cli import current_experiment
 
@@ -183,27 +236,65 @@ def _fit(*, workdir: Path, config, model, loss_fn, tx, train_iter, init_fn, eval
     writer.close()
     raise
   try:
-    return _train(workdir=workdir, writer=writer, ckpt=ckpt, model=model, loss_fn=loss_fn, tx=tx,
-                  train_iter=train_iter, init_fn=init_fn, eval_fn=eval_fn, artefact_fn=artefact_fn,
-                  num_steps=num_steps, seed=seed, log_every=log_every, eval_every=eval_every,
-                  checkpoint_every=checkpoint_every, parallel=parallel, ema_decay=ema_decay,
-                  verbose=verbose)
+    return _train(
+      workdir=workdir,
+      writer=writer,
+      ckpt=ckpt,
+      model=model,
+      loss_fn=loss_fn,
+      tx=tx,
+      train_iter=train_iter,
+      init_fn=init_fn,
+      eval_fn=eval_fn,
+      artefact_fn=artefact_fn,
+      num_steps=num_steps,
+      seed=seed,
+      log_every=log_every,
+      eval_every=eval_every,
+      checkpoint_every=checkpoint_every,
+      parallel=parallel,
+      ema_decay=ema_decay,
+      verbose=verbose,
+    )
   except OSError as e:  # an artefact, a metrics line, an event file: no space, read-only, ...
     try:
       ckpt.wait()  # an earlier save still being written counts once it is complete
     except Exception:  # noqa: BLE001 - its own failure is secondary to this one
       pass
     done = ckpt.complete_steps()
-    last = (f"last complete checkpoint: step {done[-1]} in {ckpt.directory}" if done
-            else "no complete checkpoint yet")
-    raise io.OutputError(f"{io.describe_os_error(e, workdir)}; {last}; fix it and run the same "
-                         "command again to resume") from None
+    last = (
+      f"last complete checkpoint: step {done[-1]} in {ckpt.directory}"
+      if done
+      else "no complete checkpoint yet"
+    )
+    raise io.OutputError(
+      f"{io.describe_os_error(e, workdir)}; {last}; fix it and run the same command again to resume"
+    ) from None
   finally:
     _close_all(ckpt.close, writer.close)
 
 
-def _train(*, workdir, writer, ckpt, model, loss_fn, tx, train_iter, init_fn, eval_fn, artefact_fn,
-           num_steps, seed, log_every, eval_every, checkpoint_every, parallel, ema_decay, verbose):
+def _train(
+  *,
+  workdir,
+  writer,
+  ckpt,
+  model,
+  loss_fn,
+  tx,
+  train_iter,
+  init_fn,
+  eval_fn,
+  artefact_fn,
+  num_steps,
+  seed,
+  log_every,
+  eval_every,
+  checkpoint_every,
+  parallel,
+  ema_decay,
+  verbose,
+):
   """The loop proper (the caller closes `writer` and `ckpt`)."""
   root = jax.random.PRNGKey(seed)
   init_rng, step_rng = jax.random.split(root)
@@ -229,8 +320,11 @@ def _train(*, workdir, writer, ckpt, model, loss_fn, tx, train_iter, init_fn, ev
     values = {k: float(v.compute()) for k, v in acc.items()}
     bad = [k for k, v in values.items() if k == "loss" and not math.isfinite(v)]
     if bad:
-      where = (f"last good checkpoint: step {last_good} in {ckpt.directory}" if last_good is not None
-               else "no checkpoint was saved yet")
+      where = (
+        f"last good checkpoint: step {last_good} in {ckpt.directory}"
+        if last_good is not None
+        else "no checkpoint was saved yet"
+      )
       raise TrainingDiverged(f"non-finite loss ({values['loss']}) by step {step}; {where}")
     return values
 
@@ -269,8 +363,11 @@ def _train(*, workdir, writer, ckpt, model, loss_fn, tx, train_iter, init_fn, ev
         last_good = step
       if stop.requested:
         ckpt.wait()
-        _say(True, f"{stop.requested}: saved a checkpoint at step {step} in {ckpt.directory}; "
-                   "run the same command again to resume")
+        _say(
+          True,
+          f"{stop.requested}: saved a checkpoint at step {step} in {ckpt.directory}; "
+          "run the same command again to resume",
+        )
         break
   final = runner.get_state(dstate)
   if step == num_steps:

@@ -14,21 +14,33 @@ def decay_mask(params):
   mask = {}
   for path, leaf in flat.items():
     name = path.split("/")[-1]
-    is_norm = any(("norm" in part.lower() or part.lower().startswith(("bn", "ln")))
-                  for part in path.split("/")[:-1])
-    mask[path] = not (name in ("bias", "scale") or "token" in name.lower()
-                      or name.lower().startswith("pos_embed") or is_norm or leaf.ndim <= 1)
+    is_norm = any(
+      ("norm" in part.lower() or part.lower().startswith(("bn", "ln"))) for part in path.split("/")[:-1]
+    )
+    mask[path] = not (
+      name in ("bias", "scale")
+      or "token" in name.lower()
+      or name.lower().startswith("pos_embed")
+      or is_norm
+      or leaf.ndim <= 1
+    )
   return traverse_util.unflatten_dict(mask, sep="/")
 
 
-def make_schedule(lr: float, schedule: str = "constant", *, warmup_steps: int = 0,
-                  total_steps: int | None = None, end_lr: float = 0.0) -> optax.Schedule:
+def make_schedule(
+  lr: float,
+  schedule: str = "constant",
+  *,
+  warmup_steps: int = 0,
+  total_steps: int | None = None,
+  end_lr: float = 0.0,
+) -> optax.Schedule:
   """Constant, cosine or warm-up + cosine learning-rate schedules (per step)."""
   if schedule == "constant":
     if warmup_steps:
       return optax.join_schedules(
-          [optax.linear_schedule(0.0, lr, warmup_steps), optax.constant_schedule(lr)],
-          [warmup_steps])
+        [optax.linear_schedule(0.0, lr, warmup_steps), optax.constant_schedule(lr)], [warmup_steps]
+      )
     return optax.constant_schedule(lr)
   if total_steps is None or total_steps <= 0:
     raise ValueError(f"schedule {schedule!r} needs total_steps > 0")
@@ -40,11 +52,22 @@ def make_schedule(lr: float, schedule: str = "constant", *, warmup_steps: int = 
   raise ValueError(f"unknown schedule {schedule!r}: use constant, cosine or warmup_cosine")
 
 
-def make_optimizer(name: str = "adam", lr: float = 1e-3, *, momentum: float | None = None,
-                   nesterov: bool = False, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-                   weight_decay: float = 0.0, schedule: str = "constant", warmup_steps: int = 0,
-                   total_steps: int | None = None, end_lr: float = 0.0,
-                   grad_clip: float | None = None) -> optax.GradientTransformation:
+def make_optimizer(
+  name: str = "adam",
+  lr: float = 1e-3,
+  *,
+  momentum: float | None = None,
+  nesterov: bool = False,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-8,
+  weight_decay: float = 0.0,
+  schedule: str = "constant",
+  warmup_steps: int = 0,
+  total_steps: int | None = None,
+  end_lr: float = 0.0,
+  grad_clip: float | None = None,
+) -> optax.GradientTransformation:
   """Builds the optimiser named by `name`.
 
   Args:
@@ -63,8 +86,7 @@ def make_optimizer(name: str = "adam", lr: float = 1e-3, *, momentum: float | No
     The optimiser under `optax.inject_hyperparams`: its state's `hyperparams["learning_rate"]` is
     the learning rate of the last step (read it with `learning_rate(opt_state)`).
   """
-  sched = make_schedule(lr, schedule, warmup_steps=warmup_steps, total_steps=total_steps,
-                        end_lr=end_lr)
+  sched = make_schedule(lr, schedule, warmup_steps=warmup_steps, total_steps=total_steps, end_lr=end_lr)
   name = name.lower()
   if name not in ("sgd", "adam", "adamw"):
     raise ValueError(f"unknown optimizer {name!r}: use sgd, adam or adamw")
@@ -76,8 +98,7 @@ def make_optimizer(name: str = "adam", lr: float = 1e-3, *, momentum: float | No
     elif name == "adam":
       parts = [decay, optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)]
     else:
-      parts = [optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
-                           mask=decay_mask)]
+      parts = [optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=decay_mask)]
     parts = [optax.clip_by_global_norm(grad_clip) if grad_clip else None, *parts]
     parts = [p for p in parts if p is not None]
     return optax.chain(*parts) if len(parts) > 1 else parts[0]

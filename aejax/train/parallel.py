@@ -41,15 +41,15 @@ def replicate_on_mesh(tree, mesh: Mesh):
   sharding = NamedSharding(mesh, P())
   if jax.process_count() == 1:
     return jax.device_put(tree, sharding)
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
 
 
 def pmap_replicate(tree):
   """A copy of every leaf per local device (leading axis), for `pmap`."""
   n = jax.local_device_count()
   return jax.pmap(lambda x: x)(
-      jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), tree))
+    jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), tree)
+  )
 
 
 def pmap_split(batch):
@@ -72,9 +72,9 @@ def unreplicate(tree):
   return jax.tree.map(lambda x: x[0], tree)
 
 
-def maybe_initialize_distributed(coordinator_address: str | None = None,
-                                 num_processes: int | None = None,
-                                 process_id: int | None = None) -> bool:
+def maybe_initialize_distributed(
+  coordinator_address: str | None = None, num_processes: int | None = None, process_id: int | None = None
+) -> bool:
   """Calls `jax.distributed.initialize` when several processes are launched.
 
   Arguments fall back to `AEJAX_COORDINATOR`, `AEJAX_NUM_PROCESSES` and `AEJAX_PROCESS_ID`. With
@@ -94,6 +94,7 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
   kwargs = {}
   if process_id == 0 and coordinator_address.startswith(("127.", "localhost")):
     kwargs["coordinator_bind_address"] = coordinator_address  # loopback only (tests, one machine)
-  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                             process_id=process_id, **kwargs)
+  jax.distributed.initialize(
+    coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id, **kwargs
+  )
   return True

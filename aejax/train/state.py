@@ -37,8 +37,14 @@ def split_rngs(rng: jax.Array, streams=RNG_STREAMS) -> dict[str, jax.Array]:
   return {name: jax.random.fold_in(rng, i) for i, name in enumerate(streams)}
 
 
-def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array, *init_args,
-               ema: bool = False, **init_kwargs) -> TrainState:
+def init_state(
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  rng: jax.Array,
+  *init_args,
+  ema: bool = False,
+  **init_kwargs,
+) -> TrainState:
   """Initialises the model with `train=False` on example inputs and builds the state.
 
   Args:
@@ -50,29 +56,32 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Arra
     **init_kwargs: extra keyword arguments for `model.init`.
   """
   variables = model.init(split_rngs(rng), *init_args, train=False, **init_kwargs)
-  variables = flax.core.unfreeze(variables) if isinstance(variables, flax.core.FrozenDict) else dict(
-      variables)
+  variables = (
+    flax.core.unfreeze(variables) if isinstance(variables, flax.core.FrozenDict) else dict(variables)
+  )
   params = variables.pop("params")
   batch_stats = variables.pop("batch_stats", {})
   return TrainState(
-      step=jnp.zeros((), jnp.int32),
-      params=params,
-      opt_state=tx.init(params),
-      batch_stats=batch_stats,
-      ema_params=jax.tree.map(jnp.copy, params) if ema else None,
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=tx.init(params),
+    batch_stats=batch_stats,
+    ema_params=jax.tree.map(jnp.copy, params) if ema else None,
   )
 
 
-def apply_model(model: nn.Module, variables: dict, *args, rngs=None, train: bool = False,
-                method=None, **kwargs):
+def apply_model(
+  model: nn.Module, variables: dict, *args, rngs=None, train: bool = False, method=None, **kwargs
+):
   """Runs the model; returns `(output, new_model_state)`.
 
   When training a model with BatchNorm the `batch_stats` collection is mutable and its new value is
   returned in `new_model_state`; otherwise `new_model_state` is `{}`.
   """
   if train and "batch_stats" in variables:
-    out, new_state = model.apply(variables, *args, rngs=rngs, train=train, method=method,
-                                 mutable=["batch_stats"], **kwargs)
+    out, new_state = model.apply(
+      variables, *args, rngs=rngs, train=train, method=method, mutable=["batch_stats"], **kwargs
+    )
     return out, dict(new_state)
   out = model.apply(variables, *args, rngs=rngs, train=train, method=method, **kwargs)
   return out, {}

@@ -20,8 +20,9 @@ LossFn = Callable[[nn.Module, dict, dict, dict, bool], tuple[jax.Array, dict, di
 PARALLEL_MODES = ("jit", "pmap", "none")
 
 
-_global_norm = optax.tree.norm if hasattr(optax, "tree") and hasattr(optax.tree, "norm") else (
-    optax.global_norm)
+_global_norm = (
+  optax.tree.norm if hasattr(optax, "tree") and hasattr(optax.tree, "norm") else (optax.global_norm)
+)
 
 
 def _with_axis_name(model: nn.Module, axis_name: str | None) -> nn.Module:
@@ -46,8 +47,7 @@ def _train_body(model, loss_fn: LossFn, tx, ema_decay, axis_name):
       loss, metrics, new_model_state = loss_fn(model, variables, batch, rngs, True)
       return loss, (metrics, new_model_state)
 
-    (loss, (metrics, new_model_state)), grads = jax.value_and_grad(compute, has_aux=True)(
-        state.params)
+    (loss, (metrics, new_model_state)), grads = jax.value_and_grad(compute, has_aux=True)(state.params)
     metrics = dict(metrics)
     metrics.setdefault("loss", loss)
     if axis_name:
@@ -60,8 +60,12 @@ def _train_body(model, loss_fn: LossFn, tx, ema_decay, axis_name):
     if ema is not None and ema_decay is not None:
       ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
     new_state = state.replace(
-        step=state.step + 1, params=params, opt_state=opt_state,
-        batch_stats=new_model_state.get("batch_stats", state.batch_stats), ema_params=ema)
+      step=state.step + 1,
+      params=params,
+      opt_state=opt_state,
+      batch_stats=new_model_state.get("batch_stats", state.batch_stats),
+      ema_params=ema,
+    )
     metrics = jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
     return new_state, metrics
 
@@ -85,8 +89,7 @@ class StepRunner:
     elif parallel == "jit":
       repl = NamedSharding(mesh, P())
       # The batch keeps the sharding `put_batch` gave it (first axis over "data", scalars replicated).
-      self._fn = jax.jit(fn, in_shardings=(repl, None, repl), out_shardings=(repl, repl),
-                         donate_argnums=(0,))
+      self._fn = jax.jit(fn, in_shardings=(repl, None, repl), out_shardings=(repl, repl), donate_argnums=(0,))
     else:
       self._fn = jax.jit(fn, donate_argnums=(0,))
 
@@ -115,8 +118,15 @@ class StepRunner:
     return self._fn(state, self.put_batch(batch), rng)
 
 
-def make_train_step(model: nn.Module, loss_fn: LossFn, tx: optax.GradientTransformation, *,
-                    parallel: str = "jit", mesh=None, ema_decay: float | None = None) -> StepRunner:
+def make_train_step(
+  model: nn.Module,
+  loss_fn: LossFn,
+  tx: optax.GradientTransformation,
+  *,
+  parallel: str = "jit",
+  mesh=None,
+  ema_decay: float | None = None,
+) -> StepRunner:
   """Builds `train_step(state, batch, rng) -> (state, metrics)`, jitted once with donated state.
 
   Args:

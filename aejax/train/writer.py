@@ -70,10 +70,18 @@ class Writer:
     with host, PID, time and command (`restore_for_eval` checks the first two)."""
     if not self.active:
       return
-    io.write_json(self.workdir / "run.json", {
-        "experiment": experiment, "model": model, "host": socket.gethostname(), "pid": os.getpid(),
-        "time": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)[:1000]},
-        sort_keys=True)
+    io.write_json(
+      self.workdir / "run.json",
+      {
+        "experiment": experiment,
+        "model": model,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": " ".join(sys.argv)[:1000],
+      },
+      sort_keys=True,
+    )
 
   def scalars(self, step: int, scalars: dict) -> None:
     """Appends one `metrics.jsonl` line `{step, time, **scalars}` and the TensorBoard scalars."""

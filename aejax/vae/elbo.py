@@ -60,8 +60,9 @@ def per_dimension(neg_elbo, dims: int) -> dict:
   return {"nats_per_dim": neg_elbo / dims, "bits_per_dim": neg_elbo / (dims * math.log(2.0))}
 
 
-def vae_loss(x, x_hat, logits, mu, logvar, *, reconstruction: str = "bce", beta: float = 1.0,
-             reduction: str = "sum"):
+def vae_loss(
+  x, x_hat, logits, mu, logvar, *, reconstruction: str = "bce", beta: float = 1.0, reduction: str = "sum"
+):
   """The VAE objective and its metrics.
 
   Args:
@@ -90,10 +91,10 @@ def vae_loss(x, x_hat, logits, mu, logvar, *, reconstruction: str = "bce", beta:
   dims = math.prod(x.shape[1:])
   neg_elbo = (kl + bce).mean()
   metrics = {
-      "loss": loss,
-      "kl": kl.mean(),
-      "recon": recon.mean(),
-      "neg_elbo": neg_elbo,
-      **per_dimension(neg_elbo, dims),
+    "loss": loss,
+    "kl": kl.mean(),
+    "recon": recon.mean(),
+    "neg_elbo": neg_elbo,
+    **per_dimension(neg_elbo, dims),
   }
   return loss, metrics

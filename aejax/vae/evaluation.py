@@ -46,20 +46,34 @@ def validation_fn(model, image_size: int, batch_size: int, valid_source):
 
   def run(variables) -> dict[str, float]:
     # Every process reads the whole split, so all agree on the best checkpoint.
-    it = make_loader(valid_source, batch_size=batch_size, shuffle=False, num_epochs=1,
-                     drop_remainder=False, transforms=[Resize((image_size,) * 2)], shard=False)
-    parts = [map_batches(lambda x, i=i: per_example(variables, x, jax.random.key(i)),
-                         batch["image"], batch_size, mode="zeros") for i, batch in enumerate(it)]
+    it = make_loader(
+      valid_source,
+      batch_size=batch_size,
+      shuffle=False,
+      num_epochs=1,
+      drop_remainder=False,
+      transforms=[Resize((image_size,) * 2)],
+      shard=False,
+    )
+    parts = [
+      map_batches(
+        lambda x, i=i: per_example(variables, x, jax.random.key(i)), batch["image"], batch_size, mode="zeros"
+      )
+      for i, batch in enumerate(it)
+    ]
     kl, bce = (np.concatenate(p) for p in zip(*parts))
     neg_elbo = float(np.mean(kl + bce))
-    return {"neg_elbo": neg_elbo, "kl": float(kl.mean()), "bce": float(bce.mean()),
-            **elbo.per_dimension(neg_elbo, 3 * image_size**2)}
+    return {
+      "neg_elbo": neg_elbo,
+      "kl": float(kl.mean()),
+      "bce": float(bce.mean()),
+      **elbo.per_dimension(neg_elbo, 3 * image_size**2),
+    }
 
   return run
 
 
-def make_picture_fn(model: ConvVAE, *, num_samples: int = 16, num_recon: int = 8,
-                    interp_steps: int = 8):
+def make_picture_fn(model: ConvVAE, *, num_samples: int = 16, num_recon: int = 8, interp_steps: int = 8):
   """`fn(variables, images uint8 [N, H, W, 3], seed) -> dict of grids` (one jitted computation).
 
   The grids: `samples` (`num_samples` decoded z ~ N(0, I)), `reconstructions` (top: the first
@@ -76,12 +90,12 @@ def make_picture_fn(model: ConvVAE, *, num_samples: int = 16, num_recon: int = 8
     return samples, recon, model.apply(variables, z, method=ConvVAE.decode)
 
   def fn(variables, images, seed: int = 0) -> dict[str, np.ndarray]:
-    x = np.asarray(images[:max(num_recon, 2)], np.float32) / 255.0  # [N, H, W, 3]
+    x = np.asarray(images[: max(num_recon, 2)], np.float32) / 255.0  # [N, H, W, 3]
     samples, recon, strip = jax.device_get(compute(variables, x, jax.random.key(seed)))
     return {
-        "samples": make_grid(samples, ncol=int(math.ceil(math.sqrt(len(samples))))),
-        "reconstructions": make_grid(np.concatenate([x, recon]), ncol=len(x)),
-        "interpolation": make_grid(np.concatenate([x[:1], strip, x[1:2]]), ncol=interp_steps + 2),
+      "samples": make_grid(samples, ncol=int(math.ceil(math.sqrt(len(samples))))),
+      "reconstructions": make_grid(np.concatenate([x, recon]), ncol=len(x)),
+      "interpolation": make_grid(np.concatenate([x[:1], strip, x[1:2]]), ncol=interp_steps + 2),
     }
 
   return fn

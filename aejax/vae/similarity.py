@@ -45,7 +45,7 @@ def random_crop(image: np.ndarray, size: int, scale, rng: np.random.Generator) -
 
   h, w = image.shape[:2]
   y0, x0, ch, cw = sample_crop(rng, h, w, tuple(scale), (3 / 4, 4 / 3))
-  crop = np.ascontiguousarray(image[y0:y0 + ch, x0:x0 + cw])
+  crop = np.ascontiguousarray(image[y0 : y0 + ch, x0 : x0 + cw])
   interp = cv2.INTER_AREA if ch > size and cw > size else cv2.INTER_LINEAR
   return cv2.resize(crop, (size, size), interpolation=interp)
 
@@ -70,14 +70,17 @@ def make_pairs(images, groups, *, size: int, pairs_per_image: int, scale=(0.2, 1
       j = int(rng.choice(others))
       neg.append([random_crop(im, size, scale, rng), random_crop(images[j], size, scale, rng)])
       neg_src.append((i, j))
-  return {"pos": np.asarray(pos), "neg": np.asarray(neg), "pos_src": np.asarray(pos_src),
-          "neg_src": np.asarray(neg_src)}
+  return {
+    "pos": np.asarray(pos),
+    "neg": np.asarray(neg),
+    "pos_src": np.asarray(pos_src),
+    "neg_src": np.asarray(neg_src),
+  }
 
 
 def embed(features_fn: Callable, crops: np.ndarray, batch_size: int = 32) -> np.ndarray:
   """Features float64 [N, D] of uint8 crops [N, S, S, 3], in batches zero-padded to one shape."""
-  feats = map_batches(lambda x: features_fn(x.astype(np.float32) / 255.0), crops, batch_size,
-                      mode="zeros")
+  feats = map_batches(lambda x: features_fn(x.astype(np.float32) / 255.0), crops, batch_size, mode="zeros")
   return np.asarray(feats, np.float64)
 
 
@@ -139,9 +142,23 @@ def retrieval_grid(queries, gallery, topk, correct) -> np.ndarray:
   return make_grid(tiles, ncol=topk.shape[1] + 1)
 
 
-def run_study(features_fn: Callable, images, groups, names, *, size: int, out_dir,
-              pairs_per_image: int = 4, scale=(0.2, 1.0), seed: int = 0, bins: int = 30,
-              queries: int = 8, k: int = 5, batch_size: int = 32, label: str = "") -> dict:
+def run_study(
+  features_fn: Callable,
+  images,
+  groups,
+  names,
+  *,
+  size: int,
+  out_dir,
+  pairs_per_image: int = 4,
+  scale=(0.2, 1.0),
+  seed: int = 0,
+  bins: int = 30,
+  queries: int = 8,
+  k: int = 5,
+  batch_size: int = 32,
+  label: str = "",
+) -> dict:
   """Runs the study and writes `histogram.png` and `retrieval.png` to `out_dir`.
 
   Returns:
@@ -150,12 +167,14 @@ def run_study(features_fn: Callable, images, groups, names, *, size: int, out_di
   """
   out_dir = Path(out_dir)
   groups = np.asarray(groups)
-  pairs = make_pairs(images, groups, size=size, pairs_per_image=pairs_per_image, scale=scale,
-                     seed=seed)
+  pairs = make_pairs(images, groups, size=size, pairs_per_image=pairs_per_image, scale=scale, seed=seed)
   p, n = len(pairs["pos"]), len(pairs["neg"])
-  feats = embed(features_fn, np.concatenate([pairs["pos"].reshape(-1, size, size, 3),
-                                             pairs["neg"].reshape(-1, size, size, 3)]), batch_size)
-  fp, fn = feats[:2 * p].reshape(p, 2, -1), feats[2 * p:].reshape(n, 2, -1)
+  feats = embed(
+    features_fn,
+    np.concatenate([pairs["pos"].reshape(-1, size, size, 3), pairs["neg"].reshape(-1, size, size, 3)]),
+    batch_size,
+  )
+  fp, fn = feats[: 2 * p].reshape(p, 2, -1), feats[2 * p :].reshape(n, 2, -1)
   s_pos, s_neg = cosine(fp[:, 0], fp[:, 1]), cosine(fn[:, 0], fn[:, 1])
   area = auroc(s_pos, s_neg)
   # Retrieval: the first positive pair of every image; crop A queries, all crops B are the gallery.
@@ -165,20 +184,34 @@ def run_study(features_fn: Callable, images, groups, names, *, size: int, out_di
   topk = retrieval(fp[first, 0], fp[first, 1], k)
   correct = groups[src][topk] == groups[src][:, None]
   summary = {
-      "num_images": len(images), "num_groups": int(len(set(groups.tolist()))),
-      "pairs_same": p, "pairs_different": n,
-      "mean_same": float(s_pos.mean()), "std_same": float(s_pos.std()),
-      "mean_different": float(s_neg.mean()), "std_different": float(s_neg.std()),
-      "auroc": area, "retrieval_top1": float(correct[:, 0].mean()),
-      f"retrieval_top{k}": float(correct.any(1).mean()),
+    "num_images": len(images),
+    "num_groups": int(len(set(groups.tolist()))),
+    "pairs_same": p,
+    "pairs_different": n,
+    "mean_same": float(s_pos.mean()),
+    "std_same": float(s_pos.std()),
+    "mean_different": float(s_neg.mean()),
+    "std_different": float(s_neg.std()),
+    "auroc": area,
+    "retrieval_top1": float(correct[:, 0].mean()),
+    f"retrieval_top{k}": float(correct.any(1).mean()),
   }
-  title = (f"{label}\nsame mean {summary['mean_same']:.4f}, different mean "
-           f"{summary['mean_different']:.4f}, AUROC {area:.3f} ({len(images)} images)")
+  title = (
+    f"{label}\nsame mean {summary['mean_same']:.4f}, different mean "
+    f"{summary['mean_different']:.4f}, AUROC {area:.3f} ({len(images)} images)"
+  )
   plot_histograms(out_dir / "histogram.png", s_pos, s_neg, bins=bins, title=title.strip())
   nq = min(queries, len(first))
-  save_image(out_dir / "retrieval.png",
-             retrieval_grid(pairs["pos"][first[:nq], 0], pairs["pos"][first, 1], topk[:nq],
-                            correct[:nq]))
-  np.savez(out_dir / "similarities.npz", same=s_pos, different=s_neg, pos_src=pairs["pos_src"],
-           neg_src=pairs["neg_src"], names=np.asarray(names))
+  save_image(
+    out_dir / "retrieval.png",
+    retrieval_grid(pairs["pos"][first[:nq], 0], pairs["pos"][first, 1], topk[:nq], correct[:nq]),
+  )
+  np.savez(
+    out_dir / "similarities.npz",
+    same=s_pos,
+    different=s_neg,
+    pos_src=pairs["pos_src"],
+    neg_src=pairs["neg_src"],
+    names=np.asarray(names),
+  )
   return summary

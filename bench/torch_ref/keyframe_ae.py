@@ -37,8 +37,22 @@ class Autoencoder(nn.Module):
     self.conv4, self.bn4 = nn.Conv2d(128, 64, 4, 2, 1), bn(64)
     self.conv5, self.bn5 = nn.Conv2d(64, 8, 4, 2, 1), bn(8)
     self.encoder = nn.Sequential(
-        self.bn0, self.conv1, self.bn1, self.relu, self.conv2, self.bn2, self.relu, self.conv3, self.bn3,
-        self.relu, self.conv4, self.bn4, self.relu, self.conv5, self.bn5)
+      self.bn0,
+      self.conv1,
+      self.bn1,
+      self.relu,
+      self.conv2,
+      self.bn2,
+      self.relu,
+      self.conv3,
+      self.bn3,
+      self.relu,
+      self.conv4,
+      self.bn4,
+      self.relu,
+      self.conv5,
+      self.bn5,
+    )
     self.t_conv1 = nn.ConvTranspose2d(8, 64, 4, 2, 1)
     self.t_conv2 = nn.ConvTranspose2d(64, 128, 4, 2, 1)
     self.t_conv3 = nn.ConvTranspose2d(128, 64, 4, 2, 1)
@@ -50,8 +64,9 @@ class Autoencoder(nn.Module):
       self.dec_bn1, self.dec_bn2, self.dec_bn3, self.dec_bn4 = bn(64), bn(128), bn(64), bn(32)
       dec_bn = [self.dec_bn1, self.dec_bn2, self.dec_bn3, self.dec_bn4]
     convs = [self.t_conv1, self.t_conv2, self.t_conv3, self.t_conv4]
-    self.decoder = nn.Sequential(*[m for c, n in zip(convs, dec_bn) for m in (c, n, self.relu)],
-                                 self.t_conv5, self.tanh)
+    self.decoder = nn.Sequential(
+      *[m for c, n in zip(convs, dec_bn) for m in (c, n, self.relu)], self.t_conv5, self.tanh
+    )
 
   def forward(self, x):
     return self.decoder(self.encoder(x))
@@ -71,8 +86,13 @@ class MSSSIML1(nn.Module):
   """MS-SSIM + Gaussian L1 (alpha 0.84, data range 2) with channel-major masks: output channel
   5c + s filters input channel c with sigma s (what the original meant to compute)."""
 
-  def __init__(self, sigmas=(0.5, 1.0, 2.0, 4.0, 8.0), data_range: float = 2.0, alpha: float = 0.84,
-               compensation: float = 1.0):
+  def __init__(
+    self,
+    sigmas=(0.5, 1.0, 2.0, 4.0, 8.0),
+    data_range: float = 2.0,
+    alpha: float = 0.84,
+    compensation: float = 1.0,
+  ):
     super().__init__()
     size = int(4 * sigmas[-1] + 1)
     masks = np.zeros((3 * len(sigmas), 1, size, size), np.float32)
@@ -80,7 +100,7 @@ class MSSSIML1(nn.Module):
       for s, sig in enumerate(sigmas):
         masks[len(sigmas) * c + s, 0] = np.outer(_gauss(size, sig), _gauss(size, sig))
     self.register_buffer("masks", torch.from_numpy(masks))
-    self.register_buffer("l1_masks", torch.from_numpy(masks[len(sigmas) - 1::len(sigmas)].copy()))
+    self.register_buffer("l1_masks", torch.from_numpy(masks[len(sigmas) - 1 :: len(sigmas)].copy()))
     self.s, self.pad, self.dr, self.alpha, self.comp = len(sigmas), size // 2, data_range, alpha, compensation
     self.c1, self.c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
 
@@ -108,8 +128,9 @@ def load_flax_params(model: Autoencoder, params, batch_stats=None) -> None:
       p = params[f"t_conv{j}"]  # Flax [kh, kw, in, out] unflipped -> torch [in, out, kh, kw] flipped
       getattr(model, f"t_conv{j}").weight.copy_(t(np.transpose(p["kernel"][::-1, ::-1], (2, 3, 0, 1))))
       getattr(model, f"t_conv{j}").bias.copy_(t(p["bias"]))
-    names = ["bn0", "bn1", "bn2", "bn3", "bn4", "bn5"] + [n for n in ("dec_bn1", "dec_bn2", "dec_bn3",
-                                                                          "dec_bn4") if n in params]
+    names = ["bn0", "bn1", "bn2", "bn3", "bn4", "bn5"] + [
+      n for n in ("dec_bn1", "dec_bn2", "dec_bn3", "dec_bn4") if n in params
+    ]
     for n in names:
       getattr(model, n).weight.copy_(t(params[n]["scale"]))
       getattr(model, n).bias.copy_(t(params[n]["bias"]))

@@ -35,10 +35,12 @@ DECODERS = ("cross_self", "cross", "joint")
 
 def sincos_2d(dim: int, g: int) -> torch.Tensor:
   """MAE's 2D sin-cos table [1, 1 + g*g, dim] (a zero row for [CLS]; columns first, then rows)."""
+
   def one(d, pos):
     omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
     out = np.outer(pos.reshape(-1).astype(np.float64), omega)
     return np.concatenate([np.sin(out), np.cos(out)], 1)
+
   gw, gh = np.meshgrid(np.arange(g), np.arange(g))  # gw[i, j] = j (column), gh[i, j] = i (row)
   emb = np.concatenate([one(dim // 2, gw), one(dim // 2, gh)], 1)
   return torch.tensor(np.concatenate([np.zeros((1, dim)), emb]), dtype=torch.float32)[None]
@@ -104,9 +106,22 @@ class SiamMAE(nn.Module):
   per-sample mask keeping int(L * (1 - ratio)) patches (MAE's `random_masking`).
   """
 
-  def __init__(self, img=224, p=16, d=384, depth=12, heads=6, dd=512, ddepth=8, dheads=16,
-               ratio=0.95, decoder="cross_self", mlp_ratio=4.0, norm_pix_loss=True,
-               past_pos_embed=True):
+  def __init__(
+    self,
+    img=224,
+    p=16,
+    d=384,
+    depth=12,
+    heads=6,
+    dd=512,
+    ddepth=8,
+    dheads=16,
+    ratio=0.95,
+    decoder="cross_self",
+    mlp_ratio=4.0,
+    norm_pix_loss=True,
+    past_pos_embed=True,
+  ):
     super().__init__()
     if decoder not in DECODERS:
       raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
@@ -125,9 +140,9 @@ class SiamMAE(nn.Module):
     self.decoder_embed = nn.Linear(d, dd)
     self.mask_token = nn.Parameter(torch.randn(1, 1, dd) * 0.02)
     cross = decoder != "joint"
-    self.decoder_blocks = nn.ModuleList([
-        Block(dd, dheads, mlp_ratio, cross=cross, self_attn=decoder != "cross")
-        for _ in range(ddepth)])
+    self.decoder_blocks = nn.ModuleList(
+      [Block(dd, dheads, mlp_ratio, cross=cross, self_attn=decoder != "cross") for _ in range(ddepth)]
+    )
     self.decoder_norm = nn.LayerNorm(dd, eps=1e-6)
     self.decoder_pred = nn.Linear(dd, p * p * 3)
 
@@ -170,7 +185,7 @@ class SiamMAE(nn.Module):
       z = torch.cat([ctx, y], 1)
       for blk in self.decoder_blocks:
         z = blk(z)
-      y = z[:, ctx.shape[1]:]
+      y = z[:, ctx.shape[1] :]
     else:
       for blk in self.decoder_blocks:
         y = blk(y, ctx)
@@ -187,9 +202,12 @@ def run(compiled: bool, batch: int, steps: int, device: str) -> dict:
   model = SiamMAE().to(device)
   decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "token" not in n]
   no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "token" not in n)]
-  opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
-                           {"params": no_decay, "weight_decay": 0.0}], lr=1.5e-4 * batch / 256,
-                          betas=(0.9, 0.95), fused=device == "cuda")
+  opt = torch.optim.AdamW(
+    [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+    lr=1.5e-4 * batch / 256,
+    betas=(0.9, 0.95),
+    fused=device == "cuda",
+  )
   frames = torch.rand(batch, 2, 3, 224, 224, device=device)
 
   def step():
@@ -212,10 +230,17 @@ def run(compiled: bool, batch: int, steps: int, device: str) -> dict:
     loss = fn()
   sync()
   dt = (time.perf_counter() - t0) / steps
-  return {"impl": "torch.compile" if compiled else "torch eager", "device": device,
-          "batch_pairs": batch, "step_ms": round(dt * 1e3, 2), "pairs_per_s": round(batch / dt, 1),
-          "warmup_s": round(warm, 1), "loss": float(loss.detach()), "torch": torch.__version__,
-          "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3)}
+  return {
+    "impl": "torch.compile" if compiled else "torch eager",
+    "device": device,
+    "batch_pairs": batch,
+    "step_ms": round(dt * 1e3, 2),
+    "pairs_per_s": round(batch / dt, 1),
+    "warmup_s": round(warm, 1),
+    "loss": float(loss.detach()),
+    "torch": torch.__version__,
+    "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+  }
 
 
 def main():
@@ -225,12 +250,18 @@ def main():
   p.add_argument("--eager_only", action="store_true")
   a = p.parse_args()
   device = "cuda" if torch.cuda.is_available() else "cpu"
-  for compiled in ([False] if a.eager_only else [False, True]):
+  for compiled in [False] if a.eager_only else [False, True]:
     try:
       print(json.dumps(run(compiled, a.batch, a.steps, device)), flush=True)
     except Exception as e:  # noqa: BLE001 - report and go on (e.g. no compiler on this host)
-      print(json.dumps({"impl": "torch.compile" if compiled else "torch eager",
-                        "error": str(e).splitlines()[0] if str(e) else type(e).__name__}))
+      print(
+        json.dumps(
+          {
+            "impl": "torch.compile" if compiled else "torch eager",
+            "error": str(e).splitlines()[0] if str(e) else type(e).__name__,
+          }
+        )
+      )
 
 
 if __name__ == "__main__":

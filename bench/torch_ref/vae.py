@@ -15,7 +15,6 @@ from torch import nn
 
 
 class Encoder(nn.Module):
-
   def __init__(self, latent_dim: int = 512):
     super().__init__()
     self.conv1 = nn.Conv2d(3, 32, 3, stride=2)
@@ -42,7 +41,6 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-
   def __init__(self, latent_dim: int = 512):
     super().__init__()
     self.fc = nn.Linear(latent_dim, 1024)
@@ -60,7 +58,6 @@ class Decoder(nn.Module):
 
 
 class VAE(nn.Module):
-
   def __init__(self, latent_dim: int = 512):
     super().__init__()
     self.encoder = Encoder(latent_dim)

@@ -16,7 +16,6 @@ from torch import nn
 
 
 class ResblockA(nn.Module):
-
   def __init__(self, c: int):
     super().__init__()
     self.conv1 = nn.Conv3d(c, c, 3, padding="same")
@@ -29,7 +28,6 @@ class ResblockA(nn.Module):
 
 
 class ResblockB(nn.Module):
-
   def __init__(self, c: int, blocks: int):
     super().__init__()
     self.blocks = nn.Sequential(*[ResblockA(c) for _ in range(blocks)])
@@ -39,7 +37,6 @@ class ResblockB(nn.Module):
 
 
 class ResblockC(nn.Module):
-
   def __init__(self, c: int, stages: int, blocks: int):
     super().__init__()
     self.stages = nn.Sequential(*[ResblockB(c, blocks) for _ in range(stages)])
@@ -58,9 +55,16 @@ def same_pad(x, k: int):
 
 
 class Autoencoder(nn.Module):
-
-  def __init__(self, features=(64, 128), latent: int = 32, k: int = 5, stages: int = 5,
-               blocks: int = 3, num_codes: int = 128, sigma: float = 1.0):
+  def __init__(
+    self,
+    features=(64, 128),
+    latent: int = 32,
+    k: int = 5,
+    stages: int = 5,
+    blocks: int = 3,
+    num_codes: int = 128,
+    sigma: float = 1.0,
+  ):
     super().__init__()
     f1, f2 = features
     self.k, self.sigma = k, sigma
@@ -69,7 +73,7 @@ class Autoencoder(nn.Module):
     self.enc2, self.ebn2 = nn.Conv3d(f1, f2, k, stride=s), nn.BatchNorm3d(f2)
     self.enc_res = ResblockC(f2, stages, blocks)
     self.enc3, self.ebn3 = nn.Conv3d(f2, latent, k, stride=s), nn.BatchNorm3d(latent)
-    self.centroids = nn.Parameter(torch.empty(num_codes).uniform_(-6 ** 0.5, 6 ** 0.5))
+    self.centroids = nn.Parameter(torch.empty(num_codes).uniform_(-(6**0.5), 6**0.5))
     p = (k - 1) // 2
     self.dec1 = nn.ConvTranspose3d(latent, f2, 3, stride=s, padding=1, output_padding=(0, 1, 1))
     self.dbn1 = nn.BatchNorm3d(f2)
@@ -139,8 +143,14 @@ def load_flax_params(model: Autoencoder, params, batch_stats) -> Autoencoder:
     _conv(mod, params[name])
   for mod, name in ((model.dec1, "dec_conv1"), (model.dec2, "dec_conv2"), (model.dec3, "dec_conv3")):
     _conv(mod, params[name], transpose=True)
-  for mod, name in ((model.ebn1, "enc_bn1"), (model.ebn2, "enc_bn2"), (model.ebn3, "enc_bn3"),
-                    (model.dbn1, "dec_bn1"), (model.dbn2, "dec_bn2"), (model.dbn3, "dec_bn3")):
+  for mod, name in (
+    (model.ebn1, "enc_bn1"),
+    (model.ebn2, "enc_bn2"),
+    (model.ebn3, "enc_bn3"),
+    (model.dbn1, "dec_bn1"),
+    (model.dbn2, "dec_bn2"),
+    (model.dbn3, "dec_bn3"),
+  ):
     _bn(mod, params[name], batch_stats[name])
   _stack(model.enc_res, params["enc_stack"], batch_stats["enc_stack"])
   _stack(model.dec_res, params["dec_stack"], batch_stats["dec_stack"])
