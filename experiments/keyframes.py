@@ -53,22 +53,63 @@ RUN_KEYS = ("model", "optim", "data.image_size")  # what a checkpoint's run deci
 def get_config() -> ml_collections.ConfigDict:
   """The paper's model and loss on embedded synthetic textures (the `demo` preset's base)."""
   c = ml_collections.ConfigDict()
-  c.data = dict(root=placeholder(str), video_root=placeholder(str), video_frame_step=30,
-                image_size=(96, 192), num_synthetic=512, valid_fraction=0.2, split_seed=42, batch_size=32,
-                num_epochs=50, worker_count=0)
-  c.model = dict(features=(32, 64, 128, 64), latent_channels=8, share_norms=False, input_norm=True,
-                 momentum=0.5)
+  c.data = dict(
+    root=placeholder(str),
+    video_root=placeholder(str),
+    video_frame_step=30,
+    image_size=(96, 192),
+    num_synthetic=512,
+    valid_fraction=0.2,
+    split_seed=42,
+    batch_size=32,
+    num_epochs=50,
+    worker_count=0,
+  )
+  c.model = dict(
+    features=(32, 64, 128, 64), latent_channels=8, share_norms=False, input_norm=True, momentum=0.5
+  )
   c.loss = dict(alpha=0.84, data_range=2.0, compensation=1.0, legacy_grouping=False)
   c.optim = dict(name="sgd", lr=0.01)
-  c.train = dict(num_steps=placeholder(int), seed=0, log_every=10, eval_every=placeholder(int),
-                 checkpoint_every=500, keep_checkpoints=2, parallel="jit", ema_decay=placeholder(float))
-  c.eval = dict(batch_size=32, num_videos=4, num_frames=300, fps=10.0, num_shots=6,
-                video_size=(96, 192), methods=placeholder(str))
-  c.extract = dict(method="shots", rate=5.0, fps=placeholder(float), model_size=placeholder(tuple),
-                   native=False, metric="latent", cut_threshold=20.0, cut_ratio=2.0, min_shot=1.0,
-                   change_threshold=0.5, min_segment=3.0, reference="last", threshold_mode="percentile",
-                   threshold=80.0, min_clip=1.0, max_clip=10.0, write_clips=False, batch_size=16,
-                   original_inference=False)
+  c.train = dict(
+    num_steps=placeholder(int),
+    seed=0,
+    log_every=10,
+    eval_every=placeholder(int),
+    checkpoint_every=500,
+    keep_checkpoints=2,
+    parallel="jit",
+    ema_decay=placeholder(float),
+  )
+  c.eval = dict(
+    batch_size=32,
+    num_videos=4,
+    num_frames=300,
+    fps=10.0,
+    num_shots=6,
+    video_size=(96, 192),
+    methods=placeholder(str),
+  )
+  c.extract = dict(
+    method="shots",
+    rate=5.0,
+    fps=placeholder(float),
+    model_size=placeholder(tuple),
+    native=False,
+    metric="latent",
+    cut_threshold=20.0,
+    cut_ratio=2.0,
+    min_shot=1.0,
+    change_threshold=0.5,
+    min_segment=3.0,
+    reference="last",
+    threshold_mode="percentile",
+    threshold=80.0,
+    min_clip=1.0,
+    max_clip=10.0,
+    write_clips=False,
+    batch_size=16,
+    original_inference=False,
+  )
   return c
 
 
@@ -123,8 +164,16 @@ def original() -> ml_collections.ConfigDict:
   c = get_config()
   c.model.share_norms = True
   c.loss.update(alpha=0.025, compensation=200.0, data_range=1.0, legacy_grouping=True)
-  c.extract.update(method="novelty", metric="recon", reference="previous", threshold_mode="absolute",
-                   threshold=60.0, native=True, original_inference=True, batch_size=4)
+  c.extract.update(
+    method="novelty",
+    metric="recon",
+    reference="previous",
+    threshold_mode="absolute",
+    threshold=60.0,
+    native=True,
+    original_inference=True,
+    batch_size=4,
+  )
   return c
 
 
@@ -209,18 +258,17 @@ def image_sources(data):
   from aejax.data import roots
 
   if data.root:
-    mk = lambda s: roots.images(data.root, s, valid_fraction=data.valid_fraction,
-                                seed=data.split_seed)
+    mk = lambda s: roots.images(data.root, s, valid_fraction=data.valid_fraction, seed=data.split_seed)
     return mk("train"), mk("valid"), [Resize(tuple(data.image_size))]
   if data.video_root:
     images = kf.video_frame_images(data.video_root, data.video_frame_step, data.image_size)
     name = f"frames-{data.video_root}-{data.video_frame_step}"
   else:
-    images = synthetic.textured_images(data.num_synthetic, size=tuple(data.image_size),
-                                       seed=data.split_seed)
+    images = synthetic.textured_images(data.num_synthetic, size=tuple(data.image_size), seed=data.split_seed)
     name = f"textures-{data.num_synthetic}-{tuple(data.image_size)}"
-  mk = lambda s: ArraySource({"image": images[split_indices(len(images), s, data.valid_fraction,
-                                                            data.split_seed)]}, name=f"{name}-{s}")
+  mk = lambda s: ArraySource(
+    {"image": images[split_indices(len(images), s, data.valid_fraction, data.split_seed)]}, name=f"{name}-{s}"
+  )
   return mk("train"), mk("valid"), []
 
 
@@ -238,15 +286,19 @@ def train(config, workdir: Path, args) -> dict:
   train_cfg = dict(config.train)
   train_cfg["num_steps"] = train_cfg["num_steps"] or data.num_epochs * steps_per_epoch
   tx = make_optimizer(**config.optim)
-  loader = make_loader(train_src, batch_size=data.batch_size, seed=train_cfg["seed"],
-                       worker_count=data.worker_count, transforms=transforms)
+  loader = make_loader(
+    train_src,
+    batch_size=data.batch_size,
+    seed=train_cfg["seed"],
+    worker_count=data.worker_count,
+    transforms=transforms,
+  )
   # Fine-tuning starts from the checkpoint's weights, checked against the model trained here.
   start = restore(args.checkpoint, config, keys=())[1] if args.checkpoint else None
 
   def init_fn(rng):
     state = init_state(model, tx, rng, example(config))
-    return state if start is None else state.replace(params=start["params"],
-                                                     batch_stats=start["batch_stats"])
+    return state if start is None else state.replace(params=start["params"], batch_stats=start["batch_stats"])
 
   ev = config.eval
 
@@ -255,29 +307,56 @@ def train(config, workdir: Path, args) -> dict:
     x = images.astype(jnp.float32) / 127.5 - 1.0
     y, _ = model.apply(variables, x, train=False)  # BatchNorm inference mode
     a, b = (x + 1) / 2, (jnp.clip(y, -1, 1) + 1) / 2
-    return {"loss": ms_ssim_l1_loss(y, x, reduction="per_example", **config.loss), "psnr": psnr(a, b),
-            "ms_ssim": ms_ssim(a, b)}, y
+    return {
+      "loss": ms_ssim_l1_loss(y, x, reduction="per_example", **config.loss),
+      "psnr": psnr(a, b),
+      "ms_ssim": ms_ssim(a, b),
+    }, y
 
   def eval_fn(state, step):
-    batches = make_loader(valid_src, batch_size=ev.batch_size, shuffle=False, num_epochs=1,
-                          drop_remainder=False, transforms=transforms)
-    return evaluate(lambda v, batch: predict(v, batch["image"])[0], state.variables, batches,
-                    batch_size=ev.batch_size)
+    batches = make_loader(
+      valid_src,
+      batch_size=ev.batch_size,
+      shuffle=False,
+      num_epochs=1,
+      drop_remainder=False,
+      transforms=transforms,
+    )
+    return evaluate(
+      lambda v, batch: predict(v, batch["image"])[0], state.variables, batches, batch_size=ev.batch_size
+    )
 
   def artefact_fn(state, step, writer):
-    im = np.stack([valid_src[i]["image"] for i in range(min(8, len(valid_src)))])
-    for t in transforms:
-      im = np.stack([t.map({"image": x})["image"] for x in im])
+    ims = []
+    for i in range(min(8, len(valid_src))):  # images of any size: resized one by one, then stacked
+      el = {"image": valid_src[i]["image"]}
+      for t in transforms:
+        el = t.map(el)
+      ims.append(el["image"])
+    im = np.stack(ims)
     y = map_batches(lambda b: predict(state.variables, b)[1], im, ev.batch_size)
-    grid = make_grid(np.concatenate([im, ((y + 1) * 127.5).round().clip(0, 255).astype(np.uint8)]),
-                     ncol=len(y))
+    grid = make_grid(
+      np.concatenate([im, ((y + 1) * 127.5).round().clip(0, 255).astype(np.uint8)]), ncol=len(y)
+    )
     save_image(writer.artefact_path(f"reconstructions_{step:06d}.png"), grid)
     writer.images(step, {"reconstructions": grid})
 
-  print(f"train: {len(train_src)} images ({train_src!r}), valid: {len(valid_src)}; "
-        f"{steps_per_epoch} steps/epoch, {train_cfg['num_steps']} steps")
-  state = fit(workdir=workdir, config=config, model=model, loss_fn=make_loss_fn(**config.loss), tx=tx,
-              train_iter=loader, init_fn=init_fn, eval_fn=eval_fn, artefact_fn=artefact_fn, **train_cfg)
+  print(
+    f"train: {len(train_src)} images ({train_src!r}), valid: {len(valid_src)}; "
+    f"{steps_per_epoch} steps/epoch, {train_cfg['num_steps']} steps"
+  )
+  state = fit(
+    workdir=workdir,
+    config=config,
+    model=model,
+    loss_fn=make_loss_fn(**config.loss),
+    tx=tx,
+    train_iter=loader,
+    init_fn=init_fn,
+    eval_fn=eval_fn,
+    artefact_fn=artefact_fn,
+    **train_cfg,
+  )
   return {"workdir": str(workdir), "step": int(state.step), **eval_fn(state, int(state.step))}
 
 
@@ -290,10 +369,16 @@ def evaluate_shots(config, workdir: Path, args) -> dict:
   ev, ex = config.eval, config.extract
   model, variables, config = restore(args.checkpoint or workdir, config)
   summary = kf.shot_recall_study(
-      {"ae": lambda metric: kf.make_embed_fn(model, variables, metric), "pixels": lambda _: kf.raw_embed_fn},
-      num_videos=ev.num_videos, num_frames=ev.num_frames, fps=ev.fps, num_shots=ev.num_shots,
-      video_size=ev.video_size, rate=ex.rate, model_size=ex.model_size or config.data.image_size,
-      batch_size=ex.batch_size)
+    {"ae": lambda metric: kf.make_embed_fn(model, variables, metric), "pixels": lambda _: kf.raw_embed_fn},
+    num_videos=ev.num_videos,
+    num_frames=ev.num_frames,
+    fps=ev.fps,
+    num_shots=ev.num_shots,
+    video_size=ev.video_size,
+    rate=ex.rate,
+    model_size=ex.model_size or config.data.image_size,
+    batch_size=ex.batch_size,
+  )
   out = Path(args.out or workdir) / "evaluate.json"
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(summary, indent=2))
@@ -311,20 +396,24 @@ def evaluate_folder(config, workdir: Path, args) -> dict:
   methods = {"pixels": kf.selection_method(kf.raw_embed_fn, **extract_settings(config))}
   if args.weights:
     model, variables, cfg = load_weights(args.weights, config)
-    methods["weights"] = kf.selection_method(kf.make_embed_fn(model, variables, config.extract.metric),
-                                             **extract_settings(cfg))
+    methods["weights"] = kf.selection_method(
+      kf.make_embed_fn(model, variables, config.extract.metric), **extract_settings(cfg)
+    )
   if args.checkpoint:
     model, variables, cfg = restore(args.checkpoint, config)
-    methods["checkpoint"] = kf.selection_method(kf.make_embed_fn(model, variables, config.extract.metric),
-                                                **extract_settings(cfg))
-    old = extract_settings(cfg) | dict(method="novelty", reference="last", threshold_mode="percentile",
-                                       threshold=80.0)
+    methods["checkpoint"] = kf.selection_method(
+      kf.make_embed_fn(model, variables, config.extract.metric), **extract_settings(cfg)
+    )
+    old = extract_settings(cfg) | dict(
+      method="novelty", reference="last", threshold_mode="percentile", threshold=80.0
+    )
     methods["novelty_checkpoint"] = kf.selection_method(kf.make_embed_fn(model, variables, "latent"), **old)
   if args.weights:
     orig = original()
     model, variables, orig = load_weights(args.weights, orig, original_inference=True)
-    methods["original_rule"] = kf.selection_method(kf.make_embed_fn(model, variables, "recon"),
-                                                   **extract_settings(orig))
+    methods["original_rule"] = kf.selection_method(
+      kf.make_embed_fn(model, variables, "recon"), **extract_settings(orig)
+    )
   try:
     import scenedetect  # noqa: F401
 
@@ -351,14 +440,21 @@ def extract(config, workdir: Path, args) -> dict:
 
 def main(argv=None):
   """Runs the command line (see the module docstring)."""
-  return cli.run(get_config, modes={"train": train, "eval": evaluate_shots, "extract": extract},
-                 presets={"demo": demo, "smoke": smoke, "paper": paper, "original": original},
-                 default_preset="demo",
-                 flags={"checkpoint": "a workdir or a step folder",
-                        "weights": "the original's weights file (MS_SSIM_L1-epoch-50.pth), not a checkpoint",
-                        "video": "input video", "videos": "eval: a folder of videos with shots.json",
-                        "out": "output folder (extract: default WORKDIR/extract)"},
-                 doc=__doc__, argv=argv)
+  return cli.run(
+    get_config,
+    modes={"train": train, "eval": evaluate_shots, "extract": extract},
+    presets={"demo": demo, "smoke": smoke, "paper": paper, "original": original},
+    default_preset="demo",
+    flags={
+      "checkpoint": "a workdir or a step folder",
+      "weights": "the original's weights file (MS_SSIM_L1-epoch-50.pth), not a checkpoint",
+      "video": "input video",
+      "videos": "eval: a folder of videos with shots.json",
+      "out": "output folder (extract: default WORKDIR/extract)",
+    },
+    doc=__doc__,
+    argv=argv,
+  )
 
 
 if __name__ == "__main__":
