@@ -29,6 +29,24 @@ class WorkdirLocked(ValueError):
   """The workdir is in use by another run (one-line message naming it)."""
 
 
+# ------------------------------------------------------------------------------- error context
+
+
+@contextlib.contextmanager
+def naming(path):
+  """Re-raises a ValueError that does not name `path` with `path: ` in front (None: no-op).
+
+  For work on one user file whose failures come from deeper code that never saw the path (a frame
+  too small for a model, say), so that the one-line error still says which file.
+  """
+  try:
+    yield
+  except ValueError as e:
+    if path is None or str(path) in str(e):
+      raise
+    raise type(e)(f"{path}: {e}") from None
+
+
 # ------------------------------------------------------------------------------- output checks
 
 

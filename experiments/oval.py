@@ -43,7 +43,7 @@ from aejax.data.pipeline import make_loader
 from aejax.data.sources import ArraySource, VideoClipSource
 from aejax.data.transforms import Resize, convert_color, convert_color_inverse
 from aejax.data.video import VideoReader, iter_frames, read_frames
-from aejax.io import check_output
+from aejax.io import check_output, naming
 from aejax.metrics import psnr
 from aejax.models.oval import FAITHFUL, OVAL, V2, load_original_weights, reconstruction_loss
 from aejax.train import apply_model, fit, init_state, make_optimizer
@@ -482,6 +482,17 @@ def sweep_score(config, workdir) -> dict:
   return {"score": s["psnr"] / s["bpp"], **{k: s[k] for k in ("psnr", "ms_ssim", "mae", "bpp", "ratio")}}
 
 
+def _naming_video(mode):
+  """`mode` with its errors naming `--video` (e.g. a frame too small for the model)."""
+
+  def run(config, workdir, args):
+    with naming(args.video):
+      return mode(config, workdir, args)
+
+  run.__doc__ = mode.__doc__
+  return run
+
+
 def main(argv=None):
   """The command line (`--help` lists modes, presets and config keys)."""
   if argv is None and len(sys.argv) > 2 and sys.argv[1] == "decode" and not sys.argv[2].startswith("-"):
@@ -493,10 +504,10 @@ def main(argv=None):
     modes={
       "train": train,
       "eval": evaluate,
-      "convert": convert_video,
-      "rd": rd,
-      "online": online,
-      "encode": encode,
+      "convert": _naming_video(convert_video),
+      "rd": _naming_video(rd),
+      "online": _naming_video(online),
+      "encode": _naming_video(encode),
       "decode": decode,
     },
     presets={"demo": demo, "smoke": smoke, "paper": paper, "v2": v2},

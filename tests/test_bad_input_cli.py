@@ -249,9 +249,6 @@ def test_tiny_8x8_video(media, ckpt, tmp_path):
   assert res["keyframes"] >= 1 and (tmp_path / "out" / "keyframes.json").is_file()
 
 
-@pytest.mark.xfail(
-  strict=True, reason="aejax/codec or models/oval: the 'too small' error does not name the video file"
-)
 def test_tiny_8x8_video_oval_names_the_file(media, ckpt, tmp_path):
   fails(
     "oval",
@@ -268,11 +265,6 @@ def test_one_frame_video_oval(media, ckpt, tmp_path):
   assert res["frames"] == 1
 
 
-@pytest.mark.xfail(
-  strict=True,
-  reason="aejax/keyframes: a one-frame video fails writing "
-  "contact_sheet.png ('no key frames to show'), naming the output",
-)
 def test_one_frame_video_keyframes(media, ckpt, tmp_path):
   res = succeeds(
     "keyframes",

@@ -192,6 +192,9 @@ def select_shots(
     return [], []
   starts = [0, *find_cuts(cue, threshold=cut_threshold, ratio=cut_ratio)]
   short = short_shots(starts, times, end_time, min_shot)
+  if all(short):  # a video shorter than `min_shot` still gets one key frame: its longest shot's
+    ends = [times[s] for s in starts[1:]] + [end_time]
+    short[int(np.argmax([e - times[s] for s, e in zip(starts, ends)]))] = False
   return starts, segment_shots(
     starts,
     pooled(feats),
