@@ -290,3 +290,27 @@ def test_prepare_errors(tmp_path):
   assert main(["images", "--src", str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 1
   with pytest.raises(FileNotFoundError, match="no prepared 'aejax_videos'"):
     PreparedVideos(tmp_path / "out")
+
+
+def test_prepare_videos_on_a_full_disk_is_one_line_and_resumes(video_src, tmp_path, capsys):
+  """A real full disk (a small tmpfs; skipped where mounting is not allowed): one line, exit 1,
+  finished shards kept, and the same command completes once space is free."""
+  mnt = tmp_path / "mnt"
+  mnt.mkdir()
+  mount = ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)]
+  if os.geteuid() != 0 or subprocess.run(mount, capture_output=True).returncode != 0:
+    pytest.skip("cannot mount a tmpfs here")
+  try:
+    out = mnt / "prep"
+    argv = ["videos", "--src", str(video_src), "--out", str(out), "--workers", "1"]
+    argv += ["--videos-per-shard", "2", "--min-frames", "10", "--fps", "30", "--format", "png"]
+    free = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
+    (mnt / "filler").write_bytes(b"\0" * (free - 150_000))
+    assert P.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("error: ") and "run the same command again" in err
+    (mnt / "filler").unlink()
+    assert P.main(argv) == 0
+    assert len(PreparedVideos(out).infos) == 8
+  finally:
+    subprocess.run(["umount", str(mnt)], check=False)

@@ -42,6 +42,8 @@ builders), `PreparedImageSource` or `PreparedDavisSource`. No TensorFlow is need
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
 import sys
@@ -175,9 +177,12 @@ def prepare_shard(folder: Path, k: int, n: int, files: list, options: dict, tick
       rows.append({"path": path, "label": label, **row})
       tick((1, len(frames), sum(map(len, frames)), 0))
     writer.close()
-  except BaseException:
-    writer.close()
+  except BaseException as e:
+    with contextlib.suppress(Exception):  # the writer may fail again closing (a full disk)
+      writer.close()
     tmp.unlink(missing_ok=True)
+    if isinstance(e, RuntimeError) and "write" in str(e).lower():  # array_record's I/O errors
+      raise OSError(errno.EIO, str(e).split(";")[0], str(tmp)) from None
     raise
   os.replace(tmp, rec)
   done = {"shard": rec.name, "rows": rows, "skipped": skipped}
@@ -671,6 +676,14 @@ def main(argv=None) -> int:
   except KeyboardInterrupt:
     print("interrupted: finished shards are kept; run the same command again to resume", file=sys.stderr)
     return 130
+  except OSError as e:  # a full disk or an I/O error while writing: finished shards are complete
+    where = e.filename or a.out
+    print(
+      f"error: {where}: cannot write ({e.strerror or type(e).__name__}); finished shards are kept; "
+      "free space and run the same command again to resume",
+      file=sys.stderr,
+    )
+    return 1
   print(f"prepared {a.kind} from {a.src} into {path}")
   return 0
 
