@@ -24,7 +24,6 @@ BatchNorm at the pixel std/mean (0.2, 0.05). Outputs: metrics.jsonl, TensorBoard
 from __future__ import annotations
 
 import functools
-import json
 import time
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from aejax.data.digits import moving_digits
 from aejax.data.pipeline import make_loader
 from aejax.data.sources import ArraySource, MovingMNISTSource, VideoClipSource
 from aejax.evaluate import ClipProbe, map_batches, multi_hot, train_probe
+from aejax.io import write_json
 from aejax.models.quantizers import empirical_entropy_bits
 from aejax.models.vqae3d import VQAE3D
 from aejax.train import apply_model, fit, init_state, make_optimizer
@@ -383,7 +383,7 @@ def sweep(config, workdir: Path, args) -> dict:
 def write_rd_table(rows: list[dict], workdir: Path) -> None:
   """`rate_distortion.{json,md,png}`: bpp (fixed-length and entropy) against PSNR and MSE."""
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "rate_distortion.json").write_text(json.dumps(rows, indent=2))
+  write_json(workdir / "rate_distortion.json", rows)
   lines = [
     "| run | K | codebooks | bpp (log2 K) | bpp (entropy) | MSE | PSNR dB | usage | "
     "perplexity | rounds | steps | s |",
@@ -438,7 +438,7 @@ def probe(config, workdir: Path, args) -> dict:
     res["seconds_per_clip"] = res.pop("seconds_per_example")
     result[kind] = res
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "probe.json").write_text(json.dumps(result, indent=2))
+  write_json(workdir / "probe.json", result)
   return result
 
 

@@ -23,7 +23,6 @@ on the x200 legacy loss, native size, [0, 1] inference). Deviations: the origina
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jax
@@ -39,7 +38,7 @@ from aejax.data.pipeline import make_loader
 from aejax.data.sources import ArraySource, split_indices
 from aejax.data.transforms import Resize
 from aejax.evaluate import evaluate, map_batches
-from aejax.io import check_output
+from aejax.io import check_output, write_json
 from aejax.losses import ms_ssim_l1_loss
 from aejax.metrics import ms_ssim, psnr
 from aejax.models.keyframe_ae import KeyframeAE, load_original_weights
@@ -381,7 +380,7 @@ def evaluate_shots(config, workdir: Path, args) -> dict:
   )
   out = Path(args.out or workdir) / "evaluate.json"
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(summary, indent=2))
+  write_json(out, summary)
   return summary
 
 
@@ -425,7 +424,7 @@ def evaluate_folder(config, workdir: Path, args) -> dict:
   results = kf.evaluate_set(args.videos, methods)
   out = Path(args.out or workdir) / "evaluate_videos.json"
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(results, indent=2))
+  write_json(out, results)
   return {k: {m: v for m, v in r.items() if m != "per_video"} for k, r in results.items()}
 
 

@@ -21,7 +21,6 @@ at other sizes; the public replication's bugs are fixed (see `aejax/models/siamm
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from aejax.data.pipeline import make_loader
 from aejax.data.sequences import ArrayVideos
 from aejax.data.sources import VideoPairSource
 from aejax.data.transforms import RandomFlip, RandomResizedCrop
+from aejax.io import write_json
 from aejax.models.siammae import SiamMAE
 from aejax.models.vit import ViT, load_pretrained, vit_variant
 from aejax.train import apply_model, fit, init_state, make_optimizer
@@ -416,7 +416,7 @@ def train(config, workdir: Path, args) -> dict:
   result = {"lr": lr, "train_seconds": train_s}
   if synthetic_eval:
     result.update(_compare(model, state.params, config, workdir / "labelprop"))
-  (workdir / "results.json").write_text(json.dumps(result, indent=2))
+  write_json(workdir / "results.json", result)
   return result
 
 
@@ -451,7 +451,7 @@ def evaluate(config, workdir: Path, args) -> dict:
   )
   res = _compare(model, variables["params"], config, workdir / "labelprop_eval", davis)
   res["protocol"] = protocol or "preset"
-  (workdir / "eval_results.json").write_text(json.dumps(res, indent=2))
+  write_json(workdir / "eval_results.json", res)
   return res
 
 

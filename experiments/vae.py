@@ -34,6 +34,7 @@ from aejax.data import roots, synthetic
 from aejax.data.pipeline import make_loader
 from aejax.data.sources import ArraySource, split_indices
 from aejax.data.transforms import RandomResizedCrop, Resize
+from aejax.io import write_json
 from aejax.models.vae import ConvVAE
 from aejax.train import CheckpointIO, apply_model, fit, init_state, make_optimizer, split_rngs
 from aejax.train.checkpoint import restore_for_eval
@@ -221,7 +222,7 @@ def train(config, workdir: Path, args) -> dict:
       io.close()
       best.clear()
       best.update(step=int(step), **metrics)
-      best_path.write_text(json.dumps(best, indent=2))
+      write_json(best_path, best)
     return metrics
 
   pictures = pictures_of(model, config.eval)
@@ -259,7 +260,7 @@ def evaluate(config, workdir: Path, args) -> dict:
   _, valid_src = image_sources(config.data)
   result = validation_fn(model, config.data.image_size, config.eval.batch_size, valid_src)(variables)
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "eval_results.json").write_text(json.dumps(result, indent=2))
+  write_json(workdir / "eval_results.json", result)
   return result
 
 
@@ -306,7 +307,7 @@ def similarity(config, workdir: Path, args) -> dict:
   summary.update(
     checkpoint=ckpt, features=what, images=str(args.images or "embedded textures"), outputs=str(out)
   )
-  (out / "summary.json").write_text(json.dumps(summary, indent=2))
+  write_json(out / "summary.json", summary)
   return summary
 
 

@@ -9,7 +9,6 @@ a `LatentCodec`, writing the decoded (or side-by-side) video, per-frame CSV, plo
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from aejax.codec.report import error_heatmap, plot_frames, plot_rd, quality, wri
 from aejax.data.transforms import convert_color, convert_color_inverse
 from aejax.data.video import VideoWriter
 from aejax.evaluate import map_batches
+from aejax.io import write_json
 from aejax.models.oval import OVAL, latent_shape, split_params
 from aejax.viz import save_image
 
@@ -200,7 +200,7 @@ def convert_frames(
     report_dir = Path(report_dir)
     write_csv(rows, report_dir / f"{name}_frames.csv")
     plot_frames(rows, report_dir / f"{name}_frames.png", f"{name}: {latent.name}")
-    (report_dir / f"{name}_summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(report_dir / f"{name}_summary.json", summary)
   return {"summary": summary, "rows": rows}
 
 
@@ -410,7 +410,7 @@ def encode_video(
   if report_dir is not None:
     report_dir = Path(report_dir)
     write_csv(rows, report_dir / f"{name}_frames.csv")
-    (report_dir / f"{name}_summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(report_dir / f"{name}_summary.json", summary)
   return summary
 
 

@@ -28,7 +28,6 @@ import collections
 import csv
 import dataclasses
 import hashlib
-import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from aejax.codec.latent import LatentCodec, bits_per_pixel, compression_ratio
 from aejax.codec.report import quality
 from aejax.data.transforms import convert_color, convert_color_inverse
 from aejax.data.video import VideoReader, camera_frames, iter_frames
+from aejax.io import write_json
 from aejax.models.oval import OVAL, reconstruction_loss, split_params
 from aejax.train.writer import Writer
 from aejax.viz import pyplot, save_figure
@@ -441,7 +441,7 @@ def run_online_mode(
   }
   summary["mae_reduction"] = 1.0 - summary["mae"] / summary["frozen_mae"]
   summary["outputs"] = str(out_dir)
-  (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+  write_json(out_dir / "summary.json", summary)
   return summary
 
 

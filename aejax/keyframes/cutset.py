@@ -26,6 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from aejax.io import write_json
+
 # (height, width, fps) of the real set's videos, in turn
 REAL_FORMATS = (
   (360, 640, 30.0),
@@ -187,7 +189,7 @@ def make_real_set(
     write_video(out / file, np.concatenate(parts), fps=fps, codec="h264")
     meta[file] = {"fps": fps, "num_frames": start, "size": [h, w], "shots": shots}
   path = out / SHOTS_FILE
-  path.write_text(json.dumps(meta, indent=1))
+  write_json(path, meta, indent=1)
   return path
 
 
@@ -220,7 +222,7 @@ def make_synthetic_set(
       "shots": [{"start": s, "kind": "synthetic", "static": False} for s in [0, *clip["cuts"]]],
     }
   path = out / SHOTS_FILE
-  path.write_text(json.dumps(meta, indent=1))
+  write_json(path, meta, indent=1)
   return path
 
 

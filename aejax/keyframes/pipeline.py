@@ -3,7 +3,6 @@ synthetic videos with known scene cuts (autoencoder features against raw pixels)
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from aejax.data.video import open_video
+from aejax.io import write_json
 from aejax.keyframes.features import METRICS, candidate_features, make_dist_pairs
 from aejax.keyframes.report import write_outputs
 from aejax.keyframes.select import (
@@ -274,7 +274,7 @@ def extract_video(
     "scan_and_embed_cpu": c_scan,
     "total_cpu": cpu,
   }
-  (out / "keyframes.json").write_text(json.dumps(record, indent=2))
+  write_json(out / "keyframes.json", record)
   sampled_count = sum(1 for i in range(num_frames) if is_sampled(i, fps, settings.get("rate", 5.0)))
   return {
     "out": str(out),
