@@ -154,88 +154,9 @@ def fit(
   lock = io.WorkdirLock(workdir) if jax.process_index() == 0 else None
   if lock is not None:
     lock.acquire()
+  writer = ckpt = None
   try:
-    return _fit(
-      workdir=workdir,
-      config=config,
-      model=model,
-      loss_fn=loss_fn,
-      tx=tx,
-      train_iter=train_iter,
-      init_fn=init_fn,
-      eval_fn=eval_fn,
-      artefact_fn=artefact_fn,
-      num_steps=num_steps,
-      seed=seed,
-      log_every=log_every,
-      eval_every=eval_every,
-      checkpoint_every=checkpoint_every,
-      keep_checkpoints=keep_checkpoints,
-      parallel=parallel,
-      ema_decay=ema_decay,
-      verbose=verbose,
-    )
-  finally:
-    if lock is not None:
-      lock.release()
-
-
-def _check_owner(workdir: Path, experiment: str | None, model: str) -> None:
-  """A workdir whose `run.json` names another experiment or model is not resumed."""
-  path = workdir / RUN_RECORD
-  if not path.is_file():
-    return
-  try:
-    rec = json.loads(path.read_text())
-  except (OSError, ValueError):
-    return  # unreadable record (e.g. a crash mid-write of an older version): rewritten below
-  theirs_exp, theirs_model = rec.get("experiment"), rec.get("model")
-  if (experiment and theirs_exp and theirs_exp != experiment) or (theirs_model and theirs_model != model):
-    raise CheckpointError(
-      f"{workdir}: a workdir of {theirs_exp} (model {theirs_model}), not of "
-      f"{experiment or '?'} (model {model}); use another --workdir"
-    )
-
-
-def _fit(
-  *,
-  workdir: Path,
-  config,
-  model,
-  loss_fn,
-  tx,
-  train_iter,
-  init_fn,
-  eval_fn,
-  artefact_fn,
-  num_steps,
-  seed,
-  log_every,
-  eval_every,
-  checkpoint_every,
-  keep_checkpoints,
-  parallel,
-  ema_decay,
-  verbose,
-):
-  """`fit` with the workdir locked."""
-  from aejax.cli import current_experiment
-
-  experiment, mname = current_experiment(), model_name(model)
-  _check_owner(workdir, experiment, mname)
-  writer = Writer(workdir)
-  ckpt = None
-  try:
-    writer.write_config(config)
-    writer.write_run(experiment=experiment, model=mname)
-    ckpt = CheckpointIO(workdir / "checkpoints", max_to_keep=keep_checkpoints)
-  except OSError as e:
-    writer.close()
-    raise io.OutputError(f"{io.describe_os_error(e, workdir)} (writing the run's files)") from None
-  except BaseException:
-    writer.close()
-    raise
-  try:
+    writer, ckpt = _open_run(workdir, config, model, keep_checkpoints)
     return _train(
       workdir=workdir,
       writer=writer,
@@ -257,21 +178,65 @@ def _fit(
       verbose=verbose,
     )
   except OSError as e:  # an artefact, a metrics line, an event file: no space, read-only, ...
-    try:
-      ckpt.wait()  # an earlier save still being written counts once it is complete
-    except Exception:  # noqa: BLE001 - its own failure is secondary to this one
-      pass
-    done = ckpt.complete_steps()
-    last = (
-      f"last complete checkpoint: step {done[-1]} in {ckpt.directory}"
-      if done
-      else "no complete checkpoint yet"
-    )
+    if ckpt is None:
+      raise
     raise io.OutputError(
-      f"{io.describe_os_error(e, workdir)}; {last}; fix it and run the same command again to resume"
+      f"{io.describe_os_error(e, workdir)}; {_last_complete(ckpt)}; fix it and run the same command "
+      "again to resume"
     ) from None
   finally:
-    _close_all(ckpt.close, writer.close)
+    if ckpt is not None:
+      _close_all(ckpt.close, writer.close)
+    if lock is not None:
+      lock.release()
+
+
+def _check_owner(workdir: Path, experiment: str | None, model: str) -> None:
+  """A workdir whose `run.json` names another experiment or model is not resumed."""
+  path = workdir / RUN_RECORD
+  if not path.is_file():
+    return
+  try:
+    rec = json.loads(path.read_text())
+  except (OSError, ValueError):
+    return  # unreadable record (e.g. a crash mid-write of an older version): rewritten below
+  theirs_exp, theirs_model = rec.get("experiment"), rec.get("model")
+  if (experiment and theirs_exp and theirs_exp != experiment) or (theirs_model and theirs_model != model):
+    raise CheckpointError(
+      f"{workdir}: a workdir of {theirs_exp} (model {theirs_model}), not of "
+      f"{experiment or '?'} (model {model}); use another --workdir"
+    )
+
+
+def _open_run(workdir: Path, config, model, keep_checkpoints: int) -> tuple[Writer, CheckpointIO]:
+  """Checks the workdir's owner, writes `config.json` and `run.json`, opens the writer and checkpoints."""
+  from aejax.cli import current_experiment
+
+  experiment, mname = current_experiment(), model_name(model)
+  _check_owner(workdir, experiment, mname)
+  writer = Writer(workdir)
+  try:
+    writer.write_config(config)
+    writer.write_run(experiment=experiment, model=mname)
+    return writer, CheckpointIO(workdir / "checkpoints", max_to_keep=keep_checkpoints)
+  except OSError as e:
+    writer.close()
+    raise io.OutputError(f"{io.describe_os_error(e, workdir)} (writing the run's files)") from None
+  except BaseException:
+    writer.close()
+    raise
+
+
+def _last_complete(ckpt: CheckpointIO) -> str:
+  """'last complete checkpoint: step N in DIR' (an earlier save still being written counts once done)."""
+  try:
+    ckpt.wait()
+  except Exception:  # noqa: BLE001 - its own failure is secondary to the one being reported
+    pass
+  done = ckpt.complete_steps()
+  return (
+    f"last complete checkpoint: step {done[-1]} in {ckpt.directory}" if done else "no complete checkpoint yet"
+  )
 
 
 def _train(
