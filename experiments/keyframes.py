@@ -363,6 +363,8 @@ def evaluate_shots(config, workdir: Path, args) -> dict:
   """With --videos DIR: shot coverage, key frames per shot, redundant key frames and time per method
   on a folder of videos with known shots (`aejax.keyframes.cutset`). Without: shot recall on
   synthetic scene-cut videos at fixed budgets, AE vs raw pixels."""
+  name = "evaluate_videos.json" if args.videos else "evaluate.json"
+  check_output(args.out and Path(args.out) / name, inputs=[args.videos], overwrite=args.overwrite)
   if args.videos:
     return evaluate_folder(config, workdir, args)
   ev, ex = config.eval, config.extract

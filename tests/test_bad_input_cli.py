@@ -380,6 +380,15 @@ def test_existing_output_needs_overwrite(media, ckpt, tmp_path):
     match="already exists; pass --overwrite",
     keep=[folder],
   )
+  (folder / "evaluate.json").write_text("an earlier evaluation")
+  argv = ["eval", "--preset", "smoke", "--out", folder, "--checkpoint", ckpt("keyframes")]
+  fails(
+    "keyframes",
+    argv + ["--workdir", tmp_path / "w"],
+    names=[folder / "evaluate.json"],
+    match="already exists; pass --overwrite",
+    keep=[folder],
+  )
 
 
 # ------------------------------------------------------------------------------------ checkpoints
