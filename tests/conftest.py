@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Video-scan metadata caches go to a throw-away folder, not the user's ~/.cache.
+os.environ.setdefault("AEJAX_CACHE", tempfile.mkdtemp(prefix="aejax_cache_"))
 
 import pytest  # noqa: E402
 from absl import flags  # noqa: E402

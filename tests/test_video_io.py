@@ -202,3 +202,17 @@ def test_h264_writer_round_trip_and_atomic(tmp_path):
       w.write(frames[0])
       raise RuntimeError("interrupted")
   assert not list(tmp_path.glob("*y.*")) and not list(tmp_path.glob(".y*"))
+
+
+def test_default_scan_cache_lives_outside_the_dataset(tmp_path, monkeypatch):
+  """The default metadata cache is written to $AEJAX_CACHE, never into the (maybe read-only) data."""
+  folder = tmp_path / "videos"
+  synthetic.write_video_folder(folder, n=2, num_frames=8, size=(32, 32))
+  before = sorted(p.name for p in folder.iterdir())
+  monkeypatch.setenv("AEJAX_CACHE", str(tmp_path / "cache"))
+  infos = video.scan_videos(folder)
+  assert sorted(p.name for p in folder.iterdir()) == before
+  cache = video.default_cache_path(folder)
+  assert cache.is_relative_to(tmp_path / "cache") and cache.is_file()
+  assert video.scan_videos(folder) == infos  # read back from the cache
+  assert video.default_cache_path(folder) != video.default_cache_path(tmp_path)

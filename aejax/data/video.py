@@ -14,13 +14,15 @@ cinepak AVI in `../shared/realdata/videos`, and MPEG-1 streams report none. `sca
 container's count where it is a sample table (MP4/MOV), counts packets (demuxing, no decoding)
 elsewhere, and decodes every frame only with `exact_count=True`. A count that is still wrong
 surfaces at read time as `FrameCountError` (a `ValueError`), which the video sources count as a
-skip. The scan caches what it has read beside the dataset as it goes (atomically), so an
-interrupted scan resumes; corrupt, too-short and wrong-fps files are dropped and listed in a report.
+skip. The scan caches what it has read in the user's cache (never in the dataset) as it goes,
+atomically, so an interrupted scan resumes; corrupt, too-short and wrong-fps files are dropped and
+listed in a report.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -34,7 +36,6 @@ import numpy as np
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mpeg", ".mpg", ".mov", ".m4v")
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG", ".webm": "VP90"}
-CACHE_NAME = ".aejax_video_index.json"
 # Containers whose frame count is a sample table (exact unless the file is damaged).
 _TABLE_FORMATS = ("mov", "mp4")
 _LEVEL = {False: 0, None: 1, True: 2}  # exact_count -> how much of the file the count reads
@@ -634,8 +635,20 @@ def _load_cache(path: Path | None) -> dict:
     return {}
 
 
+def default_cache_path(root: str | Path) -> Path:
+  """The metadata cache of a video root: `$AEJAX_CACHE` (default `$XDG_CACHE_HOME/aejax`, else
+  `~/.cache/aejax`) / `video_index/<hash of the resolved root>.json`, outside the dataset."""
+  base = (
+    os.environ.get("AEJAX_CACHE")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aejax"
+  )
+  key = hashlib.sha1(str(Path(root).resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:20]
+  return Path(base) / "video_index" / f"{key}.json"
+
+
 def _write_json(path: Path, obj) -> None:
   """Writes JSON atomically: a temporary file in the same folder, then a rename."""
+  path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
   tmp.write_text(json.dumps(obj, separators=(",", ":")))
   os.replace(tmp, path)
@@ -665,8 +678,8 @@ def scan_videos(
     fps: when set, files whose fps differs by more than `fps_tolerance` are rejected.
     cache_path: the metadata cache (JSON, keyed by path, size and mtime), rewritten atomically
       every few seconds while scanning and at the end (also when interrupted), so a new scan
-      resumes. True: `root/` + `.aejax_video_index.json` when `root` is writable, else no cache;
-      False/None: no cache.
+      resumes. True: one file per root in the user's cache (`default_cache_path`), so nothing is
+      written into the dataset; False/None: no cache.
     report_path: where to write the validation report (JSON: kept count, rejected files and
       reasons). Written whenever given.
     return_rejected: also return the rejected `VideoInfo`s.
@@ -687,7 +700,7 @@ def scan_videos(
   if not files:
     raise ValueError(f"{root}: no video files ({', '.join(extensions)}) found")
   if cache_path is True:
-    cache_path = root / CACHE_NAME if root.is_dir() and os.access(root, os.W_OK) else None
+    cache_path = default_cache_path(root)
   cache_path = Path(cache_path) if cache_path else None
   cache = _load_cache(cache_path)
   level = _LEVEL[exact_count]
