@@ -44,7 +44,7 @@ from aejax.metrics import ms_ssim, psnr
 from aejax.models.keyframe_ae import KeyframeAE, load_original_weights
 from aejax.train import apply_model, fit, init_state, make_optimizer
 from aejax.train.checkpoint import restore_for_eval
-from aejax.viz import make_grid, save_image
+from aejax.viz import make_grid
 
 RUN_KEYS = ("model", "optim", "data.image_size")  # what a checkpoint's run decides
 
@@ -337,7 +337,6 @@ def train(config, workdir: Path, args) -> dict:
     grid = make_grid(
       np.concatenate([im, ((y + 1) * 127.5).round().clip(0, 255).astype(np.uint8)]), ncol=len(y)
     )
-    save_image(writer.artefact_path(f"reconstructions_{step:06d}.png"), grid)
     writer.images(step, {"reconstructions": grid})
 
   print(

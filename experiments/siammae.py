@@ -40,7 +40,7 @@ from aejax.models.siammae import SiamMAE
 from aejax.models.vit import ViT, load_pretrained, vit_variant
 from aejax.train import apply_model, fit, init_state, make_optimizer
 from aejax.train.checkpoint import restore_for_eval
-from aejax.viz import make_grid, save_image
+from aejax.viz import make_grid
 
 RESTORE_KEYS = ("model", "data.image_size")  # what a checkpoint's config.json decides
 
@@ -354,7 +354,6 @@ def grid_fn(model, config):
     out = jax.device_get(images(state.params))
     cols = ["past", "masked_future", "prediction", "target"]
     grid = make_grid([out[c][i] for i in range(len(frames)) for c in cols], ncol=4)
-    save_image(writer.artefact_path(f"reconstruction_{step:07d}.png"), grid)
     writer.images(step, {"reconstruction": grid})
 
   return fn

@@ -228,10 +228,7 @@ def train(config, workdir: Path, args) -> dict:
   pictures = pictures_of(model, config.eval)
 
   def artefact_fn(state, step, writer):
-    grids = pictures(state.variables, valid_images, seed=step)
-    for name, im in grids.items():
-      save_image(writer.artefact_path(f"{name}_{step:06d}.png"), im)
-    writer.images(step, grids)
+    writer.images(step, pictures(state.variables, valid_images, seed=step))
 
   print(
     f"train: {len(train_src)} images ({train_src!r}), valid: {len(valid_src)}; "

@@ -94,16 +94,17 @@ class Writer:
         self._tb.add_scalar(k, v, int(step))
 
   def images(self, step: int, images: dict) -> None:
-    """`images`: name -> [H, W, C] (uint8 or float in [0, 1]) image."""
-    if not self.active or self._tb is None:
+    """`images`: name -> [H, W, C] (uint8 or float in [0, 1]) image, saved as
+    `artefacts/<name>_<step:06d>.png` and logged to TensorBoard."""
+    if not self.active:
       return
-    from aejax.viz import to_uint8
+    from aejax.viz import save_image, to_uint8
 
     for k, im in images.items():
       im = to_uint8(np.asarray(im))
-      if im.ndim == 2:
-        im = im[..., None]
-      self._tb.add_image(k, im, int(step), dataformats="HWC")
+      save_image(self.artefact_path(f"{k}_{int(step):06d}.png"), im)
+      if self._tb is not None:
+        self._tb.add_image(k, im[..., None] if im.ndim == 2 else im, int(step), dataformats="HWC")
 
   def histogram(self, step: int, name: str, values) -> None:
     """A TensorBoard histogram of `values` (flattened)."""
