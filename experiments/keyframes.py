@@ -42,7 +42,7 @@ from aejax.io import check_output, write_json
 from aejax.losses import ms_ssim_l1_loss
 from aejax.metrics import ms_ssim, psnr
 from aejax.models.keyframe_ae import KeyframeAE, load_original_weights
-from aejax.train import apply_model, fit, init_state, make_optimizer
+from aejax.train import apply_model, fit_epochs, init_state, make_optimizer, train_section
 from aejax.train.checkpoint import restore_for_eval
 from aejax.viz import make_grid
 
@@ -69,16 +69,7 @@ def get_config() -> ml_collections.ConfigDict:
   )
   c.loss = dict(alpha=0.84, data_range=2.0, compensation=1.0, legacy_grouping=False)
   c.optim = dict(name="sgd", lr=0.01)
-  c.train = dict(
-    num_steps=placeholder(int),
-    seed=0,
-    log_every=10,
-    eval_every=placeholder(int),
-    checkpoint_every=500,
-    keep_checkpoints=2,
-    parallel="jit",
-    ema_decay=placeholder(float),
-  )
+  c.train = train_section(log_every=10, checkpoint_every=500, keep_checkpoints=2)
   c.eval = dict(
     batch_size=32,
     num_videos=4,
@@ -279,19 +270,7 @@ def train(config, workdir: Path, args) -> dict:
   data = config.data
   model = build_model(config)
   train_src, valid_src, transforms = image_sources(data)
-  steps_per_epoch = len(train_src) // data.batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f"{len(train_src)} training images is less than one batch of {data.batch_size}")
-  train_cfg = dict(config.train)
-  train_cfg["num_steps"] = train_cfg["num_steps"] or data.num_epochs * steps_per_epoch
   tx = make_optimizer(**config.optim)
-  loader = make_loader(
-    train_src,
-    batch_size=data.batch_size,
-    seed=train_cfg["seed"],
-    worker_count=data.worker_count,
-    transforms=transforms,
-  )
   # Fine-tuning starts from the checkpoint's weights, checked against the model trained here.
   start = restore(args.checkpoint, config, keys=())[1] if args.checkpoint else None
 
@@ -339,21 +318,19 @@ def train(config, workdir: Path, args) -> dict:
     )
     writer.images(step, {"reconstructions": grid})
 
-  print(
-    f"train: {len(train_src)} images ({train_src!r}), valid: {len(valid_src)}; "
-    f"{steps_per_epoch} steps/epoch, {train_cfg['num_steps']} steps"
-  )
-  state = fit(
+  state = fit_epochs(
+    train_src,
+    data=data,
+    train=config.train,
+    transforms=transforms,
     workdir=workdir,
     config=config,
     model=model,
     loss_fn=make_loss_fn(**config.loss),
     tx=tx,
-    train_iter=loader,
     init_fn=init_fn,
     eval_fn=eval_fn,
     artefact_fn=artefact_fn,
-    **train_cfg,
   )
   return {"workdir": str(workdir), "step": int(state.step), **eval_fn(state, int(state.step))}
 

@@ -31,12 +31,19 @@ import numpy as np
 
 from aejax import cli
 from aejax.data import roots, synthetic
-from aejax.data.pipeline import make_loader
 from aejax.data.sources import ArraySource, split_indices
 from aejax.data.transforms import RandomResizedCrop, Resize
 from aejax.io import write_json
 from aejax.models.vae import ConvVAE
-from aejax.train import CheckpointIO, apply_model, fit, init_state, make_optimizer, split_rngs
+from aejax.train import (
+  CheckpointIO,
+  apply_model,
+  fit_epochs,
+  init_state,
+  make_optimizer,
+  split_rngs,
+  train_section,
+)
 from aejax.train.checkpoint import restore_for_eval
 from aejax.vae import elbo
 from aejax.vae import similarity as sim
@@ -65,16 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss = dict(reconstruction="bce", beta=1.0, reduction="sum")
   c.optim = dict(name="adam", lr=1e-3)
   # num_steps / eval_every None: data.num_epochs epochs, validation every epoch.
-  c.train = dict(
-    num_steps=None,
-    seed=0,
-    log_every=10,
-    eval_every=None,
-    checkpoint_every=500,
-    keep_checkpoints=2,
-    parallel="jit",
-    ema_decay=None,
-  )
+  c.train = train_section(log_every=10, checkpoint_every=500, keep_checkpoints=2)
   c.eval = dict(batch_size=16, num_samples=16, num_recon=8, interp_steps=8)
   c.similarity = dict(
     pairs_per_image=4,
@@ -192,23 +190,7 @@ def train(config, workdir: Path, args) -> dict:
   train_src, valid_src = image_sources(data)
   if len(valid_src) == 0:
     raise ValueError(f"data.valid_fraction={data.valid_fraction}: the validation split is empty")
-  steps_per_epoch = len(train_src) // data.batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f"{len(train_src)} training images is less than one batch of {data.batch_size}")
-  train_cfg = dict(config.train)
-  if train_cfg["num_steps"] is None:
-    train_cfg["num_steps"] = (data.num_epochs or 0) * steps_per_epoch
-  train_cfg["eval_every"] = train_cfg["eval_every"] or steps_per_epoch
-  if train_cfg["num_steps"] <= 0:
-    raise ValueError("set data.num_epochs or train.num_steps to a positive number")
   tx = make_optimizer(**config.optim)
-  loader = make_loader(
-    train_src,
-    batch_size=data.batch_size,
-    seed=train_cfg["seed"],
-    worker_count=data.worker_count,
-    transforms=[RandomResizedCrop(data.image_size, scale=tuple(data.crop_scale))],
-  )
   validate = validation_fn(model, data.image_size, config.eval.batch_size, valid_src)
   best_path = workdir / "best.json"
   best = json.loads(best_path.read_text()) if best_path.exists() else {"neg_elbo": float("inf")}
@@ -230,21 +212,20 @@ def train(config, workdir: Path, args) -> dict:
   def artefact_fn(state, step, writer):
     writer.images(step, pictures(state.variables, valid_images, seed=step))
 
-  print(
-    f"train: {len(train_src)} images ({train_src!r}), valid: {len(valid_src)}; "
-    f"{steps_per_epoch} steps/epoch, {train_cfg['num_steps']} steps"
-  )
-  state = fit(
+  state = fit_epochs(
+    train_src,
+    data=data,
+    train=config.train,
+    transforms=[RandomResizedCrop(data.image_size, scale=tuple(data.crop_scale))],
+    eval_every_epoch=True,
     workdir=workdir,
     config=config,
     model=model,
     loss_fn=make_loss_fn(**config.loss),
     tx=tx,
-    train_iter=loader,
     init_fn=lambda rng: init_state(model, tx, rng, example_image(config)),
     eval_fn=eval_fn,
     artefact_fn=artefact_fn,
-    **train_cfg,
   )
   return {"step": int(state.step), "best": dict(best), "workdir": str(workdir)}
 

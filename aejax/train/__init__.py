@@ -10,7 +10,7 @@ from aejax.train.checkpoint import (
   restore_variables,
   run_config,
 )
-from aejax.train.loop import TrainingDiverged, fit
+from aejax.train.loop import TrainingDiverged, fit, fit_epochs, train_section
 from aejax.train.optim import learning_rate, make_optimizer
 from aejax.train.parallel import make_mesh, maybe_initialize_distributed, shard_batch
 from aejax.train.state import TrainState, apply_model, init_state, split_rngs
@@ -27,6 +27,7 @@ __all__ = [
   "check_shapes",
   "find_run_config",
   "fit",
+  "fit_epochs",
   "init_state",
   "learning_rate",
   "make_mesh",
@@ -39,4 +40,5 @@ __all__ = [
   "run_config",
   "shard_batch",
   "split_rngs",
+  "train_section",
 ]

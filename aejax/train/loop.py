@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
 import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -150,6 +152,62 @@ def fit(
       not be written (full disk, I/O error): one line naming the folder and the last complete step.
     OutputError: an artefact or log could not be written (one line, with the last complete step).
   """
+  with _opened_run(workdir, config, model, keep_checkpoints) as (writer, ckpt):
+    return _loop(writer, ckpt, dict(locals()))
+
+
+def train_section(**changes) -> dict:
+  """The `train` config section: `fit`'s step, logging and checkpoint keywords, updated by `changes`.
+
+  `num_steps`, `eval_every` and `ema_decay` are None (unset) unless given: the experiment derives
+  `num_steps` (e.g. from epochs), None `eval_every` evaluates only at the end, None `ema_decay` is off.
+  """
+  base = dict(num_steps=None, seed=0, log_every=50, eval_every=None, checkpoint_every=1000)
+  return {**base, "keep_checkpoints": 3, "parallel": "jit", "ema_decay": None, **changes}
+
+
+def fit_epochs(source, *, data, train: dict, transforms=(), eval_every_epoch: bool = False, **fit_kwargs):
+  """`fit` over epochs of a finite `source` of examples (image experiments).
+
+  Args:
+    source: a random-access source (`aejax.data.sources`); `len(source)` examples per epoch.
+    data: the `data` config section (`batch_size`, `worker_count`, `num_epochs`).
+    train: the `train` section (`train_section`); `num_steps` None: `data.num_epochs` epochs.
+    transforms: Grain transforms of the training loader.
+    eval_every_epoch: `eval_every` None means once per epoch (not only at the end).
+    **fit_kwargs: the rest of `fit`'s keywords (workdir, config, model, loss_fn, tx, init_fn, ...).
+
+  Raises:
+    ValueError: fewer examples than one batch, or no positive number of steps.
+  """
+  from aejax.data.pipeline import make_loader
+
+  steps_per_epoch = len(source) // data.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f"{len(source)} training examples is less than one batch of {data.batch_size}")
+  train = dict(train)
+  if train["num_steps"] is None:
+    train["num_steps"] = (data.num_epochs or 0) * steps_per_epoch
+  if train["num_steps"] <= 0:
+    raise ValueError("set data.num_epochs or train.num_steps to a positive number")
+  if eval_every_epoch and not train["eval_every"]:
+    train["eval_every"] = steps_per_epoch
+  batch, workers = data.batch_size, data.worker_count
+  loader = make_loader(
+    source, batch_size=batch, seed=train["seed"], worker_count=workers, transforms=list(transforms)
+  )
+  n = train["num_steps"]
+  print(f"train: {len(source)} examples ({source!r}); {steps_per_epoch} steps/epoch, {n} steps")
+  return fit(train_iter=loader, **fit_kwargs, **train)
+
+
+@contextlib.contextmanager
+def _opened_run(workdir, config, model, keep_checkpoints: int):
+  """Locks `workdir`, opens the run (`_open_run`), yields `(writer, ckpt)`, closes and unlocks.
+
+  An OSError inside (an artefact, a metrics line, an event file: no space, read-only, ...) becomes
+  one line naming the last complete checkpoint.
+  """
   workdir = io.check_workdir(workdir)
   lock = io.WorkdirLock(workdir) if jax.process_index() == 0 else None
   if lock is not None:
@@ -157,27 +215,8 @@ def fit(
   writer = ckpt = None
   try:
     writer, ckpt = _open_run(workdir, config, model, keep_checkpoints)
-    return _train(
-      workdir=workdir,
-      writer=writer,
-      ckpt=ckpt,
-      model=model,
-      loss_fn=loss_fn,
-      tx=tx,
-      train_iter=train_iter,
-      init_fn=init_fn,
-      eval_fn=eval_fn,
-      artefact_fn=artefact_fn,
-      num_steps=num_steps,
-      seed=seed,
-      log_every=log_every,
-      eval_every=eval_every,
-      checkpoint_every=checkpoint_every,
-      parallel=parallel,
-      ema_decay=ema_decay,
-      verbose=verbose,
-    )
-  except OSError as e:  # an artefact, a metrics line, an event file: no space, read-only, ...
+    yield writer, ckpt
+  except OSError as e:
     if ckpt is None:
       raise
     raise io.OutputError(
@@ -239,38 +278,20 @@ def _last_complete(ckpt: CheckpointIO) -> str:
   )
 
 
-def _train(
-  *,
-  workdir,
-  writer,
-  ckpt,
-  model,
-  loss_fn,
-  tx,
-  train_iter,
-  init_fn,
-  eval_fn,
-  artefact_fn,
-  num_steps,
-  seed,
-  log_every,
-  eval_every,
-  checkpoint_every,
-  parallel,
-  ema_decay,
-  verbose,
-):
-  """The loop proper (the caller closes `writer` and `ckpt`)."""
-  root = jax.random.PRNGKey(seed)
+def _loop(writer: Writer, ckpt: CheckpointIO, args: dict):
+  """The loop proper over `fit`'s keyword arguments `args` (the caller closes `writer` and `ckpt`)."""
+  o = types.SimpleNamespace(**args)
+  train_iter, num_steps, verbose = o.train_iter, o.num_steps, o.verbose
+  root = jax.random.PRNGKey(o.seed)
   init_rng, step_rng = jax.random.split(root)
-  state = jax.jit(init_fn)(init_rng)
+  state = jax.jit(o.init_fn)(init_rng)
   start = ckpt.latest_step()
   if start is not None:
     state = ckpt.restore(state, step=start, data_iter=train_iter)
     _say(verbose, f"resumed from {ckpt.directory / str(start)}")
   start = int(jax.device_get(state.step))
   _parameter_table(writer, state.params, verbose)
-  runner = make_train_step(model, loss_fn, tx, parallel=parallel, ema_decay=ema_decay)
+  runner = make_train_step(o.model, o.loss_fn, o.tx, parallel=o.parallel, ema_decay=o.ema_decay)
   dstate = runner.put_state(state)
   del state
   progress = _Progress(num_steps, start)
@@ -294,14 +315,14 @@ def _train(
     return values
 
   def evaluate(step: int, host_state) -> None:
-    if eval_fn is not None:
-      res = eval_fn(host_state, step) or {}
+    if o.eval_fn is not None:
+      res = o.eval_fn(host_state, step) or {}
       if res:
         writer.scalars(step, {f"eval/{k}": v for k, v in res.items()})
         shown = " ".join(f"{k} {v:.4g}" for k, v in res.items())
         _say(verbose, f"eval @ {step}: {shown}")
-    if artefact_fn is not None:
-      artefact_fn(host_state, step, writer)
+    if o.artefact_fn is not None:
+      o.artefact_fn(host_state, step, writer)
     writer.flush()
 
   step = start
@@ -315,15 +336,15 @@ def _train(
       step += 1
       pending.append(metrics)
       at_end = step == num_steps
-      if step % log_every == 0 or at_end or stop.requested or step % checkpoint_every == 0:
+      if step % o.log_every == 0 or at_end or stop.requested or step % o.checkpoint_every == 0:
         values = flush(step)
         lr = learning_rate(dstate.opt_state)
         writer.scalars(step, values if lr is None else {**values, "learning_rate": lr})
-        if step % log_every == 0 or at_end:
+        if step % o.log_every == 0 or at_end:
           _say(verbose, progress.line(step, values))
-      if eval_every and step % eval_every == 0 and not at_end:
+      if o.eval_every and step % o.eval_every == 0 and not at_end:
         evaluate(step, runner.get_state(dstate))
-      if step % checkpoint_every == 0 or at_end or stop.requested:
+      if step % o.checkpoint_every == 0 or at_end or stop.requested:
         ckpt.save(step, runner.get_state(dstate), train_iter)
         last_good = step
       if stop.requested:
