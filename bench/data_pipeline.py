@@ -141,7 +141,7 @@ def grain_run(source, num_pairs: int, batch: int, workers: int, threads: int, se
 
 def scan_run(folder: Path, exact_count) -> tuple[float, int]:
   """(CPU ms per file, files) of one uncached `scan_videos`."""
-  from aejax.data.video import scan_videos
+  from aejax.data.scan import scan_videos
 
   c0 = time.process_time()
   n = len(scan_videos(folder, cache_path=False, exact_count=exact_count))
@@ -171,9 +171,10 @@ def main(argv=None) -> int:
 
   flags.FLAGS.mark_as_parsed()
   cv2.setNumThreads(1)
-  from aejax.data.prepare import QUALITY, PreparedVideos, prepare_videos
+  from aejax.data.prepare import QUALITY
+  from aejax.data.prepare_videos import PreparedVideos, prepare_videos
+  from aejax.data.scan import scan_videos
   from aejax.data.sources import VideoFiles, VideoPairSource
-  from aejax.data.video import scan_videos
 
   load0 = os.getloadavg()[0]
   pair_rows, scan_rows = [], []

@@ -283,12 +283,24 @@ def run_oval(mode: str) -> None:
     )
 
 
+def _adam_rows(name: str, mode: str, title: tuple, model, loss_fn, batch: dict, res, torch_fn, check) -> None:
+  """Rows of a training-step workload with Adam: `title` (workload, unit), one-entry `batch`
+  shapes, our timings `res`, PyTorch's through `torch_fn`, FLOPs of one step."""
+  import jax.numpy as jnp
+
+  from aejax.train import make_optimizer
+  from bench.common import default_dtype
+
+  ((key, shape),) = batch.items()
+  flops = step_flops(model, loss_fn, make_optimizer("adam", 1e-3), jnp.zeros((1, *shape[1:])), batch)
+  _train_rows(*title, shape[0], res, _variants(name, mode, torch_fn), flops, check, dtype=default_dtype())
+
+
 def run_vae(mode: str) -> None:
   import jax
   import jax.numpy as jnp
 
   from aejax.models.vae import ConvVAE
-  from aejax.train import make_optimizer
   from bench import vae as vb
   from bench.common import default_dtype, jnp_dtype
   from experiments.vae import make_loss_fn
@@ -310,13 +322,6 @@ def run_vae(mode: str) -> None:
     tm = ref.load_flax_params(ref.VAE(), variables["params"])
     p, bs = variables["params"], variables["batch_stats"]
     check = _check(torch, lambda d: vb.check_losses_agree(model, p, bs, tm, torch, size, d), 1e-4, dtype)
-  flops = step_flops(
-    model,
-    make_loss_fn(),
-    make_optimizer("adam", 1e-3),
-    jnp.zeros((1, size, size, 3)),
-    {"image": (b, size, size, 3)},
-  )
   res = vb.bench_jax(model.clone(dtype=jnp_dtype(dtype)), b, size, steps)
 
   def torch_fn(t, compiled):
@@ -324,16 +329,8 @@ def run_vae(mode: str) -> None:
 
     return vb.bench_torch(t, ref.VAE(), b, size, steps, compiled, dtype)
 
-  _train_rows(
-    "conv VAE 3×254×254, KL+BCE, Adam",
-    "images/s",
-    b,
-    res,
-    _variants("vae", mode, torch_fn),
-    flops,
-    check,
-    dtype=dtype,
-  )
+  title, batch = ("conv VAE 3×254×254, KL+BCE, Adam", "images/s"), {"image": (b, size, size, 3)}
+  _adam_rows("vae", mode, title, model, make_loss_fn(), batch, res, torch_fn, check)
 
 
 def run_vqae3d(mode: str) -> None:
@@ -341,7 +338,6 @@ def run_vqae3d(mode: str) -> None:
   import jax.numpy as jnp
 
   from aejax.models.vqae3d import VQAE3D
-  from aejax.train import make_optimizer
   from bench import vqae3d as vq
   from bench.common import default_dtype, jnp_dtype
   from experiments.compressed_vision import loss_fn
@@ -360,26 +356,14 @@ def run_vqae3d(mode: str) -> None:
     tm = ref.load_flax_params(vq.torch_model(kw), variables["params"], variables["batch_stats"])
     losses = lambda d: vq.check_losses_agree(model, variables, tm, torch, frames, d)
     check = _check(torch, losses, 1e-4, dtype)
-  flops = step_flops(
-    model,
-    loss_fn,
-    make_optimizer("adam", 1e-3),
-    jnp.zeros((1, frames, 64, 64, 1)),
-    {"video": (b, frames, 64, 64, 1)},
-  )
   res = vq.bench_jax(model.clone(dtype=jnp_dtype(dtype)), b, frames, steps)
   width = "CPU demo width" if cfg["demo"] else "31.0M params"
   torch_fn = lambda t, c: vq.bench_torch(t, vq.torch_model(kw), b, frames, steps, c, dtype)
-  _train_rows(
-    f"3D AE 1×{frames}×64×64 ({width}), MSE, Adam",
-    "clips/s",
-    b,
-    res,
-    _variants("vqae3d", mode, torch_fn),
-    flops,
-    check,
-    dtype=dtype,
+  title, batch = (
+    (f"3D AE 1×{frames}×64×64 ({width}), MSE, Adam", "clips/s"),
+    {"video": (b, frames, 64, 64, 1)},
   )
+  _adam_rows("vqae3d", mode, title, model, loss_fn, batch, res, torch_fn, check)
 
 
 def run_siammae(mode: str) -> None:
@@ -438,6 +422,7 @@ def run_siammae(mode: str) -> None:
 def run_labelprop(mode: str) -> None:
   import jax
 
+  from aejax.labelprop import PROTOCOLS
   from bench import labelprop as lp
 
   cfg = SIZES[mode]["labelprop"]
@@ -448,12 +433,8 @@ def run_labelprop(mode: str) -> None:
     patch=16,
     dim=384,
     classes=4,
-    context=20,
-    topk=7,
-    radius=20,
-    temperature=0.7,
-    neighbourhood="square",
     repeats=cfg["repeats"],
+    **{k: PROTOCOLS["siammae"][k] for k in ("context", "topk", "radius", "temperature", "neighbourhood")},
   )
   r = lp.bench_one(jax.devices()[0], args)
   emit(
@@ -500,8 +481,8 @@ def run_pipeline(mode: str) -> None:
   from absl import flags
 
   flags.FLAGS.mark_as_parsed()
+  from aejax.data.scan import scan_videos
   from aejax.data.sources import VideoPairSource
-  from aejax.data.video import scan_videos
   from bench import data_pipeline as dp
 
   cfg = SIZES[mode]["pipeline"]

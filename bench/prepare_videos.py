@@ -50,7 +50,7 @@ def quality_table(clips: list[Path], qualities=(50, 60, 70, 75, 80, 85, 90, 95),
 
 def timed_prepare(src: Path, workers: int, quality: int) -> dict:
   """One `prepare_videos` run in a fresh folder: wall s, CPU s (with workers), frames, bytes."""
-  from aejax.data.prepare import prepare_videos, video_folder
+  from aejax.data.prepare_videos import prepare_videos, video_folder
 
   with tempfile.TemporaryDirectory() as tmp:
     t0, c0 = time.perf_counter(), _cpu()
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
   p.add_argument("--no-write", action="store_true")
   a = p.parse_args(argv)
   from aejax.data.prepare import QUALITY
-  from aejax.data.video import find_videos
+  from aejax.data.scan import find_videos
 
   clips = find_videos(a.clips)
   q = a.quality or QUALITY

@@ -19,21 +19,17 @@ import pytest
 from PIL import Image
 
 from aejax.data import prepare as P
+from aejax.data import prepare_videos as PV
 from aejax.data import synthetic
 from aejax.data.images import decode_image
 from aejax.data.pipeline import make_loader
-from aejax.data.prepare import (
-  PreparedDavisSource,
-  PreparedImageSource,
-  PreparedVideos,
-  main,
-  prepare,
-  prepare_videos,
-  video_folder,
-)
+from aejax.data.prepare import main, prepare
+from aejax.data.prepare_images import PreparedDavisSource, PreparedImageSource
+from aejax.data.prepare_videos import PreparedVideos, prepare_videos, video_folder
+from aejax.data.scan import scan_videos
 from aejax.data.sources import DavisSource, ImageFolderSource, VideoPairSource
 from aejax.data.transforms import Resize
-from aejax.data.video import VideoReader, scan_videos
+from aejax.data.video import VideoReader
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -142,7 +138,7 @@ def test_prepare_videos_skips_are_listed(video_src, tmp_path):
 def test_prepare_videos_resumes_after_an_injected_failure(video_src, tmp_path, monkeypatch):
   prepare_videos(video_src, tmp_path / "whole", workers=1, **OPTS)
   calls = []
-  real = P.encode_video
+  real = PV.encode_video
 
   def failing(path, options):
     if len(calls) == 5:
@@ -150,7 +146,7 @@ def test_prepare_videos_resumes_after_an_injected_failure(video_src, tmp_path, m
     calls.append(path)
     return real(path, options)
 
-  monkeypatch.setattr(P, "encode_video", failing)
+  monkeypatch.setattr(PV, "encode_video", failing)
   with pytest.raises(KeyboardInterrupt):
     prepare_videos(video_src, tmp_path / "resumed", workers=1, **OPTS)
   folder = video_folder(tmp_path / "resumed")
@@ -160,7 +156,7 @@ def test_prepare_videos_resumes_after_an_injected_failure(video_src, tmp_path, m
   with pytest.raises(FileNotFoundError, match="did not finish"):
     PreparedVideos(tmp_path / "resumed")
   redone = []
-  monkeypatch.setattr(P, "encode_video", lambda path, o: redone.append(path) or real(path, o))
+  monkeypatch.setattr(PV, "encode_video", lambda path, o: redone.append(path) or real(path, o))
   prepare_videos(video_src, tmp_path / "resumed", workers=1, **OPTS)
   assert len(redone) == 11 - 4 and not set(redone) & set(calls[:4])  # finished shards kept
   assert _prepared(tmp_path / "resumed") == _prepared(tmp_path / "whole")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aejax.data import synthetic, video
+from aejax.data import scan, synthetic, video
 from aejax.data.sources import (
   ArraySource,
   DavisSource,
@@ -163,17 +163,17 @@ def test_video_clip_source_hop_stride_labels(video_dirs):
 
 def test_real_videos_scan_counts_and_cache(realdata, tmp_path, monkeypatch):
   cache = tmp_path / "index.json"
-  infos = video.scan_videos(realdata / "videos", cache_path=cache)
+  infos = scan.scan_videos(realdata / "videos", cache_path=cache)
   got = {i.path.split("/")[-1]: (i.num_frames, i.width, i.height, round(i.fps)) for i in infos}
   # The decodable counts, not CAP_PROP_FRAME_COUNT (which says 444 and 1 for these files).
   assert got == {"opencv_tree.avi": (68, 320, 240, 15), "visp_cube.mpeg": (79, 384, 288, 25)}
-  monkeypatch.setattr(video, "probe_video", lambda *a, **k: pytest.fail("cache not used"))
-  assert video.scan_videos(realdata / "videos", cache_path=cache) == infos
+  monkeypatch.setattr(scan, "probe_video", lambda *a, **k: pytest.fail("cache not used"))
+  assert scan.scan_videos(realdata / "videos", cache_path=cache) == infos
   monkeypatch.undo()
-  wrong_fps = video.scan_videos(realdata / "videos", fps=25.0, cache_path=cache, return_rejected=True)
+  wrong_fps = scan.scan_videos(realdata / "videos", fps=25.0, cache_path=cache, return_rejected=True)
   assert [i.path.split("/")[-1] for i in wrong_fps[0]] == ["visp_cube.mpeg"]
   assert wrong_fps[1][0].reason == "fps 15 != 25"
-  fast = video.scan_videos(realdata / "videos", cache_path=False, exact_count=False)
+  fast = scan.scan_videos(realdata / "videos", cache_path=False, exact_count=False)
   assert [i.num_frames for i in fast] == [444, 79]  # trusts the AVI header; MPEG-1 has none
   src = VideoPairSource(realdata / "videos" / "opencv_tree.avi", gap=(4, 48), cache_path=cache)
   e = src[0]

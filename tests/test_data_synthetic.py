@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from aejax.data import synthetic
-from aejax.data.video import VideoReader, scan_videos
+from aejax.data.scan import scan_videos
+from aejax.data.video import VideoReader
 
 
 def test_textured_images_deterministic_and_natural():

@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 
-from aejax.data import synthetic, video
+from aejax.data import scan, synthetic, video
 from aejax.data.sources import VideoClipSource, VideoPairSource
 from bench.clips import kinetics_like
 
@@ -121,8 +121,8 @@ def test_wrong_count_is_frame_count_error_and_a_counted_skip(clips):
   with pytest.raises(video.FrameCountError, match="cannot decode frame 500") as e:
     video.VideoReader(path).read([3, 500])
   assert isinstance(e.value, ValueError) and "\n" not in str(e.value) and str(path) in str(e.value)
-  good = video.probe_video(path)
-  stale = video.VideoInfo(**{**vars(good), "num_frames": 1000})  # a container claiming too much
+  good = scan.probe_video(path)
+  stale = scan.VideoInfo(**{**vars(good), "num_frames": 1000})  # a container claiming too much
   pairs = VideoPairSource([stale, good], gap=(4, 8), reference_fps=None, seed=0)
   for k in range(6):
     assert pairs[k]["frames"].shape == (2, 64, 96, 3)
@@ -141,8 +141,8 @@ def test_metadata_scan_matches_exact_counts(clips, realdata, tmp_path):
     (folder / f"{name}.mp4").write_bytes(path.read_bytes())
   for f in (realdata / "videos").iterdir():
     (folder / f.name).write_bytes(f.read_bytes())
-  fast = video.scan_videos(folder, cache_path=False)
-  exact = video.scan_videos(folder, cache_path=False, exact_count=True)
+  fast = scan.scan_videos(folder, cache_path=False)
+  exact = scan.scan_videos(folder, cache_path=False, exact_count=True)
   assert fast == exact and len(fast) == 5
   assert {i.path.split("/")[-1]: i.num_frames for i in fast} == {
     "gop12.mp4": 120,
@@ -151,7 +151,7 @@ def test_metadata_scan_matches_exact_counts(clips, realdata, tmp_path):
     "opencv_tree.avi": 68,
     "visp_cube.mpeg": 79,
   }
-  header = video.scan_videos(folder, cache_path=False, exact_count=False)
+  header = scan.scan_videos(folder, cache_path=False, exact_count=False)
   assert [i.num_frames for i in header if i.path.endswith(".avi")] == [444]  # the AVI header
 
 
@@ -161,8 +161,8 @@ def test_scan_cache_is_written_as_it_goes_and_resumes(clips, tmp_path, monkeypat
     (folder / f"c{k % 2}").mkdir(parents=True, exist_ok=True)
     (folder / f"c{k % 2}" / f"v{k}.mp4").write_bytes(clips["gop12"].read_bytes())
   cache = tmp_path / "cache.json"
-  monkeypatch.setattr(video, "CACHE_FLUSH_SECONDS", 0.0)
-  real_probe = video.probe_video
+  monkeypatch.setattr(scan, "CACHE_FLUSH_SECONDS", 0.0)
+  real_probe = scan.probe_video
   seen = []
 
   def interrupted(path, *a, **k):
@@ -173,19 +173,19 @@ def test_scan_cache_is_written_as_it_goes_and_resumes(clips, tmp_path, monkeypat
     seen.append(path)
     return real_probe(path, *a, **k)
 
-  monkeypatch.setattr(video, "probe_video", interrupted)
+  monkeypatch.setattr(scan, "probe_video", interrupted)
   with pytest.raises(KeyboardInterrupt):
-    video.scan_videos(folder, cache_path=cache)
+    scan.scan_videos(folder, cache_path=cache)
   assert len(json.loads(cache.read_text())) == 3
-  assert not list(tmp_path.glob(".cache.json.tmp*"))  # atomic: no temporary file left behind
+  assert not list(tmp_path.glob(".cache*tmp*"))  # atomic: no temporary file left behind
   resumed = []
-  monkeypatch.setattr(video, "probe_video", lambda p, *a, **k: resumed.append(p) or real_probe(p, *a, **k))
-  infos = video.scan_videos(folder, cache_path=cache)
+  monkeypatch.setattr(scan, "probe_video", lambda p, *a, **k: resumed.append(p) or real_probe(p, *a, **k))
+  infos = scan.scan_videos(folder, cache_path=cache)
   assert len(resumed) == 2 and not set(resumed) & set(seen)
   assert [i.label for i in infos] == ["c0", "c0", "c0", "c1", "c1"] and infos[0].num_frames == 120
   resumed.clear()
-  assert video.scan_videos(folder, cache_path=cache) == infos and not resumed
-  video.scan_videos(folder, cache_path=cache, exact_count=True)  # a stricter count re-reads
+  assert scan.scan_videos(folder, cache_path=cache) == infos and not resumed
+  scan.scan_videos(folder, cache_path=cache, exact_count=True)  # a stricter count re-reads
   assert len(resumed) == 5
 
 
@@ -210,9 +210,9 @@ def test_default_scan_cache_lives_outside_the_dataset(tmp_path, monkeypatch):
   synthetic.write_video_folder(folder, n=2, num_frames=8, size=(32, 32))
   before = sorted(p.name for p in folder.iterdir())
   monkeypatch.setenv("AEJAX_CACHE", str(tmp_path / "cache"))
-  infos = video.scan_videos(folder)
+  infos = scan.scan_videos(folder)
   assert sorted(p.name for p in folder.iterdir()) == before
-  cache = video.default_cache_path(folder)
+  cache = scan.default_cache_path(folder)
   assert cache.is_relative_to(tmp_path / "cache") and cache.is_file()
-  assert video.scan_videos(folder) == infos  # read back from the cache
-  assert video.default_cache_path(folder) != video.default_cache_path(tmp_path)
+  assert scan.scan_videos(folder) == infos  # read back from the cache
+  assert scan.default_cache_path(folder) != scan.default_cache_path(tmp_path)

@@ -26,8 +26,9 @@ from aejax.data.images import (
   split_indices,
   to_rgb_uint8,
 )
+from aejax.data.scan import VideoInfo, scan_videos, write_report
 from aejax.data.sequences import DavisSource, MovingMNISTSource, read_indexed_png
-from aejax.data.video import VideoInfo, VideoReader, scan_videos, write_report
+from aejax.data.video import VideoReader
 
 __all__ = [
   "IMAGE_EXTENSIONS",

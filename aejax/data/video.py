@@ -1,5 +1,5 @@
-"""Every video read and write of aejax: a seeking frame reader, a sampled stream, a camera, a
-streaming writer (atomic), and a cached, validating folder scan. Nothing else opens videos.
+"""Every video read and write of aejax: a seeking frame reader, a sampled stream, a camera and a
+streaming writer (atomic). The folder scan (`scan_videos`, `VideoInfo`) is `aejax.data.scan`.
 
 Reading uses PyAV (`av` on PyPI, imported on first use). `VideoReader.read` seeks: a first read
 demuxes the file once (packets only, no decoding) into a presentation-order index of frame
@@ -7,26 +7,16 @@ timestamps and key frames; each wanted frame is then decoded from the nearest ke
 before it, skipping non-reference frames on the way, and reads in increasing order continue the
 open decoder. Frame i is the i-th frame in presentation order, the same frame a sequential decode
 gives (tests check this bit for bit on H.264 with B-frames across GOP boundaries). Files whose
-packets carry no usable timestamps are decoded sequentially instead.
-
-Container frame counts are not always right: OpenCV and PyAV report 444 frames for a 68-frame
-cinepak AVI in `../shared/realdata/videos`, and MPEG-1 streams report none. `scan_videos` reads the
-container's count where it is a sample table (MP4/MOV), counts packets (demuxing, no decoding)
-elsewhere, and decodes every frame only with `exact_count=True`. A count that is still wrong
-surfaces at read time as `FrameCountError` (a `ValueError`), which the video sources count as a
-skip. The scan caches what it has read in the user's cache (never in the dataset) as it goes,
-atomically, so an interrupted scan resumes; corrupt, too-short and wrong-fps files are dropped and
-listed in a report.
+packets carry no usable timestamps are decoded sequentially instead. An index at or past the real
+end of a file (its container's count was wrong) is a `FrameCountError` (a `ValueError`).
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
-import hashlib
-import json
-import logging
 import os
-import time
+import threading
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -36,14 +26,6 @@ import numpy as np
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mpeg", ".mpg", ".mov", ".m4v")
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG", ".webm": "VP90"}
-# Containers whose frame count is a sample table (exact unless the file is damaged).
-_TABLE_FORMATS = ("mov", "mp4")
-_LEVEL = {False: 0, None: 1, True: 2}  # exact_count -> how much of the file the count reads
-# The scan rewrites its cache at most this often (seconds; 0: after every file), and otherwise
-# never spends more than a tenth of its time doing so.
-CACHE_FLUSH_SECONDS = 5.0
-
-log = logging.getLogger(__name__)
 
 
 class FrameCountError(ValueError):
@@ -112,6 +94,17 @@ def _decode_all(c, s, keep=None):
     return  # a truncated or damaged file ends early, like OpenCV's grab loop
 
 
+_SWS = threading.local()  # one VideoReformatter per thread: a fresh one per frame costs ~4x
+
+
+def _to_array(fr, format: str = "rgb24") -> np.ndarray:
+  """A decoded frame as an [H, W, 3] array: the same values as `fr.to_ndarray(format=format)`."""
+  sws = getattr(_SWS, "r", None)
+  if sws is None:
+    sws = _SWS.r = _av().video.reformatter.VideoReformatter()
+  return sws.reformat(fr, format=format).to_ndarray()
+
+
 def count_frames(path: str | Path) -> int:
   """Decodable frame count, by decoding every frame (the container's count is not trusted)."""
   c, s = _open(Path(path))
@@ -142,7 +135,7 @@ class _Index:
     keys = [d for d, r in enumerate(rows) if r[2]]
     start = []
     for d in order:
-      j = np.searchsorted(keys, d, side="right") - 1
+      j = bisect.bisect_right(keys, d) - 1
       while j >= 0 and rows[keys[j]][0] > rows[d][0]:  # an open-GOP leading frame: key before
         j -= 1
       start.append(keys[j] if j >= 0 else -1)
@@ -177,7 +170,6 @@ class VideoReader:
     self._demux, self._fed, self._pos = None, 0, 0
     self._coming: set[int] = set()  # pts fed in full since the last seek, not yet output
     self.frames_seen = 0
-
   @property
   def num_frames(self) -> int:
     """The frame count given at construction, else the decodable count (decodes the file once)."""
@@ -268,9 +260,14 @@ class VideoReader:
     cc = self._s.codec_context if self._s is not None else None
     got: dict[int, np.ndarray] = {}
     todo = {ix.pts[i]: i for i in wanted}
-    for t in wanted:
+    for k, t in enumerate(wanted):
       if t in got:
         continue
+      # After t's packet, the decoder holds t back until later packets arrive (B-frame reordering).
+      # When the next wanted frame starts from a later key frame, those packets are not needed:
+      # drain the decoder instead (same frames out, fewer decoded), and seek for the next one.
+      nxt = next((u for u in wanted[k + 1 :] if u not in got), None)
+      drain_after = ix.dec[t] if nxt is not None and ix.start[nxt] > ix.dec[t] + 1 else None
       key = ix.start[t]
       ahead = self._fed <= ix.dec[t] or ix.pts[t] in self._coming  # fed in full, not out yet
       if not (self._demux is not None and key <= self._fed and ahead):
@@ -288,11 +285,15 @@ class VideoReader:
             self._coming.add(pkt.pts)
         else:
           cc.skip_frame = "DEFAULT"
-        for fr in cc.decode(None if flush else pkt):
+        frames = cc.decode(None if flush else pkt)
+        if not flush and self._fed - 1 == drain_after:
+          frames += cc.decode(None)
+          flush = True
+        for fr in frames:
           self._coming.discard(fr.pts)
           i = todo.pop(fr.pts, None)
           if i is not None:
-            got[i] = fr.to_ndarray(format="rgb24")
+            got[i] = _to_array(fr)
         if flush:
           self._demux = None  # the decoder is drained: the next read seeks
           break
@@ -311,7 +312,7 @@ class VideoReader:
     for i, fr in self._demux:
       self._pos = i + 1
       if i in need:
-        got[i] = fr.to_ndarray(format="rgb24")
+        got[i] = _to_array(fr)
         if len(got) == len(need):
           return got
     self._demux = None
@@ -368,7 +369,7 @@ class VideoReader:
           break
         self.frames_seen = i + 1
         if fr is not None:
-          yield i, fr.to_ndarray(format=format)
+          yield i, _to_array(fr, format)
     finally:
       c.close()
 
@@ -556,225 +557,13 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 30.0, **write
   return path
 
 
-@dataclasses.dataclass(frozen=True)
-class VideoInfo:
-  """One scanned video: `path` absolute, `label` its class folder ('' when flat)."""
-
-  path: str
-  fps: float
-  num_frames: int
-  height: int
-  width: int
-  label: str = ""
-  ok: bool = True
-  reason: str = ""
+_MOVED_TO_SCAN = ("VideoInfo", "find_videos", "probe_video", "scan_videos", "write_report")
 
 
-def find_videos(root: str | Path, extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
-  """Video files under `root` (recursively, sorted); `root` may also be one video file."""
-  root = Path(root)
-  if not root.exists():
-    raise FileNotFoundError(f"{root}: video path not found")
-  if root.is_file():
-    return [root]
-  exts = {e.lower() for e in extensions}
-  return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+def __getattr__(name: str):
+  """Transitional: the scan names moved to `aejax.data.scan` (drop once no caller imports them here)."""
+  if name in _MOVED_TO_SCAN:
+    from aejax.data import scan
 
-
-def probe_video(path: str | Path, label: str = "", exact_count: bool | None = True) -> VideoInfo:
-  """fps, frame count and size of one file; `ok=False` with a reason when unreadable.
-
-  `exact_count`: True decodes every frame and counts them; None reads the container's count where
-  it is a sample table (MP4/MOV) and counts packets (demuxing, no decoding) elsewhere; False
-  trusts any container count above 1 (fast, wrong for some AVI files), counting packets without
-  one. Without True, the first frame is still decoded, to reject files the codec cannot read.
-  """
-  path = Path(path)
-  try:
-    c, s = _open(path)
-  except (ValueError, FileNotFoundError) as e:
-    return VideoInfo(str(path), 0.0, 0, 0, 0, label, False, str(e).split(": ", 1)[-1])
-  av, level = _av(), _LEVEL[exact_count]
-  try:
-    fps = _rate(s)
-    if not fps:  # PyAV found no rate: ask OpenCV
-      cap = _open_capture(path)
-      fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-      cap.release()
-    h, w = int(s.codec_context.height), int(s.codec_context.width)
-    if level == 2:
-      n = sum(1 for _ in _decode_all(c, s, keep=lambda i: False))
-    else:
-      table = set(c.format.name.split(",")) & set(_TABLE_FORMATS) or level == 0
-      table = int(s.frames or 0) if table else 0
-      n, first = 0, False
-      for pkt in c.demux(s):
-        n += bool(pkt.size)
-        first = first or any(True for _ in s.codec_context.decode(pkt if pkt.size else None))
-        if first and table > 1:
-          n = table
-          break
-      n = n if first else 0
-  except (av.FFmpegError, ValueError) as e:
-    return VideoInfo(
-      str(path), 0.0, 0, 0, 0, label, False, f"cannot decode ({getattr(e, 'strerror', None) or e})"
-    )
-  finally:
-    c.close()
-  if n == 0:
-    return VideoInfo(str(path), fps, 0, h, w, label, False, "no decodable frames")
-  return VideoInfo(str(path), fps, n, h, w, label)
-
-
-def _load_cache(path: Path | None) -> dict:
-  if path is None or not path.is_file():
-    return {}
-  try:
-    return json.loads(path.read_text())
-  except (OSError, ValueError):
-    return {}
-
-
-def default_cache_path(root: str | Path) -> Path:
-  """The metadata cache of a video root: `$AEJAX_CACHE` (default `$XDG_CACHE_HOME/aejax`, else
-  `~/.cache/aejax`) / `video_index/<hash of the resolved root>.json`, outside the dataset."""
-  base = (
-    os.environ.get("AEJAX_CACHE")
-    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aejax"
-  )
-  key = hashlib.sha1(str(Path(root).resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:20]
-  return Path(base) / "video_index" / f"{key}.json"
-
-
-def _write_json(path: Path, obj) -> None:
-  """Writes JSON atomically: a temporary file in the same folder, then a rename."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-  tmp.write_text(json.dumps(obj, separators=(",", ":")))
-  os.replace(tmp, path)
-
-
-def _cached_level(ent: dict) -> int:
-  return int(ent["level"]) if "level" in ent else _LEVEL[bool(ent.get("exact", True))]
-
-
-def scan_videos(
-  root: str | Path,
-  *,
-  extensions: Sequence[str] = VIDEO_EXTENSIONS,
-  min_frames: int = 1,
-  fps: float | None = None,
-  fps_tolerance: float = 0.5,
-  cache_path: str | Path | None | bool = True,
-  report_path: str | Path | None = None,
-  return_rejected: bool = False,
-  exact_count: bool | None = None,
-):
-  """Scans a video folder (flat or Kinetics-style `<class>/<video>`), validating every file.
-
-  Args:
-    root: a folder (searched recursively) or one video file.
-    min_frames: files with fewer frames are rejected ("too short").
-    fps: when set, files whose fps differs by more than `fps_tolerance` are rejected.
-    cache_path: the metadata cache (JSON, keyed by path, size and mtime), rewritten atomically
-      every few seconds while scanning and at the end (also when interrupted), so a new scan
-      resumes. True: one file per root in the user's cache (`default_cache_path`), so nothing is
-      written into the dataset; False/None: no cache.
-    report_path: where to write the validation report (JSON: kept count, rejected files and
-      reasons). Written whenever given.
-    return_rejected: also return the rejected `VideoInfo`s.
-    exact_count: None (default): container metadata, no decoding beyond the first frame
-      (packets counted where the container's count is unreliable); True: decode every frame;
-      False: any container count (see `probe_video`). A count that is still wrong is caught as a
-      skip at read time (`FrameCountError`).
-
-  Returns:
-    The valid `VideoInfo`s, sorted by path (and the rejected ones when `return_rejected`).
-
-  Raises:
-    FileNotFoundError / ValueError: one line naming `root` when it is missing, holds no video
-      file, or no file passes validation.
-  """
-  root = Path(root)
-  files = find_videos(root, extensions)
-  if not files:
-    raise ValueError(f"{root}: no video files ({', '.join(extensions)}) found")
-  if cache_path is True:
-    cache_path = default_cache_path(root)
-  cache_path = Path(cache_path) if cache_path else None
-  cache = _load_cache(cache_path)
-  level = _LEVEL[exact_count]
-  infos, dirty, last, cost = [], False, time.monotonic(), 0.0
-
-  def flush() -> None:
-    nonlocal dirty, cache_path, last, cost
-    t = time.monotonic()
-    try:
-      _write_json(cache_path, cache)
-    except OSError as e:
-      log.warning("%s: cannot write the video metadata cache (%s)", cache_path, e)
-      cache_path = None
-    dirty, last, cost = False, time.monotonic(), time.monotonic() - t
-
-  try:
-    for f in files:
-      st = f.stat()
-      key = str(f.resolve())
-      label = f.parent.name if root.is_dir() and f.parent != root else ""
-      ent = cache.get(key)
-      if (
-        ent
-        and ent.get("size") == st.st_size
-        and ent.get("mtime") == st.st_mtime
-        and _cached_level(ent) >= level
-      ):
-        info = VideoInfo(**{**ent["info"], "label": label})
-      else:
-        info = probe_video(f, label, exact_count)
-        cache[key] = {
-          "size": st.st_size,
-          "mtime": st.st_mtime,
-          "level": level,
-          "info": dataclasses.asdict(info),
-        }
-        dirty = True
-        wait = max(CACHE_FLUSH_SECONDS, 10 * cost) if CACHE_FLUSH_SECONDS > 0 else 0.0
-        if cache_path is not None and time.monotonic() - last >= wait:
-          flush()
-      infos.append(info)
-  finally:
-    if dirty and cache_path is not None:
-      flush()
-  valid, rejected = [], []
-  for info in infos:
-    if info.ok and info.num_frames < min_frames:
-      info = dataclasses.replace(info, ok=False, reason=f"too short: {info.num_frames} < {min_frames} frames")
-    if info.ok and fps is not None and abs(info.fps - fps) > fps_tolerance:
-      info = dataclasses.replace(info, ok=False, reason=f"fps {info.fps:.3g} != {fps:.3g}")
-    (valid if info.ok else rejected).append(info)
-  for info in rejected:
-    log.warning("skipping %s: %s", info.path, info.reason)
-  if report_path is not None:
-    write_report(report_path, root, len(valid), [(i.path, i.reason) for i in rejected])
-  if not valid:
-    reasons = "; ".join(sorted({i.reason for i in rejected}))
-    raise ValueError(f"{root}: none of {len(files)} video files is usable ({reasons})")
-  return (valid, rejected) if return_rejected else valid
-
-
-def write_report(path: str | Path, root: str | Path, kept: int, skipped: Sequence[tuple[str, str]]) -> Path:
-  """Writes a skip report (JSON): the dataset root, kept count, skipped (path, reason) pairs."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(
-    json.dumps(
-      {
-        "root": str(root),
-        "kept": kept,
-        "skipped_count": len(skipped),
-        "skipped": [{"path": str(p), "reason": r} for p, r in skipped],
-      },
-      indent=1,
-    )
-  )
-  return path
+    return getattr(scan, name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -39,7 +39,8 @@ def to_model_input(frames: np.ndarray) -> np.ndarray:
 
 def video_frame_images(root, frame_step: int, size: Sequence[int]) -> np.ndarray:
   """Every `frame_step`-th frame of every readable video under `root`, resized to `size` (uint8)."""
-  from aejax.data.video import VideoReader, scan_videos
+  from aejax.data.scan import scan_videos
+  from aejax.data.video import VideoReader
 
   infos = [i for i in scan_videos(root) if i.ok]
   if not infos:
