@@ -1,7 +1,7 @@
 """Rate–distortion of OVAL files against JPEG, H.264, H.265 and AV1 on real video, with BD-rates.
 
 For each video: OVAL with the authors' released `offline8.pt` (faithful model, RGB) written as
-`.aejx` files (`aejax.codec.convert.encode_video`; every OVAL rate is a file's size, header
+`.aejx` files (`aejax.codec.files.encode_video`; every OVAL rate is a file's size, header
 included) with the original float16 latent, zlib over int8/int4/fixed-step latents, and the range
 coder with a per-channel Laplace model (intra, and temporal: symbols predicted from the previous
 frame); optionally the same for a trained checkpoint (`--checkpoint DIR --label NAME`); per-frame
@@ -14,11 +14,12 @@ the ranges do not overlap), plus the entropy coder against zlib.
   python bench/codec_rd.py --weights /tmp/orig_weights/offline8.pt --out /tmp/codec_rd \\
       [--checkpoint /tmp/ovalv2 --label "OVAL v2"] [--videos A.avi B.mpeg] [--max-frames N]
 
-`--online` instead tests OVAL's online claim (`aejax.codec.online.online_vs_frozen`): starting
-from the released weights, online adaptation on each video (buffer 20, Adam 2.5e-3, BCE, one
-step per 9 frames as the original managed, send threshold 1 %, decoder updates charged at
-float16) against the frozen model at equal total bytes (its curve over finer quantiser steps);
-writes `online.md` and `online.json`. `--rss N` instead encodes N synthetic 1080p frames and
+`--online` instead tests OVAL's online claim (`aejax.codec.online_study.online_vs_frozen`): starting
+from the released weights (or `--checkpoint`: our own trained model), online adaptation on each
+video (buffer 20 of which the newest `--holdout` 4 judge the send rule and are not trained on,
+Adam 2.5e-3, BCE, one step per 9 frames as the original managed, send threshold 1 %, decoder
+updates charged at float16) against the frozen model at equal total bytes (its curve over finer
+quantiser steps); writes `online.md` and `online.json`. `--rss N` instead encodes N synthetic 1080p frames and
 prints the resident memory as the stream goes (flat in the length) and its peak.
 """
 
@@ -34,9 +35,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aejax.codec.baselines import jpeg_codec, video_codec_rows  # noqa: E402
-from aejax.codec.convert import encode_video  # noqa: E402
+from aejax.codec.files import encode_video  # noqa: E402
 from aejax.codec.latent import LatentCodec  # noqa: E402
-from aejax.codec.report import bd_quality, bd_rate, plot_rd, summarize, write_rows  # noqa: E402
+from aejax.codec.report import bd_quality, bd_rate, plot_rd, rd_row, summarize, write_rows  # noqa: E402
 from aejax.data.video import read_frames  # noqa: E402
 
 VIDEOS = ("opencv_tree.avi", "visp_cube.mpeg")
@@ -77,18 +78,7 @@ def oval_rows(label, model, params, model_config, frames, fps, color_space="rgb"
           model_config=model_config,
           with_ms_ssim=True,
         )
-        rows.append(
-          {
-            "method": f"{label} {family}",
-            "setting": codec.name,
-            "bytes_per_frame": s["bytes_per_frame"],
-            "ratio": s["ratio"],
-            "bpp": s["bpp"],
-            "psnr": s["psnr"],
-            "ms_ssim": s["ms_ssim"],
-            "mae": s["mae"],
-          }
-        )
+        rows.append(rd_row(f"{label} {family}", codec.name, s))
         print(
           f"  {rows[-1]['method']:<40} {codec.name:<28} {s['bpp']:.4f} bpp {s['psnr']:.2f} dB", flush=True
         )
@@ -129,19 +119,22 @@ def online_study(args) -> None:
   """Online vs frozen at equal total bytes on each video (see the module docstring)."""
   import json
 
-  from aejax.codec.online import OnlineConfig, online_vs_frozen
+  from aejax.codec.online import OnlineConfig
+  from aejax.codec.online_study import online_vs_frozen
   from experiments import oval
 
-  model, params, _, _ = oval.load(
-    oval.get_config(), None, argparse.Namespace(weights=args.weights, checkpoint=None)
+  model, params, config, _ = oval.load(
+    oval.get_config(), None, argparse.Namespace(weights=args.weights, checkpoint=args.checkpoint)
   )
   cfg = OnlineConfig(
     buffer_size=20,
+    holdout=args.holdout,
     lr=2.5e-3,
     loss="bce",
     threshold=args.threshold,
     train_every=args.train_every,
     update_dtype="float16",
+    color_space=config.data.color_space,
     ms_ssim=False,
   )
   out = Path(args.out)
@@ -167,7 +160,11 @@ def online_study(args) -> None:
       f"{r['frozen_psnr_at_equal_bytes']:.2f} | {r['gain_db']:+.2f} dB |"
     )
     print(lines[-1], flush=True)
-  lines.append(f"\ntrain_every {args.train_every}, threshold {args.threshold}, latent {ONLINE_LATENT.name}")
+  start = args.checkpoint or args.weights
+  lines.append(
+    f"\nstart {start}, train_every {args.train_every}, holdout {args.holdout}, threshold {args.threshold}, "
+    f"latent {ONLINE_LATENT.name}"
+  )
   (out / "online.json").write_text(json.dumps(res, indent=2))
   (out / "online.md").write_text("\n".join(lines) + "\n")
   print("\n".join(lines))
@@ -219,8 +216,8 @@ def rss_study(args) -> None:
 def main(argv=None) -> None:
   """Runs the study (see the module docstring)."""
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--weights", required=True, help="the released offline8.pt")
-  p.add_argument("--checkpoint", default=None, help="a trained OVAL run to add")
+  p.add_argument("--weights", default=None, help="the released offline8.pt")
+  p.add_argument("--checkpoint", default=None, help="a trained OVAL run to add (--online: to start from)")
   p.add_argument("--label", default="OVAL trained")
   root = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "videos"
   p.add_argument("--videos", nargs="+", default=[str(root / v) for v in VIDEOS])
@@ -229,8 +226,11 @@ def main(argv=None) -> None:
   p.add_argument("--online", action="store_true", help="the online-vs-frozen study instead")
   p.add_argument("--train-every", type=int, default=9, help="online: one trainer step per N frames")
   p.add_argument("--threshold", type=float, default=0.01, help="online: send threshold")
+  p.add_argument("--holdout", type=int, default=4, help="online: newest frames that judge the send rule")
   p.add_argument("--rss", type=int, default=0, help="instead: peak RSS encoding this many 1080p frames")
   args = p.parse_args(argv)
+  if not args.weights and not (args.online and args.checkpoint):
+    p.error("--weights is needed (--online also starts from --checkpoint alone)")
   if args.rss:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     return rss_study(args)

@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aejax.codec.convert import FrameCodec  # noqa: E402
+from aejax.codec.frames import FrameCodec  # noqa: E402
 from aejax.codec.latent import LatentCodec  # noqa: E402
 from aejax.models.oval import OVAL, reconstruction_loss  # noqa: E402
 from aejax.train import make_optimizer  # noqa: E402

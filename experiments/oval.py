@@ -14,12 +14,13 @@ MS-SSIM), Adam 1e-3, batch 16; without `--config.data.root` it trains on synthet
   python -m experiments.oval decode OUT.aejx --out OUT.mp4   # bit-exact; the weights named in the file
   python -m aejax.sweep experiments.oval --grid optim.lr=1e-3,3e-3 data.batch_size=8,16
 
-The apps live in `aejax.codec`. Expected: the smoke preset runs in seconds on CPU, the demo
-(120x160, 400 steps, then report/: side-by-side MP4, R–D plot) in ~200 CPU-seconds. Deviations
-from the original: the decoder returns the full frame (its 351x471 crop is `exact_output=False`,
-used with `--weights`); rates are the bytes of the files written or sent against raw 8-bit RGB of
-the full frame; the online loop runs on a logical clock and decodes every frame (§2.11 of
-`specs/seeds_keyframe_oval_vae.md`). Measured results: `docs/results/oval.md`.
+The apps live in `aejax.codec` (config glue: `aejax.codec.app`). Expected: the smoke preset runs in
+seconds on CPU, the demo (120x160, 400 steps, then report/: side-by-side MP4, R–D plot) in ~200
+CPU-seconds. Deviations from the original: the decoder returns the full frame (its 351x471 crop is
+`exact_output=False`, used with `--weights`); rates are the bytes of the files written or sent
+against raw 8-bit RGB; the online loop runs on a logical clock, decodes every frame and judges the
+send rule on frames it has not trained on (§2.11 of `specs/seeds_keyframe_oval_vae.md`).
+Measured results: `docs/results/oval.md`.
 """
 
 from __future__ import annotations
@@ -28,25 +29,21 @@ import argparse
 import sys
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from aejax import cli
+from aejax.codec import app
 from aejax.codec.bitstream import read_header
-from aejax.codec.convert import convert_frames, decode_file, encode_video, rd_study
-from aejax.codec.latent import LatentCodec
-from aejax.codec.online import OnlineConfig, run_online_mode
+from aejax.codec.files import decode_file
+from aejax.codec.oval_train import COLOR_SPACES, make_loss_fn, train_source
 from aejax.data import synthetic
 from aejax.data.pipeline import make_loader
-from aejax.data.sources import ArraySource, VideoClipSource
-from aejax.data.transforms import Resize, convert_color, convert_color_inverse
-from aejax.data.video import VideoReader, iter_frames, read_frames
+from aejax.data.transforms import Resize
+from aejax.data.video import read_frames
 from aejax.io import check_output, naming
-from aejax.metrics import psnr
-from aejax.models.oval import FAITHFUL, OVAL, V2, load_original_weights, reconstruction_loss
-from aejax.train import apply_model, fit, init_state, make_optimizer
+from aejax.models.oval import FAITHFUL, OVAL, V2, load_original_weights
+from aejax.train import fit, init_state, make_optimizer
 from aejax.train.checkpoint import restore_for_eval
 
 
@@ -55,45 +52,19 @@ def get_config() -> ml_collections.ConfigDict:
   of every preset)."""
   c = ml_collections.ConfigDict()
   # batch_size frames per batch, made of clips of clip_len consecutive frames (None: one clip).
-  c.data = dict(
-    root=None,
-    size=(360, 480),
-    color_space="rgb",
-    batch_size=16,
-    clip_len=None,
-    shuffle=False,
-    noise_std=0.0,
-    num_synthetic=6,
-    synthetic_frames=64,
-    worker_count=0,
-  )
+  c.data = dict(root=None, size=(360, 480), color_space="rgb", batch_size=16, clip_len=None, shuffle=False)
+  c.data.update(noise_std=0.0, num_synthetic=6, synthetic_frames=64, worker_count=0)
   c.model = dict(**FAITHFUL, exact_output=True, use_lstm=False, tbptt=0)
   c.loss = dict(name="bce")
   c.codec = dict(precision="float16", channels=None, step=None, entropy="none", temporal=False)  # LatentCodec
   c.optim = dict(name="adam", lr=1e-3)
-  c.train = dict(
-    num_steps=1000,
-    seed=0,
-    log_every=20,
-    eval_every=250,
-    checkpoint_every=250,
-    keep_checkpoints=2,
-    parallel="jit",
-    ema_decay=None,
-  )
+  c.train = dict(num_steps=1000, seed=0, log_every=20, eval_every=250, checkpoint_every=250)
+  c.train.update(keep_checkpoints=2, parallel="jit", ema_decay=None)
   # video None: a synthetic one; report: after training, a side-by-side video and an R–D study
   c.eval = dict(video=None, max_frames=32, batch_size=8, report=False)
   c.convert = dict(batch_size=16, max_frames=None, ms_ssim=True)
-  c.online = dict(
-    buffer_size=20,
-    lr=2.5e-3,
-    loss="bce",
-    threshold=0.01,
-    train_every=1,
-    update_dtype="float32",
-    max_frames=None,
-    ms_ssim=True,
-  )
+  c.online = dict(buffer_size=20, holdout=4, lr=2.5e-3, loss="bce", threshold=0.01, train_every=1)
+  c.online.update(update_dtype="float32", max_frames=None, ms_ssim=True)  # aejax.codec.online.OnlineConfig
   c.rd = dict(
     max_frames=None, bits=(1, 2, 3, 4), factors=(2, 3, 4, 6, 8, 12), jpeg_qualities=(5, 10, 25, 50, 75, 90)
   )
@@ -132,7 +103,7 @@ def smoke() -> ml_collections.ConfigDict:
   c.train.update(num_steps=4, log_every=2, eval_every=2, checkpoint_every=2)
   c.eval.update(max_frames=6, batch_size=4)
   c.convert.update(batch_size=4, max_frames=8)
-  c.online.update(buffer_size=4, train_every=2, max_frames=16, ms_ssim=False)
+  c.online.update(buffer_size=4, holdout=1, train_every=2, max_frames=16, ms_ssim=False)
   c.rd.update(max_frames=4, bits=(2, 4), factors=(2, 4), jpeg_qualities=(10, 50))
   return c
 
@@ -178,95 +149,22 @@ def load(config, workdir, args) -> tuple[OVAL, dict, ml_collections.ConfigDict, 
   return model, params, config, {"checkpoint": str(Path(ckpt).resolve())}
 
 
-def interleave(groups: list[list]) -> list:
-  """Round robin: item p of group 0, 1, ..., then item p + 1 (exhausted groups drop out)."""
-  return [g[p] for p in range(max(map(len, groups))) for g in groups if p < len(g)]
-
-
-class InterleavedClips:
-  """Reorders a `VideoClipSource(hop=clip_len)` so consecutive elements cycle through videos."""
-
-  def __init__(self, source: VideoClipSource):
-    self.source = source
-    by_video: dict[int, list[int]] = {}
-    for i, (v, _) in enumerate(source.clips):
-      by_video.setdefault(v, []).append(i)
-    self.order = interleave(list(by_video.values()))
-
-  def __len__(self) -> int:
-    return len(self.order)
-
-  def __getitem__(self, i: int) -> dict:
-    return self.source[self.order[int(i)]]
-
-  def __repr__(self) -> str:
-    return f"InterleavedClips({self.source!r})"
-
-
-def train_source(data):
-  """The training clips: `video` [clip_len, H, W, 3] uint8 elements, interleaved across videos.
-
-  `data.root`: a video folder or a prepared `aejax_videos` set (`aejax.data.roots.videos`).
-  """
-  from aejax.data import roots
-
-  clip_len = min(data.clip_len or data.batch_size, data.batch_size)
-  if data.root:
-    return InterleavedClips(
-      VideoClipSource(roots.videos(data.root), num_frames=clip_len, hop=clip_len)
-    ), clip_len
-  videos = [
-    synthetic.shapes_video(data.synthetic_frames, tuple(data.size), seed=s)["video"]
-    for s in range(data.num_synthetic)
-  ]
-  name = f"oval-synthetic-{data.num_synthetic}x{data.synthetic_frames}-{tuple(data.size)}-{clip_len}"
-  clips = interleave(
-    [[v[p : p + clip_len] for p in range(0, len(v) - clip_len + 1, clip_len)] for v in videos]
-  )
-  return ArraySource({"video": np.stack(clips)}, name=name), clip_len
-
-
-def make_loss_fn(name: str, color_space: str, noise_std: float, use_lstm: bool):
-  """The engine's `loss_fn` on `video` [B, T, H, W, 3] uint8 batches."""
-
-  def loss_fn(model, variables, batch, rngs, train):
-    rgb = jnp.asarray(batch["video"], jnp.float32) / 255.0  # [B, T, H, W, 3]
-    if not use_lstm:
-      rgb = rgb.reshape(-1, *rgb.shape[2:])  # [B*T, H, W, 3]
-    x = convert_color(rgb, color_space)
-    inp = x + noise_std * jax.random.normal(rngs["noise"], x.shape) if train and noise_std else x
-    (y, aux), new_state = apply_model(model, variables, inp, rngs=rngs, train=train)
-    loss = reconstruction_loss(name, aux["logits"], x)
-    y_rgb = jnp.clip(convert_color_inverse(y, color_space), 0.0, 1.0)
-    frames = lambda a: a.reshape(-1, *a.shape[-3:])  # [N, H, W, 3]
-    metrics = {
-      "loss": loss,
-      "bce": reconstruction_loss("bce", aux["logits"], x),
-      "mse": jnp.mean((y - x) ** 2),
-      "mae": jnp.mean(jnp.abs(y - x)),
-      "mae_rgb": jnp.mean(jnp.abs(y_rgb - rgb)),
-      "psnr_rgb": jnp.mean(psnr(frames(y_rgb), frames(rgb))),
-    }  # mean per frame
-    return loss, metrics, new_state
-
-  return loss_fn
-
-
-def validation_frames(config) -> tuple[np.ndarray, float]:
-  """The validation video (`eval.video`, else a synthetic one) as RGB uint8 frames, and its fps."""
+def validation_frames(config):
+  """(RGB uint8 frames, fps) of the validation video (`eval.video`, else a synthetic one)."""
   if config.eval.video:
     return read_frames(config.eval.video, config.eval.max_frames)
-  v = synthetic.shapes_video(config.eval.max_frames, tuple(config.data.size), seed=10_000)["video"]
-  return v, 15.0
+  return synthetic.shapes_video(config.eval.max_frames, tuple(config.data.size), seed=10_000)["video"], 15.0
 
 
-def convert(model, params, config, frames, **kw) -> dict:
-  """`aejax.codec.convert.convert_frames` with the config's colour space, latent codec and (unless
-  given) `convert.batch_size`."""
-  kw.setdefault("batch_size", config.convert.batch_size)
-  return convert_frames(
-    model, params, frames, color_space=config.data.color_space, latent=LatentCodec(**config.codec), **kw
-  )
+def video_job(config, workdir: Path, args, mode: str, suffix: str):
+  """(model, params, config, source, out path) of a mode that reads `--video` and writes `--out`
+  (default `workdir/<mode>/<video stem><suffix>`), checked before any work."""
+  if not args.video:
+    raise ValueError(f"{mode} needs --video IN")
+  check_output(args.out, inputs=[args.video], overwrite=args.overwrite, what="--out")
+  model, params, config, source = load(config, workdir, args)
+  out = Path(args.out or Path(workdir) / mode / (Path(args.video).stem + suffix))
+  return model, params, config, source, out
 
 
 # ------------------------------------------------------------------------------------ modes
@@ -275,29 +173,21 @@ def convert(model, params, config, frames, **kw) -> dict:
 def train(config, workdir: Path, args) -> dict:
   """Offline training (TensorBoard: losses, PSNR, MAE, MS-SSIM, ratio, bpp of a validation video)."""
   data = config.data
-  if data.color_space not in ("rgb", "bgr", "hsv", "ycbcr", "lab"):
-    raise ValueError(f"data.color_space {data.color_space!r}: use rgb, bgr, hsv, ycbcr or lab")
-  model = build_model(config)
-  source, clip_len = train_source(data)
-  clips_per_batch = max(1, data.batch_size // clip_len)
-  loader = make_loader(
-    source,
-    batch_size=clips_per_batch,
-    seed=config.train.seed,
-    shuffle=data.shuffle,
-    worker_count=data.worker_count,
-    transforms=[Resize(tuple(data.size))] if data.root else [],
-  )
-  tx = make_optimizer(**config.optim)
+  if data.color_space not in COLOR_SPACES:
+    raise ValueError(f"data.color_space {data.color_space!r}: use one of {', '.join(COLOR_SPACES)}")
+  model, (source, clip_len), tx = build_model(config), train_source(data), make_optimizer(**config.optim)
+  per_batch = max(1, data.batch_size // clip_len)
+  resize = [Resize(tuple(data.size))] if data.root else []
+  kw = dict(seed=config.train.seed, shuffle=data.shuffle, worker_count=data.worker_count, transforms=resize)
+  loader = make_loader(source, batch_size=per_batch, **kw)
   valid, _ = validation_frames(config)
 
   def eval_fn(state, step):
-    res = convert(model, state.params, config, valid, batch_size=config.eval.batch_size)["summary"]
+    res = app.convert(model, state.params, config, valid, batch_size=config.eval.batch_size)["summary"]
     out = {k: res[k] for k in ("psnr", "ms_ssim", "mae", "ratio", "bpp", "bytes_per_frame")}
-    out["mae_per_ratio"] = res["mae"] / res["ratio"]
-    return out
+    return {**out, "mae_per_ratio": res["mae"] / res["ratio"]}
 
-  print(f"train: {len(source)} clips of {clip_len} frames ({source!r}), {clips_per_batch} per batch")
+  print(f"train: {len(source)} clips of {clip_len} frames ({source!r}), {per_batch} per batch")
   state = fit(
     workdir=workdir,
     config=config,
@@ -311,37 +201,8 @@ def train(config, workdir: Path, args) -> dict:
   )
   out = {"step": int(state.step), "workdir": str(workdir)}
   if config.eval.report:
-    out.update(report(model, state.params, config, valid, Path(workdir) / "report"))
+    out.update(app.report(model, state.params, config, valid, Path(workdir) / "report"))
   return out
-
-
-def report(model, params, config, frames, out: Path) -> dict:
-  """The trained model on the validation frames: original | decoded | error as an H.264 MP4, and
-  the R–D table and plot of its latent codecs against bit cutting, resizing and JPEG."""
-  s = convert(
-    model,
-    params,
-    config,
-    frames,
-    batch_size=config.eval.batch_size,
-    fps=15.0,
-    out_video=out / "side_by_side.mp4",
-    side_by_side=True,
-    report_dir=out,
-    name="valid",
-  )["summary"]
-  baselines = {k: v for k, v in config.rd.items() if k != "max_frames"}
-  rd_res = rd_study(
-    model,
-    params,
-    frames,
-    out,
-    color_space=config.data.color_space,
-    batch_size=config.eval.batch_size,
-    title="validation video",
-    **baselines,
-  )
-  return {"valid_psnr": s["psnr"], "side_by_side": str(out / "side_by_side.mp4"), "rd_plot": rd_res["plot"]}
 
 
 def evaluate(config, workdir: Path, args) -> dict:
@@ -350,69 +211,26 @@ def evaluate(config, workdir: Path, args) -> dict:
   model, params, config = restore(ckpt, config)
   frames, fps = validation_frames(config)
   out = Path(workdir) / "eval"
-  s = convert(
-    model,
-    params,
-    config,
-    frames,
-    batch_size=config.eval.batch_size,
-    fps=fps,
-    out_video=out / "valid_decoded.mp4",
-    report_dir=out,
-    name="valid",
-  )["summary"]
+  kw = dict(fps=fps, out_video=out / "valid_decoded.mp4", report_dir=out, name="valid")
+  s = app.convert(model, params, config, frames, batch_size=config.eval.batch_size, **kw)["summary"]
   return {**s, "checkpoint": str(ckpt)}
 
 
 def convert_video(config, workdir: Path, args) -> dict:
   """Encode + decode a video file: decoded (or side-by-side) mp4, per-frame CSV and plot."""
-  if not args.video:
-    raise ValueError("convert needs --video IN")
-  check_output(args.out, inputs=[args.video], overwrite=args.overwrite, what="--out")
-  model, params, config, _ = load(config, workdir, args)
-  out = Path(args.out or workdir / "convert" / (Path(args.video).stem + ".mp4"))
+  model, params, config, _, out = video_job(config, workdir, args, "convert", ".mp4")
   frames, fps = read_frames(args.video, config.convert.max_frames)
-  res = convert(
-    model,
-    params,
-    config,
-    frames,
-    fps=fps,
-    out_video=out,
-    side_by_side=args.side_by_side,
-    with_ms_ssim=config.convert.ms_ssim,
-    report_dir=out.parent,
-    name=out.stem,
-  )
+  kw = dict(side_by_side=args.side_by_side, with_ms_ssim=config.convert.ms_ssim, report_dir=out.parent)
+  res = app.convert(model, params, config, frames, fps=fps, out_video=out, name=out.stem, **kw)
   return {**res["summary"], "video": str(out), "checkpoint": str(args.checkpoint or workdir)}
 
 
 def encode(config, workdir: Path, args) -> dict:
   """Encode a video file into an .aejx file (streamed; the rate is the file's size)."""
-  if not args.video:
-    raise ValueError("encode needs --video IN")
-  check_output(args.out, inputs=[args.video], overwrite=args.overwrite, what="--out")
-  model, params, config, source = load(config, workdir, args)
-  out = Path(args.out or workdir / "encode" / (Path(args.video).stem + ".aejx"))
+  model, params, config, source, out = video_job(config, workdir, args, "encode", ".aejx")
   if out.suffix != ".aejx":
     raise ValueError(f"encode writes an .aejx file, got --out {out}")
-  with VideoReader(args.video) as r:
-    fps = r.fps or 25.0
-  return encode_video(
-    model,
-    params,
-    iter_frames(args.video, config.convert.max_frames),
-    out,
-    color_space=config.data.color_space,
-    batch_size=config.convert.batch_size,
-    latent=LatentCodec(**config.codec),
-    fps=fps,
-    model_config=config.model.to_dict(),
-    source=source,
-    with_ms_ssim=config.convert.ms_ssim,
-    report_dir=out.parent,
-    name=out.stem,
-  )
+  return app.encode(model, params, config, args.video, out, source)
 
 
 def decode(config, workdir: Path, args) -> dict:
@@ -420,20 +238,15 @@ def decode(config, workdir: Path, args) -> dict:
   --checkpoint); the frames equal the encoder's reconstruction bit for bit."""
   if not args.input:
     raise ValueError("decode needs the .aejx file: decode FILE --out OUT.mp4")
-  check_output(
-    args.out or Path(args.input).with_suffix(".mp4"),
-    inputs=[args.input],
-    overwrite=args.overwrite,
-    what="--out",
-  )
+  out = Path(args.out or Path(args.input).with_suffix(".mp4"))
+  check_output(out, inputs=[args.input], overwrite=args.overwrite, what="--out")
   header, _ = read_header(args.input)
   config = config.copy_and_resolve_references()
   config.model.update(header["model"])
-  src = header.get("source", {})
   if not (args.weights or args.checkpoint):
+    src = header.get("source", {})
     args.weights, args.checkpoint = src.get("weights"), src.get("checkpoint")
   model, params, config, _ = load(config, workdir, args)
-  out = Path(args.out or Path(args.input).with_suffix(".mp4"))
   return decode_file(args.input, model, params, out_video=out)
 
 
@@ -443,37 +256,16 @@ def rd(config, workdir: Path, args) -> dict:
     raise ValueError("rd needs --video IN")
   model, params, config, _ = load(config, workdir, args)
   frames, _ = read_frames(args.video, config.rd.max_frames)
-  baselines = {k: v for k, v in config.rd.items() if k != "max_frames"}
-  return rd_study(
-    model,
-    params,
-    frames,
-    workdir / "rd",
-    color_space=config.data.color_space,
-    batch_size=config.convert.batch_size,
-    title=Path(args.video).name,
-    **baselines,
-  )
+  return app.rd(model, params, config, frames, Path(workdir) / "rd", title=Path(args.video).name)
 
 
 def online(config, workdir: Path, args) -> dict:
   """Online learning on a video file or camera, with the frozen model as baseline."""
   check_output(args.out, inputs=[args.video], overwrite=args.overwrite, what="--out")
   model, params, config, _ = load(config, workdir, args)
-  settings = {k: v for k, v in config.online.items() if k != "max_frames"}
-  cfg = OnlineConfig(**settings, color_space=config.data.color_space)
-  return run_online_mode(
-    model,
-    params,
-    workdir / "online",
-    cfg=cfg,
-    latent=LatentCodec(**config.codec),
-    video=args.video,
-    camera=None if args.camera is None else int(args.camera),
-    max_frames=config.online.max_frames,
-    out_file=args.out if args.out and str(args.out).endswith(".aejx") else None,
-    model_config=config.model.to_dict(),
-  )
+  kw = dict(video=args.video, camera=None if args.camera is None else int(args.camera))
+  out = args.out if args.out and str(args.out).endswith(".aejx") else None
+  return app.online(model, params, config, Path(workdir) / "online", out_file=out, **kw)
 
 
 def sweep_score(config, workdir) -> dict:

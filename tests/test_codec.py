@@ -64,7 +64,7 @@ def _model_and_frames():
   "latent", [LatentCodec("float16"), LatentCodec("int16", step=0.1, entropy="laplace", temporal=True)]
 )
 def test_encode_file_decodes_bit_exactly_and_its_size_is_the_rate(tmp_path, latent):
-  from aejax.codec.convert import decode_file, encode_video
+  from aejax.codec.files import decode_file, encode_video
   from aejax.data.video import count_frames
 
   model, params, frames = _model_and_frames()
@@ -155,14 +155,16 @@ def test_convert_frames_keeps_temporal_prediction_across_batches():
 
 
 def test_online_stream_file_carries_decoder_updates_and_decodes_bit_exactly(tmp_path):
-  from aejax.codec.convert import decode_file
+  from aejax.codec.files import decode_file
   from aejax.codec.online import OnlineConfig, run_online
   from aejax.data import synthetic
 
   model = OVAL()
   params = model.init(jax.random.key(0), np.zeros((1, 36, 48, 3), np.float32))["params"]
   frames = synthetic.shapes_video(24, (36, 48), seed=3)["video"]
-  cfg = OnlineConfig(buffer_size=4, train_every=4, threshold=-1.0, update_dtype="float16", ms_ssim=False)
+  cfg = OnlineConfig(
+    buffer_size=4, holdout=1, train_every=4, threshold=-1.0, update_dtype="float16", ms_ssim=False
+  )
   latent = LatentCodec("int16", step=0.05, entropy="laplace", temporal=True)
   s = run_online(iter(frames), model, params, cfg, latent, fps=10.0, out_file=tmp_path / "o.aejx")
   assert s["updates"] >= 3 and s["file_bytes"] == (tmp_path / "o.aejx").stat().st_size
@@ -174,7 +176,7 @@ def test_online_stream_file_carries_decoder_updates_and_decodes_bit_exactly(tmp_
 
 
 def test_encode_memory_is_flat_in_the_video_length(tmp_path):
-  from aejax.codec.convert import encode_video
+  from aejax.codec.files import encode_video
 
   model, params, frames = _model_and_frames()
   rss = []

@@ -205,7 +205,9 @@ def _online(frames, threshold, tmp_path=None, train_every=5, on_frame=None, lr=5
 
   m = OVAL()
   p = jax.device_get(m.init(jax.random.key(0), jnp.zeros((1, 36, 48, 3)))["params"])
-  cfg = OnlineConfig(buffer_size=4, lr=lr, threshold=threshold, train_every=train_every, ms_ssim=False)
+  cfg = OnlineConfig(
+    buffer_size=4, holdout=1, lr=lr, threshold=threshold, train_every=train_every, ms_ssim=False
+  )
   kw = dict(out_video=tmp_path / "out.mp4", csv_path=tmp_path / "f.csv") if tmp_path else {}
   return run_online(frames, m, p, cfg, LatentCodec("int8"), fps=15, on_frame=on_frame, **kw), p
 
@@ -259,10 +261,30 @@ def test_online_memory_is_flat_over_thousands_of_frames(tiny_video):
   assert rss[1499] - rss[300] < 40 * 2**20, rss  # bounded buffer, streamed records
 
 
+def test_send_rule_is_judged_on_held_out_frames(tiny_video):
+  from aejax.codec.online import OnlineConfig, Trainer
+
+  m = OVAL()
+  p = jax.device_get(m.init(jax.random.key(0), jnp.zeros((1, 36, 48, 3)))["params"])
+  mae = lambda params, f: float(jnp.mean(jnp.abs(m.apply({"params": params}, f / 255.0)[0] - f / 255.0)))
+  frames = tiny_video[:6].astype(np.float32)
+  frames[-2:] = 255.0 - frames[-2:]  # the held-out frames differ from the trained ones
+  for holdout, judged in ((2, frames[-2:]), (0, frames)):
+    t = Trainer(m, p, OnlineConfig(buffer_size=6, holdout=holdout, lr=1e-2, threshold=-1.0))
+    for f in frames.astype(np.uint8):
+      t.observe(f)
+    res = t.maybe_step(0)
+    assert res["live_err"] == pytest.approx(mae(p, judged), rel=1e-4)
+    assert res["train_err"] == pytest.approx(mae(t.params, judged), rel=1e-4)
+  with pytest.raises(ValueError, match="holdout"):
+    OnlineConfig(buffer_size=4, holdout=4)
+
+
 # ---------------------------------------------------------------------------------- convert
 
 
 def test_convert_real_videos(realdata, tmp_path):
+  from aejax.codec import app
   from aejax.data.video import VIDEO_EXTENSIONS, VideoReader, read_frames
   from experiments import oval
 
@@ -275,7 +297,7 @@ def test_convert_real_videos(realdata, tmp_path):
     frames, fps = read_frames(path, 4)
     h, w = frames.shape[1:3]
     out = tmp_path / f"{path.stem}.mp4"
-    res = oval.convert(
+    res = app.convert(
       model,
       params,
       config,
@@ -299,7 +321,7 @@ def test_convert_real_videos(realdata, tmp_path):
 
 
 def test_frame_codec_pads_conv_batches_and_runs_lstm_batches_at_their_length():
-  from aejax.codec.convert import FrameCodec
+  from aejax.codec.frames import FrameCodec
 
   frames = np.random.default_rng(0).integers(0, 256, (7, 36, 48, 3), dtype=np.uint8)
   for use_lstm in (False, True):
@@ -373,6 +395,7 @@ def test_smoke_train_eval_convert_and_restore_errors(smoke_run, realdata):
 def test_smoke_encode_decode_cli_roundtrip_and_report(smoke_run, realdata):
   from pathlib import Path
 
+  from aejax.codec import app
   from aejax.data.synthetic import shapes_video
   from aejax.data.video import count_frames
 
@@ -405,15 +428,15 @@ def test_smoke_encode_decode_cli_roundtrip_and_report(smoke_run, realdata):
   config = oval.smoke()
   model, params, config = oval.restore(run, config)
   frames = shapes_video(6, tuple(config.data.size), seed=1)["video"]
-  rep = oval.report(model, params, config, frames, root / "report")
+  rep = app.report(model, params, config, frames, root / "report")
   assert Path(rep["side_by_side"]).is_file() and Path(rep["rd_plot"]).is_file()
   assert count_frames(rep["side_by_side"]) == 6
 
 
 def test_loss_noise_only_in_training():
+  from aejax.codec.oval_train import make_loss_fn
   from aejax.data.transforms import convert_color
   from aejax.models.oval import reconstruction_loss
-  from experiments.oval import make_loss_fn
 
   m = OVAL()
   video = np.random.default_rng(0).integers(0, 256, (1, 2, 36, 48, 3), dtype=np.uint8)

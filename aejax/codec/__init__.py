@@ -6,9 +6,12 @@ Rooms:
   baselines.py  the classic codecs to beat: bit cutting, down/up-scaling, JPEG (also at given bytes),
                 H.264 / H.265 / AV1 through PyAV.
   report.py     per-frame quality, rate–distortion rows, CSV/markdown tables, R–D and per-frame plots.
-  convert.py    `FrameCodec` (a model's jitted halves over frame batches), video conversion, R–D study,
-                `encode_video` / `decode_file` (.aejx files, bit-exact decode).
+  frames.py     `FrameCodec` (a model's jitted halves over frame batches), frame streaming, H.264 sinks.
+  convert.py    video conversion (decoded / side-by-side video, per-frame CSV) and the R–D study.
+  files.py      `encode_video` / `decode_file`: OVAL's .aejx files (streamed, bit-exact decode).
   online.py     online learning: sender, trainer and receiver on a logical clock.
+  online_study.py  an online run's outputs (video, CSV, plot) and online vs frozen at equal bytes.
+  oval_train.py OVAL's offline training clips and loss; app.py: the OVAL command line's modes on a config.
   entropy.py    range coding (constriction) of quantised latents under a per-channel factorized
                 Laplace/Gaussian model.
   bitstream.py  the `.aejx` container: header (model identity, geometry, codec) + length-prefixed

@@ -13,39 +13,40 @@ i arrives at t = i / fps; nothing sleeps):
               decode every frame (none is dropped); write it to the output video.
            3. frozen baseline: the starting model with the same codec, on the same frame.
            4. trainer: push frame i into a buffer of the newest N frames; every `train_every`
-              ticks (once the buffer is full) take one Adam step on the buffer, then compare the
-              stepped model's error on the buffer with the live model's (the original compared the
-              live model with the *pre-step* one); if live / trained - 1 >= `threshold`, the trained
-              weights become live and are sent: the encoder to the sender, the decoder (at
-              `update_dtype`) to the receiver, both effective from tick i+1.
+              ticks (once the buffer is full) take one Adam step on the buffer's older
+              N - `holdout` frames, then compare the stepped model's error with the live model's on
+              the newest `holdout` frames, which no step has trained on yet (`holdout=0`: on the
+              frames just trained on, as the original, which also compared the live model with the
+              *pre-step* one); if live / trained - 1 >= `threshold`, the trained weights become
+              live and are sent: the encoder to the sender, the decoder (at `update_dtype`) to the
+              receiver, both effective from tick i+1.
 
-Only a bounded buffer and per-frame scalars are kept, so memory stays flat on long streams.
+Only a bounded buffer and per-frame scalars are kept, so memory stays flat on long streams. The
+per-video study (decoded video, CSV, plot, online vs frozen at equal bytes) is
+`aejax.codec.online_study`.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import dataclasses
 import hashlib
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from aejax.codec.bitstream import tree_from_bytes, tree_to_bytes
-from aejax.codec.convert import frame_codec_fns, video_writer
+from aejax.codec.bitstream import BitstreamWriter, tree_from_bytes, tree_to_bytes
+from aejax.codec.files import file_header
+from aejax.codec.frames import frame_codec_fns, peek, video_sink
 from aejax.codec.latent import LatentCodec, bits_per_pixel, compression_ratio
 from aejax.codec.report import quality
 from aejax.data.transforms import convert_color, convert_color_inverse
-from aejax.data.video import VideoReader, camera_frames, iter_frames
-from aejax.io import write_json
 from aejax.models.oval import OVAL, reconstruction_loss, split_params
-from aejax.train.writer import Writer
-from aejax.viz import pyplot, save_figure
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +54,11 @@ class OnlineConfig:
   """Settings of the online loop (defaults: the original report's Table 3, fps 15).
 
   Attributes:
-    buffer_size: the trainer's buffer of newest frames (and its batch).
+    buffer_size: the trainer's buffer of newest frames.
+    holdout: the newest this many frames of the buffer are not trained on (the batch is the
+      other `buffer_size - holdout`): the send rule is judged on them, frames the trainer has not
+      trained on (they join the training part as newer frames arrive); 0: judged on the frames
+      just trained on (the original).
     lr: the trainer's Adam learning rate.
     loss: training loss ("bce", "mse", "mae", "ms_ssim").
     threshold: send an update when live error / trained error - 1 >= threshold.
@@ -65,6 +70,7 @@ class OnlineConfig:
   """
 
   buffer_size: int = 20
+  holdout: int = 4
   lr: float = 2.5e-3
   loss: str = "bce"
   threshold: float = 0.01
@@ -72,6 +78,10 @@ class OnlineConfig:
   update_dtype: str = "float32"
   color_space: str = "rgb"
   ms_ssim: bool = True
+
+  def __post_init__(self):
+    if not 0 <= self.holdout < self.buffer_size:
+      raise ValueError(f"online: holdout {self.holdout} must be in [0, buffer_size={self.buffer_size})")
 
 
 def _frame_quality(ref: np.ndarray, rec: np.ndarray, with_ms_ssim: bool) -> dict:
@@ -135,7 +145,7 @@ class Trainer:
       rgb = jnp.clip(convert_color_inverse(y, space), 0.0, 1.0)
       return jnp.mean(jnp.abs(rgb - crop(frames, rgb).astype(jnp.float32) / 255.0))
 
-    def step(params, opt_state, live, frames):  # [N, H, W, 3] uint8
+    def step(params, opt_state, live, frames, judge):  # [N, H, W, 3] uint8: trained on, judged on
       x = prep(frames)
 
       def loss_fn(p):
@@ -145,7 +155,8 @@ class Trainer:
       loss, grads = jax.value_and_grad(loss_fn)(params)
       updates, opt_state = self.tx.update(grads, opt_state, params)
       params = optax.apply_updates(params, updates)
-      return params, opt_state, loss, mae_rgb(params, x, frames), mae_rgb(live, x, frames)
+      xj = prep(judge)
+      return params, opt_state, loss, mae_rgb(params, xj, judge), mae_rgb(live, xj, judge)
 
     self._step = jax.jit(step)
 
@@ -157,9 +168,10 @@ class Trainer:
     """One step when scheduled and the buffer is full: a dict of results, or None."""
     if (tick + 1) % self.cfg.train_every or len(self.buffer) < self.cfg.buffer_size:
       return None
-    frames = np.stack(self.buffer)
+    frames, k = np.stack(self.buffer), self.cfg.holdout
+    train, judge = (frames[:-k], frames[-k:]) if k else (frames, frames)
     self.params, self.opt_state, loss, trained, live = jax.device_get(
-      self._step(self.params, self.opt_state, self.live, frames)
+      self._step(self.params, self.opt_state, self.live, train, judge)
     )
     rel = float(live) / max(float(trained), 1e-12) - 1.0
     update = rel >= self.cfg.threshold
@@ -213,125 +225,84 @@ def run_online(
   """
   if model.use_lstm:
     raise ValueError("online learning supports the convolutional OVAL model (use_lstm=False)")
-  it = iter(frames)
-  try:
-    first = next(it)
-  except StopIteration:
-    raise ValueError("online: the video has no frames") from None
+  first, frames = peek(frames, "online: the video")
   size = first.shape[:2]
   encode, decode = frame_codec_fns(model, cfg.color_space, size)
   enc0, dec0 = split_params(params)
   z_shape = tuple(encode(enc0, first[None], None)[0].shape[1:])
-  sink = video_writer(out_video, fps, size) if out_video else None
-  sender, receiver = Sender(encode, latent, enc0), Receiver(decode, latent, dec0, z_shape, sink)
   frozen_tx, frozen_rx = Sender(encode, latent, enc0), Receiver(decode, latent, dec0, z_shape)
   trainer = Trainer(model, params, cfg)
   writer, record, sha = None, None, hashlib.sha256()
   if out_file:
-    from aejax.codec.bitstream import BitstreamWriter, params_sha256
-
+    head = dict(color_space=cfg.color_space, size=size, fps=fps, z_shape=z_shape, source={}, batch=1)
     writer = BitstreamWriter(
-      out_file,
-      {
-        "model": dict(model_config or {}),
-        "decoder_sha256": params_sha256(dec0),
-        "source": {},
-        "color_space": cfg.color_space,
-        "size": [int(size[0]), int(size[1])],
-        "fps": float(fps),
-        "latent_shape": list(z_shape),
-        "codec": dataclasses.asdict(latent),
-        "batch": 1,
-        "update_dtype": cfg.update_dtype,
-      },
+      out_file, file_header(model_config, dec0, latent, **head, update_dtype=cfg.update_dtype)
     )
-  fields = [
-    "frame",
-    "time_s",
-    "bytes",
-    "update_bytes",
-    "ratio",
-    "bpp",
-    "mae",
-    "psnr",
-    *(["ms_ssim"] if cfg.ms_ssim else []),
-    "frozen_mae",
-    "frozen_psnr",
-    *(["frozen_ms_ssim"] if cfg.ms_ssim else []),
-    "train_loss",
-    "train_err",
-    "live_err",
-    "update",
-  ]
-  fh = open(csv_path, "w", newline="") if csv_path else None
-  wr = csv.DictWriter(fh, fieldnames=fields) if fh else None
-  if wr:
-    wr.writeheader()
+  qk = ("mae", "psnr", *(("ms_ssim",) if cfg.ms_ssim else ()))
+  fields = ["frame", "time_s", "bytes", "update_bytes", "ratio", "bpp", *qk, *(f"frozen_{k}" for k in qk)]
+  fields += ["train_loss", "train_err", "live_err", "update"]
   sums: dict[str, float] = collections.defaultdict(float)
   maes, frozen_maes, update_frames = [], [], []
-  n = 0
-  h, w = size
-  try:
-    for i, frame in enumerate(_chain(first, it)):
-      payload = sender.send(frame)
-      if writer is not None:
-        if record is not None:  # the update the receiver installs now
-          writer.write_update(record)
-          record = None
-        writer.write_frame(payload)
-      decoded, upd = receiver.receive(payload)
-      sha.update(np.ascontiguousarray(decoded).tobytes())
-      nbytes = len(payload) + upd
-      q = _frame_quality(frame, decoded, cfg.ms_ssim)
-      frozen_payload = frozen_tx.send(frame)
-      fq = _frame_quality(frame, frozen_rx.receive(frozen_payload)[0], cfg.ms_ssim)
-      sums["frozen_bytes"] += len(frozen_payload)
-      trainer.observe(frame)
-      res = trainer.maybe_step(i)
-      if res is not None and res["update"]:  # effective from the next tick at both ends
-        enc, dec = split_params(trainer.live)
-        sender.pending = enc
-        record = tree_to_bytes(dec, cfg.update_dtype)
-        receiver.pending = (tree_from_bytes(dec, record, cfg.update_dtype), len(record))
-        update_frames.append(i + 1)
-      rec = {
-        "frame": i,
-        "time_s": i / fps,
-        "bytes": nbytes,
-        "update_bytes": upd,
-        "ratio": float(compression_ratio(nbytes, h, w)),
-        "bpp": float(bits_per_pixel(nbytes, h, w)),
-        **q,
-        **{f"frozen_{k}": v for k, v in fq.items()},
-        "train_loss": res["loss"] if res else "",
-        "train_err": res["train_err"] if res else "",
-        "live_err": res["live_err"] if res else "",
-        "update": int(bool(res and res["update"])),
-      }
+  n, (h, w) = 0, size
+  try:  # what was streamed so far is kept, also when the stream is interrupted
+    with (
+      video_sink(out_video, fps, size, keep_partial=True) as sink,
+      open(csv_path, "w", newline="") if csv_path else contextlib.nullcontext() as fh,
+    ):
+      sender, receiver = Sender(encode, latent, enc0), Receiver(decode, latent, dec0, z_shape, sink)
+      wr = csv.DictWriter(fh, fieldnames=fields) if fh else None
       if wr:
-        wr.writerow(rec)
-      for k in ("bytes", "update_bytes", "ratio", "bpp", *q, *(f"frozen_{k}" for k in fq)):
-        sums[k] += rec[k]
-      maes.append(q["mae"])
-      frozen_maes.append(fq["mae"])
-      if scalars is not None:
-        scalars(i, {k: v for k, v in rec.items() if isinstance(v, (int, float)) and k != "frame"})
-      if on_frame is not None:
-        on_frame(i, rec)
-      n = i + 1
+        wr.writeheader()
+      for i, frame in enumerate(frames):
+        payload = sender.send(frame)
+        if writer is not None:
+          if record is not None:  # the update the receiver installs now
+            writer.write_update(record)
+            record = None
+          writer.write_frame(payload)
+        decoded, upd = receiver.receive(payload)
+        sha.update(np.ascontiguousarray(decoded).tobytes())
+        nbytes = len(payload) + upd
+        q = _frame_quality(frame, decoded, cfg.ms_ssim)
+        frozen_payload = frozen_tx.send(frame)
+        fq = _frame_quality(frame, frozen_rx.receive(frozen_payload)[0], cfg.ms_ssim)
+        sums["frozen_bytes"] += len(frozen_payload)
+        trainer.observe(frame)
+        res = trainer.maybe_step(i)
+        if res is not None and res["update"]:  # effective from the next tick at both ends
+          enc, dec = split_params(trainer.live)
+          sender.pending = enc
+          record = tree_to_bytes(dec, cfg.update_dtype)
+          receiver.pending = (tree_from_bytes(dec, record, cfg.update_dtype), len(record))
+          update_frames.append(i + 1)
+        rec = {
+          "frame": i,
+          "time_s": i / fps,
+          "bytes": nbytes,
+          "update_bytes": upd,
+          "ratio": float(compression_ratio(nbytes, h, w)),
+          "bpp": float(bits_per_pixel(nbytes, h, w)),
+          **q,
+          **{f"frozen_{k}": v for k, v in fq.items()},
+          **{k: res[k] if res else "" for k in ("train_err", "live_err")},
+          "train_loss": res["loss"] if res else "",
+          "update": int(bool(res and res["update"])),
+        }
+        if wr:
+          wr.writerow(rec)
+        for k in ("bytes", "update_bytes", "ratio", "bpp", *q, *(f"frozen_{k}" for k in fq)):
+          sums[k] += rec[k]
+        maes.append(q["mae"])
+        frozen_maes.append(fq["mae"])
+        if scalars is not None:
+          scalars(i, {k: v for k, v in rec.items() if isinstance(v, (int, float)) and k != "frame"})
+        if on_frame is not None:
+          on_frame(i, rec)
+        n = i + 1
   except BaseException:
     if writer is not None:
       writer.abort()
-      writer = None
     raise
-  finally:  # what was streamed so far is kept, also when the stream is interrupted
-    if sink is not None:
-      if sink.frames_written:
-        sink.close()
-      else:
-        sink.abort()
-    if fh is not None:
-      fh.close()
   update_frames = [f for f in update_frames if f < n]  # one sent after the last frame is never used
   summary = {k: v / n for k, v in sums.items() if k not in ("update_bytes", "ratio", "bpp")}
   sent, frozen_sent = sums["bytes"], sums["frozen_bytes"]  # latents + decoder updates; latents
@@ -357,149 +328,3 @@ def run_online(
   return summary
 
 
-def _chain(first, it):
-  yield first
-  yield from it
-
-
-def plot_online(summary: dict, path, title: str = "") -> Path:
-  """Per-frame MAE of the online and the frozen model, with decoder updates marked."""
-  plt = pyplot()
-  fig, ax = plt.subplots(figsize=(10, 4))
-  frozen, online = summary["per_frame_frozen_mae"], summary["per_frame_mae"]
-  ax.plot(frozen, label=f"frozen (mean {frozen.mean():.4f})", lw=1)
-  ax.plot(online, label=f"online (mean {online.mean():.4f})", lw=1)
-  for j, f in enumerate(summary["update_frames"]):
-    ax.axvline(f, color="tab:red", alpha=0.25, lw=0.8, label="decoder update" if j == 0 else None)
-  ax.set_xlabel("frame")
-  ax.set_ylabel("MAE (RGB, [0, 1])")
-  ax.set_title(title or "online vs frozen")
-  ax.legend()
-  return save_figure(fig, path)
-
-
-def run_online_mode(
-  model: OVAL,
-  params,
-  out_dir,
-  *,
-  cfg: OnlineConfig,
-  latent: LatentCodec,
-  video=None,
-  camera: int | None = None,
-  max_frames: int | None = None,
-  out_file=None,
-  model_config: dict | None = None,
-) -> dict:
-  """Online learning on a video file or a camera: decoded video, per-frame CSV, plot, TensorBoard.
-
-  Args:
-    model, params: the OVAL model and its starting parameters.
-    out_dir: where `decoded.mp4`, `frames.csv`, `online.png`, `summary.json` and TensorBoard go.
-    cfg: the online settings; latent: how each frame's latent is sent.
-    video: an input video file (its fps drives the clock; 15 when it reports none), or
-    camera: a camera index (15 fps clock).
-    max_frames: stop after this many frames (None: the whole stream).
-    out_file, model_config: also write the stream (with its decoder updates) as an `.aejx` file.
-
-  Returns:
-    The JSON-able summary (means, updates, `mae_reduction` against the frozen model, `outputs`).
-  """
-  if video:
-    with VideoReader(video) as r:
-      fps = r.fps or 15.0
-    frames = iter_frames(video, max_frames)
-  elif camera is not None:
-    fps, frames = 15.0, camera_frames(camera, max_frames)
-  else:
-    raise ValueError("online needs --video IN or --camera N")
-  out_dir = Path(out_dir)
-  writer = Writer(out_dir)
-  try:
-    s = run_online(
-      frames,
-      model,
-      params,
-      cfg,
-      latent,
-      fps=fps,
-      out_video=out_dir / "decoded.mp4",
-      csv_path=out_dir / "frames.csv",
-      scalars=lambda i, d: writer.scalars(i, {f"online/{k}": v for k, v in d.items()}),
-      out_file=out_file,
-      model_config=model_config,
-    )
-  finally:
-    writer.close()
-  plot_online(
-    s, out_dir / "online.png", title=f"{Path(video).name if video else 'camera'}: {s['updates']} updates"
-  )
-  summary = {
-    k: (float(v) if isinstance(v, (float, np.floating)) else v)
-    for k, v in s.items()
-    if not isinstance(v, np.ndarray)
-  }
-  summary["mae_reduction"] = 1.0 - summary["mae"] / summary["frozen_mae"]
-  summary["outputs"] = str(out_dir)
-  write_json(out_dir / "summary.json", summary)
-  return summary
-
-
-def online_vs_frozen(
-  model: OVAL,
-  params,
-  frames: np.ndarray,
-  *,
-  fps: float,
-  cfg: OnlineConfig,
-  latent: LatentCodec,
-  frozen_codecs,
-  batch_size: int = 16,
-) -> dict:
-  """OVAL's claim at equal total bytes: the online run (latents + charged decoder updates) against
-  the frozen model's rate–distortion curve over `frozen_codecs` (e.g. finer quantiser steps).
-
-  Returns the online summary's rate and quality (`bpp` from total bytes sent), the frozen curve's
-  rows, and `frozen_psnr_at_equal_bytes`: the frozen PSNR interpolated (in log bpp) at the online
-  run's total bpp (NaN outside the curve's range; the curve is clipped, not extrapolated), with
-  `gain_db` = online PSNR - that.
-  """
-  from aejax.codec.convert import convert_frames
-
-  s = run_online(iter(frames), model, params, cfg, latent, fps=fps)
-  curve = []
-  for c in frozen_codecs:
-    f = convert_frames(
-      model, params, frames, color_space=cfg.color_space, batch_size=batch_size, latent=c, with_ms_ssim=False
-    )["summary"]
-    curve.append({"setting": c.name, "bpp": f["bpp"], "psnr": f["psnr"]})
-  pts = sorted((np.log(r["bpp"]), r["psnr"]) for r in curve)
-  x = np.log(s["bpp"])
-  at = (
-    float(np.interp(x, [p[0] for p in pts], [p[1] for p in pts]))
-    if pts[0][0] <= x <= pts[-1][0]
-    else float("nan")
-  )
-  keys = (
-    "frames",
-    "updates",
-    "update_bytes_total",
-    "bytes_total",
-    "frozen_bytes_total",
-    "ratio",
-    "frozen_ratio",
-    "bpp",
-    "frozen_bpp",
-    "psnr",
-    "frozen_psnr",
-    "mae",
-    "frozen_mae",
-  )
-  return {
-    **{k: s[k] for k in keys},
-    "latent": latent.name,
-    "frozen_curve": curve,
-    "frozen_psnr_at_equal_bytes": at,
-    "gain_db": s["psnr"] - at,
-    "update_frames": [int(v) for v in s["update_frames"]],
-  }

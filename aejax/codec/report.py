@@ -105,6 +105,11 @@ def summarize(
   return row
 
 
+def rd_row(method: str, setting: str, summary: dict) -> dict:
+  """A rate–distortion row (`COLUMNS`) from a conversion's or an encode's summary."""
+  return {"method": method, "setting": setting, **{k: summary[k] for k in COLUMNS[2:] if k in summary}}
+
+
 def write_csv(rows: list[dict], path, fields=None) -> Path:
   """Writes dict rows as CSV (columns: `fields`, default the first row's keys); returns the path."""
   path = Path(path)

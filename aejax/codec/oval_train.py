@@ -1,0 +1,97 @@
+"""Offline training of the OVAL codec: its clips (interleaved across videos, as the original's
+loader) and its loss on `video` batches (colour space, input noise, metrics in RGB)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aejax.data import synthetic
+from aejax.data.sources import ArraySource, VideoClipSource
+from aejax.data.transforms import convert_color, convert_color_inverse
+from aejax.metrics import psnr
+from aejax.models.oval import reconstruction_loss
+from aejax.train import apply_model
+
+COLOR_SPACES = ("rgb", "bgr", "hsv", "ycbcr", "lab")
+
+
+def interleave(groups: list[list]) -> list:
+  """Round robin: item p of group 0, 1, ..., then item p + 1 (exhausted groups drop out)."""
+  return [g[p] for p in range(max(map(len, groups))) for g in groups if p < len(g)]
+
+
+class InterleavedClips:
+  """Reorders a `VideoClipSource(hop=clip_len)` so consecutive elements cycle through videos."""
+
+  def __init__(self, source: VideoClipSource):
+    self.source = source
+    by_video: dict[int, list[int]] = {}
+    for i, (v, _) in enumerate(source.clips):
+      by_video.setdefault(v, []).append(i)
+    self.order = interleave(list(by_video.values()))
+
+  def __len__(self) -> int:
+    return len(self.order)
+
+  def __getitem__(self, i: int) -> dict:
+    return self.source[self.order[int(i)]]
+
+  def __repr__(self) -> str:
+    return f"InterleavedClips({self.source!r})"
+
+
+def train_source(data):
+  """(source, clip_len): `video` [clip_len, H, W, 3] uint8 clips, interleaved across videos.
+
+  `data` is the experiment's `config.data`: `root` a video folder or a prepared `aejax_videos`
+  set (`aejax.data.roots.videos`), else `num_synthetic` synthetic videos of `synthetic_frames`.
+  """
+  from aejax.data import roots
+
+  clip_len = min(data.clip_len or data.batch_size, data.batch_size)
+  if data.root:
+    return InterleavedClips(
+      VideoClipSource(roots.videos(data.root), num_frames=clip_len, hop=clip_len)
+    ), clip_len
+  videos = [
+    synthetic.shapes_video(data.synthetic_frames, tuple(data.size), seed=s)["video"]
+    for s in range(data.num_synthetic)
+  ]
+  name = f"oval-synthetic-{data.num_synthetic}x{data.synthetic_frames}-{tuple(data.size)}-{clip_len}"
+  clips = interleave(
+    [[v[p : p + clip_len] for p in range(0, len(v) - clip_len + 1, clip_len)] for v in videos]
+  )
+  return ArraySource({"video": np.stack(clips)}, name=name), clip_len
+
+
+def make_loss_fn(name: str, color_space: str, noise_std: float, use_lstm: bool):
+  """The engine's `loss_fn` on `video` [B, T, H, W, 3] uint8 batches.
+
+  Frames go to `color_space`, get Gaussian noise of `noise_std` in training only, and the loss
+  `name` (`aejax.models.oval.reconstruction_loss`) is taken on the logits; metrics: the BCE, MSE
+  and MAE in the model's space, MAE and per-frame PSNR in RGB.
+  """
+
+  def loss_fn(model, variables, batch, rngs, train):
+    rgb = jnp.asarray(batch["video"], jnp.float32) / 255.0  # [B, T, H, W, 3]
+    if not use_lstm:
+      rgb = rgb.reshape(-1, *rgb.shape[2:])  # [B*T, H, W, 3]
+    x = convert_color(rgb, color_space)
+    inp = x + noise_std * jax.random.normal(rngs["noise"], x.shape) if train and noise_std else x
+    (y, aux), new_state = apply_model(model, variables, inp, rngs=rngs, train=train)
+    loss = reconstruction_loss(name, aux["logits"], x)
+    y_rgb = jnp.clip(convert_color_inverse(y, color_space), 0.0, 1.0)
+    frames = lambda a: a.reshape(-1, *a.shape[-3:])  # [N, H, W, 3]
+    metrics = {
+      "loss": loss,
+      "bce": reconstruction_loss("bce", aux["logits"], x),
+      "mse": jnp.mean((y - x) ** 2),
+      "mae": jnp.mean(jnp.abs(y - x)),
+      "mae_rgb": jnp.mean(jnp.abs(y_rgb - rgb)),
+      "psnr_rgb": jnp.mean(psnr(frames(y_rgb), frames(rgb))),
+    }  # mean per frame
+    return loss, metrics, new_state
+
+  return loss_fn
