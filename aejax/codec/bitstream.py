@@ -3,23 +3,26 @@
 Layout (all integers little-endian):
 
   offset 0   magic      4 bytes  b"AEJX"
-         4   version    uint16   (1)
+         4   version    uint16   (2; version-1 files, which hold no clip records, still read)
          6   flags      uint16   (0; reserved)
-         8   frames     uint32   frame records in the file (patched when the writer closes)
+         8   records    uint32   payload records (kind 0 or 2) in the file (patched on close)
         12   header_len uint32
         16   header     header_len bytes of UTF-8 JSON (keys below)
   then records, each  kind uint8 | length uint32 | payload (length bytes):
     kind 0  one frame's latent payload (`LatentCodec` bytes), in display order
     kind 1  a decoder update (online mode): the decoder's parameters at the header's
             `update_dtype`, leaves in `jax.tree` order, effective from the next frame record
+    kind 2  one clip's payload (version 2; the 3D autoencoder, `aejax.codec.clips`): the range-coded
+            codes of a [T, H, W] clip, in order
 
 The header JSON holds the model identity (`model`: the model config, `decoder_sha256`: SHA-256 of
 the decoder parameters as float32 in tree order, `source`: where the encoder got the weights, a
 hint for the decoder), `color_space`, `size` [H, W], `fps`, `latent_shape` [h, w, C], `codec` (the
 `LatentCodec` fields: quantiser and entropy model; the per-frame model parameters travel in each
 payload), `batch` (frames per decoder call, so the receiver computes exactly what the sender
-reported) and, for online streams, `update_dtype`. Every byte counts toward the rate: the file
-size is the reported size. Framing costs 5 bytes per record plus the header.
+reported) and, for online streams, `update_dtype`. A clip file's header is described in
+`aejax.codec.clips`. Every byte counts toward the rate: the file size is the reported size.
+Framing costs 5 bytes per record plus the header.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ import jax
 import numpy as np
 
 MAGIC = b"AEJX"
-VERSION = 1
-FRAME, UPDATE = 0, 1
+VERSION = 2
+READS = (1, 2)  # versions this library reads
+FRAME, UPDATE, CLIP = 0, 1, 2
 _FIXED = struct.Struct("<4sHHII")
 _RECORD = struct.Struct("<BI")
 
@@ -94,12 +98,17 @@ class BitstreamWriter:
     self.frames += 1
     return self._record(FRAME, payload)
 
+  def write_clip(self, payload: bytes) -> int:
+    """Appends one clip record; returns the bytes it added to the file."""
+    self.frames += 1
+    return self._record(CLIP, payload)
+
   def write_update(self, payload: bytes) -> int:
     """Appends a decoder-update record; returns the bytes it added to the file."""
     return self._record(UPDATE, payload)
 
   def close(self) -> Path:
-    """Patches the frame count, closes and renames onto `path`; returns the path."""
+    """Patches the record count, closes and renames onto `path`; returns the path."""
     self._f.seek(8)
     self._f.write(struct.pack("<I", self.frames))
     self._f.close()
@@ -113,7 +122,7 @@ class BitstreamWriter:
 
 
 def read_header(path) -> tuple[dict, int]:
-  """(header dict, frame count) of an `.aejx` file; a one-line ValueError for anything else."""
+  """(header dict, payload-record count) of an `.aejx` file; a one-line ValueError for anything else."""
   with open(path, "rb") as f:
     fixed = f.read(_FIXED.size)
     if len(fixed) < _FIXED.size:
@@ -121,8 +130,8 @@ def read_header(path) -> tuple[dict, int]:
     magic, version, _, frames, n = _FIXED.unpack(fixed)
     if magic != MAGIC:
       raise ValueError(f"{path}: not an .aejx file (magic {magic!r})")
-    if version != VERSION:
-      raise ValueError(f"{path}: .aejx version {version}, this library reads {VERSION}")
+    if version not in READS:
+      raise ValueError(f"{path}: .aejx version {version}, this library reads {READS}")
     head = f.read(n)
   if len(head) != n:
     raise ValueError(f"{path}: truncated header")

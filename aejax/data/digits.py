@@ -2,11 +2,14 @@
 
 The digits are drawn with OpenCV's Hershey fonts and random affine jitter, centred by mass in a
 20×20 box like MNIST; nothing is downloaded and no licence applies. Any MNIST-format set (e.g. an
-`.npz` with `x_train` / `y_train`) can replace them.
+`.npz` with `x_train` / `y_train`) can replace them; `find_mnist` looks for the real one where the
+project keeps it (`$AEJAX_MNIST`, `$AEJAX_REALDATA/mnist/mnist.npz`, `../shared/realdata` beside
+the checkout).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -84,12 +87,28 @@ def load_mnist_npz(path, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"{path}: not an MNIST-format .npz file ({type(e).__name__})") from None
 
 
-def load_digits(digits) -> tuple[np.ndarray, np.ndarray]:
-  """None → procedural; (images, labels); images only (labels -1); or an MNIST .npz path."""
-  if digits is None:
+def find_mnist() -> str | None:
+  """The real MNIST `.npz` if one is where the project keeps it, else None (nothing downloaded).
+
+  `$AEJAX_MNIST` when set (its value is the answer: an empty value turns the search off), else
+  `mnist/mnist.npz` under `$AEJAX_REALDATA` or under `../shared/realdata` beside the checkout.
+  """
+  if "AEJAX_MNIST" in os.environ:
+    return os.environ["AEJAX_MNIST"] or None
+  beside = Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
+  for root in (os.environ.get("AEJAX_REALDATA"), beside):
+    if root and (Path(root) / "mnist" / "mnist.npz").is_file():
+      return str(Path(root) / "mnist" / "mnist.npz")
+  return None
+
+
+def load_digits(digits, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+  """None or "procedural" → procedural; (images, labels); images only (labels -1); or an MNIST
+  .npz path (its `split` arrays)."""
+  if digits is None or (isinstance(digits, str) and digits in ("", "procedural")):
     return procedural_digits()
   if isinstance(digits, (str, Path)):
-    return load_mnist_npz(digits)
+    return load_mnist_npz(digits, split)
   if isinstance(digits, tuple):
     imgs, labels = digits
     return np.asarray(imgs), np.asarray(labels)
@@ -132,18 +151,24 @@ def moving_digits_sequence(
 
 
 def moving_digits(
-  n: int, num_frames: int = 20, size: int = 64, num_digits: int = 2, seed: int = 0, digits=None
+  n: int,
+  num_frames: int = 20,
+  size: int = 64,
+  num_digits: int = 2,
+  seed: int = 0,
+  digits=None,
+  split: str = "train",
 ) -> dict[str, np.ndarray]:
   """`n` moving-digits sequences, a function of (seed, index).
 
   Args:
     digits: None (embedded procedural digits), `(images [N, h, w] uint8, labels [N])`, an image
-      array alone (labels -1), or the path of an MNIST `.npz` (`x_train`, `y_train`).
+      array alone (labels -1), or the path of an MNIST `.npz` (`x_<split>`, `y_<split>`).
 
   Returns:
     dict(video [n, T, size, size, 1] uint8, labels [n, num_digits] int32).
   """
-  images, labels = load_digits(digits)
+  images, labels = load_digits(digits, split)
   vids, labs = [], []
   for i in range(n):
     v, lab = moving_digits_sequence(

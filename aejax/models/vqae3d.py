@@ -26,6 +26,7 @@ learns the gain either way).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 
 import jax
@@ -327,3 +328,39 @@ class VQAE3D(nn.Module):
     aux = dict(qaux)
     aux["z"], aux["zq"] = z, zq
     return recon, aux
+
+
+def sends_floats(model: VQAE3D) -> bool:
+  """True when the decoder needs continuous latent values (`none`, or the scalar `legacy` mode,
+  whose forward value is a distance, not a centroid): no finite code describes them."""
+  return model.quantizer == "none" or (model.quantizer == "scalar" and model.quantizer_mode == "legacy")
+
+
+def symbols_per_position(model: VQAE3D) -> int:
+  """Values sent per latent position (t, y, x): one code per channel (scalar, none) or per
+  codebook (vq)."""
+  return model.num_codebooks if model.quantizer == "vq" else model.latent_features
+
+
+def bits_per_position(model: VQAE3D, float_bits: int = 32) -> float:
+  """The fixed-length rate of one latent position in bits: log2 K per code, or `float_bits` per
+  value in the float modes (`sends_floats`), the honest rate of a continuous latent."""
+  if sends_floats(model):
+    return float(float_bits * model.latent_features)
+  return symbols_per_position(model) * math.log2(model.num_codes)
+
+
+def dequantize(model: VQAE3D, variables, indices: jax.Array) -> jax.Array:
+  """Codes [..., symbols_per_position] -> the quantised latent [..., latent_features] the decoder
+  takes: scalar centroids element-wise, or each codebook's entries concatenated (vq). Computed as
+  a plain lookup, the same at the sender and the receiver."""
+  if sends_floats(model):
+    mode = f"{model.quantizer}/{model.quantizer_mode}"
+    raise ValueError(f"VQAE3D: the {mode} quantiser sends floats, not codes")
+  if model.quantizer == "scalar":
+    zq = variables["params"]["quant"]["centroids"][indices]
+  else:
+    book = variables["batch_stats"]["quant"]["codebook"]  # [G, K, d]
+    zq = book[jnp.arange(book.shape[0]), indices]  # [..., G, d]
+    zq = zq.reshape(indices.shape[:-1] + (-1,))
+  return zq.astype(model.dtype)
