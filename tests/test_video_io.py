@@ -155,6 +155,25 @@ def test_metadata_scan_matches_exact_counts(clips, realdata, tmp_path):
   assert [i.num_frames for i in header if i.path.endswith(".avi")] == [444]  # the AVI header
 
 
+def test_seek_window_starts_pairs_just_after_key_frames(clips):
+  r = video.VideoReader(clips["gop12"])
+  assert r.seek_points().tolist() == list(range(0, 120, 12))
+  infos = scan.scan_videos(clips["gop12"], cache_path=False)
+  near = VideoPairSource(infos, gap=(2, 8), reference_fps=None, repeats=4, seek_window=2, seed=0)
+  uniform = VideoPairSource(infos, gap=(2, 8), reference_fps=None, repeats=4, seed=0)
+  far = []
+  for i in range(6):
+    e = near[i]
+    assert (e["frame_index"][:, 0] % 12 <= 2).all()
+    assert (np.diff(e["frame_index"], axis=1)[:, 0] == e["gap"]).all()
+    np.testing.assert_array_equal(e["frames"].reshape(-1, 64, 96, 3), r.read(e["frame_index"].reshape(-1)))
+    far += (uniform[i]["frame_index"][:, 0] % 12 > 2).tolist()
+  assert any(far)  # the default stays uniform (all 24 starts near a key frame: p = 4^-24)
+  assert "seek_window=2" in repr(near) and "seek_window" not in repr(uniform)
+  with pytest.raises(ValueError, match="seek_window"):
+    VideoPairSource(infos, seek_window=-1)
+
+
 def test_scan_cache_is_written_as_it_goes_and_resumes(clips, tmp_path, monkeypatch):
   folder = tmp_path / "vids"
   for k in range(5):
@@ -195,13 +214,38 @@ def test_h264_writer_round_trip_and_atomic(tmp_path):
   r = video.VideoReader(path)
   assert r.fps == 25.0 and r.size == (48, 64) and r.container_frames == 10
   err = np.abs(r.read_all().astype(np.float32) - frames).mean()
-  mp4v = video.VideoReader(video.write_video(tmp_path / "z.mp4", frames, 25)).read_all()
+  mp4v = video.VideoReader(video.write_video(tmp_path / "z.mp4", frames, 25, codec="mp4v")).read_all()
   assert err < 8 and err < np.abs(mp4v.astype(np.float32) - frames).mean()  # better than mp4v
   with pytest.raises(RuntimeError):
     with video.VideoWriter(tmp_path / "y.mp4", 25, codec="libx264") as w:
       w.write(frames[0])
       raise RuntimeError("interrupted")
   assert not list(tmp_path.glob("*y.*")) and not list(tmp_path.glob(".y*"))
+
+
+@pytest.mark.parametrize("size", [(48, 64), (47, 63)])
+def test_mp4_is_browser_playable_h264_by_default(tmp_path, size):
+  """.mp4 defaults to H.264 yuv420p (what browsers play); odd sizes are padded, never cropped."""
+  import av
+  import cv2
+
+  from aejax.metrics import psnr
+
+  frames = synthetic.shapes_video(8, size, seed=5)["video"]
+  frames = np.stack([cv2.GaussianBlur(f, (0, 0), 2.0) for f in frames])  # 4:2:0 alone: ~21 dB unblurred
+  path = video.write_video(tmp_path / "x.mp4", frames, 25)
+  with av.open(str(path)) as c:
+    s = c.streams.video[0]
+    assert s.codec_context.name == "h264" and s.codec_context.pix_fmt == "yuv420p"
+    assert (s.codec_context.height, s.codec_context.width) == (size[0] + size[0] % 2, size[1] + size[1] % 2)
+    got = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(s)])
+  assert len(got) == len(frames)
+  assert float(psnr(got[:, : size[0], : size[1]], frames, max_val=255.0).min()) > 30
+  if size[1] % 2:  # the padded column repeats the last one
+    assert np.abs(got[:, : size[0], -1].astype(int) - got[:, : size[0], -2]).mean() < 4
+  avi = video.write_video(tmp_path / "x.avi", frames, 25)  # other containers: OpenCV as before
+  with av.open(str(avi)) as c:
+    assert c.streams.video[0].codec_context.name == "mjpeg"
 
 
 def test_default_scan_cache_lives_outside_the_dataset(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@
 - `synthetic`: embedded, seeded twins of every data set (textures, shape videos with masks, scene
   cuts, a DAVIS-like set, moving digits) and writers for video folders and DAVIS layouts.
 - `video`: every video read and write: the PyAV `VideoReader` (seeking reads), sampled streams, a
-  camera, the atomic streaming `VideoWriter` (H.264 through PyAV).
+  camera, the atomic streaming `VideoWriter` (browser-playable H.264 for .mp4, through PyAV).
 - `scan`: `scan_videos` (metadata scan of a video folder, cached as it goes, validation report),
   `VideoInfo`, `find_videos`.
 - `sources`: Grain random-access sources (image folders, arrays, video pairs and clips, DAVIS,

@@ -25,7 +25,11 @@ import cv2
 import numpy as np
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mpeg", ".mpg", ".mov", ".m4v")
-FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG", ".webm": "VP90"}
+# What `VideoWriter` encodes by default: H.264 (PyAV's libx264, yuv420p) for the containers browsers
+# play it from, an OpenCV FourCC for the others.
+H264_EXTENSIONS = (".mp4", ".m4v")
+FOURCC = {".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG", ".webm": "VP90"}
+_OPENCV_CODECS = {"mp4v", "MJPG", "VP90", "XVID"}  # `codec=` values written through OpenCV
 
 
 class FrameCountError(ValueError):
@@ -347,6 +351,17 @@ class VideoReader:
     state.update(_c=None, _s=None, _demux=None, _fed=0, _pos=0, _coming=set())
     return state
 
+  def seek_points(self) -> np.ndarray:
+    """Frames a decode can start from (the stream's key frames), in presentation order.
+
+    Reading frame i costs decoding from the last seek point at or before it. [0] when the file
+    cannot seek (it is then decoded from the start).
+    """
+    ix = self._ensure_index()
+    if ix is None:
+      return np.zeros(1, np.int64)
+    return np.asarray([t for t, (a, d) in enumerate(zip(ix.start, ix.dec)) if a == d], np.int64)
+
   @property
   def container_frames(self) -> int:
     """The frame count the container reports (fast; wrong for some AVI/MPEG files, 0 if unknown)."""
@@ -428,10 +443,13 @@ def camera_frames(index: int, max_frames: int = 0) -> Iterator[np.ndarray]:
 class VideoWriter:
   """Streams RGB uint8 frames [H, W, 3] (or grey [H, W]) into a video file, one at a time.
 
-  By default the codec follows the extension through OpenCV (mp4v for .mp4, MJPG for .avi/.mkv,
-  VP9 for .webm; the OpenCV wheels have no H.264 encoder). `codec="libx264"` (or "h264") encodes
-  H.264 yuv420p with PyAV instead, `options` going to the encoder (e.g. {"crf": "23", "g": "30",
-  "bf": "3"}; libx264's defaults otherwise, as a plain `ffmpeg -c:v libx264`). Frames go to a
+  `.mp4` / `.m4v` files are H.264 by default (PyAV's libx264, yuv420p, `+faststart`: they play in
+  every browser); other extensions use OpenCV (mp4v for .mov, MJPG for .avi/.mkv, VP9 for .webm).
+  `codec` overrides: "h264"/"libx264" (any container), an OpenCV FourCC ("mp4v", "MJPG", "VP90",
+  "XVID"), or another PyAV encoder name (e.g. "libx265"). `options` go to a PyAV encoder (e.g.
+  {"crf": "23", "g": "30", "bf": "3"}; libx264's own defaults otherwise, as a plain
+  `ffmpeg -c:v libx264`). 4:2:0 needs even sizes: a frame with an odd height or width is padded
+  by repeating its last row / column (`encoded_size`; nothing is cropped). Frames go to a
   temporary file in the same folder, renamed onto `path` by `close()`, so an interrupted run never
   leaves a half-written video under `path`. The size is taken from the first frame unless given
   as `size=(H, W)`.
@@ -448,14 +466,19 @@ class VideoWriter:
   ):
     self.path = Path(path)
     self.fps = float(fps)
-    self.codec = "libx264" if codec == "h264" else codec
+    ext = self.path.suffix.lower()
+    if codec is None:
+      codec = "libx264" if ext in H264_EXTENSIONS else FOURCC.get(ext)
+      if codec is None:
+        known = [*H264_EXTENSIONS, *FOURCC]
+        raise ValueError(f"{self.path}: cannot write extension {self.path.suffix!r}; use one of {known}")
+    codec = "libx264" if codec == "h264" else codec
+    self.fourcc = codec if codec in _OPENCV_CODECS else None  # None: PyAV
+    self.codec = None if self.fourcc else codec
     self.options = {k: str(v) for k, v in (options or {}).items()}
-    self.fourcc = FOURCC.get(self.path.suffix.lower()) if codec is None else self.codec
-    if self.fourcc is None:
-      raise ValueError(f"{self.path}: cannot write extension {self.path.suffix!r}; use one of {list(FOURCC)}")
     self._tmp = self.path.with_name(f".{self.path.stem}.tmp{os.getpid()}{self.path.suffix}")
     self._w = None
-    self.size = None
+    self.size = self.encoded_size = None
     self.frames_written = 0
     if size is not None:
       self._open(tuple(size))
@@ -465,10 +488,12 @@ class VideoWriter:
     h, w = size
     if self.codec is not None:
       av = _av()
-      self._w = av.open(str(self._tmp), "w")
+      mp4 = self.path.suffix.lower() in (*H264_EXTENSIONS, ".mov")
+      self._w = av.open(str(self._tmp), "w", container_options={"movflags": "+faststart"} if mp4 else None)
       s = self._w.add_stream(
         self.codec, rate=Fraction(self.fps).limit_denominator(1001), options=self.options
       )
+      h, w = h + h % 2, w + w % 2  # 4:2:0: even sizes (odd ones padded in `write`)
       s.width, s.height, s.pix_fmt = w, h, "yuv420p"
       self._stream = s
     else:
@@ -476,7 +501,7 @@ class VideoWriter:
       if not self._w.isOpened():
         self._w = None
         raise ValueError(f"{self.path}: OpenCV VideoWriter did not open (codec {self.fourcc})")
-    self.size = (h, w)
+    self.size, self.encoded_size = tuple(size), (h, w)
 
   def write(self, frame: np.ndarray) -> None:
     """Appends one uint8 frame ([H, W, 3] RGB or [H, W] grey) of the writer's size."""
@@ -490,6 +515,9 @@ class VideoWriter:
     if frame.shape[:2] != self.size:
       raise ValueError(f"{self.path}: frame size {frame.shape[:2]} differs from the video's {self.size}")
     if self.codec is not None:
+      ph, pw = self.encoded_size[0] - self.size[0], self.encoded_size[1] - self.size[1]
+      if ph or pw:
+        frame = np.pad(frame, ((0, ph), (0, pw), (0, 0)), mode="edge")
       vf = _av().VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
       for pkt in self._stream.encode(vf):
         self._w.mux(pkt)
@@ -517,7 +545,7 @@ class VideoWriter:
     self._release()
     if not self._tmp.is_file() or self._tmp.stat().st_size == 0:
       self._tmp.unlink(missing_ok=True)
-      raise ValueError(f"{self.path}: the encoder wrote no data (codec {self.fourcc})")
+      raise ValueError(f"{self.path}: the encoder wrote no data (codec {self.codec or self.fourcc})")
     os.replace(self._tmp, self.path)
     return self.path
 
