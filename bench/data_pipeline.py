@@ -10,6 +10,8 @@ and one flip per pair. Rows, for each `--clips` folder:
 - raw H.264, OpenCV grabbing forward from frame 0 (the reader before issue 14), in-process;
 - raw H.264, the seeking PyAV `VideoReader` (`VideoFiles`), in-process, and through
   `make_loader` with 2 worker processes;
+- the same with `VideoPairSource(seek_window=W)` (`--seek-window`, default 7): first frames drawn
+  at most W frames after a key frame (a documented change of the start distribution), in-process;
 - the same clips prepared (`prepare_videos`, JPEG at its default quality), in-process, and
   through `make_loader` with 2 worker processes.
 
@@ -164,6 +166,7 @@ def main(argv=None) -> int:
   p.add_argument("--synthetic", type=Path, default=None, help="a folder of many tiny clips (scan)")
   p.add_argument("--pairs", type=int, default=96, help="output pairs per timed run")
   p.add_argument("--batch", type=int, default=4, help="loader batch (elements of 2 pairs)")
+  p.add_argument("--seek-window", type=int, default=7, help="raw rows with seek_window=W (-1: none)")
   p.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
   p.add_argument("--no-write", action="store_true")
   a = p.parse_args(argv)
@@ -182,8 +185,8 @@ def main(argv=None) -> int:
     infos = [i for i in scan_videos(folder, cache_path=False) if "synthetic" not in i.path]
     name = f"`{folder}` ({len(infos)} clips)"
 
-    def pairs(videos):
-      return VideoPairSource(videos, gap=(4, 48), repeats=2, seed=0)
+    def pairs(videos, **kw):
+      return VideoPairSource(videos, gap=(4, 48), repeats=2, seed=0, **kw)
 
     for label, videos in (
       ("raw H.264, OpenCV from frame 0", OpenCVFromStart(infos)),
@@ -193,6 +196,10 @@ def main(argv=None) -> int:
       pair_rows.append((name, label, "in-process", cpu, 1 / wall))
     _, wall, cpu = grain_run(pairs(VideoFiles(infos)), a.pairs, a.batch, 2, 1, 0)
     pair_rows.append((name, "raw H.264, seeking reader", "make_loader, 2 workers", cpu, 1 / wall))
+    if a.seek_window >= 0:
+      cpu, wall = source_run(pairs(VideoFiles(infos), seek_window=a.seek_window), a.pairs)
+      label = f"raw H.264, seeking reader, `seek_window={a.seek_window}`"
+      pair_rows.append((name, label, "in-process", cpu, 1 / wall))
     with tempfile.TemporaryDirectory() as tmp:
       sub = Path(tmp) / "src"
       sub.mkdir()

@@ -326,11 +326,14 @@ class PreparedVideos:
 
   def read(self, i: int, indices) -> np.ndarray:
     """Frames `indices` of video `i`: [len(indices), H, W, 3] uint8 RGB."""
-    out = []
+    info, out = self.infos[i], []
     for j in np.asarray(indices).reshape(-1):
-      if not 0 <= j < self.infos[i].num_frames:
-        raise ValueError(f"{self.infos[i].path}: frame {j} out of range [0, {self.infos[i].num_frames})")
-      out.append(S.decode_image(self.source[self.offsets[i] + int(j)], f"{self.infos[i].path}[{j}]"))
+      if not 0 <= j < info.num_frames:
+        raise ValueError(f"{info.path}: frame {j} out of range [0, {info.num_frames})")
+      data = self.source[self.offsets[i] + int(j)]
+      # Our own JPEG/PNG frames (no EXIF, 3 channels): straight to RGB, the values decode_image gives.
+      f = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+      out.append(f if f is not None else S.decode_image(data, f"{info.path}[{j}]"))
     return np.stack(out)
 
   def __repr__(self) -> str:

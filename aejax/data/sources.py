@@ -114,15 +114,22 @@ class VideoFiles:
     """The `VideoInfo` of video `i`."""
     return self.infos[i]
 
-  def read(self, i: int, indices: Sequence[int]) -> np.ndarray:
-    """Frames `indices` of video `i`: uint8 [len(indices), H, W, 3]."""
+  def _reader(self, i: int) -> VideoReader:
     info = self.infos[i]
     reader = getattr(self._local, "reader", None)
     if reader is None or str(reader.path) != info.path:
       if reader is not None:
         reader.close()
       reader = self._local.reader = VideoReader(info.path, num_frames=info.num_frames)
-    return reader.read(indices)
+    return reader
+
+  def read(self, i: int, indices: Sequence[int]) -> np.ndarray:
+    """Frames `indices` of video `i`: uint8 [len(indices), H, W, 3]."""
+    return self._reader(i).read(indices)
+
+  def seek_points(self, i: int) -> np.ndarray:
+    """The frames of video `i` a decode can start from (`VideoReader.seek_points`)."""
+    return self._reader(i).seek_points()
 
   def __getstate__(self):
     return {k: v for k, v in self.__dict__.items() if k != "_local"}
@@ -200,6 +207,14 @@ class VideoPairSource(_VideoSampler):
   Elements: `frames` [2, H, W, 3] uint8 (or [R, 2, H, W, 3] with `repeats=R`: R pairs from one
   decoded video, the repeated sampling of MAE-ST/SiamMAE), `gap` int32 (or [R]), `frame_index`
   [2] int32 (or [R, 2]), `index`.
+
+  `seek_window=w` (off by default) trades sampling fidelity for decoding cost on raw files: each
+  pair's first frame is drawn among the frames at most `w` after a seek point (key frame) of the
+  file instead of uniformly, so the decoder starts at or near it (a raw pair then costs about the
+  gap in decoded frames, instead of up to a GOP more per frame). First frames then cluster after
+  key frames (with a key frame every 30 frames and w=7, 8 of every 30 positions); gaps keep their
+  distribution. Collections without `seek_points` (prepared sets: every frame is one) are
+  sampled uniformly as before.
   """
 
   def __init__(
@@ -211,11 +226,15 @@ class VideoPairSource(_VideoSampler):
     repeats: int = 1,
     seed: int = 0,
     report_path: str | Path | None = None,
+    seek_window: int | None = None,
     **scan_kwargs,
   ):
     if not 1 <= gap[0] <= gap[1]:
       raise ValueError(f"gap must satisfy 1 <= min <= max, got {gap}")
+    if seek_window is not None and seek_window < 0:
+      raise ValueError(f"seek_window must be >= 0 (or None), got {seek_window}")
     self.gap, self.reference_fps, self.repeats = tuple(gap), reference_fps, repeats
+    self.seek_window = seek_window
 
     def need(info: VideoInfo) -> str:
       gmin = self._gaps(info)[0]
@@ -241,7 +260,10 @@ class VideoPairSource(_VideoSampler):
     info = self.videos.info(v)
     gmin, gmax = self._gaps(info)
     gaps = rng.integers(gmin, gmax + 1, self.repeats)
-    starts = rng.integers(0, info.num_frames - gaps)
+    if self.seek_window is not None and hasattr(self.videos, "seek_points"):
+      starts = _near_seek_points(self.videos.seek_points(v), self.seek_window, info.num_frames - gaps, rng)
+    else:
+      starts = rng.integers(0, info.num_frames - gaps)
     idx = np.stack([starts, starts + gaps], -1)  # [R, 2]
     frames = self.videos.read(v, idx.reshape(-1))  # [R * 2, H, W, 3]
     frames = frames.reshape(*idx.shape, *frames.shape[1:])  # [R, 2, H, W, 3]
@@ -250,10 +272,24 @@ class VideoPairSource(_VideoSampler):
     return {"frames": frames, "gap": gaps.astype(np.int32), "frame_index": idx.astype(np.int32)}
 
   def __repr__(self) -> str:
+    window = "" if self.seek_window is None else f", seek_window={self.seek_window}"
     return (
       f"VideoPairSource({self.videos!r}, gap={self.gap}, reference_fps={self.reference_fps}"
-      f", repeats={self.repeats}, seed={self.seed}, n={len(self.keep)})"
+      f", repeats={self.repeats}, seed={self.seed}{window}, n={len(self.keep)})"
     )
+
+
+def _near_seek_points(points: np.ndarray, window: int, limits: np.ndarray, rng: np.random.Generator):
+  """One start per limit: uniform among the frames < limit at most `window` after a seek point
+  (uniform below the limit when there is none)."""
+  frames = np.arange(int(np.max(limits)))
+  k = np.searchsorted(points, frames, side="right") - 1
+  near = frames[(k >= 0) & (frames - points[np.maximum(k, 0)] <= window)]
+  starts = []
+  for limit in limits:
+    ok = near[near < limit]
+    starts.append(ok[rng.integers(len(ok))] if len(ok) else rng.integers(0, limit))
+  return np.asarray(starts)
 
 
 class VideoClipSource(_VideoSampler):
