@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from aejax import keyframes as kf
+from aejax.data.video import open_video
 from aejax.keyframes import cutset
 from aejax.keyframes import shots as S
 
@@ -55,7 +56,20 @@ def test_segments_static_short_and_near_duplicates():
     (2, 10, 16),
     (2, 16, 20),
   ]
-  assert [g.key for g in segs] == [3, -1, 6, 13, 19]  # the sharpest sample of each segment
+  # the sharpest sample of each segment; the return to the first look (16..19) repeats key 6: no key
+  assert [g.key for g in segs] == [3, -1, 6, 13, -1]
+  # with a duplicate threshold below the distance of the two looks (1.41) but above 0: the same
+  kw = dict(change_threshold=0.5, min_segment=1.0, short=short)
+  assert [g.key for g in S.segment_shots(shots, feats, sharp, times, duplicate_threshold=0.1, **kw)] == [
+    3,
+    -1,
+    6,
+    13,
+    -1,
+  ]
+  # one above it: every representative of shot 2 repeats the first, so shot 2 is one segment
+  segs = S.segment_shots(shots, feats, sharp, times, duplicate_threshold=1.5, **kw)
+  assert [(g.start, g.end, g.key) for g in segs][2:] == [(5, 20, 6)]
   static = S.segment_shots([0], np.ones((20, 4)), sharp, times, change_threshold=0.5, min_segment=1.0)
   assert len(static) == 1 and static[0].key == 6
   # near-duplicate representatives merge: a one-sample flash at 5 opens segments at 5 and 7, but
@@ -66,6 +80,37 @@ def test_segments_static_short_and_near_duplicates():
   sharp[[6, 12]] = [5.0, 9.0]
   segs = S.segment_shots([0], flash, sharp, times, change_threshold=0.5, min_segment=1.0)
   assert [(g.start, g.end, g.key) for g in segs] == [(0, 20, 12)]
+
+
+def test_possible_keys_hold_every_key_frame_and_stay_bounded():
+  rng = np.random.default_rng(3)
+  n = 300
+  times = np.arange(n) / 5.0
+  cue = rng.uniform(0, 8, n)
+  cue[0] = np.nan
+  cue[rng.choice(np.arange(5, n), 12, replace=False)] = 60.0  # cuts (some only a sample apart)
+  looks = rng.normal(size=(4, 6))  # four looks, each for 1.2 s at a time, that come back
+  feats = looks[rng.integers(0, 4, n // 6).repeat(6)] + rng.normal(0, 0.05, (n, 6))
+  sharp = rng.integers(0, 5, n).astype(float)  # ties: the first maximum wins, as np.argmax
+  kw = dict(cut_threshold=20.0, cut_ratio=2.0, change_threshold=0.3, min_segment=1.0)
+  _, segs = S.select_shots(times, cue, feats, sharp, n / 5.0, min_shot=1.0, duplicate_threshold=0.6, **kw)
+  keys = {g.key for g in segs if g.key >= 0}
+  shots_with_keys = {g.shot for g in segs if g.key >= 0}
+  assert len(keys) > 15 and any(g.key < 0 and g.shot in shots_with_keys for g in segs)  # near-duplicates
+  frames = rng.integers(0, 255, (n, 4, 4, 3), dtype=np.uint8)
+  keeper = S.PossibleKeys(**kw)
+  for t in range(n):
+    keeper.cue.append(cue[t])
+    keeper.add(times[t], sharp[t], feats[t], frames[t])
+    assert len(keeper.frames) < 2 * len(keys) + 10  # only possible keys (and a few pending) are held
+  kept = keeper.finish()
+  assert keys <= set(kept) and len(kept) < n // 3
+  assert all(np.array_equal(kept[k], frames[k]) for k in keys)
+  small = S.PossibleKeys(**kw, max_bytes=5 * 48)  # room for five 4x4x3 frames: the latest five kept
+  for t in range(n):
+    small.cue.append(cue[t])
+    small.add(times[t], sharp[t], feats[t], frames[t])
+  assert list(small.finish()) == list(kept)[-5:]
 
 
 def test_score_keyframes_hand_worked():
@@ -130,6 +175,11 @@ def test_shot_selection_covers_every_shot_of_real_footage(real_set):
   r = cutset.score_keyframes(keys, e, cut_frames=sel["shot_starts"])
   assert r["covered"] == r["long_shots"] and r["redundant"] == 0 and r["cuts_found"] == r["cuts"]
   assert r["keyframes"] <= 1.5 * r["shots"]
+  # the key frames' pixels were kept while scanning, the same as decoding them again
+  with open_video(path) as reader:
+    again = reader.read(keys)
+  assert sorted(sel["frames"]) == sorted(keys)
+  assert all(np.array_equal(sel["frames"][k], f) for k, f in zip(keys, again))
   # clips are the segments: they tile the video, and each starts at a detected shot start or inside a shot
   clips = sel["clips"]
   assert clips[0]["start"] == 0 and clips[-1]["end"] == e["num_frames"]

@@ -6,13 +6,15 @@
   reconstruction) and the pixel baseline, pairwise distances.
 - `report`: key-frame PNGs, clip MP4s, the timeline plot, the contact sheet, `keyframes.json`.
 - `shots`: shot-aware selection (hard cuts from an HSV cue, within-shot changes, sharpest frame per
-  segment).
-- `pipeline`: `select_video` (key frames and clips of one file), `extract_video` (every output),
-  `evaluate_set` (methods on a folder of videos with known shots), `shot_recall_study` (synthetic).
+  segment, near-duplicates suppressed) and `PossibleKeys` (the frames a scan must keep).
+- `pipeline`: `select_video` (key frames and clips of one file), `extract_video` (every output).
+- `evaluation`: `evaluate_set` (methods on a folder of videos with known shots, PySceneDetect among
+  them), `shot_recall_study` (synthetic).
 - `cutset`: folders of videos with known shots (real footage or synthetic) and their scoring.
 """
 
 # ruff: noqa: F401  (the names below are the package's public surface)
+from aejax.keyframes.evaluation import evaluate_set, pyscenedetect_method, selection_method, shot_recall_study
 from aejax.keyframes.features import (
   METRICS,
   candidate_features,
@@ -23,15 +25,7 @@ from aejax.keyframes.features import (
   to_model_input,
   video_frame_images,
 )
-from aejax.keyframes.pipeline import (
-  METHODS,
-  evaluate_set,
-  extract_video,
-  pyscenedetect_method,
-  select_video,
-  selection_method,
-  shot_recall_study,
-)
+from aejax.keyframes.pipeline import METHODS, extract_video, select_video
 from aejax.keyframes.report import contact_sheet, timeline_plot, write_outputs, write_outputs_pass
 from aejax.keyframes.select import (
   REFERENCES,

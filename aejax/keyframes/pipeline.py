@@ -1,32 +1,36 @@
-"""The whole key-frame pipeline: extraction from one video file, and the shot-recall study on
-synthetic videos with known scene cuts (autoencoder features against raw pixels)."""
+"""The whole key-frame pipeline on one video file: `select_video` (key frames and clips, nothing
+written) and `extract_video` (every output). Evaluation: `aejax.keyframes.evaluation`."""
 
 from __future__ import annotations
 
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from aejax.data.video import open_video
 from aejax.io import write_json
-from aejax.keyframes.features import METRICS, candidate_features, make_dist_pairs
+from aejax.keyframes.features import candidate_features, make_dist_pairs
 from aejax.keyframes.report import write_outputs
 from aejax.keyframes.select import (
-  REFERENCES,
   Candidate,
   is_sampled,
-  sampled_frames,
   segment_clips,
   select_keyframes,
   sharpest_per_second,
   sharpness,
-  shot_recall,
 )
-from aejax.keyframes.shots import content_score, hsv_small, select_shots
+from aejax.keyframes.shots import (
+  DUPLICATE_THRESHOLD,
+  PossibleKeys,
+  content_score,
+  hsv_small,
+  pooled,
+  select_shots,
+)
 
 METHODS = ("shots", "novelty")
 
@@ -57,10 +61,11 @@ class _Raised:
     self.error = error
 
 
-def _scan(reader, embed_fn, *, rate: float, size, batch_size: int, method: str, bar=None):
-  """One decoding pass over the sampled frames: (candidates, features, cut cue [n])."""
+def _scan(reader, embed_fn, *, rate: float, size, batch_size: int, method: str, bar=None, keeper=None):
+  """One decoding pass over the sampled frames: (candidates, features, cut cue [n]); a `PossibleKeys`
+  `keeper` ("shots") is fed every sample and keeps the frames of the possible key frames."""
   fps = reader.fps
-  cue: list[float] = []
+  cue: list[float] = [] if keeper is None else keeper.cue
   prev: list = [None]
 
   def sampled():
@@ -83,8 +88,14 @@ def _scan(reader, embed_fn, *, rate: float, size, batch_size: int, method: str, 
       prev[0] = small
       yield Candidate(index=int(i), time=i / fps, sharpness=sharp, frame=frame)
 
+  def follow(batch, feats):
+    for c, f in zip(batch, pooled(feats["feat"])):
+      keeper.add(c.time, c.sharpness, f, c.frame)
+
   source = every_sample() if method == "shots" else sharpest_per_second(_prefetch(sampled()), fps)
-  cands, feats = candidate_features(source, embed_fn, size=size, batch_size=batch_size)
+  cands, feats = candidate_features(
+    source, embed_fn, size=size, batch_size=batch_size, on_batch=None if keeper is None else follow
+  )
   return cands, feats, np.asarray(cue, np.float64)
 
 
@@ -102,6 +113,7 @@ def select_video(
   min_shot: float = 1.0,
   change_threshold: float = 0.5,
   min_segment: float = 3.0,
+  duplicate_threshold: float = DUPLICATE_THRESHOLD,
   reference: str = "last",
   threshold_mode: str = "percentile",
   threshold: float = 80.0,
@@ -115,7 +127,8 @@ def select_video(
   """Key frames and clips of one video, without writing anything.
 
   The video is decoded once, only its sampled frames (`rate` per second) converted; memory stays
-  flat in the video's length (features only).
+  flat in the video's length (features, and "shots" keeps the frames of possible key frames up to
+  `shots.PossibleKeys`' bound).
 
   Args:
     video: the input video file.
@@ -129,7 +142,8 @@ def select_video(
     fps: overrides the file's frame rate (None: the file's).
     metric: "latent" or "recon" (`make_dist_pairs`; "shots" uses the latent or reconstruction as
       the feature of `relative_distance`).
-    cut_threshold, cut_ratio, min_shot, change_threshold, min_segment: "shots" (`shots.select_shots`).
+    cut_threshold, cut_ratio, min_shot, change_threshold, min_segment, duplicate_threshold: "shots"
+      (`shots.select_shots`).
     reference, threshold_mode, threshold, min_clip, max_clip: "novelty" (`select_keyframes`,
       `segment_clips`).
     batch_size: frames per `embed_fn` call.
@@ -139,13 +153,23 @@ def select_video(
   Returns:
     `fps`, `num_frames`, `size` (H, W), `candidates` (`Candidate`s, frames dropped), `keys`
     (positions in candidates), `scores` [n] and `threshold` (what the timeline plots), `clips`
-    (`start`, `end`, `key_frames`), `shot_starts` (frame indices; "shots" only), `seconds`.
+    (`start`, `end`, `key_frames`), `shot_starts` (frame indices; "shots" only), `frames` ({frame
+    index: RGB} of the key frames kept while scanning; "shots" only, others are read again),
+    `seconds`.
   """
   from tqdm import tqdm
 
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
   size = None if model_size is None else tuple(model_size)
+  keeper = None
+  if method == "shots":
+    keeper = PossibleKeys(
+      cut_threshold=cut_threshold,
+      cut_ratio=cut_ratio,
+      change_threshold=change_threshold,
+      min_segment=min_segment,
+    )
   t0 = time.perf_counter()
   with open_video(video, fps) as reader:
     fps = reader.fps
@@ -158,12 +182,12 @@ def select_video(
     )
     with bar:
       cands, feats, cue = _scan(
-        reader, embed_fn, rate=rate, size=size, batch_size=batch_size, method=method, bar=bar
+        reader, embed_fn, rate=rate, size=size, batch_size=batch_size, method=method, bar=bar, keeper=keeper
       )
     num_frames, frame_size = reader.frames_seen, reader.size
   if not cands:
     raise ValueError(f"{video}: no decodable frames")
-  out = dict(fps=fps, num_frames=num_frames, size=tuple(frame_size), candidates=cands)
+  out = dict(fps=fps, num_frames=num_frames, size=tuple(frame_size), candidates=cands, frames={})
   if method == "novelty":
     dist = make_dist_pairs(feats["feat"], metric, loss_kwargs=loss_kwargs)
     keys, scores, thr = select_keyframes(
@@ -184,7 +208,9 @@ def select_video(
       min_shot=min_shot,
       change_threshold=change_threshold,
       min_segment=min_segment,
+      duplicate_threshold=duplicate_threshold,
     )
+    kept = keeper.finish()
     first = lambda p: 0 if p == 0 else cands[p].index
     clips = [
       {
@@ -201,6 +227,7 @@ def select_video(
       threshold=cut_threshold,
       clips=clips,
       shot_starts=[first(p) for p in starts],
+      frames={cands[g.key].index: kept[g.key] for g in segs if g.key in kept},
     )
   out["seconds"] = time.perf_counter() - t0
   return out
@@ -264,6 +291,7 @@ def extract_video(
     settings=settings,
     write_clips=write_clips,
     title=title,
+    frames=sel["frames"],
   )
   if sel["shot_starts"] is not None:
     record["shot_starts"] = sel["shot_starts"]
@@ -287,116 +315,3 @@ def extract_video(
     "cpu_seconds": round(cpu, 2),
     "sampled_frames_per_s": round(sampled_count / elapsed, 1),
   }
-
-
-def shot_recall_study(
-  embed_fns: Mapping[str, Callable[[str], Callable]],
-  *,
-  num_videos: int,
-  num_frames: int,
-  fps: float,
-  num_shots: int,
-  video_size: Sequence[int],
-  rate: float,
-  model_size: Sequence[int],
-  batch_size: int,
-  seed: int = 1000,
-) -> dict[str, dict]:
-  """Shot recall and key frames per shot on synthetic scene-cut videos, per feature and setting.
-
-  Every method scores the same candidates with both metrics and both references, at budgets of
-  one and two key frames per shot (`threshold_mode` "top").
-
-  Args:
-    embed_fns: method name -> `fn(metric) -> embed_fn` (e.g. "ae" and "pixels").
-    num_videos, num_frames, fps, num_shots, video_size: the synthetic videos
-      (`aejax.data.synthetic.scene_cut_video`, seeds `seed`, `seed + 1`, ...).
-    rate: sampled frames per second.
-    model_size: (H, W) the candidates are resized to.
-    batch_size: candidates per embedding call.
-    seed: the first video's seed.
-
-  Returns:
-    `{"<method>_<metric>_<reference>_top<budget>": {"recall", "keyframes_per_shot",
-    "num_keyframes"}}`, each the mean over the videos.
-  """
-  from aejax.data import synthetic
-
-  embeds = {(name, metric): fn(metric) for name, fn in embed_fns.items() for metric in METRICS}
-  results: dict[str, dict[str, list]] = {}
-  for v in range(num_videos):
-    clip = synthetic.scene_cut_video(num_frames, tuple(video_size), num_shots, seed=seed + v)
-    cands = list(sharpest_per_second(sampled_frames(list(clip["video"]), fps, rate), fps))
-    for metric in METRICS:
-      for name in embed_fns:
-        _, feats = candidate_features(
-          cands, embeds[name, metric], size=tuple(model_size), batch_size=batch_size, keep_frames=True
-        )
-        dist = make_dist_pairs(feats["feat"], metric)
-        for ref in REFERENCES:
-          for budget in (num_shots, 2 * num_shots):
-            keys, _, _ = select_keyframes(
-              len(cands), dist, reference=ref, threshold_mode="top", threshold=budget
-            )
-            r = shot_recall([cands[k].index for k in keys], clip["shot_ids"])
-            for k, val in r.items():
-              results.setdefault(f"{name}_{metric}_{ref}_top{budget}", {}).setdefault(k, []).append(val)
-  return {m: {k: float(np.mean(v)) for k, v in d.items()} for m, d in results.items()}
-
-
-def selection_method(embed_fn: Callable, **settings) -> Callable:
-  """`fn(video) -> (key frame indices, detected shot starts or None)` of `select_video`."""
-
-  def run(video):
-    sel = select_video(video, embed_fn, **settings)
-    return [sel["candidates"][k].index for k in sel["keys"]], sel["shot_starts"]
-
-  return run
-
-
-def pyscenedetect_method(video) -> tuple[list[int], list[int]]:
-  """The peer: PySceneDetect's `detect(video, ContentDetector())` with its defaults, one key frame
-  per detected scene (its middle frame; the middle of the video when it finds no cut)."""
-  from scenedetect import ContentDetector, detect
-
-  scenes = detect(str(video), ContentDetector())
-  if not scenes:
-    from aejax.data.video import count_frames
-
-    return [count_frames(video) // 2], [0]
-  spans = [(a.get_frames(), b.get_frames()) for a, b in scenes]
-  return [(a + b) // 2 for a, b in spans], [a for a, _ in spans]
-
-
-def evaluate_set(folder: str | Path, methods: Mapping[str, Callable]) -> dict[str, dict]:
-  """Scores key-frame methods on a folder of videos with known shots (`aejax.keyframes.cutset`).
-
-  Args:
-    folder: a folder with videos and `shots.json`.
-    methods: name -> `fn(video path) -> (key frame indices, shot starts or None)`.
-
-  Returns:
-    name -> `cutset.summarize` figures plus `seconds` (wall time of all its calls, decoding and
-    compilation included) and `per_video` (`cutset.score_keyframes` of each video).
-  """
-  from aejax.keyframes.cutset import load_set, score_keyframes, summarize
-
-  entries = load_set(folder)
-  results = {}
-  for name, fn in methods.items():
-    per_video, seconds = [], 0.0
-    for path, entry in entries.items():
-      t0 = time.perf_counter()
-      keys, cuts = fn(path)
-      seconds += time.perf_counter() - t0
-      per_video.append({"video": Path(path).name, **score_keyframes(keys, entry, cut_frames=cuts)})
-    results[name] = {**summarize(per_video), "seconds": round(seconds, 2), "per_video": per_video}
-    print(
-      f"{name}: "
-      + ", ".join(
-        f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-        for k, v in results[name].items()
-        if k != "per_video"
-      )
-    )
-  return results

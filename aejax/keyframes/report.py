@@ -35,11 +35,13 @@ def write_outputs_pass(
   clips: Sequence[dict],
   write_clips: bool = True,
   thumb_width: int = 240,
+  frames: dict[int, np.ndarray] | None = None,
 ) -> dict[int, np.ndarray]:
   """Reads the video once more: key frames as PNG (`keyframes/`), clips as MP4 at `fps`
   (`clips/<clip["file"]>`, mp4v, each written atomically); returns {frame index: thumbnail RGB}
-  for the contact sheet. Without clips only the key frames are read (`VideoReader.read`, seeking:
-  the same pixels as sequential decoding); with clips the video is streamed once."""
+  for the contact sheet. Without clips only the key frames not in `frames` ({frame index: RGB},
+  kept while scanning) are read (`VideoReader.read`, seeking: the same pixels as sequential
+  decoding); with clips the video is streamed once."""
   keys = set(int(k) for k in keyframes)
   ends = [c["end"] for c in clips] if write_clips else []
   last_needed = max([*keys, *(e - 1 for e in ends)], default=-1)
@@ -48,10 +50,14 @@ def write_outputs_pass(
   if last_needed < 0:
     return thumbs
   if not write_clips:  # the key frames only: seeking decodes from the nearest key frame of the codec
-    with open_video(path, fps) as reader:
-      for i, rgb in zip(sorted(keys), reader.read(sorted(keys))):
-        save_image(out_dir / "keyframes" / f"key_{i:06d}.png", rgb)
-        thumbs[i] = _thumb(rgb, thumb_width)
+    got = {i: f for i, f in (frames or {}).items() if i in keys}
+    missing = sorted(keys - set(got))
+    if missing:
+      with open_video(path, fps) as reader:
+        got.update(zip(missing, reader.read(missing)))
+    for i in sorted(keys):
+      save_image(out_dir / "keyframes" / f"key_{i:06d}.png", got[i])
+      thumbs[i] = _thumb(got[i], thumb_width)
     return thumbs
   with open_video(path, fps) as reader:
     stream = reader.stream(keep=lambda i: write_clips or i in keys, max_frames=last_needed + 1)
@@ -142,6 +148,7 @@ def write_outputs(
   settings: dict,
   write_clips: bool = True,
   title: str = "",
+  frames: dict[int, np.ndarray] | None = None,
 ) -> dict:
   """Every output of one extraction in `out`: key-frame PNGs, clips (named and timed here),
   `timeline.png`, `contact_sheet.png`; returns the `keyframes.json` record (the caller adds its
@@ -161,6 +168,7 @@ def write_outputs(
     settings: the extraction settings, recorded as they are.
     write_clips: write the clips (else `clips` is recorded empty).
     title: the timeline plot's title.
+    frames: {frame index: RGB} of key frames already decoded (`write_outputs_pass`).
   """
   for i, c in enumerate(clips):
     c.update(file=f"clip_{i:03d}.mp4", start_time=c["start"] / fps, end_time=c["end"] / fps)
@@ -182,7 +190,7 @@ def write_outputs(
   out.mkdir(parents=True, exist_ok=True)
   plot.start()
   try:
-    thumbs = write_outputs_pass(video, fps, out, key_frames, clips, write_clips)
+    thumbs = write_outputs_pass(video, fps, out, key_frames, clips, write_clips, frames=frames)
   finally:
     plot.join()
   contact_sheet(out / "contact_sheet.png", thumbs, fps)

@@ -15,9 +15,11 @@ The sampled frames (`rate` per second, `select.is_sampled`) of a video are score
    first frame by a relative RMS distance (`relative_distance`, scale-free, so one threshold suits
    latents and pixels); a new segment starts when it exceeds `change_threshold` and the segment is
    at least `min_segment` seconds long. A static shot is one segment.
-3. Representatives: the sharpest sampled frame (variance of the Laplacian) of each segment; a
-   segment whose representative is within `change_threshold` of the previous representative of the
-   same shot is merged into it (near-duplicates suppressed).
+3. Representatives: the sharpest sampled frame (variance of the Laplacian) of each segment. A
+   representative within `duplicate_threshold` (`DUPLICATE_THRESHOLD`) of any key frame already kept
+   in its shot is a near-duplicate: next to that key's segment the two segments merge (the sharpest
+   frame of both represents them), otherwise the segment stays a clip without a key frame (a slow
+   pan or a camera that returns to a view gives one key frame).
 
 Segments (shots split at within-shot changes) are the key clips: they start and end at shot
 boundaries, found at the sampled frames' precision (1/rate s).
@@ -33,6 +35,11 @@ import numpy as np
 
 CUE_WIDTH = 96  # pixels: the cut cue's downscaled width
 CUT_WINDOW = 2  # sampled frames each side for the cut cue's local median
+# Near-duplicate representatives within a shot (pooled features, `relative_distance`). On the real-footage
+# cut set (docs/results/keyframes.md) representatives of one shot >= 3 s apart are at most 0.51 (released
+# weights) / 0.61 (demo AE) / 0.44 (pixels) apart, frames across cuts 0.69-0.84 (median); 0.6 is the
+# smallest value that gives every long shot there one key frame with either AE.
+DUPLICATE_THRESHOLD = 0.6
 
 
 def hsv_small(frame: np.ndarray, width: int = CUE_WIDTH) -> np.ndarray:
@@ -78,17 +85,22 @@ def find_cuts(scores: np.ndarray, *, threshold: float, ratio: float, window: int
     window: neighbours each side for the median.
   """
   scores = np.asarray(scores, np.float64)
-  cuts = []
-  for t in range(1, len(scores)):
-    s = scores[t]
-    if not s > threshold:
-      continue
-    if ratio > 0:
-      nb = [scores[u] for u in range(max(1, t - window), min(len(scores), t + window + 1)) if u != t]
-      if nb and s <= ratio * float(np.median(nb)):
-        continue
-    cuts.append(t)
-  return cuts
+  kw = dict(threshold=threshold, ratio=ratio, window=window)
+  return [t for t in range(1, len(scores)) if is_cut(scores, t, **kw)]
+
+
+def is_cut(
+  scores: Sequence[float], t: int, *, threshold: float, ratio: float, window: int = CUT_WINDOW
+) -> bool:
+  """Whether sampled frame t starts a new shot (`find_cuts`); final once `scores[t + window]` is known."""
+  s = scores[t]
+  if not s > threshold:
+    return False
+  if ratio > 0:
+    nb = [scores[u] for u in range(max(1, t - window), min(len(scores), t + window + 1)) if u != t]
+    if nb and s <= ratio * float(np.median(nb)):
+      return False
+  return True
 
 
 def short_shots(starts: Sequence[int], times: np.ndarray, end_time: float, min_len: float) -> list[bool]:
@@ -111,7 +123,7 @@ class Segment:
   shot: int
   start: int
   end: int
-  key: int  # position of the sharpest sample; -1: a shot too short for a key frame
+  key: int  # position of the sharpest sample; -1: none (a shot too short, or a near-duplicate)
 
 
 def segment_shots(
@@ -123,6 +135,7 @@ def segment_shots(
   change_threshold: float,
   min_segment: float,
   short: Sequence[bool] | None = None,
+  duplicate_threshold: float | None = None,
 ) -> list[Segment]:
   """Segments and representatives of each shot (steps 2 and 3 of the module docstring).
 
@@ -135,7 +148,10 @@ def segment_shots(
       (inf: one segment per shot).
     min_segment: the shortest segment (seconds) a change may end.
     short: [shots] shots that get one segment without a key frame (key -1).
+    duplicate_threshold: a segment's representative within this relative distance of a key frame
+      already kept in its shot is a near-duplicate (None: `change_threshold`).
   """
+  dup = change_threshold if duplicate_threshold is None else duplicate_threshold
   n = len(times)
   bounds = [*shot_starts, n]
   out: list[Segment] = []
@@ -153,12 +169,15 @@ def segment_shots(
     segs: list[Segment] = []
     for u, v in zip(starts, [*starts[1:], b]):
       key = u + int(np.argmax(sharp[u:v]))
-      if segs and relative_distance(feats[segs[-1].key], feats[key]) <= change_threshold:
-        prev = segs[-1]  # a near-duplicate of the previous representative: one segment
-        prev.end = v
-        prev.key = prev.start + int(np.argmax(sharp[prev.start : v]))
+      kept = [g.key for g in segs if g.key >= 0]
+      near = [k for k in kept if relative_distance(feats[k], feats[key]) <= dup]
+      prev = segs[-1] if segs else None
+      if prev is not None and (prev.key in near or (prev.key < 0 and near)):
+        prev.end = v  # a near-duplicate of the previous segment's key (or of the key it repeats): one segment
+        if prev.key >= 0:
+          prev.key = prev.start + int(np.argmax(sharp[prev.start : v]))
         continue
-      segs.append(Segment(shot=s, start=u, end=v, key=key))
+      segs.append(Segment(shot=s, start=u, end=v, key=-1 if near else key))
     out.extend(segs)
   return out
 
@@ -175,6 +194,7 @@ def select_shots(
   min_shot: float,
   change_threshold: float,
   min_segment: float,
+  duplicate_threshold: float | None = None,
 ) -> tuple[list[int], list[Segment]]:
   """Shot starts (sample positions) and segments of sampled frames (the whole module docstring).
 
@@ -186,7 +206,7 @@ def select_shots(
     end_time: the video's end (seconds).
     cut_threshold, cut_ratio: see `find_cuts`.
     min_shot: shots shorter than this (seconds) get no key frame (`short_shots`).
-    change_threshold, min_segment: see `segment_shots`.
+    change_threshold, min_segment, duplicate_threshold: see `segment_shots`.
   """
   if not len(times):
     return [], []
@@ -203,4 +223,91 @@ def select_shots(
     change_threshold=change_threshold,
     min_segment=min_segment,
     short=short,
+    duplicate_threshold=duplicate_threshold,
   )
+
+
+class PossibleKeys:
+  """The frames of sampled frames that may still be key frames, kept while a video is scanned so the
+  key frames need not be decoded again; the other frames are let go (memory stays bounded).
+
+  Every key frame of `select_shots` (same settings) is the sharpest sample of one or more consecutive
+  segments of its shot as `segment_shots` first splits it (merging near-duplicates only joins
+  segments or drops keys), so keeping the sharpest sample of each such segment suffices: cuts are
+  followed with `is_cut` (final `window` scores later), splits with the same rule as
+  `segment_shots`. Beyond `max_bytes` the oldest kept frames are dropped (read again later).
+
+  Args:
+    cut_threshold, cut_ratio, window: see `find_cuts`.
+    change_threshold, min_segment: see `segment_shots`.
+    max_bytes: the most frame bytes kept.
+  """
+
+  def __init__(
+    self,
+    *,
+    cut_threshold: float,
+    cut_ratio: float,
+    change_threshold: float,
+    min_segment: float,
+    window: int = CUT_WINDOW,
+    max_bytes: int = 512 << 20,
+  ):
+    self._cut = dict(threshold=cut_threshold, ratio=cut_ratio, window=window)
+    self._change, self._min_segment, self._max_bytes = change_threshold, min_segment, max_bytes
+    self.cue: list[float] = []
+    self._times: list[float] = []
+    self._sharp: list[float] = []
+    self._feats: list[np.ndarray] = []
+    self._pending: dict[int, np.ndarray] = {}  # position -> frame, not yet followed
+    self.frames: dict[int, np.ndarray] = {}  # position -> frame of a possible key frame (insertion order)
+    self._bytes = 0
+    self._start = self._best = -1  # the open segment's first and sharpest positions
+
+  def add(self, time: float, sharpness: float, feature: np.ndarray, frame: np.ndarray) -> None:
+    """The next sample (its cut score appended to `cue` before): time, sharpness, pooled feature
+    (`pooled`), frame."""
+    self._pending[len(self._times)] = frame
+    self._times.append(time)
+    self._sharp.append(sharpness)
+    self._feats.append(np.asarray(feature, np.float64))
+    self._follow(final=False)
+
+  def finish(self) -> dict[int, np.ndarray]:
+    """Follows the last samples (the video has ended); returns `frames`."""
+    self._follow(final=True)
+    return self.frames
+
+  def _keep(self, t: int, frame: np.ndarray) -> None:
+    self.frames[t] = frame
+    self._bytes += frame.nbytes
+    while self._bytes > self._max_bytes and len(self.frames) > 1:
+      self._drop(next(iter(self.frames)))
+
+  def _drop(self, t: int) -> None:
+    frame = self.frames.pop(t, None)
+    if frame is not None:
+      self._bytes -= frame.nbytes
+
+  def _follow(self, final: bool) -> None:
+    w = self._cut["window"]
+    while self._pending:
+      t = next(iter(self._pending))
+      if not final and t + w >= len(self.cue):
+        return  # its cut is not final yet
+      frame = self._pending.pop(t)
+      new = (
+        self._start < 0
+        or is_cut(self.cue, t, **self._cut)
+        or (
+          self._times[t] - self._times[self._start] >= self._min_segment
+          and relative_distance(self._feats[self._start], self._feats[t]) > self._change
+        )
+      )
+      if new:  # a new segment (or shot): the open segment's sharpest frame stays kept
+        self._start = self._best = t
+        self._keep(t, frame)
+      elif self._sharp[t] > self._sharp[self._best]:  # the first maximum, as np.argmax
+        self._drop(self._best)
+        self._best = t
+        self._keep(t, frame)
