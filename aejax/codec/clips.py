@@ -127,8 +127,8 @@ def _batches(items: Iterable[np.ndarray], size: int):
     yield np.stack(chunk)
 
 
-def _clip_psnr(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-  """PSNR of each uint8 clip [N, T, H, W, C] as one image, in dB."""
+def clip_psnr(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+  """PSNR of each uint8 clip [N, T, H, W, C] as one image, in dB ([N] float64)."""
   flat = lambda v: np.asarray(v, np.float32).reshape(len(v), -1, *v.shape[3:]) / 255.0
   return np.asarray(metrics.psnr(flat(y), flat(x)), np.float64)
 
@@ -181,7 +181,7 @@ def encode_clips(
         sent.append(decode_codes(payload, c.shape, model.num_codes, streams))
       recon = codec.decode(np.stack(sent))
       sha.update(np.ascontiguousarray(recon).tobytes())
-      psnr.extend(_clip_psnr(x, recon))
+      psnr.extend(clip_psnr(x, recon))
       for f in recon.reshape(-1, *recon.shape[2:]) if sink is not None else ():
         sink.write(f[..., 0] if f.shape[-1] == 1 else f)
   except BaseException:
