@@ -91,8 +91,9 @@ def candidate_features(
   on_batch: Callable[[list[Candidate], dict], None] | None = None,
 ) -> tuple[list[Candidate], dict]:
   """Streams candidates through `embed_fn(x [B, h, w, 3] in [-1, 1]) -> dict of [B, ...]` in
-  fixed-size batches (the last padded: one compilation). Frames are dropped after their batch unless
-  `keep_frames`, so memory grows with the features only. `on_batch(candidates, features)`, when
+  fixed-size batches (the last padded: one compilation); a candidate's `small` frame, when set, is
+  its frame already resized to `size`. Frames are dropped after their batch unless `keep_frames`,
+  so memory grows with the features only. `on_batch(candidates, features)`, when
   given, sees each batch's candidates (frames still attached) and features (dict of [b, ...]).
   Returns (candidates, stacked features)."""
   kept: list[Candidate] = []
@@ -114,7 +115,8 @@ def candidate_features(
     batch.clear()
 
   for c in candidates:
-    small.append(resize_frames(c.frame[None], size)[0])
+    small.append(resize_frames(c.frame[None], size)[0] if c.small is None else c.small)
+    c.small = None
     batch.append(c)
     kept.append(c)
     if len(small) == batch_size:

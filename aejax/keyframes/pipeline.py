@@ -13,7 +13,7 @@ import numpy as np
 
 from aejax.data.video import open_video
 from aejax.io import write_json
-from aejax.keyframes.features import candidate_features, make_dist_pairs
+from aejax.keyframes.features import candidate_features, make_dist_pairs, resize_frames
 from aejax.keyframes.report import write_outputs
 from aejax.keyframes.select import (
   Candidate,
@@ -31,6 +31,7 @@ from aejax.keyframes.shots import (
   pooled,
   select_shots,
 )
+from aejax.viz import pyplot
 
 METHODS = ("shots", "novelty")
 
@@ -78,15 +79,15 @@ def _scan(reader, embed_fn, *, rate: float, size, batch_size: int, method: str, 
     if bar is not None:
       bar.update(reader.frames_seen - seen)
 
-  def measured():  # in the decoding thread: the cut cue's small HSV frame and the sharpness
+  def measured():  # in the decoding thread: the cut cue's small HSV frame, the sharpness, the model's size
     for i, frame in sampled():
-      yield i, frame, hsv_small(frame), sharpness(frame)
+      yield i, frame, hsv_small(frame), sharpness(frame), resize_frames(frame[None], size)[0]
 
   def every_sample():
-    for i, frame, small, sharp in _prefetch(measured()):
-      cue.append(float("nan") if prev[0] is None else content_score(prev[0], small))
-      prev[0] = small
-      yield Candidate(index=int(i), time=i / fps, sharpness=sharp, frame=frame)
+    for i, frame, hsv, sharp, small in _prefetch(measured()):
+      cue.append(float("nan") if prev[0] is None else content_score(prev[0], hsv))
+      prev[0] = hsv
+      yield Candidate(index=int(i), time=i / fps, sharpness=sharp, frame=frame, small=small)
 
   def follow(batch, feats):
     for c, f in zip(batch, pooled(feats["feat"])):
@@ -260,6 +261,9 @@ def extract_video(
   """
   out = Path(out)
   t0, c0 = time.perf_counter(), time.process_time()
+  # matplotlib's import (~0.4 s CPU, for the timeline) overlaps the scan, which mostly waits on the
+  # model and the decoder
+  threading.Thread(target=pyplot, daemon=True).start()
   sel = select_video(
     video, embed_fn, model_size=model_size, loss_kwargs=loss_kwargs, progress=True, **settings
   )

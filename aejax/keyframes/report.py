@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -55,10 +56,9 @@ def write_outputs_pass(
     if missing:
       with open_video(path, fps) as reader:
         got.update(zip(missing, reader.read(missing)))
-    for i in sorted(keys):
-      save_image(out_dir / "keyframes" / f"key_{i:06d}.png", got[i])
-      thumbs[i] = _thumb(got[i], thumb_width)
-    return thumbs
+    with ThreadPoolExecutor(2) as pool:  # OpenCV's PNG encoder releases the GIL
+      list(pool.map(lambda i: save_image(out_dir / "keyframes" / f"key_{i:06d}.png", got[i]), sorted(keys)))
+    return {i: _thumb(got[i], thumb_width) for i in sorted(keys)}
   with open_video(path, fps) as reader:
     stream = reader.stream(keep=lambda i: write_clips or i in keys, max_frames=last_needed + 1)
     for c, frames in itertools.groupby(stream, key=lambda f: bisect.bisect_right(ends, f[0])):

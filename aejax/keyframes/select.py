@@ -40,12 +40,13 @@ THRESHOLD_MODES = ("absolute", "percentile", "mad", "top")
 
 @dataclasses.dataclass
 class Candidate:
-  """The sharpest sampled frame of one second."""
+  """A sampled frame (the sharpest of one second, or every sample for shot-aware selection)."""
 
   index: int  # frame index in the video
   time: float  # seconds
   sharpness: float  # variance of the Laplacian
   frame: np.ndarray | None = None  # [H, W, 3] uint8 RGB
+  small: np.ndarray | None = None  # the frame resized for the model (`features.resize_frames`), if done
 
 
 def sample_slot(index: int, fps: float, rate: float) -> int:
