@@ -43,6 +43,7 @@ from aejax import davis as davis_lib
 
 __all__ = [
   "PROTOCOLS",
+  "protocol_of",
   "dino_size",
   "neighbourhood_mask",
   "overlay",
@@ -54,35 +55,36 @@ __all__ = [
 _BUCKET = 16  # the runner pads sequence lengths to a multiple of this (8 divides it)
 
 # `propagate_davis` keyword arguments of the published evaluation protocols.
+# fmt: off
 PROTOCOLS = {
   # SiamMAE Appendix A, Table 4b (top-k 7, queue 20, neighbourhood 20); resolution and
   # temperature are not in the paper: CropMAE's (480x880, 0.7), DINO's square window.
-  "siammae": dict(
-    size=(480, 880),
-    context=20,
-    topk=7,
-    radius=20,
-    temperature=0.7,
-    neighbourhood="square",
-    norm_mask=False,
-    ties=False,
-    pixel_std=None,
-  ),
+  "siammae": dict(size=(480, 880), context=20, topk=7, radius=20, temperature=0.7,
+                  neighbourhood="square", norm_mask=False, ties=False, pixel_std=None),
   # DINO's eval_video_segmentation.py: n_last_frames 7, size_mask_neighborhood 12, topk 5,
   # exp(cos / 0.1) with ties kept, norm_mask, short side 480 (long side floored to a multiple
   # of 64: 854x480 -> 832x480), colour std (0.228, 0.224, 0.225).
-  "dino": dict(
-    size=480,
-    context=7,
-    topk=5,
-    radius=12,
-    temperature=0.1,
-    neighbourhood="square",
-    norm_mask=True,
-    ties=True,
-    pixel_std=(0.228, 0.224, 0.225),
-  ),
+  "dino": dict(size=480, context=7, topk=5, radius=12, temperature=0.1,
+               neighbourhood="square", norm_mask=True, ties=True, pixel_std=(0.228, 0.224, 0.225)),
 }
+# fmt: on
+
+
+def protocol_of(section) -> dict:
+  """The `propagate_davis` protocol keywords (the `PROTOCOLS` keys) of a config section.
+
+  JSON/CLI lists come back as tuples; a one-element `size` (`--config.eval.size=480` on an (H, W)
+  preset) is the short side.
+  """
+  out = {k: section[k] for k in PROTOCOLS["siammae"]}
+  size, std = out["size"], out["pixel_std"]
+  if size is not None and not isinstance(size, int):
+    size = tuple(size)
+    out["size"] = int(size[0]) if len(size) == 1 else size
+  out["pixel_std"] = None if std is None else tuple(std)
+  return out
+
+
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 

@@ -38,7 +38,7 @@ from aejax.data.transforms import RandomFlip, RandomResizedCrop
 from aejax.io import write_json
 from aejax.models.siammae import SiamMAE
 from aejax.models.vit import ViT, load_pretrained, vit_variant
-from aejax.train import apply_model, fit, init_state, make_optimizer
+from aejax.train import apply_model, fit, init_state, make_optimizer, train_section
 from aejax.train.checkpoint import restore_for_eval
 from aejax.viz import make_grid
 
@@ -95,18 +95,7 @@ def get_config() -> ml_collections.ConfigDict:
   )
   # num_steps None: from `epochs` effective epochs of the data (`schedule`; K400 at batch 2048:
   # 234,375 steps, 4,688 of warm-up).
-  c.train = dict(
-    num_steps=None,
-    epochs=2000,
-    warmup_epochs=40,
-    seed=0,
-    log_every=100,
-    eval_every=None,
-    checkpoint_every=5000,
-    keep_checkpoints=3,
-    parallel="jit",
-    ema_decay=None,
-  )
+  c.train = train_section(epochs=2000, warmup_epochs=40, log_every=100, checkpoint_every=5000)
   # Label propagation: the paper's settings (`labelprop.PROTOCOLS["siammae"]`); `eval --protocol`
   # swaps in a protocol's.
   c.eval = dict(
@@ -301,26 +290,15 @@ def labelprop_scores(model, params, davis, out_dir, ev, log=print, overlay: bool
   model = model.clone(dtype=jnp.float32)
   apply = jax.jit(lambda p, x: model.apply({"params": p}, x, method=type(model).features))
   patch = vit_variant(model.encoder)["patch_size"] if isinstance(model, SiamMAE) else model.patch_size
-  size = ev.size if ev.size is None or isinstance(ev.size, int) else tuple(ev.size)
-  if isinstance(size, tuple) and len(size) == 1:  # `--config.eval.size=480` on a (H, W) preset
-    size = int(size[0])
   return labelprop.propagate_davis(
     lambda x: apply(params, x),
     davis,
     out_dir,
     frames_per_call=ev.batch_size,
-    size=size,
     patch=patch,
-    context=ev.context,
-    topk=ev.topk,
-    radius=ev.radius,
-    temperature=ev.temperature,
-    neighbourhood=ev.neighbourhood,
-    norm_mask=ev.norm_mask,
-    ties=ev.ties,
-    pixel_std=None if ev.pixel_std is None else tuple(ev.pixel_std),
     overlay_sequence=(ev.overlay_sequence or None) if overlay else None,
     log=log,
+    **labelprop.protocol_of(ev),
   )
 
 
