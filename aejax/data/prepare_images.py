@@ -183,15 +183,26 @@ def _data_source(data_dir, name: str, split: str):
   return sources[split]
 
 
-class PreparedImageSource:
-  """A prepared `aejax_images` split: elements `image` [H, W, 3] uint8, `label`, `index`."""
+class _PreparedSplit:
+  """One split of a prepared tfds set `NAME`, read through tfds' array_record data source."""
 
-  def __init__(self, data_dir: str | Path, split: str = "train"):
-    self.root, self.split = str(data_dir), split
-    self.source = _data_source(data_dir, "aejax_images", split)
+  NAME, SPLIT = "", ""  # the set's folder name and the default split
+
+  def __init__(self, data_dir: str | Path, split: str | None = None):
+    self.root, self.split = str(data_dir), split or self.SPLIT
+    self.source = _data_source(data_dir, self.NAME, self.split)
 
   def __len__(self) -> int:
     return len(self.source)
+
+  def __repr__(self) -> str:
+    return f"{type(self).__name__}(root={self.root!r}, split={self.split!r}, n={len(self)})"
+
+
+class PreparedImageSource(_PreparedSplit):
+  """A prepared `aejax_images` split: elements `image` [H, W, 3] uint8, `label`, `index`."""
+
+  NAME, SPLIT = "aejax_images", "train"
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     r = self.source[int(index)]
@@ -201,19 +212,11 @@ class PreparedImageSource:
       "index": np.int32(index),
     }
 
-  def __repr__(self) -> str:
-    return f"PreparedImageSource(root={self.root!r}, split={self.split!r}, n={len(self)})"
 
-
-class PreparedDavisSource:
+class PreparedDavisSource(_PreparedSplit):
   """A prepared `aejax_davis` split, elements as `DavisSource`'s (`video`, `mask`, `name`)."""
 
-  def __init__(self, data_dir: str | Path, split: str = "val"):
-    self.root, self.split = str(data_dir), split
-    self.source = _data_source(data_dir, "aejax_davis", split)
-
-  def __len__(self) -> int:
-    return len(self.source)
+  NAME, SPLIT = "aejax_davis", "val"
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     r = self.source[int(index)]
@@ -225,6 +228,3 @@ class PreparedDavisSource:
   def palette(self, index: int) -> np.ndarray:
     """The sequence's [256, 3] uint8 palette."""
     return np.asarray(self.source[int(index)]["palette"], np.uint8)
-
-  def __repr__(self) -> str:
-    return f"PreparedDavisSource(root={self.root!r}, split={self.split!r}, n={len(self)})"

@@ -195,19 +195,10 @@ def prepare_videos(
   Raises ValueError naming `src` (and the report) when no video survives.
   """
   del cache_path
+  options = {k: v for k, v in locals().items() if k in _PLAN_KEYS}  # the plan's options, as given
   src, out = Path(src), Path(out)
   if not src.exists():
     raise FileNotFoundError(f"{src}: source folder not found")
-  options = dict(
-    format=format,
-    quality=quality,
-    size=size,
-    max_frames=max_frames,
-    min_frames=min_frames,
-    fps=fps,
-    fps_tolerance=fps_tolerance,
-    videos_per_shard=videos_per_shard,
-  )
   folder = video_folder(out)
   plan = _plan(src, folder, options)
   shards, n = plan["shards"], len(plan["shards"])
