@@ -97,11 +97,7 @@ def check_output(
       return path  # an empty folder holds nothing to lose
     kind = "folder" if path.is_dir() else "file"
     raise OutputError(f"{path}: the {what} {kind} already exists; pass --overwrite to replace it")
-  for parent in path.parents:
-    if parent.exists():
-      if not parent.is_dir():
-        raise OutputError(f"{parent}: is a file, so {path} cannot be written under it")
-      break
+  _check_parents(path, "{parent}: is a file, so {path} cannot be written under it")
   return path
 
 
@@ -110,12 +106,18 @@ def check_workdir(workdir) -> Path:
   workdir = Path(workdir).expanduser()
   if workdir.exists() and not workdir.is_dir():
     raise OutputError(f"{workdir}: the workdir is a file, not a folder; pass another --workdir")
-  for parent in workdir.parents:
+  _check_parents(workdir, "{parent}: is a file, so the workdir {path} cannot be created")
+  return workdir
+
+
+def _check_parents(path: Path, message: str) -> None:
+  """Raises OutputError(`message` formatted with parent and path) when the nearest existing parent
+  of `path` is a file."""
+  for parent in path.parents:
     if parent.exists():
       if not parent.is_dir():
-        raise OutputError(f"{parent}: is a file, so the workdir {workdir} cannot be created")
-      break
-  return workdir
+        raise OutputError(message.format(parent=parent, path=path))
+      return
 
 
 # ------------------------------------------------------------------------------- atomic writes

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from aejax.models.layers import ConvTranspose4x4, torch_uniform_init
+from aejax.models.layers import ConvTranspose4x4, batch_norm, torch_uniform_init
 from aejax.models.torch_weights import load_state_dict, map_state_dict, to_numpy
 
 Dtype = Any
@@ -79,14 +79,7 @@ class KeyframeAE(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   def _bn(self, name: str) -> nn.BatchNorm:
-    return nn.BatchNorm(
-      momentum=self.momentum,
-      epsilon=self.epsilon,
-      axis_name=self.axis_name,
-      dtype=self.dtype,
-      param_dtype=self.param_dtype,
-      name=name,
-    )
+    return batch_norm(self, name)
 
   def _conv(self, cls, features: int, k: int, stride: int, pad: int, fan_in: int, name: str):
     """A conv (or transposed conv) with PyTorch's padding `pad`."""

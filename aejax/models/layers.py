@@ -21,6 +21,13 @@ def torch_uniform_init(fan_in: int):
   return init
 
 
+def batch_norm(module: nn.Module, name: str, **kwargs) -> nn.BatchNorm:
+  """`nn.BatchNorm` with `module`'s momentum, epsilon, axis_name, dtype and param_dtype."""
+  m = module
+  kw = dict(momentum=m.momentum, epsilon=m.epsilon, axis_name=m.axis_name, dtype=m.dtype)
+  return nn.BatchNorm(**kw, param_dtype=m.param_dtype, name=name, **kwargs)
+
+
 class ConvTranspose4x4(nn.Module):
   """PyTorch's `ConvTranspose2d(k=4, stride=2, padding=p)` (n -> 2n + 2 - 2p), computed sub-pixel.
 
@@ -132,15 +139,7 @@ class ResidualBlock(nn.Module):
   def _norm(self, x, train, name):
     if not self.use_norm:
       return x
-    return nn.BatchNorm(
-      use_running_average=not train,
-      momentum=self.momentum,
-      epsilon=self.epsilon,
-      axis_name=self.axis_name,
-      dtype=self.dtype,
-      param_dtype=self.param_dtype,
-      name=name,
-    )(x)
+    return batch_norm(self, name, use_running_average=not train)(x)
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
