@@ -196,7 +196,8 @@ VIDEO_APPS = [("keyframes", "extract"), ("oval", "convert"), ("oval", "rd"), ("o
 BAD_VIDEOS = {
   "missing": "video file not found",
   "empty": "empty \\(zero-byte\\) video",
-  "truncated": "cannot open this video",
+  # H.264 MP4s are written with +faststart: cut short, the header survives and no frame decodes.
+  "truncated": "cannot open this video|no decodable frames|has no frames",
   "text": "cannot open this video",
 }
 
