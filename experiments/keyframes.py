@@ -340,7 +340,7 @@ def evaluate_shots(config, workdir: Path, args) -> dict:
   on a folder of videos with known shots (`aejax.keyframes.cutset`). Without: shot recall on
   synthetic scene-cut videos at fixed budgets, AE vs raw pixels."""
   name = "evaluate_videos.json" if args.videos else "evaluate.json"
-  check_output(args.out and Path(args.out) / name, inputs=[args.videos], overwrite=args.overwrite)
+  check_output(Path(args.out or workdir) / name, inputs=[args.videos], overwrite=args.overwrite)
   if args.videos:
     return evaluate_folder(config, workdir, args)
   ev, ex = config.eval, config.extract

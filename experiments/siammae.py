@@ -35,7 +35,7 @@ from aejax.data.pipeline import make_loader
 from aejax.data.sequences import ArrayVideos
 from aejax.data.sources import VideoPairSource
 from aejax.data.transforms import RandomFlip, RandomResizedCrop
-from aejax.io import write_json
+from aejax.io import check_output, write_json
 from aejax.models.siammae import SiamMAE
 from aejax.models.vit import ViT, load_pretrained, vit_variant
 from aejax.train import apply_model, fit, init_state, make_optimizer, train_section
@@ -406,6 +406,9 @@ def evaluate(config, workdir: Path, args) -> dict:
     davis = roots.davis_sequences(davis)
   protocol = getattr(args, "protocol", None)
   config = with_protocol(config, protocol, getattr(args, "preset", None))
+  outs = ["labelprop_weights"] if args.weights else ["labelprop_eval", "eval_results.json"]
+  for name in outs:  # before any work: a rerun does not replace them without --overwrite
+    check_output(workdir / name, inputs=[args.davis_dir], overwrite=args.overwrite)
   if args.weights:
     model = ViT.from_name(config.model.encoder, pos_embed="learned")
     params = model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))["params"]

@@ -33,7 +33,7 @@ from aejax import cli
 from aejax.data import roots, synthetic
 from aejax.data.sources import ArraySource, split_indices
 from aejax.data.transforms import RandomResizedCrop, Resize
-from aejax.io import write_json
+from aejax.io import check_output, write_json
 from aejax.models.vae import ConvVAE
 from aejax.train import (
   CheckpointIO,
@@ -234,16 +234,18 @@ def evaluate(config, workdir: Path, args) -> dict:
   """Validation metrics (negative ELBO, nats and bits per dimension) of a checkpoint."""
   if not args.checkpoint:
     raise ValueError("eval needs --checkpoint (a workdir, its best/ folder or a step folder)")
+  out = check_output(workdir / "eval_results.json", overwrite=args.overwrite)
   model, variables, config = load_model(config, args.checkpoint)
   _, valid_src = image_sources(config.data)
   result = validation_fn(model, config.data.image_size, config.eval.batch_size, valid_src)(variables)
   workdir.mkdir(parents=True, exist_ok=True)
-  write_json(workdir / "eval_results.json", result)
+  write_json(out, result)
   return result
 
 
 def similarity(config, workdir: Path, args) -> dict:
   """Same-image vs different-image crop similarity of latent features, plus grids."""
+  out = check_output(workdir / "similarity", inputs=[args.images], overwrite=args.overwrite)
   model, variables, config = load_model(config, args.checkpoint)
   sc, size = config.similarity, config.data.image_size
   if args.images:
@@ -262,7 +264,6 @@ def similarity(config, workdir: Path, args) -> dict:
   features = lambda x: encode(variables, x, next(keys))  # a fresh z per batch when sampling
   what = "sampled z" if sc.sample else "latent mean"
   ckpt = str(args.checkpoint) if args.checkpoint else "untrained (random init)"
-  out = workdir / "similarity"
   summary = sim.run_study(
     features,
     images,

@@ -392,6 +392,20 @@ def test_existing_output_needs_overwrite(media, ckpt, tmp_path):
   )
 
 
+def test_outputs_inside_the_workdir_are_not_replaced_without_overwrite(ckpt, tmp_path):
+  """A mode's default outputs in its workdir (here the VAE's eval_results.json) follow the --out
+  rule: an existing one is refused before any work, --overwrite replaces it."""
+  work = tmp_path / "w"
+  argv = ["eval", "--preset", "smoke", "--checkpoint", ckpt("vae"), "--workdir", work]
+  first = succeeds("vae", argv)
+  res = work / "eval_results.json"
+  assert json.loads(res.read_text())["neg_elbo"] == pytest.approx(first["neg_elbo"])
+  res.write_text('{"kept": "an earlier evaluation"}')
+  fails("vae", argv, names=[res], match="already exists; pass --overwrite", keep=[res])
+  succeeds("vae", argv + ["--overwrite"])
+  assert json.loads(res.read_text())["neg_elbo"] == pytest.approx(first["neg_elbo"])
+
+
 # ------------------------------------------------------------------------------------ checkpoints
 
 RESTORING = [
