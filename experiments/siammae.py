@@ -27,20 +27,17 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from aejax import cli, labelprop
-from aejax.data import roots, synthetic
-from aejax.data.pipeline import make_loader
-from aejax.data.sequences import ArrayVideos
-from aejax.data.sources import VideoPairSource
-from aejax.data.transforms import RandomFlip, RandomResizedCrop
+from aejax.data import roots
 from aejax.io import check_output, write_json
 from aejax.models.siammae import SiamMAE
-from aejax.models.vit import ViT, load_pretrained, vit_variant
-from aejax.train import apply_model, fit, init_state, make_optimizer, train_section
+from aejax.models.vit import ViT, load_pretrained
+from aejax.siammae import evaluation
+from aejax.siammae.evaluation import compare_to_random, eval_sequences, labelprop_scores, reconstruction_grids
+from aejax.siammae.recipe import SCHEDULE_KEYS, optimiser, schedule, train_loader, train_source
+from aejax.train import apply_model, fit, init_state, train_section
 from aejax.train.checkpoint import restore_for_eval
-from aejax.viz import make_grid
 
 RESTORE_KEYS = ("model", "data.image_size")  # what a checkpoint's config.json decides
 
@@ -167,41 +164,9 @@ PRESETS = {"demo": demo, "smoke": smoke, "paper": paper}
 # ------------------------------------------------------------------------------------ pieces
 
 
-def synthetic_videos(data) -> ArrayVideos:
-  """Embedded training videos (seeds disjoint from the evaluation set's)."""
-  vids = np.stack(
-    [
-      synthetic.shapes_video(data.video_frames, data.video_size, 3, seed=100_000 + i, speed=data.video_speed)[
-        "video"
-      ]
-      for i in range(data.num_videos)
-    ]
-  )
-  return ArrayVideos(vids, f"synthetic-{data.num_videos}x{data.video_frames}x{data.video_size}")
-
-
-def train_source(data) -> VideoPairSource:
-  """Frame pairs of `data.root` (raw video folder or prepared set) or of the synthetic videos."""
-  videos = roots.videos(data.root) if data.root else synthetic_videos(data)
-  return VideoPairSource(
-    videos, gap=tuple(data.gap), reference_fps=data.reference_fps, repeats=data.repeats, seed=data.seed
-  )
-
-
-def train_loader(data, source=None):
-  """Batches of `source` (default `train_source(data)`), one crop and flip per pair."""
-  source = source if source is not None else train_source(data)
-  if data.batch_size % data.repeats:
-    raise ValueError(
-      f"data.batch_size {data.batch_size} (pairs) must be a multiple of data.repeats {data.repeats}"
-    )
-  return make_loader(
-    source,
-    batch_size=data.batch_size // data.repeats,
-    seed=data.seed,
-    transforms=[RandomResizedCrop(data.image_size, scale=tuple(data.crop_scale)), RandomFlip()],
-    worker_count=data.worker_count,
-  )
+def with_protocol(config, name: str | None, preset: str | None = None) -> ml_collections.ConfigDict:
+  """`evaluation.with_protocol` against the eval settings of `preset` (default `paper`)."""
+  return evaluation.with_protocol(config, name, PRESETS.get(preset or "paper", paper)().eval)
 
 
 def build_model(config) -> SiamMAE:
@@ -221,141 +186,10 @@ def loss_fn(model, variables, batch, rngs, train):
   return aux["loss"], {"loss": aux["loss"]}, new_state
 
 
-SCHEDULE_KEYS = ("epochs", "warmup_epochs")  # train keys `schedule` reads (not `fit`'s)
-KINETICS400_VIDEOS = 240_000  # about the training videos of Kinetics-400 (the paper's data)
-
-
-def schedule(config, num_videos: int, log=print) -> ml_collections.ConfigDict:
-  """Fills `train.num_steps` and `optim.warmup_steps` from epochs where they are None.
-
-  An effective epoch (MAE-ST / SiamMAE repeated sampling) is `num_videos` pairs: one pass over the
-  videos yields `data.repeats` pairs per video, so it takes `num_videos * repeats / batch` steps per
-  pass and `num_steps = epochs * num_videos / batch_size` (pairs) for `train.epochs` effective
-  epochs, likewise the warm-up; explicit values win. Prints the numbers; returns `config` (updated).
-  """
-  d, t = config.data, config.train
-  per_epoch = num_videos / d.batch_size  # steps per effective epoch
-  derived = []
-  with config.unlocked():
-    if t.num_steps is None:
-      t.num_steps = max(1, round(t.epochs * per_epoch))
-      derived.append("num_steps")
-    if config.optim.warmup_steps is None:
-      config.optim.warmup_steps = min(t.num_steps, round(t.warmup_epochs * per_epoch))
-      derived.append("warmup_steps")
-  if log is not None:
-    how = lambda k: "derived" if k in derived else "explicit"  # noqa: E731
-    log(
-      f"schedule: {num_videos} videos, batch {d.batch_size} pairs ({d.batch_size // d.repeats} "
-      f"videos x {d.repeats} repeated samples): {per_epoch:.4g} steps per effective epoch; "
-      f"num_steps {t.num_steps} ({how('num_steps')}; {t.num_steps / per_epoch:.4g} effective "
-      f"epochs = {t.num_steps / per_epoch / d.repeats:.4g} passes over the videos), warm-up "
-      f"{config.optim.warmup_steps} steps ({how('warmup_steps')}; "
-      f"{config.optim.warmup_steps / per_epoch:.4g} effective epochs)"
-    )
-  return config
-
-
-def optimiser(config):
-  """`(tx, lr)`: lr = base_lr x batch / 256 unless `optim.lr` is set; schedule over num_steps.
-
-  Steps still unset (no `schedule` call: benchmarks) are derived for Kinetics-400's size.
-  """
-  if config.train.num_steps is None or config.optim.warmup_steps is None:
-    config = schedule(ml_collections.ConfigDict(config.to_dict()), KINETICS400_VIDEOS, log=None)
-  o = dict(config.optim)
-  if o["lr"] is None:
-    o["lr"] = config.scaling.base_lr * config.data.batch_size / config.scaling.reference_batch
-  if o["total_steps"] is None:
-    o["total_steps"] = config.train.num_steps
-  return make_optimizer(**o), o["lr"]
-
-
 def example_pair(config) -> jax.Array:
   """An example input [1, 2, S, S, 3] for `model.init`."""
   s = config.data.image_size
   return jnp.zeros((1, 2, s, s, 3), jnp.float32)
-
-
-def eval_sequences(ev, seed: int = 1) -> list[dict]:
-  """The synthetic DAVIS-like evaluation set of the `eval` config section."""
-  return synthetic.davis_like(ev.num_sequences, ev.num_frames, tuple(ev.seq_size), seed=seed)
-
-
-def labelprop_scores(model, params, davis, out_dir, ev, log=print, overlay: bool = True) -> dict:
-  """DAVIS J/F of label propagation on the encoder features of `model` (a SiamMAE or a ViT).
-
-  Features are extracted in float32 whatever the training dtype (`model.dtype`).
-  """
-  model = model.clone(dtype=jnp.float32)
-  apply = jax.jit(lambda p, x: model.apply({"params": p}, x, method=type(model).features))
-  patch = vit_variant(model.encoder)["patch_size"] if isinstance(model, SiamMAE) else model.patch_size
-  return labelprop.propagate_davis(
-    lambda x: apply(params, x),
-    davis,
-    out_dir,
-    frames_per_call=ev.batch_size,
-    patch=patch,
-    overlay_sequence=(ev.overlay_sequence or None) if overlay else None,
-    log=log,
-    **labelprop.protocol_of(ev),
-  )
-
-
-def with_protocol(config, name: str | None, preset: str | None = None) -> ml_collections.ConfigDict:
-  """`config` with the `eval` settings of protocol `name` (`labelprop.PROTOCOLS`), except those
-  set on the command line (values that differ from the preset's); None changes nothing."""
-  if name is None:
-    return config
-  if name not in labelprop.PROTOCOLS:
-    raise ValueError(f"--protocol {name!r}: use one of {', '.join(labelprop.PROTOCOLS)}")
-  base = PRESETS.get(preset or "paper", paper)().eval
-  with config.eval.ignore_type():
-    for k, v in labelprop.PROTOCOLS[name].items():
-      if config.eval[k] == base[k]:
-        config.eval[k] = v
-  return config
-
-
-def grid_fn(model, config):
-  """artefact_fn: reconstruction grids (past | masked future | prediction | target) per row."""
-  ev = config.eval
-  seqs = synthetic.davis_like(ev.num_grid, 12, config.data.image_size, seed=2)
-  frames = jnp.asarray(np.stack([s["video"][[0, 8]] for s in seqs]), jnp.float32) / 255.0
-
-  @jax.jit
-  def images(params):
-    pred, aux = model.apply({"params": params}, frames, rngs={"mask": jax.random.key(0)})
-    return model.apply({"params": params}, frames, pred, aux["mask"], method=SiamMAE.reconstruct)
-
-  def fn(state, step, writer):
-    out = jax.device_get(images(state.params))
-    cols = ["past", "masked_future", "prediction", "target"]
-    grid = make_grid([out[c][i] for i in range(len(frames)) for c in cols], ncol=4)
-    writer.images(step, {"reconstruction": grid})
-
-  return fn
-
-
-def _compare(model, params, config, out_dir: Path, davis=None) -> dict:
-  """J&F of `params` and of the same encoder at random initialisation."""
-  ev = config.eval
-  davis = davis if davis is not None else eval_sequences(ev)
-  res = {
-    f"pretrained/{k}": v
-    for k, v in labelprop_scores(model, params, davis, out_dir / "pretrained", ev).items()
-  }
-  if ev.random_baseline:
-    rand = model.init(
-      {"params": jax.random.key(config.train.seed + 1), "mask": jax.random.key(0)}, example_pair(config)
-    )["params"]
-    res.update(
-      {
-        f"random/{k}": v
-        for k, v in labelprop_scores(model, rand, davis, out_dir / "random", ev, overlay=False).items()
-      }
-    )
-  return res
 
 
 # -------------------------------------------------------------------------------------- modes
@@ -384,7 +218,7 @@ def train(config, workdir: Path, args) -> dict:
     train_iter=train_loader(config.data, source),
     init_fn=lambda r: init_state(model, tx, r, example_pair(config)),
     eval_fn=eval_fn,
-    artefact_fn=grid_fn(model, config),
+    artefact_fn=reconstruction_grids(model, config),
     **{k: v for k, v in config.train.items() if k not in SCHEDULE_KEYS},
   )
   train_s = time.perf_counter() - t0
@@ -392,7 +226,7 @@ def train(config, workdir: Path, args) -> dict:
     return {"stopped_at_step": int(state.step)}
   result = {"lr": lr, "train_seconds": train_s}
   if synthetic_eval:
-    result.update(_compare(model, state.params, config, workdir / "labelprop"))
+    result.update(compare_to_random(model, state.params, config, workdir / "labelprop"))
   write_json(workdir / "results.json", result)
   return result
 
@@ -429,7 +263,7 @@ def evaluate(config, workdir: Path, args) -> dict:
   model, variables, config = restore_for_eval(
     args.checkpoint, config, build_model=build_model, example=example_pair, keys=RESTORE_KEYS
   )
-  res = _compare(model, variables["params"], config, workdir / "labelprop_eval", davis)
+  res = compare_to_random(model, variables["params"], config, workdir / "labelprop_eval", davis)
   res["protocol"] = protocol or "preset"
   write_json(workdir / "eval_results.json", res)
   return res
