@@ -62,22 +62,12 @@ JPEG_QUALITIES = (1, 2, 3, 5, 8, 12, 20, 30, 50, 75, 90)
 
 def oval_rows(label, model, params, model_config, frames, fps, color_space="rgb", batch=16):
   """R–D rows of `label` + each `OVAL_SETTINGS` family, rates from the written .aejx files."""
-  rows = []
+  rows, kw = [], dict(color_space=color_space, batch_size=batch, fps=fps, model_config=model_config)
+  kw.update(with_ms_ssim=True)
   with tempfile.TemporaryDirectory() as tmp:
     for family, codecs in OVAL_SETTINGS.items():
       for codec in codecs:
-        s = encode_video(
-          model,
-          params,
-          iter(frames),
-          Path(tmp) / "v.aejx",
-          color_space=color_space,
-          batch_size=batch,
-          latent=codec,
-          fps=fps,
-          model_config=model_config,
-          with_ms_ssim=True,
-        )
+        s = encode_video(model, params, iter(frames), Path(tmp) / "v.aejx", latent=codec, **kw)
         rows.append(rd_row(f"{label} {family}", codec.name, s))
         print(
           f"  {rows[-1]['method']:<40} {codec.name:<28} {s['bpp']:.4f} bpp {s['psnr']:.2f} dB", flush=True

@@ -53,7 +53,8 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   # batch_size frames per batch, made of clips of clip_len consecutive frames (None: one clip).
   c.data = dict(root=None, size=(360, 480), color_space="rgb", batch_size=16, clip_len=None, shuffle=False)
-  c.data.update(noise_std=0.0, num_synthetic=6, synthetic_frames=64, worker_count=0)
+  # without root: images (a folder of photos: one-frame crops), else synthetic videos
+  c.data.update(images=None, noise_std=0.0, num_synthetic=6, synthetic_frames=64, worker_count=0)
   c.model = dict(**FAITHFUL, exact_output=True, use_lstm=False, tbptt=0)
   c.loss = dict(name="bce")
   c.codec = dict(precision="float16", channels=None, step=None, entropy="none", temporal=False)  # LatentCodec

@@ -433,6 +433,24 @@ def test_smoke_encode_decode_cli_roundtrip_and_report(smoke_run, realdata):
   assert count_frames(rep["side_by_side"]) == 6
 
 
+def test_photo_clips_are_rgb_crops_of_the_training_size(tmp_path):
+  import cv2
+
+  from aejax.codec.oval_train import photo_clips
+
+  red = np.zeros((50, 70, 3), np.uint8)
+  red[..., 2] = 255  # BGR on disk
+  ramp = np.tile(np.arange(90, dtype=np.uint8)[None, :, None], (40, 1, 3))
+  cv2.imwrite(str(tmp_path / "a.png"), red)
+  cv2.imwrite(str(tmp_path / "b.png"), ramp)
+  v = photo_clips(tmp_path, (16, 24), per_image=4).arrays["video"]
+  assert v.shape == (8, 1, 16, 24, 3) and v.dtype == np.uint8
+  reds = [c for c in v[:, 0] if c[..., 1].max() == 0]
+  assert len(reds) == 4 and all((c[..., 0] == 255).all() and (c[..., 2] == 0).all() for c in reds)  # RGB
+  ramps = [c[0, :, 0].astype(int) for c in v[:, 0] if c[..., 1].max() > 0]
+  assert sum(np.all(np.diff(r) >= 0) for r in ramps) == 2 and sum(np.all(np.diff(r) <= 0) for r in ramps) == 2
+
+
 def test_loss_noise_only_in_training():
   from aejax.codec.oval_train import make_loss_fn
   from aejax.data.transforms import convert_color

@@ -3,6 +3,8 @@ loader) and its loss on `video` batches (colour space, input noise, metrics in R
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,14 +44,39 @@ class InterleavedClips:
     return f"InterleavedClips({self.source!r})"
 
 
+def photo_clips(folder, size, per_image: int = 12, seed: int = 0) -> ArraySource:
+  """One-frame clips (`video` [1, H, W, 3] uint8) cut from the photos of `folder`: each photo is
+  scaled so its short side is twice the crop's, then `per_image` random crops of `size` (H, W),
+  every other one mirrored."""
+  import cv2
+
+  from aejax.data.images import ImageFolderSource
+
+  src, (h, w) = ImageFolderSource(folder, split="train", valid_fraction=0.0), size
+  rng, clips = np.random.default_rng(seed), []
+  for i in range(len(src)):
+    img = src[i]["image"]
+    k = 2 * max(h / img.shape[0], w / img.shape[1])
+    img = cv2.resize(img, (round(img.shape[1] * k), round(img.shape[0] * k)), interpolation=cv2.INTER_AREA)
+    for j in range(per_image):
+      y, x = rng.integers(0, img.shape[0] - h + 1), rng.integers(0, img.shape[1] - w + 1)
+      crop = img[y : y + h, x : x + w]
+      clips.append(crop[:, ::-1] if j % 2 else crop)
+  name = f"oval-photos-{Path(folder).name}-{per_image}-{h}x{w}"
+  return ArraySource({"video": np.stack(clips)[:, None]}, name=name)
+
+
 def train_source(data):
   """(source, clip_len): `video` [clip_len, H, W, 3] uint8 clips, interleaved across videos.
 
   `data` is the experiment's `config.data`: `root` a video folder or a prepared `aejax_videos`
-  set (`aejax.data.roots.videos`), else `num_synthetic` synthetic videos of `synthetic_frames`.
+  set (`aejax.data.roots.videos`); else `images` a folder of photos (`photo_clips`, one-frame
+  clips); else `num_synthetic` synthetic videos of `synthetic_frames`.
   """
   from aejax.data import roots
 
+  if not data.root and data.get("images"):
+    return photo_clips(data.images, tuple(data.size), seed=0), 1
   clip_len = min(data.clip_len or data.batch_size, data.batch_size)
   if data.root:
     return InterleavedClips(
