@@ -82,35 +82,62 @@ def test_segments_static_short_and_near_duplicates():
   assert [(g.start, g.end, g.key) for g in segs] == [(0, 20, 12)]
 
 
-def test_possible_keys_hold_every_key_frame_and_stay_bounded():
+def _follow(keeper, cue, times, sharp, feats, frames, batch=8):
+  """Feeds a `PossibleKeys` as `scan.scan_shots` does (features given in batches, late); returns
+  the positions whose features it wanted and the most frames it held at once."""
+  wanted, queued, decided, most = [], [], 0, 0
+
+  def decide(final):
+    nonlocal decided
+    while decided < len(keeper.cue) and (final or keeper.final(decided)):
+      if keeper.wanted(decided):
+        wanted.append(decided)
+        queued.append(decided)
+      decided += 1
+      if len(queued) == batch or final:
+        for q in queued:
+          keeper.set_feature(q, feats[q])
+        queued.clear()
+
+  for t in range(len(times)):
+    keeper.cue.append(cue[t])
+    keeper.add(times[t], sharp[t], frames[t])
+    decide(final=False)
+    most = max(most, len(keeper.frames) + keeper.backlog)
+  decide(final=True)
+  keeper.finish()
+  return wanted, most
+
+
+def test_possible_keys_want_only_the_features_read_and_hold_every_key_frame():
   rng = np.random.default_rng(3)
   n = 300
   times = np.arange(n) / 5.0
   cue = rng.uniform(0, 8, n)
   cue[0] = np.nan
   cue[rng.choice(np.arange(5, n), 12, replace=False)] = 60.0  # cuts (some only a sample apart)
-  looks = rng.normal(size=(4, 6))  # four looks, each for 1.2 s at a time, that come back
-  feats = looks[rng.integers(0, 4, n // 6).repeat(6)] + rng.normal(0, 0.05, (n, 6))
+  looks = rng.normal(size=(4, 6))  # four looks, each for 2.4 s at a time, that come back
+  feats = looks[rng.integers(0, 4, n // 12).repeat(12)] + rng.normal(0, 0.05, (n, 6))
   sharp = rng.integers(0, 5, n).astype(float)  # ties: the first maximum wins, as np.argmax
-  kw = dict(cut_threshold=20.0, cut_ratio=2.0, change_threshold=0.3, min_segment=1.0)
-  _, segs = S.select_shots(times, cue, feats, sharp, n / 5.0, min_shot=1.0, duplicate_threshold=0.6, **kw)
+  kw = dict(cut_threshold=20.0, cut_ratio=2.0, change_threshold=0.3, min_segment=2.0)
+  dup = dict(min_shot=1.0, duplicate_threshold=0.6)
+  select = lambda f: S.select_shots(times, cue, f, sharp, n / 5.0, **dup, **kw)
+  starts, segs = select(feats)
   keys = {g.key for g in segs if g.key >= 0}
   shots_with_keys = {g.shot for g in segs if g.key >= 0}
-  assert len(keys) > 15 and any(g.key < 0 and g.shot in shots_with_keys for g in segs)  # near-duplicates
+  assert len(keys) > 10 and any(g.key < 0 and g.shot in shots_with_keys for g in segs)  # near-duplicates
   frames = rng.integers(0, 255, (n, 4, 4, 3), dtype=np.uint8)
   keeper = S.PossibleKeys(**kw)
-  for t in range(n):
-    keeper.cue.append(cue[t])
-    keeper.add(times[t], sharp[t], feats[t], frames[t])
-    assert len(keeper.frames) < 2 * len(keys) + 10  # only possible keys (and a few pending) are held
-  kept = keeper.finish()
-  assert keys <= set(kept) and len(kept) < n // 3
-  assert all(np.array_equal(kept[k], frames[k]) for k in keys)
+  wanted, most = _follow(keeper, cue, times, sharp, feats, frames)
+  assert len(wanted) < 0.7 * n and most < 3 * len(keys)  # some features and frames are never needed
+  # the selection reads no other feature: the wanted ones and those of `compared` give the same result
+  known = np.full_like(feats, np.nan)
+  known[wanted + keeper.compared] = feats[wanted + keeper.compared]
+  assert select(known) == (starts, segs)
+  assert keys <= set(keeper.frames) and all(np.array_equal(keeper.frames[k], frames[k]) for k in keys)
   small = S.PossibleKeys(**kw, max_bytes=5 * 48)  # room for five 4x4x3 frames: the latest five kept
-  for t in range(n):
-    small.cue.append(cue[t])
-    small.add(times[t], sharp[t], feats[t], frames[t])
-  assert list(small.finish()) == list(kept)[-5:]
+  _follow(small, cue, times, sharp, feats, frames)
+  assert list(small.frames) == list(keeper.frames)[-5:]
 
 
 def test_score_keyframes_hand_worked():

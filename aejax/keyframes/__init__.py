@@ -6,7 +6,9 @@
   reconstruction) and the pixel baseline, pairwise distances.
 - `report`: key-frame PNGs, clip MP4s, the timeline plot, the contact sheet, `keyframes.json`.
 - `shots`: shot-aware selection (hard cuts from an HSV cue, within-shot changes, sharpest frame per
-  segment, near-duplicates suppressed) and `PossibleKeys` (the frames a scan must keep).
+  segment, near-duplicates suppressed) and `PossibleKeys` (the features and frames a scan needs).
+- `scan`: one decoding pass over the sampled frames (cut cue, sharpness, the features the selection
+  reads, the frames of possible key frames).
 - `pipeline`: `select_video` (key frames and clips of one file), `extract_video` (every output).
 - `evaluation`: `evaluate_set` (methods on a folder of videos with known shots, PySceneDetect among
   them), `shot_recall_study` (synthetic).

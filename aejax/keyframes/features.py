@@ -82,42 +82,25 @@ def raw_embed_fn(x) -> dict:
 
 
 def candidate_features(
-  candidates: Iterable[Candidate],
-  embed_fn: Callable,
-  *,
-  size,
-  batch_size: int,
-  keep_frames: bool = False,
-  on_batch: Callable[[list[Candidate], dict], None] | None = None,
+  candidates: Iterable[Candidate], embed_fn: Callable, *, size, batch_size: int, keep_frames: bool = False
 ) -> tuple[list[Candidate], dict]:
   """Streams candidates through `embed_fn(x [B, h, w, 3] in [-1, 1]) -> dict of [B, ...]` in
-  fixed-size batches (the last padded: one compilation); a candidate's `small` frame, when set, is
-  its frame already resized to `size`. Frames are dropped after their batch unless `keep_frames`,
-  so memory grows with the features only. `on_batch(candidates, features)`, when
-  given, sees each batch's candidates (frames still attached) and features (dict of [b, ...]).
-  Returns (candidates, stacked features)."""
+  fixed-size batches (the last padded: one compilation). Frames are dropped after resizing unless
+  `keep_frames`, so memory grows with the features only. Returns (candidates, stacked features)."""
   kept: list[Candidate] = []
-  batch: list[Candidate] = []
   small: list[np.ndarray] = []
   out: dict[str, list] = {}
 
   def flush():
     x, n = pad_batch(to_model_input(np.stack(small)), batch_size)
-    feats = {k: np.asarray(v)[:n] for k, v in embed_fn(x).items()}
-    for k, v in feats.items():
-      out.setdefault(k, []).append(v)
-    if on_batch is not None:
-      on_batch(batch, feats)
-    if not keep_frames:
-      for c in batch:
-        c.frame = None
+    for k, v in embed_fn(x).items():
+      out.setdefault(k, []).append(np.asarray(v)[:n])
     small.clear()
-    batch.clear()
 
   for c in candidates:
-    small.append(resize_frames(c.frame[None], size)[0] if c.small is None else c.small)
-    c.small = None
-    batch.append(c)
+    small.append(resize_frames(c.frame[None], size)[0])
+    if not keep_frames:
+      c.frame = None
     kept.append(c)
     if len(small) == batch_size:
       flush()

@@ -3,7 +3,6 @@ written) and `extract_video` (every output). Evaluation: `aejax.keyframes.evalua
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -13,91 +12,22 @@ import numpy as np
 
 from aejax.data.video import open_video
 from aejax.io import write_json
-from aejax.keyframes.features import candidate_features, make_dist_pairs, resize_frames
+from aejax.keyframes.features import make_dist_pairs
 from aejax.keyframes.report import write_outputs
+from aejax.keyframes.scan import scan_novelty, scan_shots
 from aejax.keyframes.select import (
-  Candidate,
   is_sampled,
   segment_clips,
   select_keyframes,
-  sharpest_per_second,
-  sharpness,
 )
 from aejax.keyframes.shots import (
   DUPLICATE_THRESHOLD,
   PossibleKeys,
-  content_score,
-  hsv_small,
-  pooled,
   select_shots,
 )
 from aejax.viz import pyplot
 
 METHODS = ("shots", "novelty")
-
-
-def _prefetch(items, size: int = 32):
-  """Iterates `items` in a background thread (decoding and OpenCV release the GIL, so they overlap
-  with the model in the caller's thread); exceptions are re-raised in the caller."""
-  q: queue.Queue = queue.Queue(size)
-  done = object()
-
-  def work():
-    try:
-      for x in items:
-        q.put(x)
-    except BaseException as e:  # noqa: BLE001  (handed to the consumer)
-      q.put(_Raised(e))
-    q.put(done)
-
-  threading.Thread(target=work, daemon=True).start()
-  while (x := q.get()) is not done:
-    if isinstance(x, _Raised):
-      raise x.error
-    yield x
-
-
-class _Raised:
-  def __init__(self, error: BaseException):
-    self.error = error
-
-
-def _scan(reader, embed_fn, *, rate: float, size, batch_size: int, method: str, bar=None, keeper=None):
-  """One decoding pass over the sampled frames: (candidates, features, cut cue [n]); a `PossibleKeys`
-  `keeper` ("shots") is fed every sample and keeps the frames of the possible key frames."""
-  fps = reader.fps
-  cue: list[float] = [] if keeper is None else keeper.cue
-  prev: list = [None]
-
-  def sampled():
-    seen = 0
-    for i, frame in reader.stream(keep=lambda i: is_sampled(i, fps, rate)):
-      if bar is not None:
-        bar.update(reader.frames_seen - seen)
-        seen = reader.frames_seen
-      yield i, frame
-    if bar is not None:
-      bar.update(reader.frames_seen - seen)
-
-  def measured():  # in the decoding thread: the cut cue's small HSV frame, the sharpness, the model's size
-    for i, frame in sampled():
-      yield i, frame, hsv_small(frame), sharpness(frame), resize_frames(frame[None], size)[0]
-
-  def every_sample():
-    for i, frame, hsv, sharp, small in _prefetch(measured()):
-      cue.append(float("nan") if prev[0] is None else content_score(prev[0], hsv))
-      prev[0] = hsv
-      yield Candidate(index=int(i), time=i / fps, sharpness=sharp, frame=frame, small=small)
-
-  def follow(batch, feats):
-    for c, f in zip(batch, pooled(feats["feat"])):
-      keeper.add(c.time, c.sharpness, f, c.frame)
-
-  source = every_sample() if method == "shots" else sharpest_per_second(_prefetch(sampled()), fps)
-  cands, feats = candidate_features(
-    source, embed_fn, size=size, batch_size=batch_size, on_batch=None if keeper is None else follow
-  )
-  return cands, feats, np.asarray(cue, np.float64)
 
 
 def select_video(
@@ -182,9 +112,12 @@ def select_video(
       disable=not progress,
     )
     with bar:
-      cands, feats, cue = _scan(
-        reader, embed_fn, rate=rate, size=size, batch_size=batch_size, method=method, bar=bar, keeper=keeper
-      )
+      if keeper is None:
+        cands, feats = scan_novelty(reader, embed_fn, rate=rate, size=size, batch_size=batch_size, bar=bar)
+      else:
+        cands, feats, cue = scan_shots(
+          reader, embed_fn, keeper, rate=rate, size=size, batch_size=batch_size, bar=bar
+        )
     num_frames, frame_size = reader.frames_seen, reader.size
   if not cands:
     raise ValueError(f"{video}: no decodable frames")
@@ -201,7 +134,7 @@ def select_video(
     starts, segs = select_shots(
       times,
       cue,
-      feats["feat"],
+      feats,
       np.array([c.sharpness for c in cands]),
       num_frames / fps,
       cut_threshold=cut_threshold,
@@ -211,7 +144,7 @@ def select_video(
       min_segment=min_segment,
       duplicate_threshold=duplicate_threshold,
     )
-    kept = keeper.finish()
+    kept = keeper.frames
     first = lambda p: 0 if p == 0 else cands[p].index
     clips = [
       {

@@ -46,7 +46,6 @@ class Candidate:
   time: float  # seconds
   sharpness: float  # variance of the Laplacian
   frame: np.ndarray | None = None  # [H, W, 3] uint8 RGB
-  small: np.ndarray | None = None  # the frame resized for the model (`features.resize_frames`), if done
 
 
 def sample_slot(index: int, fps: float, rate: float) -> int:

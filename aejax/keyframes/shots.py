@@ -228,14 +228,21 @@ def select_shots(
 
 
 class PossibleKeys:
-  """The frames of sampled frames that may still be key frames, kept while a video is scanned so the
-  key frames need not be decoded again; the other frames are let go (memory stays bounded).
+  """Follows `select_shots`' rules while a video is scanned, sample by sample, to know which samples
+  need features and which frames may become key frames; the other frames are let go.
 
-  Every key frame of `select_shots` (same settings) is the sharpest sample of one or more consecutive
-  segments of its shot as `segment_shots` first splits it (merging near-duplicates only joins
-  segments or drops keys), so keeping the sharpest sample of each such segment suffices: cuts are
-  followed with `is_cut` (final `window` scores later), splits with the same rule as
-  `segment_shots`. Beyond `max_bytes` the oldest kept frames are dropped (read again later).
+  Features: `segment_shots` compares a sample with its segment's first only once the segment is
+  `min_segment` long, so a sample needs its feature only when it starts a shot or lies that far
+  from the latest start known (`wanted`; a superset: starts only move later). Frames: every key frame
+  is the sharpest sample of one or more consecutive segments as `segment_shots` first splits the
+  shot (merging near-duplicates joins segments or drops keys), so the sharpest sample of each such
+  segment is kept (`frames`); `compared` lists those whose features the near-duplicate test may
+  read (shots of two or more segments). Cuts follow `is_cut`, final `window` scores later. Beyond
+  `max_bytes` the oldest kept frames are dropped (decoded again when needed).
+
+  Use: append each sample's cut score to `cue`, then `add` it; call `wanted(t)` for t = 0, 1, ...
+  once `cue[t + window]` exists (or with `final=True` at the end), give the features it asks for
+  with `set_feature` (any time later), and `finish()` at the end.
 
   Args:
     cut_threshold, cut_ratio, window: see `find_cuts`.
@@ -256,29 +263,61 @@ class PossibleKeys:
     self._cut = dict(threshold=cut_threshold, ratio=cut_ratio, window=window)
     self._change, self._min_segment, self._max_bytes = change_threshold, min_segment, max_bytes
     self.cue: list[float] = []
+    self.feats: dict[int, np.ndarray] = {}  # position -> pooled feature
+    self.frames: dict[int, np.ndarray] = {}  # position -> frame of a possible key frame (insertion order)
     self._times: list[float] = []
     self._sharp: list[float] = []
-    self._feats: list[np.ndarray] = []
     self._pending: dict[int, np.ndarray] = {}  # position -> frame, not yet followed
-    self.frames: dict[int, np.ndarray] = {}  # position -> frame of a possible key frame (insertion order)
     self._bytes = 0
-    self._start = self._best = -1  # the open segment's first and sharpest positions
+    self._start = self._best = -1  # the followed open segment's first and sharpest positions
+    self._shot = -1  # the followed shot (counted from 0)
+    self._raw: dict[int, int] = {}  # the sharpest position of every segment so far -> its shot
+    self._segments: list[int] = []  # segments per shot
+    self._latest = 0  # the latest shot or segment start known to `wanted`
 
-  def add(self, time: float, sharpness: float, feature: np.ndarray, frame: np.ndarray) -> None:
-    """The next sample (its cut score appended to `cue` before): time, sharpness, pooled feature
-    (`pooled`), frame."""
+  def add(self, time: float, sharpness: float, frame: np.ndarray) -> None:
+    """The next sample (its cut score appended to `cue` before): time, sharpness, frame."""
     self._pending[len(self._times)] = frame
     self._times.append(time)
     self._sharp.append(sharpness)
-    self._feats.append(np.asarray(feature, np.float64))
+
+  @property
+  def backlog(self) -> bool:
+    """Whether the frames of samples added but not yet followed (waiting for a wanted feature) pass
+    half of `max_bytes`."""
+    held = len(self._pending) * next(iter(self._pending.values())).nbytes if self._pending else 0
+    return held > self._max_bytes // 2
+
+  def final(self, t: int) -> bool:
+    """Whether sample t's cut is decided (`window` later scores known)."""
+    return t + self._cut["window"] < len(self.cue)
+
+  def wanted(self, t: int, final: bool = False) -> bool:
+    """Whether sample t needs its feature (call in order, once `final(t)` or at the end)."""
+    if t == 0 or is_cut(self.cue, t, **self._cut):
+      self._latest = t
+      return True
+    self._latest = max(self._latest, self._start)
+    return self._times[t] - self._times[self._latest] >= self._min_segment
+
+  def set_feature(self, t: int, feature: np.ndarray) -> None:
+    """Sample t's pooled feature (`pooled`); follows the samples it was waiting for."""
+    self.feats[t] = np.asarray(feature, np.float64)
     self._follow(final=False)
 
   def finish(self) -> dict[int, np.ndarray]:
-    """Follows the last samples (the video has ended); returns `frames`."""
+    """Follows the last samples (every wanted feature given); returns `frames`."""
     self._follow(final=True)
     return self.frames
 
+  @property
+  def compared(self) -> list[int]:
+    """The sharpest positions of the segments of shots of two or more segments: the features the
+    near-duplicate test of `segment_shots` may read (their frames kept unless over `max_bytes`)."""
+    return [t for t, shot in self._raw.items() if self._segments[shot] > 1]
+
   def _keep(self, t: int, frame: np.ndarray) -> None:
+    self._raw[t] = self._shot
     self.frames[t] = frame
     self._bytes += frame.nbytes
     while self._bytes > self._max_bytes and len(self.frames) > 1:
@@ -290,24 +329,26 @@ class PossibleKeys:
       self._bytes -= frame.nbytes
 
   def _follow(self, final: bool) -> None:
-    w = self._cut["window"]
     while self._pending:
       t = next(iter(self._pending))
-      if not final and t + w >= len(self.cue):
-        return  # its cut is not final yet
+      if not (final or self.final(t)):
+        return  # its cut is not decided yet
+      cut = self._start < 0 or is_cut(self.cue, t, **self._cut)
+      far = not cut and self._times[t] - self._times[self._start] >= self._min_segment
+      if far and t not in self.feats:
+        if final:
+          raise ValueError(f"sample {t}: its feature was wanted but not given")
+        return
       frame = self._pending.pop(t)
-      new = (
-        self._start < 0
-        or is_cut(self.cue, t, **self._cut)
-        or (
-          self._times[t] - self._times[self._start] >= self._min_segment
-          and relative_distance(self._feats[self._start], self._feats[t]) > self._change
-        )
-      )
-      if new:  # a new segment (or shot): the open segment's sharpest frame stays kept
+      if cut:
+        self._shot += 1
+        self._segments.append(0)
+      if cut or (far and relative_distance(self.feats[self._start], self.feats[t]) > self._change):
+        self._segments[self._shot] += 1  # a new segment: the open one's sharpest frame stays kept
         self._start = self._best = t
         self._keep(t, frame)
       elif self._sharp[t] > self._sharp[self._best]:  # the first maximum, as np.argmax
         self._drop(self._best)
+        del self._raw[self._best]
         self._best = t
         self._keep(t, frame)
