@@ -35,7 +35,6 @@ from aejax import cli
 from aejax import keyframes as kf
 from aejax.data import synthetic
 from aejax.data.pipeline import make_loader
-from aejax.data.sources import ArraySource, split_indices
 from aejax.data.transforms import Resize
 from aejax.evaluate import evaluate, map_batches
 from aejax.io import check_output, write_json
@@ -241,25 +240,18 @@ def make_loss_fn(**loss_kw):
 
 
 def image_sources(data):
-  """(train, valid, transforms): Caltech-256-style folder, video frames or embedded textures; 80/20.
-
-  `data.root`: an image folder or a prepared `aejax_images` set (`aejax.data.roots.images`).
-  """
+  """(train, valid, transforms): Caltech-256-style folder or prepared `aejax_images` set
+  (`aejax.data.roots.images`), frames of the videos under `data.video_root`, or embedded textures."""
   from aejax.data import roots
 
-  if data.root:
-    mk = lambda s: roots.images(data.root, s, valid_fraction=data.valid_fraction, seed=data.split_seed)
-    return mk("train"), mk("valid"), [Resize(tuple(data.image_size))]
-  if data.video_root:
-    images = kf.video_frame_images(data.video_root, data.video_frame_step, data.image_size)
-    name = f"frames-{data.video_root}-{data.video_frame_step}"
-  else:
+  def fallback():
+    if data.video_root:
+      images = kf.video_frame_images(data.video_root, data.video_frame_step, data.image_size)
+      return images, f"frames-{data.video_root}-{data.video_frame_step}"
     images = synthetic.textured_images(data.num_synthetic, size=tuple(data.image_size), seed=data.split_seed)
-    name = f"textures-{data.num_synthetic}-{tuple(data.image_size)}"
-  mk = lambda s: ArraySource(
-    {"image": images[split_indices(len(images), s, data.valid_fraction, data.split_seed)]}, name=f"{name}-{s}"
-  )
-  return mk("train"), mk("valid"), []
+    return images, f"textures-{data.num_synthetic}-{tuple(data.image_size)}"
+
+  return (*roots.image_splits(data, fallback), [Resize(tuple(data.image_size))] if data.root else [])
 
 
 # ------------------------------------------------------------------------------------ modes

@@ -31,7 +31,6 @@ import numpy as np
 
 from aejax import cli
 from aejax.data import roots, synthetic
-from aejax.data.sources import ArraySource, split_indices
 from aejax.data.transforms import RandomResizedCrop, Resize
 from aejax.io import check_output, write_json
 from aejax.models.vae import ConvVAE
@@ -160,17 +159,9 @@ def make_loss_fn(reconstruction: str = "bce", beta: float = 1.0, reduction: str 
 def image_sources(data):
   """(train, valid) sources: `data.root` (an image folder, seeded split, or a prepared
   `aejax_images` set, see `aejax.data.roots.images`) or embedded textures."""
-  if data.root:
-    mk = lambda split: roots.images(
-      data.root, split, valid_fraction=data.valid_fraction, seed=data.split_seed
-    )
-    return mk("train"), mk("valid")
-  images = synthetic.textured_images(data.num_synthetic, size=data.synthetic_size, seed=data.split_seed)
-  mk = lambda split: ArraySource(
-    {"image": images[split_indices(len(images), split, data.valid_fraction, data.split_seed)]},
-    name=f"textures-{split}-{data.num_synthetic}-{data.synthetic_size}-{data.split_seed}",
-  )
-  return mk("train"), mk("valid")
+  n, size, seed = data.num_synthetic, data.synthetic_size, data.split_seed
+  name = f"textures-{{split}}-{n}-{size}-{seed}"
+  return roots.image_splits(data, lambda: (synthetic.textured_images(n, size=size, seed=seed), name))
 
 
 def pictures_of(model, ev):

@@ -267,7 +267,15 @@ def test_similarity_study_on_real_photos(smoke_run, realdata, tmp_path):
     assert (out / "similarity" / f"{name}.png").stat().st_size > 0
   with pytest.raises(FileNotFoundError, match="nowhere"):
     vae.main(
-      ["similarity", "--preset", "smoke", "--images", str(tmp_path / "nowhere"), "--workdir", str(out)]
+      [
+        "similarity",
+        "--preset",
+        "smoke",
+        "--images",
+        str(tmp_path / "nowhere"),
+        "--workdir",
+        str(tmp_path / "w"),
+      ]
     )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aejax.data import prepare as P
-from aejax.data.sources import ImageFolderSource, Subset, as_videos, split_indices
+from aejax.data.sources import ArraySource, ImageFolderSource, Subset, as_videos, split_indices
 
 __all__ = ["PREPARED", "davis_sequences", "images", "prepared", "videos"]
 
@@ -82,6 +82,20 @@ def images(root: str | Path, split: str, *, valid_fraction: float = 0.2, seed: i
   return Subset(
     whole, split_indices(len(whole), split, valid_fraction, seed), name=f"{split}-{valid_fraction}-{seed}"
   )
+
+
+def image_splits(data, fallback) -> tuple:
+  """`(train, valid)` image sources of a `data` config section (`root`, `valid_fraction`,
+  `split_seed`): `images(data.root, ...)` when `data.root` is set, else the uint8 images
+  `fallback()` returns as `(images [N, H, W, 3], name)`, split by the same seeded rule (the
+  sources are named `name` with "{split}" filled in, or `name-split`)."""
+  frac, seed = data.valid_fraction, data.split_seed
+  if data.root:
+    return tuple(images(data.root, s, valid_fraction=frac, seed=seed) for s in ("train", "valid"))
+  arr, name = fallback()  # the source's name (its Grain checkpoint identity): "{split}" or a suffix
+  named = lambda s: name.format(split=s) if "{split}" in name else f"{name}-{s}"
+  pick = lambda s: {"image": arr[split_indices(len(arr), s, frac, seed)]}
+  return tuple(ArraySource(pick(s), name=named(s)) for s in ("train", "valid"))
 
 
 def davis_sequences(root: str | Path, split: str = "val"):
