@@ -257,7 +257,7 @@ def run(
     get_config: returns the base ConfigDict (used when there are no presets).
     modes: name -> `fn(config, workdir: Path, args) -> dict | None`; the first is the default.
     presets: name -> `fn() -> ConfigDict`.
-    default_preset: preset used when `--preset` is not given.
+    default_preset: preset used when `--preset` is not given (default: `demo` if there is one).
     flags: extra flags: name -> help string (a string flag) or (help, default).
     doc: the experiment's docstring, shown by `--help`.
     argv: arguments (default `sys.argv[1:]`).
@@ -271,6 +271,7 @@ def run(
   """
   presets = presets or {}
   flags = flags or {}
+  default_preset = default_preset or ("demo" if "demo" in presets else None)
   prog = _module_name(get_config)
   base = presets[default_preset]() if default_preset else get_config()
   config_help = "\n".join(f"  {k} = {v!r}" for k, v in _flatten(base).items())

@@ -407,23 +407,20 @@ def extract(config, workdir: Path, args) -> dict:
   return kf.extract_video(args.video, args.out or workdir / "extract", embed, **extract_settings(config))
 
 
+PRESETS = {"demo": demo, "smoke": smoke, "paper": paper, "original": original}
+MODES = {"train": train, "eval": evaluate_shots, "extract": extract}
+FLAGS = {
+  "checkpoint": "a workdir or a step folder",
+  "weights": "the original's weights file (MS_SSIM_L1-epoch-50.pth), not a checkpoint",
+  "video": "input video",
+  "videos": "eval: a folder of videos with shots.json",
+  "out": "output folder (extract: default WORKDIR/extract)",
+}
+
+
 def main(argv=None):
   """Runs the command line (see the module docstring)."""
-  return cli.run(
-    get_config,
-    modes={"train": train, "eval": evaluate_shots, "extract": extract},
-    presets={"demo": demo, "smoke": smoke, "paper": paper, "original": original},
-    default_preset="demo",
-    flags={
-      "checkpoint": "a workdir or a step folder",
-      "weights": "the original's weights file (MS_SSIM_L1-epoch-50.pth), not a checkpoint",
-      "video": "input video",
-      "videos": "eval: a folder of videos with shots.json",
-      "out": "output folder (extract: default WORKDIR/extract)",
-    },
-    doc=__doc__,
-    argv=argv,
-  )
+  return cli.run(get_config, modes=MODES, presets=PRESETS, flags=FLAGS, doc=__doc__, argv=argv)
 
 
 if __name__ == "__main__":

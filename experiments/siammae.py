@@ -269,24 +269,20 @@ def evaluate(config, workdir: Path, args) -> dict:
   return res
 
 
+MODES = {"train": train, "eval": evaluate}
+FLAGS = {
+  "checkpoint": "a workdir or a step folder",
+  "davis_dir": "a DAVIS-2017 root or a prepared aejax_davis set (default: the synthetic DAVIS-like set)",
+  "weights": "a timm/DINO ViT state dict (.pth, .safetensors, .npz)",
+  "protocol": "eval: label-propagation protocol, 'siammae' (the paper's "
+  "appendix) or 'dino' (DINO's eval_video_segmentation.py); "
+  "default: the preset's eval settings",
+}
+
+
 def main(argv=None):
   """The command line: `python -m experiments.siammae {train,eval} ...`."""
-  return cli.run(
-    get_config,
-    modes={"train": train, "eval": evaluate},
-    presets=PRESETS,
-    default_preset="demo",
-    flags={
-      "checkpoint": "a workdir or a step folder",
-      "davis_dir": "a DAVIS-2017 root or a prepared aejax_davis set (default: the synthetic DAVIS-like set)",
-      "weights": "a timm/DINO ViT state dict (.pth, .safetensors, .npz)",
-      "protocol": "eval: label-propagation protocol, 'siammae' (the paper's "
-      "appendix) or 'dino' (DINO's eval_video_segmentation.py); "
-      "default: the preset's eval settings",
-    },
-    doc=__doc__,
-    argv=argv,
-  )
+  return cli.run(get_config, modes=MODES, presets=PRESETS, flags=FLAGS, doc=__doc__, argv=argv)
 
 
 if __name__ == "__main__":

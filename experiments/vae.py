@@ -281,20 +281,17 @@ def similarity(config, workdir: Path, args) -> dict:
   return summary
 
 
+PRESETS = {"demo": demo, "smoke": smoke, "paper": paper}
+MODES = {"train": train, "eval": evaluate, "similarity": similarity}
+FLAGS = {
+  "checkpoint": "a workdir, its best/ folder or a step folder",
+  "images": "folder of images for the similarity study (default: textures)",
+}
+
+
 def main(argv=None):
   """The command line: `python -m experiments.vae {train,eval,similarity} ...`."""
-  return cli.run(
-    get_config,
-    modes={"train": train, "eval": evaluate, "similarity": similarity},
-    presets={"demo": demo, "smoke": smoke, "paper": paper},
-    default_preset="demo",
-    flags={
-      "checkpoint": "a workdir, its best/ folder or a step folder",
-      "images": "folder of images for the similarity study (default: textures)",
-    },
-    doc=__doc__,
-    argv=argv,
-  )
+  return cli.run(get_config, modes=MODES, presets=PRESETS, flags=FLAGS, doc=__doc__, argv=argv)
 
 
 if __name__ == "__main__":
