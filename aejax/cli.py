@@ -325,6 +325,16 @@ def one_line(e: BaseException) -> str:
   return text or type(e).__name__
 
 
+def command(get_config: Callable, modes: dict, presets: dict, flags: dict, doc: str | None) -> Callable:
+  """An experiment's `main(argv=None)`: `run` with its tables (`python -m experiments.NAME MODE ...`)."""
+
+  def main(argv: list[str] | None = None):
+    """The command line (see the experiment's docstring); `argv` default `sys.argv[1:]`."""
+    return run(get_config, modes=modes, presets=presets, flags=flags, doc=doc, argv=argv)
+
+  return main
+
+
 def _require_real_data(config, key: str) -> None:
   """Raises a UsageError when `key` (dotted) is unset: the paper recipe needs the real dataset."""
   value = config

@@ -418,10 +418,7 @@ FLAGS = {
 }
 
 
-def main(argv=None):
-  """Runs the command line (see the module docstring)."""
-  return cli.run(get_config, modes=MODES, presets=PRESETS, flags=FLAGS, doc=__doc__, argv=argv)
-
+main = cli.command(get_config, MODES, PRESETS, FLAGS, __doc__)
 
 if __name__ == "__main__":
   main()
