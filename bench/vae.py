@@ -117,14 +117,9 @@ def main():
     raise SystemExit(f"the PyTorch VAE has {n_torch:,} parameters, not {N_PARAMS:,}: not timing it")
   train_model = model.clone(dtype=bc.jnp_dtype(dtype))
   torch_run = lambda c: bench_torch(torch, ref.VAE(), args.batch, args.size, args.steps, c, dtype)
-  rows = bc.compare_steps(
-    args.batch,
-    lambda: bench_jax(train_model, args.batch, args.size, args.steps),
-    torch_run,
-    torch_version=torch.__version__,
-    dtype=dtype,
-    compile_=not args.no_compile,
-  )
+  jax_run = lambda: bench_jax(train_model, args.batch, args.size, args.steps)
+  opts = dict(torch_version=torch.__version__, dtype=dtype, compile_=not args.no_compile)
+  rows = bc.compare_steps(args.batch, jax_run, torch_run, **opts)
   text = (
     f"`python bench/vae.py --batch {args.batch} --steps {args.steps} --dtype {dtype}` — full "
     f"training steps (forward, backward, Adam) of the 3,297,571-parameter VAE on "
