@@ -34,7 +34,7 @@ def main(argv=None) -> list[dict]:
   ap.add_argument("--checkpoint", action="append", default=[], help="a compressed_vision run (repeatable)")
   ap.add_argument("--clips", type=int, default=64, help="test clips")
   ap.add_argument("--frames", type=int, default=10, help="frames per clip (the demo's 10)")
-  ap.add_argument("--streams", default="channel", help="codec.streams of encode: channel or clip")
+  ap.add_argument("--streams", default="temporal", help="codec.streams: temporal, channel or clip")
   ap.add_argument("--crfs", default="24,30,36,42,48", help="H.264/H.265 CRF values")
   ap.add_argument("--out", default="/tmp/cv_rd")
   args = ap.parse_args(argv)

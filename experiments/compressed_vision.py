@@ -60,7 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train = dict(num_steps=2500, seed=0, log_every=50, eval_every=500, checkpoint_every=500)
   c.train.update(keep_checkpoints=2, parallel="jit")
   c.eval = dict(num_clips=2000, batch_size=16, num_animations=2, fps=20.0)
-  c.codec = dict(streams="channel")  # encode: one categorical model per code channel and clip
+  c.codec = dict(streams="temporal")  # encode: codes under the previous frame's (aejax.codec.clips)
   # Rounds of `steps_per_round` steps per codebook size; stop when the relative change of the
   # validation MSE is below `min_rel_change` or it rose `patience` times in a row (the original).
   c.sweep = dict(codebook_sizes=(2, 4, 8, 16, 32, 64, 128), vq_sizes=(256,), vq_codebooks=(1, 8))

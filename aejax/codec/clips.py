@@ -10,14 +10,18 @@ clip, in order. Header JSON keys:
   fps             frame rate of the decoded video
   latent_shape    [T, h, w, S] codes per clip (S: one code per channel, or per VQ codebook)
   num_codes       K, the codebook size (codes are 0..K-1)
-  streams         "clip": one categorical model per clip; "channel": one per code channel s < S
+  streams         the probability model of a clip's codes (below): "temporal", "channel" or "clip"
   batch           clips per decoder call (the receiver computes exactly what the sender reported)
 
-Clip payload (little-endian): freq uint8 [M, K] | range-coder words uint32 [...], with M = 1 or S.
-Stream m's codes (all of them, or channel m's, in C order) are range coded (`constriction`) under
-the categorical model freq[m] / sum(freq[m]), measured on the clip itself: the counts, scaled so the
-largest is 255, every used code at least 1. Both ends build the model from the sent
-integers, so it is the same bit for bit.
+Clip payload (little-endian): uint8 frequency tables | range-coder words uint32 [...]. The codes
+are range coded (`constriction`) under categorical models measured on the clip itself and sent as
+its counts scaled so the largest is 255 (every used code at least 1), so both ends build the same
+model bit for bit:
+  clip      freq [1, K]: one model for every code, in C order
+  channel   freq [S, K]: one model per code channel s, channel after channel
+  temporal  freq [1, K] for frame 0 (C order), then table [K, K]: the code at (t, y, x, s) for t > 0
+            under row table[code at (t - 1, y, x, s)] (codes repeat in time: 15 % fewer bits than
+            `channel` on real MovingMNIST); K <= 64 (the table is K^2 bytes)
 
 Only discrete codes are sent: the float modes (`quantizer="none"`, scalar `legacy`) are refused by
 `ClipCodec` (their honest rate is the float bits, `vqae3d.bits_per_position`). The reconstruction
@@ -46,39 +50,80 @@ from aejax.evaluate import pad_batch
 from aejax.io import atomic_path
 from aejax.models.vqae3d import VQAE3D, dequantize, sends_floats
 
-STREAMS = ("clip", "channel")
+STREAMS = ("temporal", "channel", "clip")
+MAX_TEMPORAL_CODES = 64
 
 
-def _probabilities(freq: np.ndarray):
-  return _constriction().stream.model.Categorical(freq.astype(np.float64), perfect=False)
+def _scaled(counts: np.ndarray) -> np.ndarray:
+  """Counts [..., K] -> uint8 frequencies: the largest of each row 255, every used code at least 1."""
+  top = np.maximum(counts.max(-1, keepdims=True), 1)
+  return np.where(counts > 0, np.maximum(np.round(counts * 255.0 / top), 1), 0).astype(np.uint8)
 
 
-def encode_codes(codes: np.ndarray, num_codes: int, streams: str = "channel") -> bytes:
-  """Codes [..., S] in [0, K) -> payload bytes (uint8 frequencies, then range-coder words)."""
-  if streams not in STREAMS:
-    raise ValueError(f"clips: streams must be one of {STREAMS}, got {streams!r}")
+def _counts(symbols: np.ndarray, k: int, prev: np.ndarray | None = None) -> np.ndarray:
+  if prev is None:
+    return np.bincount(symbols.ravel(), minlength=k).astype(np.float64)
+  return np.bincount(prev.ravel() * k + symbols.ravel(), minlength=k * k).reshape(k, k).astype(np.float64)
+
+
+def _layout(codes_shape, k: int, streams: str):
+  """[(table shape, symbol selector, previous-code selector or None)] of the model `streams`."""
+  s = codes_shape[-1]
+  if streams == "channel":
+    return [((1, k), (..., c), None) for c in range(s)]
+  if streams == "clip":
+    return [((1, k), (...,), None)]
+  if streams == "temporal":
+    if k > MAX_TEMPORAL_CODES:
+      raise ValueError(f"clips: temporal streams need K <= {MAX_TEMPORAL_CODES}, got {k}; use channel")
+    return [((1, k), (slice(0, 1),), None), ((k, k), (slice(1, None),), (slice(0, -1),))]
+  raise ValueError(f"clips: streams must be one of {STREAMS}, got {streams!r}")
+
+
+def _coder(freq: np.ndarray, prev: np.ndarray | None):
+  """(model, per-symbol probabilities or None) of one stream for `constriction`."""
+  model = _constriction().stream.model
+  if prev is None:
+    return model.Categorical(freq[0].astype(np.float64), perfect=False), ()
+  return model.Categorical(perfect=False), (np.ascontiguousarray(freq[prev.ravel()], np.float64),)
+
+
+def encode_codes(codes: np.ndarray, num_codes: int, streams: str = "temporal") -> bytes:
+  """Codes [T, ..., S] in [0, K) -> payload bytes (uint8 frequency tables, then range-coder words)."""
   codes = np.asarray(codes)
   if codes.size and (codes.min() < 0 or codes.max() >= num_codes):
     raise ValueError(f"clips: codes outside [0, {num_codes})")
-  groups = codes.reshape(-1, codes.shape[-1]).T if streams == "channel" else codes.reshape(1, -1)
-  counts = np.stack([np.bincount(g, minlength=num_codes) for g in groups]).astype(np.float64)
-  top = np.maximum(counts.max(1, keepdims=True), 1)
-  freq = np.where(counts > 0, np.maximum(np.round(counts * 255 / top), 1), 0).astype(np.uint8)
+  layout = _layout(codes.shape, num_codes, streams)
+  parts = [(codes[sel], None if psel is None else codes[psel]) for _, sel, psel in layout]
+  freqs = [_scaled(_counts(sym, num_codes, prev)).reshape(-1, num_codes) for sym, prev in parts]
   enc = _constriction().stream.queue.RangeEncoder()
-  for g, f in zip(groups, freq):
-    enc.encode(np.ascontiguousarray(g, np.int32), _probabilities(f))
-  return freq.tobytes() + np.asarray(enc.get_compressed(), "<u4").tobytes()
+  for (sym, prev), freq in zip(parts, freqs):
+    if sym.size:
+      model, probs = _coder(freq, prev)
+      enc.encode(np.ascontiguousarray(sym.ravel(), np.int32), model, *probs)
+  return b"".join(f.tobytes() for f in freqs) + np.asarray(enc.get_compressed(), "<u4").tobytes()
 
 
-def decode_codes(payload: bytes, shape, num_codes: int, streams: str = "channel") -> np.ndarray:
-  """Inverse of `encode_codes`: the codes (int32, `shape` [..., S], known to both ends)."""
+def decode_codes(payload: bytes, shape, num_codes: int, streams: str = "temporal") -> np.ndarray:
+  """Inverse of `encode_codes`: the codes (int32, `shape` [T, ..., S], known to both ends)."""
   shape = tuple(int(s) for s in shape)
-  m = shape[-1] if streams == "channel" else 1
-  n = int(np.prod(shape)) // m
-  freq = np.frombuffer(payload[: m * num_codes], np.uint8).reshape(m, num_codes)
-  dec = _constriction().stream.queue.RangeDecoder(np.frombuffer(payload[m * num_codes :], "<u4"))
-  groups = np.stack([np.asarray(dec.decode(_probabilities(f), n), np.int32) for f in freq])
-  return (groups.T if streams == "channel" else groups).reshape(shape)
+  layout, off = _layout(shape, num_codes, streams), 0
+  freqs = []
+  for table, _, _ in layout:
+    n = int(np.prod(table))
+    freqs.append(np.frombuffer(payload[off : off + n], np.uint8).reshape(table))
+    off += n
+  dec = _constriction().stream.queue.RangeDecoder(np.frombuffer(payload[off:], "<u4"))
+  codes = np.zeros(shape, np.int32)
+  for (_, sel, psel), freq in zip(layout, freqs):
+    if psel is None:
+      if codes[sel].size:
+        codes[sel] = np.asarray(dec.decode(_coder(freq, None)[0], codes[sel].size)).reshape(codes[sel].shape)
+      continue
+    for t in range(1, shape[0]):  # frame by frame: each frame's model is the previous frame's codes
+      model, probs = _coder(freq, codes[t - 1])
+      codes[t] = np.asarray(dec.decode(model, *probs)).reshape(shape[1:])
+  return codes
 
 
 class ClipCodec:
@@ -143,7 +188,7 @@ def encode_clips(
   fps: float,
   model_config: dict,
   source: dict | None = None,
-  streams: str = "channel",
+  streams: str = "temporal",
   recon_video=None,
 ) -> dict:
   """Streams uint8 clips [T, H, W, C] into an `.aejx` file, decoding them as the receiver will.
