@@ -234,6 +234,8 @@ def test_mp4_is_browser_playable_h264_by_default(tmp_path, size):
   frames = synthetic.shapes_video(8, size, seed=5)["video"]
   frames = np.stack([cv2.GaussianBlur(f, (0, 0), 2.0) for f in frames])  # 4:2:0 alone: ~21 dB unblurred
   path = video.write_video(tmp_path / "x.mp4", frames, 25)
+  data = path.read_bytes()
+  assert 0 < data.find(b"moov") < data.find(b"mdat")  # +faststart: the index first, playable while loading
   with av.open(str(path)) as c:
     s = c.streams.video[0]
     assert s.codec_context.name == "h264" and s.codec_context.pix_fmt == "yuv420p"

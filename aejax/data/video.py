@@ -443,8 +443,9 @@ def camera_frames(index: int, max_frames: int = 0) -> Iterator[np.ndarray]:
 class VideoWriter:
   """Streams RGB uint8 frames [H, W, 3] (or grey [H, W]) into a video file, one at a time.
 
-  `.mp4` / `.m4v` files are H.264 by default (PyAV's libx264, yuv420p: they play in every
-  browser); other extensions use OpenCV (mp4v for .mov, MJPG for .avi/.mkv, VP9 for .webm).
+  `.mp4` / `.m4v` files are H.264 by default (PyAV's libx264, yuv420p, `+faststart`: they play in
+  every browser, also while loading); other extensions use OpenCV (mp4v for .mov, MJPG for
+  .avi/.mkv, VP9 for .webm).
   `codec` overrides: "h264"/"libx264" (any container), an OpenCV FourCC ("mp4v", "MJPG", "VP90",
   "XVID"), or another PyAV encoder name (e.g. "libx265"). `options` go to a PyAV encoder (e.g.
   {"crf": "23", "g": "30", "bf": "3"}; libx264's own defaults otherwise, as a plain
@@ -488,7 +489,8 @@ class VideoWriter:
     h, w = size
     if self.codec is not None:
       av = _av()
-      self._w = av.open(str(self._tmp), "w")
+      web = self.path.suffix.lower() in (*H264_EXTENSIONS, ".mov")  # index first: plays while loading
+      self._w = av.open(str(self._tmp), "w", container_options={"movflags": "+faststart"} if web else None)
       s = self._w.add_stream(
         self.codec, rate=Fraction(self.fps).limit_denominator(1001), options=self.options
       )
