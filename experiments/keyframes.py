@@ -337,17 +337,12 @@ def evaluate_shots(config, workdir: Path, args) -> dict:
     return evaluate_folder(config, workdir, args)
   ev, ex = config.eval, config.extract
   model, variables, config = restore(args.checkpoint or workdir, config)
-  summary = kf.shot_recall_study(
-    {"ae": lambda metric: kf.make_embed_fn(model, variables, metric), "pixels": lambda _: kf.raw_embed_fn},
-    num_videos=ev.num_videos,
-    num_frames=ev.num_frames,
-    fps=ev.fps,
-    num_shots=ev.num_shots,
-    video_size=ev.video_size,
-    rate=ex.rate,
-    model_size=ex.model_size or config.data.image_size,
-    batch_size=ex.batch_size,
-  )
+  ae = lambda metric: kf.make_embed_fn(model, variables, metric)
+  embeds = {"ae": ae, "pixels": lambda _: kf.raw_embed_fn}
+  # the synthetic scene-cut set of the eval section
+  videos = {k: ev[k] for k in ("num_videos", "num_frames", "fps", "num_shots", "video_size")}
+  size = ex.model_size or config.data.image_size
+  summary = kf.shot_recall_study(embeds, rate=ex.rate, model_size=size, batch_size=ex.batch_size, **videos)
   out = Path(args.out or workdir) / "evaluate.json"
   out.parent.mkdir(parents=True, exist_ok=True)
   write_json(out, summary)
