@@ -26,28 +26,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # Sizes: GPU as the issue asks; CPU small enough that the whole table takes minutes on 2 cores.
+# fmt: off
 SIZES = {
-  "gpu": dict(
-    siammae=dict(batch=256, steps=10),
-    keyframes=dict(batch=256, steps=10),
-    oval=dict(batch=16, size=(360, 480), steps=10, convert_batches=8),
-    vae=dict(batch=64, steps=10),
-    vqae3d=dict(batch=16, frames=20, demo=False, steps=10),
-    labelprop=dict(frames=64, repeats=3),
-    extract=dict(seconds=60.0),
-    pipeline=dict(pairs=256, batch=16, runs=((0, 8), (8, 1))),
-  ),
-  "cpu": dict(
-    siammae=dict(batch=2, steps=1),
-    keyframes=dict(batch=8, steps=2),
-    oval=dict(batch=4, size=(120, 160), steps=2, convert_batches=2),
-    vae=dict(batch=2, steps=1),
-    vqae3d=dict(batch=2, frames=10, demo=True, steps=2),
-    labelprop=dict(frames=6, repeats=1),
-    extract=dict(seconds=4.0),
-    pipeline=dict(pairs=32, batch=8, runs=((0, 1),)),
-  ),
+  "gpu": dict(siammae=dict(batch=256, steps=10), keyframes=dict(batch=256, steps=10),
+              oval=dict(batch=16, size=(360, 480), steps=10, convert_batches=8), vae=dict(batch=64, steps=10),
+              vqae3d=dict(batch=16, frames=20, demo=False, steps=10), labelprop=dict(frames=64, repeats=3),
+              extract=dict(seconds=60.0), pipeline=dict(pairs=256, batch=16, runs=((0, 8), (8, 1)))),
+  "cpu": dict(siammae=dict(batch=2, steps=1), keyframes=dict(batch=8, steps=2),
+              oval=dict(batch=4, size=(120, 160), steps=2, convert_batches=2), vae=dict(batch=2, steps=1),
+              vqae3d=dict(batch=2, frames=10, demo=True, steps=2), labelprop=dict(frames=6, repeats=1),
+              extract=dict(seconds=4.0), pipeline=dict(pairs=32, batch=8, runs=((0, 1),))),
 }
+# fmt: on
 # torch.compile takes minutes per model on the loaded CPU: only where it stays affordable.
 CPU_COMPILE = {"keyframes", "oval", "vqae3d"}
 
