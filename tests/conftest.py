@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# Video-scan metadata caches go to a throw-away folder, not the user's ~/.cache.
-os.environ.setdefault("AEJAX_CACHE", tempfile.mkdtemp(prefix="aejax_cache_"))
+# Video-scan metadata caches go to a throw-away folder (removed at exit), not the user's ~/.cache.
+if "AEJAX_CACHE" not in os.environ:
+  os.environ["AEJAX_CACHE"] = tempfile.mkdtemp(prefix="aejax_cache_")
+  atexit.register(shutil.rmtree, os.environ["AEJAX_CACHE"], ignore_errors=True)
 
 import pytest  # noqa: E402
 from absl import flags  # noqa: E402
