@@ -112,11 +112,10 @@ def side_by_side(videos, *, gap: int = 1, scale: int = 1) -> np.ndarray:
 
 
 def write_side_by_side(stem, videos, fps: float, *, gap: int = 1, scale: int = 1) -> tuple[Path, Path]:
-  """Writes `stem.gif` and `stem.mp4` of `side_by_side(videos)`, cropped to even sizes (mp4v)."""
+  """Writes `stem.gif` and `stem.mp4` (H.264, browser-playable) of `side_by_side(videos)`."""
   from aejax.data.video import write_video
 
   frames = side_by_side(videos, gap=gap, scale=scale)
-  frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]
   stem = Path(stem)
   return write_gif(stem.with_suffix(".gif"), frames, fps), write_video(stem.with_suffix(".mp4"), frames, fps)
 
