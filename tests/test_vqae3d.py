@@ -262,3 +262,18 @@ def test_smoke_training_resumes_the_grain_iterator_exactly(tmp_path):
     )
     > 1e-6
   )
+
+
+@pytest.mark.parametrize("kw", [dict(quantizer="scalar"), dict(quantizer="vq", num_codebooks=2)])
+def test_dequantize_gives_the_forward_latent_and_the_honest_rate(kw):
+  from aejax.models.vqae3d import bits_per_position, dequantize, sends_floats, symbols_per_position
+
+  model = VQAE3D(**TINY, **kw)
+  x = jax.random.uniform(jax.random.key(1), (2, 3, 16, 16, 1))
+  v = model.init(jax.random.key(0), x)
+  _, aux = model.apply(v, x)
+  np.testing.assert_allclose(dequantize(model, v, aux["indices"]), aux["zq"], rtol=1e-6, atol=1e-6)
+  assert not sends_floats(model) and aux["indices"].shape[-1] == symbols_per_position(model)
+  assert bits_per_position(model) == symbols_per_position(model) * 3  # K = 8
+  for floats in (dict(quantizer="none"), dict(quantizer="scalar", quantizer_mode="legacy")):
+    assert sends_floats(VQAE3D(**TINY, **floats)) and bits_per_position(VQAE3D(**TINY, **floats)) == 32 * 4
