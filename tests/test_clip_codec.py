@@ -171,3 +171,16 @@ def test_cli_encode_decode_round_trip(tmp_path):
   s = enc("--video", tmp_path / "in.avi", "--out", tmp_path / "w.aejx")
   assert s["clips"] == 2 and s["bytes"] == os.path.getsize(tmp_path / "w.aejx")
   assert bitstream.read_header(tmp_path / "w.aejx")[0]["fps"] == 8.0
+
+
+def test_cli_legacy_run_reports_float_bits_and_encode_refuses_it(tmp_path):
+  from experiments import compressed_vision as cv
+
+  common = ["--preset", "smoke", "--compilation_cache=", "--config.eval.num_animations=0"]
+  common += ["--config.model.quantizer_mode=legacy"]
+  res = cv.main(["train", "--workdir", str(tmp_path / "run")] + common)
+  assert res["bpp"] == pytest.approx(8 * 32 / 64) == res["bpp_entropy"]  # 8 float32 values per 8x8 pixels
+  out = tmp_path / "x.aejx"
+  with pytest.raises(ValueError, match="sends continuous values"):
+    cv.main(["encode", "--checkpoint", str(tmp_path / "run"), "--out", str(out)] + common)
+  assert not out.exists() and not list(tmp_path.glob(".x*"))
