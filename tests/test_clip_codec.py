@@ -184,3 +184,18 @@ def test_cli_legacy_run_reports_float_bits_and_encode_refuses_it(tmp_path):
   with pytest.raises(ValueError, match="sends continuous values"):
     cv.main(["encode", "--checkpoint", str(tmp_path / "run"), "--out", str(out)] + common)
   assert not out.exists() and not list(tmp_path.glob(".x*"))
+
+
+def test_the_original_moving_mnist_file_still_loads(tmp_path):
+  from aejax.data.movingmnist import load_clips
+  from experiments import compressed_vision as cv
+
+  seq = np.random.default_rng(0).integers(0, 256, (6, 5, 64, 64), dtype=np.uint8)  # [T, N, H, W]
+  np.save(tmp_path / "mnist_test_seq.npy", seq)
+  c = cv.smoke().data
+  c.update(source=str(tmp_path / "mnist_test_seq.npy"), num_frames=4)
+  clips = load_clips(c)
+  video = np.concatenate([clips["train"]["video"], clips["valid"]["video"]])
+  assert video.shape == (5, 4, 64, 64, 1) and len(clips["valid"]["video"]) == 1
+  assert sorted(v[0, 0, 0, 0] for v in video) == sorted(seq[0, :, 0, 0])  # every sequence, once
+  assert (clips["train"]["labels"] == -1).all()
