@@ -53,6 +53,7 @@ def select_video(
   batch_size: int = 16,
   loss_kwargs=None,
   progress: bool = False,
+  warm_up: bool = False,
   **_unused,
 ) -> dict:
   """Key frames and clips of one video, without writing anything.
@@ -80,6 +81,7 @@ def select_video(
     batch_size: frames per `embed_fn` call.
     loss_kwargs: `ms_ssim_l1_loss` keywords of the "recon" distance ("novelty"), e.g. the config's loss.
     progress: show a progress bar.
+    warm_up: compile the model while the first frames decode ("shots"; `scan.scan_shots`).
 
   Returns:
     `fps`, `num_frames`, `size` (H, W), `candidates` (`Candidate`s, frames dropped), `keys`
@@ -116,7 +118,7 @@ def select_video(
         cands, feats = scan_novelty(reader, embed_fn, rate=rate, size=size, batch_size=batch_size, bar=bar)
       else:
         cands, feats, cue = scan_shots(
-          reader, embed_fn, keeper, rate=rate, size=size, batch_size=batch_size, bar=bar
+          reader, embed_fn, keeper, rate=rate, size=size, batch_size=batch_size, bar=bar, warm_up=warm_up
         )
     num_frames, frame_size = reader.frames_seen, reader.size
   if not cands:
@@ -198,7 +200,7 @@ def extract_video(
   # model and the decoder
   threading.Thread(target=pyplot, daemon=True).start()
   sel = select_video(
-    video, embed_fn, model_size=model_size, loss_kwargs=loss_kwargs, progress=True, **settings
+    video, embed_fn, model_size=model_size, loss_kwargs=loss_kwargs, progress=True, warm_up=True, **settings
   )
   t_scan, c_scan = time.perf_counter() - t0, time.process_time() - c0
   cands, fps, num_frames = sel["candidates"], sel["fps"], sel["num_frames"]

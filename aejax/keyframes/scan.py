@@ -68,9 +68,19 @@ def scan_novelty(reader, embed_fn: Callable, *, rate: float, size, batch_size: i
 
 
 def scan_shots(
-  reader, embed_fn: Callable, keeper: PossibleKeys, *, rate: float, size, batch_size: int, bar=None
+  reader,
+  embed_fn: Callable,
+  keeper: PossibleKeys,
+  *,
+  rate: float,
+  size,
+  batch_size: int,
+  bar=None,
+  warm_up: bool = False,
 ) -> tuple[list[Candidate], np.ndarray, np.ndarray]:
-  """Every sampled frame, scored for `shots.select_shots` (the `keeper`'s settings).
+  """Every sampled frame, scored for `shots.select_shots` (the `keeper`'s settings). `warm_up`: run
+  `embed_fn` once on a batch of zeros in a background thread at the start (its compilation then
+  overlaps the decoding; one wasted batch when it is compiled already).
 
   Returns:
     candidates (frames dropped; the keeper keeps those of possible key frames), pooled features
@@ -81,12 +91,19 @@ def scan_shots(
   smalls: dict[int, np.ndarray] = {}  # position -> the frame at the model's size, until decided
   queued: list[tuple[int, np.ndarray]] = []  # wanted (position, small frame), waiting for the model
   decided = 0
+  # compile the model while the first frames decode (the first batch may come late: few are wanted)
+  h, w = size if size is not None else [-(-n // 8) * 8 for n in reader.size]
+  warm = threading.Thread(target=embed_fn, args=(np.zeros((batch_size, h, w, 3), np.float32),), daemon=True)
+  if warm_up:
+    warm.start()
 
   def measured():  # in the decoding thread
     for i, frame in sampled_frames(reader, rate, bar):
       yield i, frame, hsv_small(frame), sharpness(frame), resize_frames(frame[None], size)[0]
 
   def flush():
+    if warm_up:
+      warm.join()  # one compilation, not two racing
     x, n = pad_batch(to_model_input(np.stack([f for _, f in queued])), batch_size)
     feats = pooled(np.asarray(embed_fn(x)["feat"])[:n])
     pos = [p for p, _ in queued]
