@@ -72,7 +72,8 @@ def make_clips(
   gop: int | None = None,
 ) -> list[Path]:
   """Writes `num_clips` Kinetics-like H.264 clips, round-robin over the real videos; returns them."""
-  from aejax.data.video import find_videos, read_frames, write_video
+  from aejax.data.scan import find_videos
+  from aejax.data.video import read_frames, write_video
 
   sources = find_videos(video_dir or realdata_videos())  # video files only (no hidden caches)
   loaded = [(p.stem, *read_frames(p)) for p in sources]

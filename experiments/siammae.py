@@ -55,6 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
     batch_size=2048,
     worker_count=16,
     seed=0,
+    seek_window=None,  # raw files: first frames within this many frames after a key frame (faster, biased)
     num_videos=None,
     video_frames=None,
     video_size=None,

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from aejax.data import synthetic, video
+from aejax.data import scan, synthetic, video
 from aejax.data.pipeline import make_loader
 from aejax.data.sources import (
   DavisSource,
@@ -28,7 +28,7 @@ def _one_line(excinfo, path):
   "make",
   [
     lambda p: ImageFolderSource(p),
-    lambda p: video.scan_videos(p),
+    lambda p: scan.scan_videos(p),
     lambda p: DavisSource(p),
     lambda p: MovingMNISTSource(p),
     lambda p: video.VideoReader(p),
@@ -57,7 +57,7 @@ def test_empty_folder_and_folder_without_media(tmp_path):
       ImageFolderSource(path)
     _one_line(e, path)
     with pytest.raises(ValueError, match="no video files") as e:
-      video.scan_videos(path)
+      scan.scan_videos(path)
     _one_line(e, path)
     with pytest.raises(ValueError, match="no video files") as e:
       VideoClipSource(path)
@@ -74,7 +74,7 @@ def test_zero_byte_and_truncated_videos_are_skipped_with_report(tmp_path):
     video.VideoReader(root / "zero.mp4")
   _one_line(e, root / "zero.mp4")
   report = tmp_path / "work" / "video_report.json"
-  valid, rejected = video.scan_videos(root, report_path=report, cache_path=False, return_rejected=True)
+  valid, rejected = scan.scan_videos(root, report_path=report, cache_path=False, return_rejected=True)
   assert sorted(v.path.split("/")[-1] for v in valid) == ["vid_0000.mp4", "vid_0001.mp4"]
   rep = json.loads(report.read_text())
   assert rep["kept"] == 2 and rep["skipped_count"] == 2
@@ -89,9 +89,9 @@ def test_zero_byte_and_truncated_videos_are_skipped_with_report(tmp_path):
 
 def test_video_truncated_after_scan_is_skipped_mid_epoch(tmp_path):
   paths = synthetic.write_video_folder(tmp_path / "v", n=2, num_frames=12, size=(32, 32))
-  infos = video.scan_videos(tmp_path / "v", cache_path=False)
+  infos = scan.scan_videos(tmp_path / "v", cache_path=False)
   # A stale scan (or a file damaged later) claims 40 frames where 12 exist.
-  stale = [video.VideoInfo(**{**vars(infos[0]), "num_frames": 40}), infos[1]]
+  stale = [scan.VideoInfo(**{**vars(infos[0]), "num_frames": 40}), infos[1]]
   src = VideoClipSource(stale, num_frames=30, stride=1, hop=10)
   with pytest.raises(ValueError, match="cannot decode frame") as e:
     video.VideoReader(paths[0]).read([30])

@@ -13,7 +13,8 @@ from PIL import Image
 
 from aejax.data import roots, synthetic
 from aejax.data.images import decode_image
-from aejax.data.prepare import PreparedVideos, encode_frame, main, video_folder
+from aejax.data.prepare import encode_frame, main
+from aejax.data.prepare_videos import PreparedVideos, video_folder
 from aejax.data.sources import ImageFolderSource, VideoFiles
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from aejax.data.video import write_report
+from aejax.data.scan import write_report
 
 log = logging.getLogger(__name__)
 

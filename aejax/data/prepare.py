@@ -173,23 +173,5 @@ def main(argv=None) -> int:
   return 0
 
 
-_MOVED = {
-  "PreparedVideos": "prepare_videos",
-  "video_folder": "prepare_videos",
-  "PreparedImageSource": "prepare_images",
-  "PreparedDavisSource": "prepare_images",
-}
-
-
-def __getattr__(name: str):
-  """Transitional: names moved to `aejax.data.prepare_videos` / `prepare_images` (drop once no
-  caller imports them from here)."""
-  if name in _MOVED:
-    import importlib
-
-    return getattr(importlib.import_module(f"aejax.data.{_MOVED[name]}"), name)
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 if __name__ == "__main__":
   sys.exit(main())

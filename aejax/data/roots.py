@@ -19,6 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from aejax.data import prepare as P
+from aejax.data.prepare_images import PreparedDavisSource, PreparedImageSource
+from aejax.data.prepare_videos import PreparedVideos
 from aejax.data.sources import ArraySource, ImageFolderSource, Subset, as_videos, split_indices
 
 __all__ = ["PREPARED", "davis_sequences", "images", "prepared", "videos"]
@@ -56,7 +58,7 @@ def videos(root: str | Path, **scan_kwargs):
   """
   kind, data_dir = prepared(root)
   if kind == "videos":
-    return P.PreparedVideos(data_dir)
+    return PreparedVideos(data_dir)
   if kind is not None:
     raise _wrong_kind(root, kind, "videos")
   return as_videos(root, **scan_kwargs)
@@ -77,8 +79,8 @@ def images(root: str | Path, split: str, *, valid_fraction: float = 0.2, seed: i
     raise _wrong_kind(root, kind, "images")
   folder = data_dir / PREPARED["images"] / P.VERSION
   if (folder / "aejax_index_valid.json").is_file():
-    return P.PreparedImageSource(data_dir, split)
-  whole = P.PreparedImageSource(data_dir, "train")
+    return PreparedImageSource(data_dir, split)
+  whole = PreparedImageSource(data_dir, "train")
   return Subset(
     whole, split_indices(len(whole), split, valid_fraction, seed), name=f"{split}-{valid_fraction}-{seed}"
   )
@@ -106,7 +108,7 @@ def davis_sequences(root: str | Path, split: str = "val"):
     return root
   if kind != "davis":
     raise _wrong_kind(root, kind, "davis")
-  src = P.PreparedDavisSource(data_dir, split)
+  src = PreparedDavisSource(data_dir, split)
   return _Sequences(src)
 
 

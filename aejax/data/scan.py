@@ -37,6 +37,7 @@ CACHE_FLUSH_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
 
+
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
   """One scanned video: `path` absolute, `label` its class folder ('' when flat)."""

@@ -16,7 +16,7 @@ from PIL import Image
 
 from aejax.data import digits as digits_lib
 from aejax.data.images import load_image
-from aejax.data.video import VideoInfo
+from aejax.data.scan import VideoInfo
 
 # ------------------------------------------------------------------ DAVIS indexed PNG files
 

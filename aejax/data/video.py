@@ -174,6 +174,7 @@ class VideoReader:
     self._demux, self._fed, self._pos = None, 0, 0
     self._coming: set[int] = set()  # pts fed in full since the last seek, not yet output
     self.frames_seen = 0
+
   @property
   def num_frames(self) -> int:
     """The frame count given at construction, else the decodable count (decodes the file once)."""
@@ -584,15 +585,3 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 30.0, **write
     for f in frames:
       w.write(f)
   return path
-
-
-_MOVED_TO_SCAN = ("VideoInfo", "find_videos", "probe_video", "scan_videos", "write_report")
-
-
-def __getattr__(name: str):
-  """Transitional: the scan names moved to `aejax.data.scan` (drop once no caller imports them here)."""
-  if name in _MOVED_TO_SCAN:
-    from aejax.data import scan
-
-    return getattr(scan, name)
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

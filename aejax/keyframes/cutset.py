@@ -141,7 +141,8 @@ def make_real_set(
   Returns:
     The path of `shots.json`.
   """
-  from aejax.data.video import find_videos, read_frames, write_video
+  from aejax.data.scan import find_videos
+  from aejax.data.video import read_frames, write_video
 
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,12 @@ def train_source(data) -> VideoPairSource:
   """Frame pairs of `data.root` (raw video folder or prepared set) or of the synthetic videos."""
   videos = roots.videos(data.root) if data.root else synthetic_videos(data)
   return VideoPairSource(
-    videos, gap=tuple(data.gap), reference_fps=data.reference_fps, repeats=data.repeats, seed=data.seed
+    videos,
+    gap=tuple(data.gap),
+    reference_fps=data.reference_fps,
+    repeats=data.repeats,
+    seed=data.seed,
+    seek_window=data.get("seek_window"),
   )
 
 
