@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aejax.codec.frames import FrameCodec  # noqa: E402
 from aejax.codec.latent import LatentCodec  # noqa: E402
+from aejax.codec.oval_train import make_loss_fn  # noqa: E402
 from aejax.models.oval import OVAL, reconstruction_loss  # noqa: E402
 from aejax.train import make_optimizer  # noqa: E402
 from bench import common as bc  # noqa: E402
-from experiments.oval import make_loss_fn  # noqa: E402
 
 
 def check_losses_agree(model, params, torch, size, dtype: str = "float32") -> tuple[float, float]:
