@@ -212,7 +212,15 @@ def prepare_videos(
     tmp.unlink(missing_ok=True)
   total = sum(len(s) for s in shards)
   prog = _Progress(total, total - sum(len(shards[k]) for k in todo), 1e18 if progress is None else progress)
-  workers = min(workers or len(os.sched_getaffinity(0)), max(1, len(todo)))
+  asked = workers or len(os.sched_getaffinity(0))
+  workers = min(asked, max(1, len(todo)))
+  if 1 <= len(todo) < asked:  # a shard is one worker's unit
+    per = options.get("videos_per_shard")
+    print(
+      f"note: {len(todo)} shard(s) to write ({per} videos each): {workers} of {asked} worker(s) busy; "
+      "a smaller --videos-per-shard spreads a small set over more workers",
+      file=sys.stderr,
+    )
   t0, c0 = time.perf_counter(), _cpu_seconds()
   if workers <= 1:
     for k in todo:
