@@ -162,10 +162,11 @@ def test_help_and_one_line_error_from_a_real_process(tmp_path):
     ("compressed_vision", "data.digits"),
   ],
 )
-def test_paper_preset_without_its_dataset_is_a_one_line_error(tmp_path, name, key):
+def test_paper_preset_without_its_dataset_is_a_one_line_error(tmp_path, monkeypatch, name, key):
   """`train --preset paper` never falls back to the synthetic data silently (all five)."""
   import importlib
 
+  monkeypatch.setenv("AEJAX_MNIST", "")  # the 3D AE would otherwise find ../shared/realdata's MNIST
   exp = importlib.import_module(f"experiments.{name}")
   with pytest.raises(cli.UsageError, match=rf"--config\.{key}=PATH"):
     exp.main(["train", "--preset", "paper", "--workdir", str(tmp_path / "w")])
