@@ -342,8 +342,7 @@ def _require_real_data(config, key: str) -> None:
     value = value.get(k) if hasattr(value, "get") else None
   if value in (None, ""):
     raise UsageError(
-      f"--preset paper trains on the real dataset: set --config.{key}=PATH "
-      "(the demo and smoke presets use the embedded synthetic data)"
+      f"--preset paper trains on the real dataset: set --config.{key}=PATH (the demo preset runs without it)"
     )
 
 

@@ -171,9 +171,11 @@ def train_probe(
 
   predict = jax.jit(lambda p, x: model.apply(p, prep(x)) > 0)
   rng = np.random.default_rng(seed)
+  b = min(batch_size, len(x_train))
+  jax.block_until_ready(step(params, opt, x_train[:b], y_train[:b]))  # compile (result discarded)
   t0, val = time.perf_counter(), jnp.nan
   for _ in range(steps):
-    idx = rng.integers(0, len(x_train), min(batch_size, len(x_train)))
+    idx = rng.integers(0, len(x_train), b)
     params, opt, val = step(params, opt, x_train[idx], y_train[idx])
   jax.block_until_ready(params)
   train_s = time.perf_counter() - t0

@@ -38,7 +38,7 @@ from aejax.codec.bitstream import read_header
 from aejax.codec.clip_eval import evaluate_clips, predict, probe_digits, write_rd_table
 from aejax.codec.clips import decode_clips, encode_clips
 from aejax.data.digits import find_mnist
-from aejax.data.movingmnist import FRAME, clip_stream, load_clips, video_clips  # noqa: F401 (video_clips: API)
+from aejax.data.movingmnist import FRAME, clip_stream, load_clips
 from aejax.data.pipeline import make_loader
 from aejax.data.sources import ArraySource
 from aejax.io import check_output, write_json

@@ -136,7 +136,8 @@ def test_raw_frames_differ_from_prepared_only_by_jpeg(video_roots):
 
 
 def test_oval_and_3d_ae_clips_prepared_equal_raw(video_roots, jpeg_raw):
-  from experiments import compressed_vision, oval
+  from aejax.data.movingmnist import video_clips
+  from experiments import oval
 
   raw, prep = video_roots
   data = oval.smoke().data
@@ -145,8 +146,8 @@ def test_oval_and_3d_ae_clips_prepared_equal_raw(video_roots, jpeg_raw):
   assert la == lb == 4 and len(sa) == len(sb) == 4 * 5
   for i in (0, 1, 7, 19):
     np.testing.assert_array_equal(sa[i]["video"], sb[i]["video"])
-  ca = compressed_vision.video_clips(raw, 6, 4)
-  cb = compressed_vision.video_clips(prep, 6, 4)
+  ca = video_clips(raw, 6, 4)
+  cb = video_clips(prep, 6, 4)
   assert ca.shape == cb.shape == (6, 4, 64, 64, 1) and ca.dtype == np.uint8
   np.testing.assert_array_equal(ca, cb)
 

@@ -8,7 +8,9 @@
   `VideoInfo`, `find_videos`.
 - `sources`: Grain random-access sources (image folders, arrays, video pairs and clips, DAVIS,
   MovingMNIST); image folders live in `images`; DAVIS, MovingMNIST, in-memory videos and the DAVIS
-  indexed PNGs in `sequences`; the digit set and bouncing-digits generator in `digits`.
+  indexed PNGs in `sequences`; the digit set and bouncing-digits generator in `digits`;
+  `movingmnist`: the 3D AE's clips (real MNIST train/test digits, `mnist_test_seq.npy`, grey 64x64
+  clips of videos).
 - `roots`: a data root is a raw folder or a prepared set; `roots` recognises which.
 - `transforms`: Grain `Map` / `RandomMap` transforms and colour spaces.
 - `pipeline`: `make_loader` (seed → shard → shuffle → transforms → batch → workers).
