@@ -16,9 +16,10 @@ segments. Without data flags every command runs on embedded synthetic data:
 `extract` writes `keyframes/*.png`, `keyframes.json` (shots, clips), `timeline.png`, `contact_sheet.png`
 (`--config.extract.write_clips=True`: clips as MP4); `--config.extract.native=True` scores at native
 size. On 54 real-footage shots: coverage 1.0 at 0.89 key frames per shot (one per long shot) vs
-PySceneDetect 0.98 at 0.93 (docs/results/keyframes.md). `original`: the original's rule (previous candidate, absolute 60
-on the x200 legacy loss, native size, [0, 1] inference). Deviations: the original's edge cases fixed
-(`aejax.keyframes.select`); demo: the original's L1-heavy loss (alpha 0.025 x200), `paper` alpha 0.84.
+PySceneDetect 0.98 at 0.93 (docs/results/keyframes.md). `original`: the original's rule (previous
+candidate, absolute 60 on the x200 legacy loss, native size, [0, 1] inference). Deviations: the
+original's edge cases fixed (`aejax.keyframes.select`); demo: the original's L1-heavy loss (alpha
+0.025 x200), `paper` alpha 0.84.
 """
 
 from __future__ import annotations
