@@ -43,7 +43,7 @@ from aejax.data.pipeline import make_loader
 from aejax.data.sources import ArraySource
 from aejax.io import check_output, write_json
 from aejax.models.vqae3d import VQAE3D
-from aejax.train import apply_model, fit, init_state, make_optimizer
+from aejax.train import apply_model, fit, init_state, make_optimizer, train_section
 from aejax.train.checkpoint import restore_for_eval
 
 
@@ -57,8 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.update(sigma=1.0, num_codebooks=1, commitment_cost=0.25, ema_decay=0.99, restart_threshold=0.5)
   c.model.update(unrolled=None, output_init=(1.0, 0.0))
   c.optim = dict(name="adam", lr=1e-3)
-  c.train = dict(num_steps=2500, seed=0, log_every=50, eval_every=500, checkpoint_every=500)
-  c.train.update(keep_checkpoints=2, parallel="jit")
+  c.train = train_section(num_steps=2500, eval_every=500, checkpoint_every=500, keep_checkpoints=2)
   c.eval = dict(num_clips=2000, batch_size=16, num_animations=2, fps=20.0)
   c.codec = dict(streams="temporal")  # encode: codes under the previous frame's (aejax.codec.clips)
   # Rounds of `steps_per_round` steps per codebook size; stop when the relative change of the
