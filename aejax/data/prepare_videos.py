@@ -218,8 +218,7 @@ def prepare_videos(
     per = options.get("videos_per_shard")
     print(
       f"note: {len(todo)} shard(s) to write ({per} videos each): {workers} of {asked} worker(s) busy; "
-      "a smaller --videos-per-shard spreads a small set over more workers",
-      file=sys.stderr,
+      "a smaller --videos-per-shard spreads a small set over more workers"
     )
   t0, c0 = time.perf_counter(), _cpu_seconds()
   if workers <= 1:
