@@ -2,7 +2,7 @@
 
 `frame_codec_fns` jits a model's encoder and decoder for one frame size and colour space (each end
 of a link holds only its half of the parameters); `FrameCodec` runs them over batches, carrying the
-ConvLSTM state; `chunks` / `peek` stream frames; `video_sink` writes browser-playable H.264 MP4.
+ConvLSTM state; `chunks` / `peek` stream frames; `video_sink` writes the output videos.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -22,23 +21,15 @@ from aejax.evaluate import map_batches
 from aejax.models.oval import OVAL, latent_shape, split_params
 
 
-def video_writer(path, fps: float, size) -> VideoWriter:
-  """A streaming writer for the codec's output videos: browser-playable H.264 (libx264 through
-  PyAV) for .mp4 files of even size, else the extension's default codec."""
-  h, w = size
-  h264 = Path(path).suffix.lower() == ".mp4" and h % 2 == 0 and w % 2 == 0
-  return VideoWriter(path, fps, (h, w), codec="libx264" if h264 else None)
-
-
 @contextlib.contextmanager
 def video_sink(path, fps: float, size, *, keep_partial: bool = False):
-  """A `video_writer` (None when `path` is None) closed at the end of the block; on an error the
-  file is removed, or with `keep_partial` closed with the frames written so far (a live stream
-  that was interrupted)."""
+  """A streaming `VideoWriter` for frames of `size` (H, W) (None when `path` is None; .mp4 is
+  browser-playable H.264) closed at the end of the block; on an error the file is removed, or with
+  `keep_partial` closed with the frames written so far (a live stream that was interrupted)."""
   if not path:
     yield None
     return
-  sink = video_writer(path, fps, size)
+  sink = VideoWriter(path, fps, tuple(size))
   try:
     yield sink
   except BaseException:
