@@ -97,30 +97,26 @@ def _train_rows(name, unit, batch, jax_res, torch_runs, flops, check, note="", d
   from bench.common import result_row, short
 
   dt = short(dtype) if dtype else None
+  base = dict(workload=name, kind="train", batch=batch, unit=unit)
+
+  def timed(side: str, row: dict, mem, compile_s: float, note) -> None:
+    timing = dict(per_s=row["per_s"], step_ms=row["step_ms"], flops=flops, mem_bytes=mem, compile_s=compile_s)
+    emit(**base, side=side, **timing, check=check, note=note, dtype=dtype)
+
+  compile_s = jax_res.get("compile_s", jax_res["first_s"] - jax_res["step_s"])
   row = result_row("JAX", jax_res, batch)
-  emit(
-    workload=name,
-    kind="train",
-    side=f"JAX {jax.__version__}",
-    batch=batch,
-    unit=unit,
-    per_s=row["per_s"],
-    step_ms=row["step_ms"],
-    flops=flops,
-    mem_bytes=_jax_mem(),
-    compile_s=jax_res.get("compile_s", jax_res["first_s"] - jax_res["step_s"]),
-    check=check,
-    note="; ".join(filter(None, [dt and f"{dt} compute", note])),
-    dtype=dtype,
+  timed(
+    f"JAX {jax.__version__}",
+    row,
+    _jax_mem(),
+    compile_s,
+    "; ".join(filter(None, [dt and f"{dt} compute", note])),
   )
   torch = _torch()
   if torch is None:
     emit(
-      workload=name,
-      kind="train",
+      **base,
       side="PyTorch",
-      batch=batch,
-      unit=unit,
       per_s=None,
       note="not available: torch not importable",
     )
@@ -128,11 +124,8 @@ def _train_rows(name, unit, batch, jax_res, torch_runs, flops, check, note="", d
   for label, thunk in torch_runs:
     if thunk is None:
       emit(
-        workload=name,
-        kind="train",
+        **base,
         side=f"PyTorch {label}",
-        batch=batch,
-        unit=unit,
         per_s=None,
         note="skipped on CPU (torch.compile takes minutes here)",
       )
@@ -142,30 +135,16 @@ def _train_rows(name, unit, batch, jax_res, torch_runs, flops, check, note="", d
       r = thunk(torch)
     except Exception as e:  # noqa: BLE001 - one failed variant keeps the others
       emit(
-        workload=name,
-        kind="train",
+        **base,
         side=f"PyTorch {label}",
-        batch=batch,
-        unit=unit,
         per_s=None,
         note=f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}",
       )
       continue
     row = result_row(f"PyTorch {label}", r, batch)
-    emit(
-      workload=name,
-      kind="train",
-      side=f"PyTorch {label} ({row['device']})",
-      batch=batch,
-      unit=unit,
-      per_s=row["per_s"],
-      step_ms=row["step_ms"],
-      flops=flops,
-      mem_bytes=_torch_mem(torch),
-      compile_s=r["first_s"] - r["step_s"],
-      check=check,
-      note=dt and (f"{dt} autocast" if dtype != "float32" else dt),
-      dtype=dtype,
+    torch_note = dt and (f"{dt} autocast" if dtype != "float32" else dt)
+    timed(
+      f"PyTorch {label} ({row['device']})", row, _torch_mem(torch), r["first_s"] - r["step_s"], torch_note
     )
 
 
