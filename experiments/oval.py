@@ -34,7 +34,7 @@ import ml_collections
 
 from aejax import cli
 from aejax.codec import app
-from aejax.codec.bitstream import read_header
+from aejax.codec.bitstream import check_kind, read_header
 from aejax.codec.files import decode_file
 from aejax.codec.oval_train import COLOR_SPACES, make_loss_fn, train_source
 from aejax.data import synthetic
@@ -242,6 +242,7 @@ def decode(config, workdir: Path, args) -> dict:
   out = Path(args.out or Path(args.input).with_suffix(".mp4"))
   check_output(out, inputs=[args.input], overwrite=args.overwrite, what="--out")
   header, _ = read_header(args.input)
+  check_kind(args.input, header, "frames")
   config = config.copy_and_resolve_references()
   config.model.update(header["model"])
   if not (args.weights or args.checkpoint):

@@ -406,6 +406,22 @@ def test_outputs_inside_the_workdir_are_not_replaced_without_overwrite(ckpt, tmp
   assert json.loads(res.read_text())["neg_elbo"] == pytest.approx(first["neg_elbo"])
 
 
+def test_aejx_file_of_the_other_model_is_a_one_line_error(ckpt, media, tmp_path):
+  """An OVAL frame file given to the 3D AE's decode, and a 3D-AE clip file given to OVAL's."""
+  clips, frames = tmp_path / "clips.aejx", tmp_path / "frames.aejx"
+  cv, ov = ckpt("compressed_vision"), ckpt("oval")
+  succeeds(
+    "compressed_vision", ["encode", "--preset", "smoke", "--checkpoint", cv, "--out", clips, "--workdir", cv]
+  )
+  argv = ["decode", clips, "--out", tmp_path / "x.mp4", "--workdir", tmp_path / "w"]
+  fails("oval", argv, names=[clips], match="3D-AE clip file.*compressed_vision decode", keep=[clips])
+  argv = ["encode", "--preset", "smoke", "--video", media["good"], "--checkpoint", ov, "--out", frames]
+  succeeds("oval", argv + ["--workdir", tmp_path / "w"])
+  argv = ["decode", frames, "--out", tmp_path / "y.mp4", "--workdir", tmp_path / "w"]
+  fails("compressed_vision", argv, names=[frames], match="OVAL frame file.*oval decode", keep=[frames])
+  assert not (tmp_path / "x.mp4").exists() and not (tmp_path / "y.mp4").exists()
+
+
 # ------------------------------------------------------------------------------------ checkpoints
 
 RESTORING = [

@@ -138,6 +138,20 @@ def read_header(path) -> tuple[dict, int]:
   return json.loads(head.decode()), frames
 
 
+_DECODERS = {
+  "clips": "a 3D-AE clip file: decode it with python -m experiments.compressed_vision decode",
+  "frames": "an OVAL frame file: decode it with python -m experiments.oval decode",
+}
+
+
+def check_kind(path, header: dict, want: str) -> None:
+  """A one-line ValueError when the `.aejx` file at `path` holds the other kind of payload than
+  `want` ("frames": OVAL, "clips": the 3D AE)."""
+  kind = "clips" if "clip" in header else "frames"
+  if kind != want:
+    raise ValueError(f"{path}: {_DECODERS[kind]}")
+
+
 def iter_records(path) -> Iterator[tuple[int, bytes]]:
   """(kind, payload) of every record of an `.aejx` file, in order (streamed)."""
   with open(path, "rb") as f:
