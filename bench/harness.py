@@ -197,11 +197,11 @@ def run_oval(mode: str) -> None:
   import jax
   import jax.numpy as jnp
 
+  from aejax.codec.oval_train import make_loss_fn
   from aejax.models.oval import OVAL
   from aejax.train import make_optimizer
   from bench import oval as ov
   from bench.common import default_dtype, jnp_dtype
-  from experiments.oval import make_loss_fn
 
   cfg = SIZES[mode]["oval"]
   b, size, steps = cfg["batch"], tuple(cfg["size"]), cfg["steps"]

@@ -43,7 +43,7 @@ from aejax.data.transforms import Resize
 from aejax.data.video import read_frames
 from aejax.io import check_output, naming
 from aejax.models.oval import FAITHFUL, OVAL, V2, load_original_weights
-from aejax.train import fit, init_state, make_optimizer
+from aejax.train import fit, init_state, make_optimizer, train_section
 from aejax.train.checkpoint import restore_for_eval
 
 
@@ -59,8 +59,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss = dict(name="bce")
   c.codec = dict(precision="float16", channels=None, step=None, entropy="none", temporal=False)  # LatentCodec
   c.optim = dict(name="adam", lr=1e-3)
-  c.train = dict(num_steps=1000, seed=0, log_every=20, eval_every=250, checkpoint_every=250)
-  c.train.update(keep_checkpoints=2, parallel="jit", ema_decay=None)
+  c.train = train_section(num_steps=1000, log_every=20, eval_every=250, checkpoint_every=250)
+  c.train.update(keep_checkpoints=2)
   # video None: a synthetic one; report: after training, a side-by-side video and an R–D study
   c.eval = dict(video=None, max_frames=32, batch_size=8, report=False)
   c.convert = dict(batch_size=16, max_frames=None, ms_ssim=True)

@@ -136,13 +136,14 @@ def test_raw_frames_differ_from_prepared_only_by_jpeg(video_roots):
 
 
 def test_oval_and_3d_ae_clips_prepared_equal_raw(video_roots, jpeg_raw):
+  from aejax.codec.oval_train import train_source
   from aejax.data.movingmnist import video_clips
   from experiments import oval
 
   raw, prep = video_roots
   data = oval.smoke().data
   data.update(batch_size=4, clip_len=4)
-  (sa, la), (sb, lb) = [oval.train_source(_with_root(data, r)) for r in (raw, prep)]
+  (sa, la), (sb, lb) = [train_source(_with_root(data, r)) for r in (raw, prep)]
   assert la == lb == 4 and len(sa) == len(sb) == 4 * 5
   for i in (0, 1, 7, 19):
     np.testing.assert_array_equal(sa[i]["video"], sb[i]["video"])

@@ -14,6 +14,10 @@ Rooms:
   oval_train.py OVAL's offline training clips and loss; app.py: the OVAL command line's modes on a config.
   entropy.py    range coding (constriction) of quantised latents under a per-channel factorized
                 Laplace/Gaussian model.
+  clips.py      the 3D autoencoder as a codec: clip records in .aejx files, codes range coded
+                (temporal / channel / clip categorical models), bit-exact decode.
+  clip_eval.py  3D-AE evaluation: PSNR, honest bpp (log2 K per code; 32 bits per value in the float
+                modes), R–D table, digit probe with its chance baseline.
   bitstream.py  the `.aejx` container: header (model identity, geometry, codec) + length-prefixed
-                frame and decoder-update records; the file's size is the rate.
+                frame, decoder-update and clip records; the file's size is the rate.
 """

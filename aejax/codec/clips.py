@@ -44,7 +44,7 @@ import numpy as np
 
 from aejax import metrics
 from aejax.codec.bitstream import CLIP, BitstreamWriter, iter_records, params_sha256, read_header
-from aejax.codec.entropy import _constriction
+from aejax.codec.entropy import constriction_module
 from aejax.data.video import VideoWriter
 from aejax.evaluate import pad_batch
 from aejax.io import atomic_path
@@ -82,7 +82,7 @@ def _layout(codes_shape, k: int, streams: str):
 
 def _coder(freq: np.ndarray, prev: np.ndarray | None):
   """(model, per-symbol probabilities or None) of one stream for `constriction`."""
-  model = _constriction().stream.model
+  model = constriction_module().stream.model
   if prev is None:
     return model.Categorical(freq[0].astype(np.float64), perfect=False), ()
   return model.Categorical(perfect=False), (np.ascontiguousarray(freq[prev.ravel()], np.float64),)
@@ -96,7 +96,7 @@ def encode_codes(codes: np.ndarray, num_codes: int, streams: str = "temporal") -
   layout = _layout(codes.shape, num_codes, streams)
   parts = [(codes[sel], None if psel is None else codes[psel]) for _, sel, psel in layout]
   freqs = [_scaled(_counts(sym, num_codes, prev)).reshape(-1, num_codes) for sym, prev in parts]
-  enc = _constriction().stream.queue.RangeEncoder()
+  enc = constriction_module().stream.queue.RangeEncoder()
   for (sym, prev), freq in zip(parts, freqs):
     if sym.size:
       model, probs = _coder(freq, prev)
@@ -113,7 +113,7 @@ def decode_codes(payload: bytes, shape, num_codes: int, streams: str = "temporal
     n = int(np.prod(table))
     freqs.append(np.frombuffer(payload[off : off + n], np.uint8).reshape(table))
     off += n
-  dec = _constriction().stream.queue.RangeDecoder(np.frombuffer(payload[off:], "<u4"))
+  dec = constriction_module().stream.queue.RangeDecoder(np.frombuffer(payload[off:], "<u4"))
   codes = np.zeros(shape, np.int32)
   for (_, sel, psel), freq in zip(layout, freqs):
     if psel is None:

@@ -20,7 +20,8 @@ FAMILIES = ("laplace", "gaussian")
 MIN_SCALE = 0.05  # symbols; keeps every in-range symbol codable and the coder well conditioned
 
 
-def _constriction():
+def constriction_module():
+  """The `constriction` package (a one-line ImportError naming the pip package when missing)."""
   try:
     import constriction
   except ImportError as e:  # pragma: no cover - depends on the environment
@@ -29,7 +30,7 @@ def _constriction():
 
 
 def _model(family: str, lo: int, hi: int):
-  m = _constriction().stream.model
+  m = constriction_module().stream.model
   if family == "laplace":
     return m.QuantizedLaplace(int(lo), int(hi))
   if family == "gaussian":
@@ -65,7 +66,7 @@ def encode_symbols(q: np.ndarray, lo: int, hi: int, family: str = "laplace") -> 
   if q.size and (q.min() < lo or q.max() > hi):
     raise ValueError(f"entropy: symbols outside [{lo}, {hi}]")
   mean, scale = fit_params(q, family)
-  enc = _constriction().stream.queue.RangeEncoder()
+  enc = constriction_module().stream.queue.RangeEncoder()
   if q.size:
     enc.encode(
       np.ascontiguousarray(q.ravel(), np.int32),
@@ -87,7 +88,7 @@ def decode_symbols(payload: bytes, shape, lo: int, hi: int, family: str = "lapla
   n = int(np.prod(shape))
   if n == 0:
     return np.zeros(shape, np.int32)
-  dec = _constriction().stream.queue.RangeDecoder(words)
+  dec = constriction_module().stream.queue.RangeDecoder(words)
   q = dec.decode(
     _model(family, lo, hi), _per_symbol(mean, shape), np.maximum(_per_symbol(scale, shape), MIN_SCALE)
   )

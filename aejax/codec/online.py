@@ -326,5 +326,3 @@ def run_online(
     update_frames=np.asarray(update_frames, np.int64),
   )
   return summary
-
-
