@@ -179,8 +179,9 @@ def train(config, workdir: Path, args) -> dict:
 
 def eval_mode(config, workdir: Path, args) -> dict:
   """Evaluate a checkpoint (`--checkpoint`, default the workdir) and write animations."""
+  out = check_output(workdir / "eval", overwrite=args.overwrite)
   model, variables, config, clips = _restore(config, workdir, args)
-  _animate(model, config, variables, clips["valid"], workdir / "eval" / "artefacts", "eval")
+  _animate(model, config, variables, clips["valid"], out / "artefacts", "eval")
   return evaluate(model, config, variables, clips["valid"])
 
 
@@ -212,6 +213,7 @@ def sweep(config, workdir: Path, args) -> dict:
 
 def probe(config, workdir: Path, args) -> dict:
   """Which digits appear: a small classifier on the codes against the same on the pixels."""
+  check_output(workdir / "probe.json", overwrite=args.overwrite)
   model, variables, config, clips = _restore(config, workdir, args)
   if (clips["train"]["labels"] < 0).any():
     raise ValueError(f"{config.data.source}: the probe needs digit labels (use generated clips)")

@@ -162,9 +162,9 @@ def video_job(config, workdir: Path, args, mode: str, suffix: str):
   (default `workdir/<mode>/<video stem><suffix>`), checked before any work."""
   if not args.video:
     raise ValueError(f"{mode} needs --video IN")
-  check_output(args.out, inputs=[args.video], overwrite=args.overwrite, what="--out")
-  model, params, config, source = load(config, workdir, args)
   out = Path(args.out or Path(workdir) / mode / (Path(args.video).stem + suffix))
+  check_output(out, inputs=[args.video], overwrite=args.overwrite, what="--out" if args.out else "output")
+  model, params, config, source = load(config, workdir, args)
   return model, params, config, source, out
 
 
@@ -209,9 +209,9 @@ def train(config, workdir: Path, args) -> dict:
 def evaluate(config, workdir: Path, args) -> dict:
   """Quality and rate of a checkpoint (default: the workdir's) on the validation video."""
   ckpt = args.checkpoint or workdir
+  out = check_output(Path(workdir) / "eval", overwrite=args.overwrite)
   model, params, config = restore(ckpt, config)
   frames, fps = validation_frames(config)
-  out = Path(workdir) / "eval"
   kw = dict(fps=fps, out_video=out / "valid_decoded.mp4", report_dir=out, name="valid")
   s = app.convert(model, params, config, frames, batch_size=config.eval.batch_size, **kw)["summary"]
   return {**s, "checkpoint": str(ckpt)}
@@ -256,18 +256,20 @@ def rd(config, workdir: Path, args) -> dict:
   """Rate–distortion table and plot: latent codecs vs bit cutting, resizing and JPEG."""
   if not args.video:
     raise ValueError("rd needs --video IN")
+  out = check_output(Path(workdir) / "rd", inputs=[args.video], overwrite=args.overwrite)
   model, params, config, _ = load(config, workdir, args)
   frames, _ = read_frames(args.video, config.rd.max_frames)
-  return app.rd(model, params, config, frames, Path(workdir) / "rd", title=Path(args.video).name)
+  return app.rd(model, params, config, frames, out, title=Path(args.video).name)
 
 
 def online(config, workdir: Path, args) -> dict:
   """Online learning on a video file or camera, with the frozen model as baseline."""
   check_output(args.out, inputs=[args.video], overwrite=args.overwrite, what="--out")
+  folder = check_output(Path(workdir) / "online", inputs=[args.video], overwrite=args.overwrite)
   model, params, config, _ = load(config, workdir, args)
   kw = dict(video=args.video, camera=None if args.camera is None else int(args.camera))
   out = args.out if args.out and str(args.out).endswith(".aejx") else None
-  return app.online(model, params, config, Path(workdir) / "online", out_file=out, **kw)
+  return app.online(model, params, config, folder, out_file=out, **kw)
 
 
 def sweep_score(config, workdir) -> dict:
