@@ -153,6 +153,14 @@ def update_section(title: str, body: str, path: Path = RESULTS) -> None:
   path.write_text(text)
 
 
+def append_section(path: Path, title: str, command: str, body: str) -> None:
+  """Appends `## title (date, 2-core CPU, `command`)` and `body` to the results file `path` (a dated
+  history: earlier sections are kept)."""
+  stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+  with open(path, "a") as f:
+    f.write(f"\n## {title} ({stamp}, 2-core CPU, `{command}`)\n\n{body}\n")
+
+
 # --- The JAX vs PyTorch training-step comparison ------------------------------------------------
 
 DTYPES = ("float32", "bfloat16")

@@ -230,19 +230,16 @@ def main(argv=None) -> int:
   text = "\n".join(lines)
   print(text)
   if not a.no_write:
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     cmd = (
       "python -m bench.data_pipeline "
       + " ".join(f"--clips {c}" for c in a.clips)
       + (f" --synthetic {a.synthetic}" if a.synthetic else "")
       + f" --pairs {a.pairs}"
     )
-    with open(a.results, "a") as f:
-      f.write(
-        f"\n## Video pairs and scan, seeking reader ({stamp}, 2-core CPU, `{cmd}`)\n\n"
-        f"Pairs: gap 4–48 at 30 fps, repeated sampling 2, 224² random resized crop + flip "
-        f"per pair.\n\n{text}\n"
-      )
+    from bench.common import append_section
+
+    what = "Pairs: gap 4–48 at 30 fps, repeated sampling 2, 224² random resized crop + flip per pair."
+    append_section(Path(a.results), "Video pairs and scan, seeking reader", cmd, f"{what}\n\n{text}")
   return 0
 
 

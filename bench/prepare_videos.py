@@ -121,12 +121,10 @@ def main(argv=None) -> int:
   text = "\n".join(lines)
   print(text)
   if not a.no_write:
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    with open(a.results, "a") as f:
-      f.write(
-        f"\n## Prepare videos ({stamp}, 2-core CPU, `python -m bench.prepare_videos --clips "
-        f"{a.clips}`)\n\n{text}\n"
-      )
+    from bench.common import append_section
+
+    cmd = f"python -m bench.prepare_videos --clips {a.clips}"
+    append_section(Path(a.results), "Prepare videos", cmd, text)
   return 0
 
 
