@@ -250,6 +250,7 @@ def run(
   doc: str | None = None,
   argv: list[str] | None = None,
   real_data_key: str = "data.root",
+  positional: dict[str, str] | None = None,
 ) -> dict | None:
   """Parses the command line and runs the chosen mode.
 
@@ -264,6 +265,7 @@ def run(
     real_data_key: the config value that `train --preset paper` must set (the real dataset's
       location); without it the run stops with a one-line error instead of silently training on
       the embedded synthetic data.
+    positional: mode -> flag: `MODE VALUE` is read as `MODE --flag VALUE` (e.g. `decode FILE`).
 
   Returns:
     What the mode returned. On a one-line error (exit code 2 for usage, 1 otherwise) this calls
@@ -278,6 +280,8 @@ def run(
   parser = build_parser(prog, modes, presets, default_preset, flags, doc, config_help)
   from_tests = argv is not None
   joined = _join_config_values(sys.argv[1:] if argv is None else argv)
+  if positional and len(joined) > 1 and joined[0] in positional and not joined[1].startswith("-"):
+    joined = [joined[0], f"--{positional[joined[0]]}", *joined[1:]]
   config_args = [a for a in joined if a.startswith("--config.")]
   args, rest = parser.parse_known_args([a for a in joined if not a.startswith("--config.")])
   rest = config_args + rest
@@ -325,12 +329,13 @@ def one_line(e: BaseException) -> str:
   return text or type(e).__name__
 
 
-def command(get_config: Callable, modes: dict, presets: dict, flags: dict, doc: str | None) -> Callable:
-  """An experiment's `main(argv=None)`: `run` with its tables (`python -m experiments.NAME MODE ...`)."""
+def command(get_config: Callable, modes: dict, presets: dict, flags: dict, doc: str | None, **kw) -> Callable:
+  """An experiment's `main(argv=None)`: `run` with its tables and `run`'s other keywords `kw`
+  (`python -m experiments.NAME MODE ...`)."""
 
   def main(argv: list[str] | None = None):
     """The command line (see the experiment's docstring); `argv` default `sys.argv[1:]`."""
-    return run(get_config, modes=modes, presets=presets, flags=flags, doc=doc, argv=argv)
+    return run(get_config, modes=modes, presets=presets, flags=flags, doc=doc, argv=argv, **kw)
 
   return main
 

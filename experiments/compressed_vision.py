@@ -25,7 +25,6 @@ Results: docs/results/compressed_vision.md.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -269,29 +268,18 @@ def decode(config, workdir: Path, args) -> dict:
   return decode_clips(args.input, model, variables, **{kind: out})
 
 
-def main(argv=None):
-  """The command line: `train`, `eval`, `sweep`, `probe`, `encode`, `decode` (module docstring)."""
-  args = list(sys.argv[1:] if argv is None else argv)
-  if len(args) > 1 and args[0] == "decode" and not args[1].startswith("-"):
-    args.insert(1, "--input")  # `decode FILE` (the one positional is the mode)
-  if argv is None:
-    sys.argv[1:] = args
-  return cli.run(
-    get_config,
-    modes=dict(train=train, eval=eval_mode, sweep=sweep, probe=probe, encode=encode, decode=decode),
-    presets={"demo": demo, "smoke": smoke, "paper": paper},
-    default_preset="demo",
-    flags={
-      "checkpoint": "a workdir or a step folder (eval, probe, encode; decode: the file's)",
-      "video": "encode: a video, cut into grey 64x64 clips of data.num_frames frames",
-      "clips": "encode: uint8 clips [N, T, 64, 64(, 1)] in a .npy file",
-      "out": "encode: the .aejx file; decode: .mp4 (H.264) or .npy",
-      "input": "decode: the .aejx file (also `decode FILE`)",
-    },
-    doc=__doc__,
-    argv=None if argv is None else args,
-    real_data_key="data.digits",
-  )
+PRESETS = {"demo": demo, "smoke": smoke, "paper": paper}
+MODES = dict(train=train, eval=eval_mode, sweep=sweep, probe=probe, encode=encode, decode=decode)
+FLAGS = {
+  "checkpoint": "a workdir or a step folder (eval, probe, encode; decode: the file's)",
+  "video": "encode: a video, cut into grey 64x64 clips of data.num_frames frames",
+  "clips": "encode: uint8 clips [N, T, 64, 64(, 1)] in a .npy file",
+  "out": "encode: the .aejx file; decode: .mp4 (H.264) or .npy",
+  "input": "decode: the .aejx file (also `decode FILE`)",
+}
+main = cli.command(
+  get_config, MODES, PRESETS, FLAGS, __doc__, real_data_key="data.digits", positional={"decode": "input"}
+)
 
 
 if __name__ == "__main__":

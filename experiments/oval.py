@@ -26,7 +26,6 @@ Measured results: `docs/results/oval.md`.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -289,37 +288,26 @@ def _naming_video(mode):
   return run
 
 
-def main(argv=None):
-  """The command line (`--help` lists modes, presets and config keys)."""
-  if argv is None and len(sys.argv) > 2 and sys.argv[1] == "decode" and not sys.argv[2].startswith("-"):
-    sys.argv[2:3] = ["--input", sys.argv[2]]  # `decode FILE` (one positional is the mode)
-  elif argv is not None and len(argv) > 1 and argv[0] == "decode" and not argv[1].startswith("-"):
-    argv = [argv[0], "--input", *argv[1:]]
-  return cli.run(
-    get_config,
-    modes={
-      "train": train,
-      "eval": evaluate,
-      "convert": _naming_video(convert_video),
-      "rd": _naming_video(rd),
-      "online": _naming_video(online),
-      "encode": _naming_video(encode),
-      "decode": decode,
-    },
-    presets={"demo": demo, "smoke": smoke, "paper": paper, "v2": v2},
-    default_preset="demo",
-    flags={
-      "checkpoint": "a workdir or a step folder (default: --workdir)",
-      "video": "input video",
-      "out": "output video (convert) or .aejx (encode, online)",
-      "input": "the .aejx file to decode (also `decode FILE`)",
-      "weights": "released original weights (e.g. offline8.pt) instead of a checkpoint",
-      "side-by-side": ("original | decoded | error heat map", False),
-      "camera": "camera index for online (instead of --video)",
-    },
-    doc=__doc__,
-    argv=argv,
-  )
+PRESETS = {"demo": demo, "smoke": smoke, "paper": paper, "v2": v2}
+MODES = {
+  "train": train,
+  "eval": evaluate,
+  "convert": _naming_video(convert_video),
+  "rd": _naming_video(rd),
+  "online": _naming_video(online),
+  "encode": _naming_video(encode),
+  "decode": decode,
+}
+FLAGS = {
+  "checkpoint": "a workdir or a step folder (default: --workdir)",
+  "video": "input video",
+  "out": "output video (convert) or .aejx (encode, online)",
+  "input": "the .aejx file to decode (also `decode FILE`)",
+  "weights": "released original weights (e.g. offline8.pt) instead of a checkpoint",
+  "side-by-side": ("original | decoded | error heat map", False),
+  "camera": "camera index for online (instead of --video)",
+}
+main = cli.command(get_config, MODES, PRESETS, FLAGS, __doc__, positional={"decode": "input"})
 
 
 if __name__ == "__main__":

@@ -123,6 +123,8 @@ class BitstreamWriter:
 
 def read_header(path) -> tuple[dict, int]:
   """(header dict, payload-record count) of an `.aejx` file; a one-line ValueError for anything else."""
+  if not Path(path).is_file():
+    raise FileNotFoundError(f"{path}: no such .aejx file")
   with open(path, "rb") as f:
     fixed = f.read(_FIXED.size)
     if len(fixed) < _FIXED.size:
