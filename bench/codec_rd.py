@@ -13,6 +13,11 @@ the ranges do not overlap), plus the entropy coder against zlib.
 
   python bench/codec_rd.py --weights /tmp/orig_weights/offline8.pt --out /tmp/codec_rd \\
       [--checkpoint /tmp/ovalv2 --label "OVAL v2"] [--videos A.avi B.mpeg] [--max-frames N]
+  python bench/codec_rd.py --reuse /tmp/codec_rd --checkpoint /tmp/ovalv2 --label "OVAL v2" \\
+      --out /tmp/codec_rd_v2
+
+`--reuse DIR` takes every other method's rows (faithful model, JPEG, H.264, H.265, AV1) from an
+earlier run's `DIR/rd_<video>.csv` (same videos, same frames) and only encodes the checkpoint.
 
 `--online` instead tests OVAL's online claim (`aejax.codec.online_study.online_vs_frozen`): starting
 from the released weights (or `--checkpoint`: our own trained model), online adaptation on each
@@ -37,7 +42,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aejax.codec.baselines import jpeg_codec, video_codec_rows  # noqa: E402
 from aejax.codec.files import encode_video  # noqa: E402
 from aejax.codec.latent import LatentCodec  # noqa: E402
-from aejax.codec.report import bd_quality, bd_rate, plot_rd, rd_row, summarize, write_rows  # noqa: E402
+from aejax.codec.report import (  # noqa: E402
+  bd_quality,
+  bd_rate,
+  plot_rd,
+  quality_at_rate,
+  rd_row,
+  read_rows,
+  summarize,
+  write_rows,
+)
 from aejax.data.video import read_frames  # noqa: E402
 
 VIDEOS = ("opencv_tree.avi", "visp_cube.mpeg")
@@ -57,15 +71,25 @@ OVAL_SETTINGS = {
     LatentCodec("int16", step=s, entropy="laplace", temporal=True) for s in (0.1, 0.4, 1.6)
   ],
 }
+# a trained model (`--checkpoint`): a denser step sweep (its latent's scale is its own)
+TRAINED_SETTINGS = {
+  "float16": [LatentCodec("float16")],
+  "Laplace": [LatentCodec("int16", step=s, entropy="laplace") for s in (0.4, 1.6)],
+  "Laplace temporal": [
+    LatentCodec("int16", step=s, entropy="laplace", temporal=True)
+    for s in (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+  ],
+}
 JPEG_QUALITIES = (1, 2, 3, 5, 8, 12, 20, 30, 50, 75, 90)
 
 
-def oval_rows(label, model, params, model_config, frames, fps, color_space="rgb", batch=16):
-  """R–D rows of `label` + each `OVAL_SETTINGS` family, rates from the written .aejx files."""
+def oval_rows(label, model, params, model_config, frames, fps, color_space="rgb", batch=16, settings=None):
+  """R–D rows of `label` + each family of `settings` (default `OVAL_SETTINGS`), rates from the
+  written .aejx files."""
   rows, kw = [], dict(color_space=color_space, batch_size=batch, fps=fps, model_config=model_config)
   kw.update(with_ms_ssim=True)
   with tempfile.TemporaryDirectory() as tmp:
-    for family, codecs in OVAL_SETTINGS.items():
+    for family, codecs in (settings or OVAL_SETTINGS).items():
       for codec in codecs:
         s = encode_video(model, params, iter(frames), Path(tmp) / "v.aejx", latent=codec, **kw)
         rows.append(rd_row(f"{label} {family}", codec.name, s))
@@ -97,6 +121,24 @@ def bd_table(rows: list[dict], anchors=("jpeg", "h264")) -> list[str]:
       ]
     lines.append(f"| {m} | " + " | ".join(cells) + " |")
   return lines
+
+
+def equal_rate_lines(rows: list[dict], label: str, anchors=("jpeg", "h264")) -> list[str]:
+  """Markdown lines: each `label` row's PSNR beside each anchor's at the same bpp (its Pareto
+  front interpolated in log bpp; n/a outside its range)."""
+  lines = [
+    f"| {label} setting | bpp | PSNR | "
+    + " | ".join(f"{a} PSNR at that bpp | difference" for a in anchors)
+    + " |",
+    "|" + "---|" * (3 + 2 * len(anchors)),
+  ]
+  for r in sorted((r for r in rows if r["method"].startswith(label)), key=lambda r: r["bpp"]):
+    cells = []
+    for a in anchors:
+      q = quality_at_rate([x for x in rows if x["method"] == a], r["bpp"])
+      cells += ["n/a", "n/a"] if not np.isfinite(q) else [f"{q:.2f}", f"{r['psnr'] - q:+.2f} dB"]
+    lines.append(f"| {r['setting']} | {r['bpp']:.4f} | {r['psnr']:.2f} | " + " | ".join(cells) + " |")
+  return lines + [""]
 
 
 ONLINE_LATENT = LatentCodec("int16", step=0.4, entropy="laplace", temporal=True)
@@ -218,9 +260,10 @@ def main(argv=None) -> None:
   p.add_argument("--threshold", type=float, default=0.01, help="online: send threshold")
   p.add_argument("--holdout", type=int, default=4, help="online: newest frames that judge the send rule")
   p.add_argument("--rss", type=int, default=0, help="instead: peak RSS encoding this many 1080p frames")
+  p.add_argument("--reuse", default=None, help="the other methods' rows from this earlier --out")
   args = p.parse_args(argv)
-  if not args.weights and not (args.online and args.checkpoint):
-    p.error("--weights is needed (--online also starts from --checkpoint alone)")
+  if not args.weights and not (args.checkpoint and (args.online or args.reuse)):
+    p.error("--weights is needed (--online and --reuse also work from --checkpoint alone)")
   if args.rss:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     return rss_study(args)
@@ -228,14 +271,16 @@ def main(argv=None) -> None:
     return online_study(args)
   from experiments import oval
 
-  config = oval.get_config()
-  model, params, _, _ = oval.load(config, None, argparse.Namespace(weights=args.weights, checkpoint=None))
-  models = [("OVAL faithful", model, params, config.model.to_dict(), "rgb")]
+  models = []
+  if not args.reuse:
+    config = oval.get_config()
+    model, params, _, _ = oval.load(config, None, argparse.Namespace(weights=args.weights, checkpoint=None))
+    models.append(("OVAL faithful", model, params, config.model.to_dict(), "rgb", OVAL_SETTINGS))
   if args.checkpoint:
     m2, p2, c2, _ = oval.load(
       oval.get_config(), None, argparse.Namespace(weights=None, checkpoint=args.checkpoint)
     )
-    models.append((args.label, m2, p2, c2.model.to_dict(), c2.data.color_space))
+    models.append((args.label, m2, p2, c2.model.to_dict(), c2.data.color_space, TRAINED_SETTINGS))
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   report = ["# Learned-codec files vs classic codecs (bench/codec_rd.py)", ""]
@@ -244,11 +289,15 @@ def main(argv=None) -> None:
     name = Path(video).stem
     print(f"{name}: {frames.shape}", flush=True)
     rows = []
-    for label, m, prm, mc, cs in models:
-      rows += oval_rows(label, m, prm, mc, frames, fps, cs)
-    for q in JPEG_QUALITIES:
-      rows.append(summarize("jpeg", f"q{q}", frames, *jpeg_codec(frames, q)))
-    rows += video_codec_rows(frames, fps=fps)
+    for label, m, prm, mc, cs, settings in models:
+      rows += oval_rows(label, m, prm, mc, frames, fps, cs, settings=settings)
+    if args.reuse:
+      old = read_rows(Path(args.reuse) / f"rd_{name}.csv")
+      rows += [r for r in old if not r["method"].startswith(args.label)]
+    else:
+      for q in JPEG_QUALITIES:
+        rows.append(summarize("jpeg", f"q{q}", frames, *jpeg_codec(frames, q)))
+      rows += video_codec_rows(frames, fps=fps)
     write_rows(rows, out / f"rd_{name}.csv", out / f"rd_{name}.md", title=name)
     plot_rd(
       rows,
@@ -272,6 +321,7 @@ def main(argv=None) -> None:
         if r["setting"].startswith("int16-step0.8")
       ),
       "",
+      *(equal_rate_lines(rows, args.label) if args.checkpoint else []),
       f"Plot: {out / f'rd_{name}.png'}; table: {out / f'rd_{name}.md'}",
       "",
     ]

@@ -140,6 +140,20 @@ def test_bd_rate_and_quality_of_known_curves():
   assert [r["bpp"] for r in pareto(anchor + [{"bpp": 3.0, "psnr": 0.0}])] == [0.25, 0.5, 1.0, 2.0]
 
 
+def test_quality_at_rate_and_rows_round_trip(tmp_path):
+  from aejax.codec.report import quality_at_rate, read_rows, write_rows
+
+  curve = enumerate((0.25, 1.0))
+  rows = [{"method": "jpeg", "setting": f"q{i}", "bpp": b, "psnr": 30 + 10 * np.log2(b)} for i, b in curve]
+  rows.append({"method": "jpeg", "setting": "worse", "bpp": 2.0, "psnr": 1.0})  # off the Pareto front
+  assert quality_at_rate(rows, 0.5) == pytest.approx(20.0)  # halfway in log bpp
+  assert np.isnan(quality_at_rate(rows, 0.1)) and np.isnan(quality_at_rate(rows, 2.0))
+  write_rows(rows, tmp_path / "r.csv")
+  back = read_rows(tmp_path / "r.csv")
+  assert [r["setting"] for r in back] == ["q0", "q1", "worse"]
+  assert back[1]["psnr"] == pytest.approx(30.0) and isinstance(back[0]["bpp"], float)
+
+
 def test_convert_frames_keeps_temporal_prediction_across_batches():
   from aejax.codec.convert import convert_frames
 

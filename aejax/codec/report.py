@@ -121,6 +121,19 @@ def write_csv(rows: list[dict], path, fields=None) -> Path:
   return path
 
 
+def read_rows(path) -> list[dict]:
+  """R–D rows back from a `write_rows` CSV (numeric cells as floats, empty cells dropped)."""
+
+  def cell(v: str):
+    try:
+      return float(v)
+    except ValueError:
+      return v
+
+  with open(path, newline="") as f:
+    return [{k: cell(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+
+
 def write_rows(rows: list[dict], csv_path, md_path=None, title: str = "") -> None:
   """Writes R–D rows as CSV and (optionally) a markdown table."""
   cols = [c for c in COLUMNS if any(c in r for r in rows)]
@@ -197,6 +210,16 @@ def _bd(anchor: list[dict], test: list[dict], key: str, rate_axis: bool) -> floa
     return float("nan")
   x = np.linspace(lo, hi, 257)
   return float(np.mean(np.interp(x, xb, yb) - np.interp(x, xa, ya)))
+
+
+def quality_at_rate(rows: list[dict], bpp: float, key: str = "psnr") -> float:
+  """`key` of the rows' Pareto front interpolated piecewise linearly in log(bpp) at `bpp` (NaN
+  outside the front's rate range: clipped, never extrapolated)."""
+  front = pareto([r for r in rows if key in r and r["bpp"] > 0], key)
+  x, y = np.log([r["bpp"] for r in front]), [r[key] for r in front]
+  if not front or not x[0] <= np.log(bpp) <= x[-1]:
+    return float("nan")
+  return float(np.interp(np.log(bpp), x, y))
 
 
 def bd_rate(anchor: list[dict], test: list[dict], key: str = "psnr") -> float:
