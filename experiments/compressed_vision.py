@@ -43,7 +43,7 @@ from aejax.data.sources import ArraySource
 from aejax.io import check_output, write_json
 from aejax.models.vqae3d import VQAE3D
 from aejax.train import apply_model, fit, init_state, make_optimizer, train_section
-from aejax.train.checkpoint import restore_for_eval
+from aejax.train.restore import restore_for_eval
 
 
 def get_config() -> ml_collections.ConfigDict:

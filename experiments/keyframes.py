@@ -43,7 +43,7 @@ from aejax.losses import ms_ssim_l1_loss
 from aejax.metrics import ms_ssim, psnr
 from aejax.models.keyframe_ae import KeyframeAE, load_original_weights
 from aejax.train import apply_model, fit_epochs, init_state, make_optimizer, train_section
-from aejax.train.checkpoint import restore_for_eval
+from aejax.train.restore import restore_for_eval
 from aejax.viz import make_grid
 
 RUN_KEYS = ("model", "optim", "data.image_size")  # what a checkpoint's run decides

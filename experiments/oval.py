@@ -43,7 +43,7 @@ from aejax.data.video import read_frames
 from aejax.io import check_output, naming
 from aejax.models.oval import FAITHFUL, OVAL, V2, load_original_weights
 from aejax.train import fit, init_state, make_optimizer, train_section
-from aejax.train.checkpoint import restore_for_eval
+from aejax.train.restore import restore_for_eval
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -37,7 +37,7 @@ from aejax.siammae import evaluation
 from aejax.siammae.evaluation import compare_to_random, eval_sequences, labelprop_scores, reconstruction_grids
 from aejax.siammae.recipe import SCHEDULE_KEYS, optimiser, schedule, train_loader, train_source
 from aejax.train import apply_model, fit, init_state, train_section
-from aejax.train.checkpoint import restore_for_eval
+from aejax.train.restore import restore_for_eval
 
 RESTORE_KEYS = ("model", "data.image_size")  # what a checkpoint's config.json decides
 

@@ -43,7 +43,7 @@ from aejax.train import (
   split_rngs,
   train_section,
 )
-from aejax.train.checkpoint import restore_for_eval
+from aejax.train.restore import restore_for_eval
 from aejax.vae import elbo
 from aejax.vae import similarity as sim
 from aejax.vae.evaluation import make_picture_fn, preview_images, validation_fn

@@ -526,7 +526,7 @@ def test_step_folder_and_missing_step(media, ckpt, tmp_path):
   assert res["frames"] > 0
   fails(
     "oval",
-    _restore_argv("oval", "convert", steps / "999", media, tmp_path),
+    _restore_argv("oval", "convert", steps / "999", media, tmp_path / "second"),  # fresh default output
     names=[steps / "999"],
     match="does not exist",
   )

@@ -319,7 +319,7 @@ def test_eval_of_the_best_checkpoint_reproduces_its_validation(smoke_run, tmp_pa
 def test_restore_keys_take_the_model_from_the_runs_config_json(tmp_path):
   import json
 
-  from aejax.train.checkpoint import run_config
+  from aejax.train.restore import run_config
   from experiments import vae as exp
 
   config = exp.get_config()

@@ -234,7 +234,7 @@ def test_smoke_preset_end_to_end_with_real_mnist(realdata, tmp_path):
 
 
 def test_smoke_training_resumes_the_grain_iterator_exactly(tmp_path):
-  from aejax.train.checkpoint import restore_variables
+  from aejax.train.restore import restore_variables
   from experiments import compressed_vision as cv
 
   common = [

@@ -18,8 +18,9 @@ from clu import metrics as clu_metrics
 from clu import parameter_overview
 
 from aejax import io
-from aejax.train.checkpoint import RUN_RECORD, CheckpointError, CheckpointIO, model_name
+from aejax.train.checkpoint import RUN_RECORD, CheckpointError, CheckpointIO
 from aejax.train.optim import learning_rate
+from aejax.train.restore import model_name
 from aejax.train.step import make_train_step
 from aejax.train.writer import Writer
 
