@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 
 from aejax import cli, metrics, viz
-from aejax.codec.bitstream import check_kind, read_header
+from aejax.codec.bitstream import decode_job
 from aejax.codec.clip_eval import evaluate_clips, predict, probe_digits, write_rd_table
 from aejax.codec.clips import decode_clips, encode_clips
 from aejax.data.digits import find_mnist
@@ -256,12 +256,7 @@ def encode(config, workdir: Path, args) -> dict:
 def decode(config, workdir: Path, args) -> dict:
   """Decode an .aejx clip file (`decode FILE --out OUT.mp4|OUT.npy`) with the checkpoint it names
   (or --checkpoint); the clips equal the encoder's reconstruction bit for bit."""
-  if not args.input:
-    raise ValueError("decode needs the .aejx file: decode FILE --out OUT.mp4")
-  out = Path(args.out or Path(args.input).with_suffix(".mp4"))
-  check_output(out, inputs=[args.input], overwrite=args.overwrite, what="--out")
-  header, _ = read_header(args.input)
-  check_kind(args.input, header, "clips")
+  header, out = decode_job(args.input, args.out, "clips", args.overwrite)
   args.checkpoint = args.checkpoint or header.get("source", {}).get("checkpoint")
   model, variables, _, _ = _restore(config, workdir, args, data=False)
   kind = "out_npy" if out.suffix == ".npy" else "out_video"

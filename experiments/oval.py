@@ -33,7 +33,7 @@ import ml_collections
 
 from aejax import cli
 from aejax.codec import app
-from aejax.codec.bitstream import check_kind, read_header
+from aejax.codec.bitstream import decode_job
 from aejax.codec.files import decode_file
 from aejax.codec.oval_train import COLOR_SPACES, make_loss_fn, train_source
 from aejax.data import synthetic
@@ -236,12 +236,7 @@ def encode(config, workdir: Path, args) -> dict:
 def decode(config, workdir: Path, args) -> dict:
   """Decode an .aejx file (`decode FILE --out OUT.mp4`) with the weights it names (or --weights /
   --checkpoint); the frames equal the encoder's reconstruction bit for bit."""
-  if not args.input:
-    raise ValueError("decode needs the .aejx file: decode FILE --out OUT.mp4")
-  out = Path(args.out or Path(args.input).with_suffix(".mp4"))
-  check_output(out, inputs=[args.input], overwrite=args.overwrite, what="--out")
-  header, _ = read_header(args.input)
-  check_kind(args.input, header, "frames")
+  header, out = decode_job(args.input, args.out, "frames", args.overwrite)
   config = config.copy_and_resolve_references()
   config.model.update(header["model"])
   if not (args.weights or args.checkpoint):

@@ -154,6 +154,20 @@ def check_kind(path, header: dict, want: str) -> None:
     raise ValueError(f"{path}: {_DECODERS[kind]}")
 
 
+def decode_job(path, out, kind: str, overwrite: bool = False) -> tuple[dict, Path]:
+  """`(header, output path)` of `decode FILE [--out OUT]`: FILE is an `.aejx` file of `kind`
+  (`check_kind`), OUT (default FILE.mp4) is checked (`aejax.io.check_output`) before any work."""
+  from aejax.io import check_output
+
+  if not path:
+    raise ValueError("decode needs the .aejx file: decode FILE --out OUT.mp4")
+  out = Path(out or Path(path).with_suffix(".mp4"))
+  check_output(out, inputs=[path], overwrite=overwrite, what="--out")
+  header, _ = read_header(path)
+  check_kind(path, header, kind)
+  return header, out
+
+
 def iter_records(path) -> Iterator[tuple[int, bytes]]:
   """(kind, payload) of every record of an `.aejx` file, in order (streamed)."""
   with open(path, "rb") as f:
