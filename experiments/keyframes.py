@@ -399,9 +399,10 @@ def extract(config, workdir: Path, args) -> dict:
   """Key frames (PNG, JSON), key clips (MP4), a timeline plot and a contact sheet of --video."""
   if not args.video:
     raise ValueError("extract needs --video IN")
-  check_output(args.out, inputs=[args.video], overwrite=args.overwrite, what="--out")
+  out = Path(args.out or workdir / "extract")
+  check_output(out, inputs=[args.video], overwrite=args.overwrite, what="--out" if args.out else "output")
   embed, config = scorer(config, args)
-  return kf.extract_video(args.video, args.out or workdir / "extract", embed, **extract_settings(config))
+  return kf.extract_video(args.video, out, embed, **extract_settings(config))
 
 
 PRESETS = {"demo": demo, "smoke": smoke, "paper": paper, "original": original}
