@@ -76,8 +76,7 @@ TRAINED_SETTINGS = {
   "float16": [LatentCodec("float16")],
   "Laplace": [LatentCodec("int16", step=s, entropy="laplace") for s in (0.4, 1.6)],
   "Laplace temporal": [
-    LatentCodec("int16", step=s, entropy="laplace", temporal=True)
-    for s in (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+    LatentCodec("int16", step=s, entropy="laplace", temporal=True) for s in (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
   ],
 }
 JPEG_QUALITIES = (1, 2, 3, 5, 8, 12, 20, 30, 50, 75, 90)
