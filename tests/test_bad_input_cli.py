@@ -815,3 +815,14 @@ def test_end_to_end_exit_codes(media, ckpt, tmp_path):
   )
   assert out.returncode == 1 and "Traceback" not in out.stderr
   assert out.stderr.strip().splitlines()[-1].startswith(f"error: {media['text']}: cannot open this video")
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated"])
+def test_extract_of_an_undecodable_video_exits_cleanly(media, ckpt, tmp_path, kind):
+  """A real process: an error found while the model compiles in a background thread is one line
+  and exit status 1 (found by hand: it aborted with 'FATAL: exception not rethrown', status 134)."""
+  args = ["extract", "--preset", "smoke", "--checkpoint", ckpt("keyframes"), "--video", media[kind]]
+  out = _cli("experiments.keyframes", *args, "--out", tmp_path / "o", "--workdir", tmp_path / "w")
+  assert out.returncode == 1, (out.returncode, out.stderr[-300:])
+  line = out.stderr.strip().splitlines()[-1]
+  assert line.startswith(f"error: {media[kind]}: ") and "Traceback" not in out.stderr

@@ -198,10 +198,14 @@ def extract_video(
   t0, c0 = time.perf_counter(), time.process_time()
   # matplotlib's import (~0.4 s CPU, for the timeline) overlaps the scan, which mostly waits on the
   # model and the decoder
-  threading.Thread(target=pyplot, daemon=True).start()
-  sel = select_video(
-    video, embed_fn, model_size=model_size, loss_kwargs=loss_kwargs, progress=True, warm_up=True, **settings
-  )
+  plots = threading.Thread(target=pyplot, daemon=True)
+  plots.start()
+  try:
+    sel = select_video(
+      video, embed_fn, model_size=model_size, loss_kwargs=loss_kwargs, progress=True, warm_up=True, **settings
+    )
+  finally:  # no import left running in a thread when an error ends the process
+    plots.join()
   t_scan, c_scan = time.perf_counter() - t0, time.process_time() - c0
   cands, fps, num_frames = sel["candidates"], sel["fps"], sel["num_frames"]
   settings = dict(

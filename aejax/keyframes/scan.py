@@ -122,17 +122,21 @@ def scan_shots(
       if len(queued) == batch_size or (queued and keeper.backlog):
         flush()
 
-  prev = None
-  for i, frame, hsv, sharp, small in prefetch(measured()):
-    keeper.cue.append(float("nan") if prev is None else content_score(prev, hsv))
-    prev = hsv
-    smalls[len(cands)] = small
-    cands.append(Candidate(index=int(i), time=i / fps, sharpness=sharp))
-    keeper.add(i / fps, sharp, frame)
-    decide(final=False)
-  decide(final=True)
-  if queued:
-    flush()
+  try:
+    prev = None
+    for i, frame, hsv, sharp, small in prefetch(measured()):
+      keeper.cue.append(float("nan") if prev is None else content_score(prev, hsv))
+      prev = hsv
+      smalls[len(cands)] = small
+      cands.append(Candidate(index=int(i), time=i / fps, sharpness=sharp))
+      keeper.add(i / fps, sharp, frame)
+      decide(final=False)
+    decide(final=True)
+    if queued:
+      flush()
+  finally:  # an early error (a video that does not decode) must not leave XLA compiling at exit
+    if warm_up and warm.is_alive():
+      warm.join()
   keeper.finish()
   # the near-duplicate test's features: the sharpest frames of the segments of split shots
   missing = [p for p in keeper.compared if p not in keeper.feats]
