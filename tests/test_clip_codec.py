@@ -199,3 +199,21 @@ def test_the_original_moving_mnist_file_still_loads(tmp_path):
   assert video.shape == (5, 4, 64, 64, 1) and len(clips["valid"]["video"]) == 1
   assert sorted(v[0, 0, 0, 0] for v in video) == sorted(seq[0, :, 0, 0])  # every sequence, once
   assert (clips["train"]["labels"] == -1).all()
+
+
+def test_encode_writes_the_reconstruction_video_and_leaves_nothing_on_an_error(tmp_path):
+  from aejax.data.video import VideoReader
+
+  model, variables = _tiny(quantizer="scalar")
+  x = _clips()
+  kw = dict(batch=2, fps=10.0, model_config={**TINY, "quantizer": "scalar"})
+  encode_clips(model, variables, iter(x), tmp_path / "c.aejx", recon_video=tmp_path / "r.mp4", **kw)
+  assert VideoReader(tmp_path / "r.mp4").num_frames == 5 * 3
+
+  def failing():
+    yield from x[:3]
+    raise OSError("the clip source broke")
+
+  with pytest.raises(OSError, match="broke"):
+    encode_clips(model, variables, failing(), tmp_path / "e.aejx", recon_video=tmp_path / "e.mp4", **kw)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["c.aejx", "r.mp4"]  # no partial file left

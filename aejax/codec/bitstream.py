@@ -37,6 +37,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from aejax.io import check_output
+
 MAGIC = b"AEJX"
 VERSION = 2
 READS = (1, 2)  # versions this library reads
@@ -157,8 +159,6 @@ def check_kind(path, header: dict, want: str) -> None:
 def decode_job(path, out, kind: str, overwrite: bool = False) -> tuple[dict, Path]:
   """`(header, output path)` of `decode FILE [--out OUT]`: FILE is an `.aejx` file of `kind`
   (`check_kind`), OUT (default FILE.mp4) is checked (`aejax.io.check_output`) before any work."""
-  from aejax.io import check_output
-
   if not path:
     raise ValueError("decode needs the .aejx file: decode FILE --out OUT.mp4")
   out = Path(out or Path(path).with_suffix(".mp4"))

@@ -45,7 +45,7 @@ import numpy as np
 from aejax import metrics
 from aejax.codec.bitstream import CLIP, BitstreamWriter, iter_records, params_sha256, read_header
 from aejax.codec.entropy import constriction_module
-from aejax.data.video import VideoWriter
+from aejax.codec.frames import video_sink
 from aejax.evaluate import pad_batch
 from aejax.io import atomic_path
 from aejax.models.vqae3d import VQAE3D, dequantize, sends_floats
@@ -161,11 +161,6 @@ class ClipCodec:
     return self._run(self._decode, codes)
 
 
-def _video(path, fps: float, size) -> VideoWriter:
-  """The decoded clips' video, frame after frame: H.264 (browser-playable) for .mp4."""
-  return VideoWriter(path, fps, size, codec="libx264" if Path(path).suffix.lower() == ".mp4" else None)
-
-
 def _batches(items: Iterable[np.ndarray], size: int):
   it = iter(items)
   while chunk := list(itertools.islice(it, size)):
@@ -200,6 +195,7 @@ def encode_clips(
   """
   codec = ClipCodec(model, variables, batch)
   writer, sink, sha, psnr, t0 = None, None, hashlib.sha256(), [], time.perf_counter()
+  videos = contextlib.ExitStack()  # the reconstruction video, once the first clip gives its size
   try:
     for x in _batches(clips, codec.batch):
       codes = codec.codes(x)
@@ -216,7 +212,7 @@ def encode_clips(
           "batch": codec.batch,
         }
         writer = BitstreamWriter(out_path, header)
-        sink = _video(recon_video, fps, x.shape[2:4]) if recon_video else None
+        sink = videos.enter_context(video_sink(recon_video, fps, x.shape[2:4]))
       elif x.shape[1:] != tuple(header["clip"]):
         raise ValueError(f"encode: clip shape {x.shape[1:]} differs from the first {header['clip']}")
       sent = []
@@ -230,15 +226,14 @@ def encode_clips(
       for f in recon.reshape(-1, *recon.shape[2:]) if sink is not None else ():
         sink.write(f[..., 0] if f.shape[-1] == 1 else f)
   except BaseException:
-    for s in (writer, sink):
-      if s is not None:
-        s.abort()
-    raise
+    if writer is not None:
+      writer.abort()
+    with videos:  # aborts the video (video_sink) with the error on its way
+      raise
   if writer is None:
     raise ValueError("encode: no clips")
   path = writer.close()
-  if sink is not None:
-    sink.close()
+  videos.close()
   size, n = path.stat().st_size, len(psnr)
   t, h, w, _ = header["clip"]
   codes_total = n * int(np.prod(header["latent_shape"]))
@@ -282,24 +277,17 @@ def decode_clips(path, model: VQAE3D, variables, *, out_npy=None, out_video=None
     if out_npy:
       tmp = stack.enter_context(atomic_path(out_npy))
       out = np.lib.format.open_memmap(tmp, "w+", np.uint8, (n, t, h, w, c))
-    sink = _video(out_video, header["fps"], (h, w)) if out_video else None
-    try:
-      for codes in _batches((decode_codes(p, shape, k, streams) for p in payloads), codec.batch):
-        recon = codec.decode(codes)
-        sha.update(np.ascontiguousarray(recon).tobytes())
-        if out is not None:
-          out[done : done + len(recon)] = recon
-        for f in recon.reshape(-1, h, w, c) if sink is not None else ():
-          sink.write(f[..., 0] if c == 1 else f)
-        done += len(recon)
-      if done != n:
-        raise ValueError(f"{path}: {done} clip records, the header says {n}")
-    except BaseException:
-      if sink is not None:
-        sink.abort()
-      raise
-    if sink is not None:
-      sink.close()
+    sink = stack.enter_context(video_sink(out_video, header["fps"], (h, w)))
+    for codes in _batches((decode_codes(p, shape, k, streams) for p in payloads), codec.batch):
+      recon = codec.decode(codes)
+      sha.update(np.ascontiguousarray(recon).tobytes())
+      if out is not None:
+        out[done : done + len(recon)] = recon
+      for f in recon.reshape(-1, h, w, c) if sink is not None else ():
+        sink.write(f[..., 0] if c == 1 else f)
+      done += len(recon)
+    if done != n:
+      raise ValueError(f"{path}: {done} clip records, the header says {n}")
     if out is not None:
       out.flush()
       del out
