@@ -52,55 +52,24 @@ RUN_KEYS = ("model", "optim", "data.image_size")  # what a checkpoint's run deci
 def get_config() -> ml_collections.ConfigDict:
   """The paper's model and loss on embedded synthetic textures (the `demo` preset's base)."""
   c = ml_collections.ConfigDict()
-  c.data = dict(
-    root=placeholder(str),
-    video_root=placeholder(str),
-    video_frame_step=30,
-    image_size=(96, 192),
-    num_synthetic=512,
-    valid_fraction=0.2,
-    split_seed=42,
-    batch_size=32,
-    num_epochs=50,
-    worker_count=0,
-  )
-  c.model = dict(
-    features=(32, 64, 128, 64), latent_channels=8, share_norms=False, input_norm=True, momentum=0.5
-  )
+  c.data = dict(root=placeholder(str), video_root=placeholder(str), video_frame_step=30, image_size=(96, 192))
+  c.data.update(num_synthetic=512, valid_fraction=0.2, split_seed=42, batch_size=32, num_epochs=50)
+  c.data.worker_count = 0
+  c.model = dict(features=(32, 64, 128, 64), latent_channels=8, share_norms=False, input_norm=True)
+  c.model.momentum = 0.5
   c.loss = dict(alpha=0.84, data_range=2.0, compensation=1.0, legacy_grouping=False)
   c.optim = dict(name="sgd", lr=0.01)
   c.train = train_section(log_every=10, checkpoint_every=500, keep_checkpoints=2)
-  c.eval = dict(
-    batch_size=32,
-    num_videos=4,
-    num_frames=300,
-    fps=10.0,
-    num_shots=6,
-    video_size=(96, 192),
-    methods=placeholder(str),
-  )
-  c.extract = dict(
-    method="shots",
-    rate=5.0,
-    fps=placeholder(float),
-    model_size=placeholder(tuple),
-    native=False,
-    metric="latent",
-    cut_threshold=20.0,
-    cut_ratio=2.0,
-    min_shot=1.0,
-    change_threshold=0.5,
-    min_segment=3.0,
-    duplicate_threshold=0.6,
-    reference="last",
-    threshold_mode="percentile",
-    threshold=80.0,
-    min_clip=1.0,
-    max_clip=10.0,
-    write_clips=False,
-    batch_size=16,
-    original_inference=False,
-  )
+  # eval without --videos: shot recall on synthetic scene-cut videos; methods: a subset for eval --videos
+  c.eval = dict(batch_size=32, num_videos=4, num_frames=300, fps=10.0, num_shots=6, video_size=(96, 192))
+  c.eval.methods = placeholder(str)
+  # extract: "shots" (cut_threshold ... duplicate_threshold) or "novelty" (reference ... max_clip)
+  c.extract = dict(method="shots", rate=5.0, fps=placeholder(float), model_size=placeholder(tuple))
+  c.extract.native = False
+  c.extract.update(metric="latent", cut_threshold=20.0, cut_ratio=2.0, min_shot=1.0, change_threshold=0.5)
+  c.extract.update(min_segment=3.0, duplicate_threshold=0.6, reference="last", threshold_mode="percentile")
+  c.extract.update(threshold=80.0, min_clip=1.0, max_clip=10.0, write_clips=False, batch_size=16)
+  c.extract.original_inference = False
   return c
 
 
@@ -155,16 +124,8 @@ def original() -> ml_collections.ConfigDict:
   c = get_config()
   c.model.share_norms = True
   c.loss.update(alpha=0.025, compensation=200.0, data_range=1.0, legacy_grouping=True)
-  c.extract.update(
-    method="novelty",
-    metric="recon",
-    reference="previous",
-    threshold_mode="absolute",
-    threshold=60.0,
-    native=True,
-    original_inference=True,
-    batch_size=4,
-  )
+  c.extract.update(method="novelty", metric="recon", reference="previous", threshold_mode="absolute")
+  c.extract.update(threshold=60.0, native=True, original_inference=True, batch_size=4)
   return c
 
 
@@ -314,11 +275,9 @@ def train(config, workdir: Path, args) -> dict:
 
   state = fit_epochs(
     train_src,
-    data=data,
-    train=config.train,
     transforms=transforms,
-    workdir=workdir,
     config=config,
+    workdir=workdir,
     model=model,
     loss_fn=make_loss_fn(**config.loss),
     tx=tx,

@@ -45,67 +45,26 @@ RESTORE_KEYS = ("model", "data.image_size")  # what a checkpoint's config.json d
 def get_config() -> ml_collections.ConfigDict:
   """The faithful recipe (`paper`): ViT-S/16, batch 2048 pairs, 2000 effective epochs of K400."""
   c = ml_collections.ConfigDict()
-  c.data = dict(
-    root=None,
-    image_size=224,
-    gap=(4, 48),
-    reference_fps=30.0,
-    repeats=2,
-    crop_scale=(0.5, 1.0),
-    batch_size=2048,
-    worker_count=16,
-    seed=0,
-    seek_window=None,  # raw files: first frames within this many frames after a key frame (faster, biased)
-    num_videos=None,
-    video_frames=None,
-    video_size=None,
-    video_speed=1.0,
-  )  # synthetic
+  c.data = dict(root=None, image_size=224, gap=(4, 48), reference_fps=30.0, repeats=2, crop_scale=(0.5, 1.0))
+  c.data.update(batch_size=2048, worker_count=16, seed=0)
+  # seek_window: raw files' first frames within this many frames after a key frame (faster, biased)
+  c.data.seek_window = None
+  c.data.update(num_videos=None, video_frames=None, video_size=None, video_speed=1.0)  # synthetic
   # encoder_width/depth/heads None: the variant's.
-  c.model = dict(
-    encoder="S/16",
-    encoder_width=None,
-    encoder_depth=None,
-    encoder_heads=None,
-    mask_ratio=0.95,
-    decoder="cross_self",
-    decoder_width=512,
-    decoder_depth=8,
-    decoder_heads=16,
-    mlp_ratio=4.0,
-    norm_pix_loss=True,
-    past_pos_embed=True,
-    token_multiple=8,
-    attention=None,
-    dtype="bfloat16",
-  )
+  c.model = dict(encoder="S/16", encoder_width=None, encoder_depth=None, encoder_heads=None, mask_ratio=0.95)
+  c.model.update(decoder="cross_self", decoder_width=512, decoder_depth=8, decoder_heads=16, mlp_ratio=4.0)
+  c.model.update(norm_pix_loss=True, past_pos_embed=True, token_multiple=8, attention=None, dtype="bfloat16")
   c.scaling = dict(base_lr=1.5e-4, reference_batch=256)  # optim.lr None: base_lr * batch / 256
   # warmup_steps None: from train.warmup_epochs; total_steps None: num_steps.
-  c.optim = dict(
-    name="adamw",
-    lr=None,
-    b1=0.9,
-    b2=0.95,
-    weight_decay=0.05,
-    schedule="warmup_cosine",
-    warmup_steps=None,
-    total_steps=None,
-  )
+  c.optim = dict(name="adamw", lr=None, b1=0.9, b2=0.95, weight_decay=0.05, schedule="warmup_cosine")
+  c.optim.update(warmup_steps=None, total_steps=None)
   # num_steps None: from `epochs` effective epochs of the data (`schedule`; K400 at batch 2048:
   # 234,375 steps, 4,688 of warm-up).
   c.train = train_section(epochs=2000, warmup_epochs=40, log_every=100, checkpoint_every=5000)
   # Label propagation: the paper's settings (`labelprop.PROTOCOLS["siammae"]`); `eval --protocol`
   # swaps in a protocol's.
-  c.eval = dict(
-    **labelprop.PROTOCOLS["siammae"],
-    num_sequences=None,
-    num_frames=None,
-    seq_size=None,
-    overlay_sequence=None,
-    random_baseline=True,
-    num_grid=6,
-    batch_size=8,
-  )
+  c.eval = dict(**labelprop.PROTOCOLS["siammae"], num_sequences=None, num_frames=None, seq_size=None)
+  c.eval.update(overlay_sequence=None, random_baseline=True, num_grid=6, batch_size=8)
   return c
 
 
@@ -117,22 +76,10 @@ def paper() -> ml_collections.ConfigDict:
 def demo() -> ml_collections.ConfigDict:
   """Small ViT on embedded synthetic videos; minutes on 2 CPU cores, seconds on a GPU."""
   c = get_config()
-  c.data.update(
-    image_size=64,
-    batch_size=32,
-    worker_count=0,
-    num_videos=64,
-    video_frames=64,
-    video_size=80,
-    video_speed=0.25,
-  )
-  c.model.update(
-    encoder="mini/8",  # a 128-wide, 4-deep, 4-head ViT with 8x8 patches
-    decoder_width=128,
-    decoder_depth=2,
-    decoder_heads=4,
-    dtype="float32",
-  )
+  c.data.update(image_size=64, batch_size=32, worker_count=0, num_videos=64, video_frames=64, video_size=80)
+  c.data.video_speed = 0.25
+  c.model.encoder = "mini/8"  # a 128-wide, 4-deep, 4-head ViT with 8x8 patches
+  c.model.update(decoder_width=128, decoder_depth=2, decoder_heads=4, dtype="float32")
   c.optim.update(lr=3e-4, warmup_steps=40)
   c.train.update(num_steps=800, log_every=50, checkpoint_every=400, eval_every=400)
   c.eval.update(
@@ -145,15 +92,8 @@ def smoke() -> ml_collections.ConfigDict:
   """Tiny everything: a few steps, one evaluation; seconds on CPU (tests)."""
   c = demo()
   c.data.update(image_size=32, batch_size=4, num_videos=3, video_frames=12, video_size=36, gap=(2, 6))
-  c.model.update(
-    encoder_width=32,
-    encoder_depth=1,
-    encoder_heads=2,
-    decoder_width=32,
-    decoder_depth=1,
-    decoder_heads=2,
-    mask_ratio=0.75,
-  )
+  c.model.update(encoder_width=32, encoder_depth=1, encoder_heads=2, decoder_width=32, decoder_depth=1)
+  c.model.update(decoder_heads=2, mask_ratio=0.75)
   c.train.update(num_steps=2, log_every=1, checkpoint_every=2)
   c.eval.update(num_sequences=2, num_frames=5, seq_size=(32, 48), radius=2, num_grid=2, overlay_sequence=None)
   return c

@@ -55,34 +55,16 @@ RESTORE_KEYS = ("model", "data.image_size")  # what a checkpoint's config.json d
 def get_config() -> ml_collections.ConfigDict:
   """The faithful configuration on embedded synthetic textures (the `demo` preset)."""
   c = ml_collections.ConfigDict()
-  c.data = dict(
-    root=None,
-    image_size=254,
-    num_synthetic=256,
-    synthetic_size=320,
-    valid_fraction=0.2,
-    split_seed=42,
-    crop_scale=(0.2, 1.0),
-    batch_size=16,
-    num_epochs=16,
-    worker_count=0,
-  )
+  c.data = dict(root=None, image_size=254, num_synthetic=256, synthetic_size=320, valid_fraction=0.2)
+  c.data.update(split_seed=42, crop_scale=(0.2, 1.0), batch_size=16, num_epochs=16, worker_count=0)
   c.model = dict(latent_dim=512, features=(32, 64, 64, 128, 128, 256), bn_momentum=0.9)
   c.loss = dict(reconstruction="bce", beta=1.0, reduction="sum")
   c.optim = dict(name="adam", lr=1e-3)
   # num_steps / eval_every None: data.num_epochs epochs, validation every epoch.
   c.train = train_section(log_every=10, checkpoint_every=500, keep_checkpoints=2)
   c.eval = dict(batch_size=16, num_samples=16, num_recon=8, interp_steps=8)
-  c.similarity = dict(
-    pairs_per_image=4,
-    crop_scale=(0.2, 1.0),
-    sample=False,
-    seed=0,
-    num_synthetic=32,
-    retrieval_queries=8,
-    retrieval_k=5,
-    bins=30,
-  )
+  c.similarity = dict(pairs_per_image=4, crop_scale=(0.2, 1.0), sample=False, seed=0, num_synthetic=32)
+  c.similarity.update(retrieval_queries=8, retrieval_k=5, bins=30)
   return c
 
 
@@ -205,12 +187,10 @@ def train(config, workdir: Path, args) -> dict:
 
   state = fit_epochs(
     train_src,
-    data=data,
-    train=config.train,
     transforms=[RandomResizedCrop(data.image_size, scale=tuple(data.crop_scale))],
     eval_every_epoch=True,
-    workdir=workdir,
     config=config,
+    workdir=workdir,
     model=model,
     loss_fn=make_loss_fn(**config.loss),
     tx=tx,

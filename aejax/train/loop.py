@@ -167,26 +167,28 @@ def train_section(**changes) -> dict:
   return {**base, "keep_checkpoints": 3, "parallel": "jit", "ema_decay": None, **changes}
 
 
-def fit_epochs(source, *, data, train: dict, transforms=(), eval_every_epoch: bool = False, **fit_kwargs):
+def fit_epochs(source, *, config, transforms=(), eval_every_epoch: bool = False, **fit_kwargs):
   """`fit` over epochs of a finite `source` of examples (image experiments).
 
   Args:
     source: a random-access source (`aejax.data.sources`); `len(source)` examples per epoch.
-    data: the `data` config section (`batch_size`, `worker_count`, `num_epochs`).
-    train: the `train` section (`train_section`); `num_steps` None: `data.num_epochs` epochs.
+    config: the experiment's config: its `data` section (`batch_size`, `worker_count`,
+      `num_epochs`) and `train` section (`train_section`; `num_steps` None: `data.num_epochs`
+      epochs) drive the loop.
     transforms: Grain transforms of the training loader.
     eval_every_epoch: `eval_every` None means once per epoch (not only at the end).
-    **fit_kwargs: the rest of `fit`'s keywords (workdir, config, model, loss_fn, tx, init_fn, ...).
+    **fit_kwargs: the rest of `fit`'s keywords (workdir, model, loss_fn, tx, init_fn, ...).
 
   Raises:
     ValueError: fewer examples than one batch, or no positive number of steps.
   """
   from aejax.data.pipeline import make_loader
 
+  data = config.data
   steps_per_epoch = len(source) // data.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f"{len(source)} training examples is less than one batch of {data.batch_size}")
-  train = dict(train)
+  train = dict(config.train)
   if train["num_steps"] is None:
     train["num_steps"] = (data.num_epochs or 0) * steps_per_epoch
   if train["num_steps"] <= 0:
@@ -199,7 +201,7 @@ def fit_epochs(source, *, data, train: dict, transforms=(), eval_every_epoch: bo
   )
   n = train["num_steps"]
   print(f"train: {len(source)} examples ({source!r}); {steps_per_epoch} steps/epoch, {n} steps")
-  return fit(train_iter=loader, **fit_kwargs, **train)
+  return fit(train_iter=loader, config=config, **fit_kwargs, **train)
 
 
 @contextlib.contextmanager
