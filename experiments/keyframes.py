@@ -187,6 +187,7 @@ def extract_settings(config) -> dict:
   ex.pop("original_inference")
   ex["model_size"] = None if native else tuple(ex["model_size"] or config.data.image_size)
   ex["loss_kwargs"] = dict(config.loss)
+  ex["shots"] = kf.ShotRules.pop_from(ex)
   return ex
 
 

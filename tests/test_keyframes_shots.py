@@ -121,13 +121,14 @@ def test_possible_keys_want_only_the_features_read_and_hold_every_key_frame():
   sharp = rng.integers(0, 5, n).astype(float)  # ties: the first maximum wins, as np.argmax
   kw = dict(cut_threshold=20.0, cut_ratio=2.0, change_threshold=0.3, min_segment=2.0)
   dup = dict(min_shot=1.0, duplicate_threshold=0.6)
-  select = lambda f: S.select_shots(times, cue, f, sharp, n / 5.0, **dup, **kw)
+  rules = S.ShotRules(**kw, **dup)
+  select = lambda f: S.select_shots(times, cue, f, sharp, n / 5.0, rules)
   starts, segs = select(feats)
   keys = {g.key for g in segs if g.key >= 0}
   shots_with_keys = {g.shot for g in segs if g.key >= 0}
   assert len(keys) > 10 and any(g.key < 0 and g.shot in shots_with_keys for g in segs)  # near-duplicates
   frames = rng.integers(0, 255, (n, 4, 4, 3), dtype=np.uint8)
-  keeper = S.PossibleKeys(**kw)
+  keeper = S.PossibleKeys(rules)
   wanted, most = _follow(keeper, cue, times, sharp, feats, frames)
   assert len(wanted) < 0.7 * n and most < 3 * len(keys)  # some features and frames are never needed
   # the selection reads no other feature: the wanted ones and those of `compared` give the same result
@@ -135,7 +136,7 @@ def test_possible_keys_want_only_the_features_read_and_hold_every_key_frame():
   known[wanted + keeper.compared] = feats[wanted + keeper.compared]
   assert select(known) == (starts, segs)
   assert keys <= set(keeper.frames) and all(np.array_equal(keeper.frames[k], frames[k]) for k in keys)
-  small = S.PossibleKeys(**kw, max_bytes=5 * 48)  # room for five 4x4x3 frames: the latest five kept
+  small = S.PossibleKeys(rules, max_bytes=5 * 48)  # room for five 4x4x3 frames: the latest five kept
   _follow(small, cue, times, sharp, feats, frames)
   assert list(small.frames) == list(keeper.frames)[-5:]
 

@@ -44,3 +44,4 @@ from aejax.keyframes.select import (
   sharpness,
   shot_recall,
 )
+from aejax.keyframes.shots import DUPLICATE_THRESHOLD, PossibleKeys, ShotRules, select_shots

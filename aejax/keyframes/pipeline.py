@@ -3,6 +3,7 @@ written) and `extract_video` (every output). Evaluation: `aejax.keyframes.evalua
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,11 +21,7 @@ from aejax.keyframes.select import (
   segment_clips,
   select_keyframes,
 )
-from aejax.keyframes.shots import (
-  DUPLICATE_THRESHOLD,
-  PossibleKeys,
-  select_shots,
-)
+from aejax.keyframes.shots import PossibleKeys, ShotRules, select_shots
 from aejax.viz import pyplot
 
 METHODS = ("shots", "novelty")
@@ -39,12 +36,7 @@ def select_video(
   rate: float = 5.0,
   fps: float | None = None,
   metric: str = "latent",
-  cut_threshold: float = 20.0,
-  cut_ratio: float = 2.0,
-  min_shot: float = 1.0,
-  change_threshold: float = 0.5,
-  min_segment: float = 3.0,
-  duplicate_threshold: float = DUPLICATE_THRESHOLD,
+  shots: ShotRules | None = None,
   reference: str = "last",
   threshold_mode: str = "percentile",
   threshold: float = 80.0,
@@ -74,8 +66,8 @@ def select_video(
     fps: overrides the file's frame rate (None: the file's).
     metric: "latent" or "recon" (`make_dist_pairs`; "shots" uses the latent or reconstruction as
       the feature of `relative_distance`).
-    cut_threshold, cut_ratio, min_shot, change_threshold, min_segment, duplicate_threshold: "shots"
-      (`shots.select_shots`).
+    shots: the rules of "shots" (`shots.ShotRules`, None: its defaults; from a config section:
+      `ShotRules.pop_from`).
     reference, threshold_mode, threshold, min_clip, max_clip: "novelty" (`select_keyframes`,
       `segment_clips`).
     batch_size: frames per `embed_fn` call.
@@ -95,14 +87,10 @@ def select_video(
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
   size = None if model_size is None else tuple(model_size)
+  shots = shots or ShotRules()
   keeper = None
   if method == "shots":
-    keeper = PossibleKeys(
-      cut_threshold=cut_threshold,
-      cut_ratio=cut_ratio,
-      change_threshold=change_threshold,
-      min_segment=min_segment,
-    )
+    keeper = PossibleKeys(shots)
   t0 = time.perf_counter()
   with open_video(video, fps) as reader:
     fps = reader.fps
@@ -139,12 +127,7 @@ def select_video(
       feats,
       np.array([c.sharpness for c in cands]),
       num_frames / fps,
-      cut_threshold=cut_threshold,
-      cut_ratio=cut_ratio,
-      min_shot=min_shot,
-      change_threshold=change_threshold,
-      min_segment=min_segment,
-      duplicate_threshold=duplicate_threshold,
+      shots,
     )
     kept = keeper.frames
     first = lambda p: 0 if p == 0 else cands[p].index
@@ -160,7 +143,7 @@ def select_video(
     out.update(
       keys=[g.key for g in segs if g.key >= 0],
       scores=cue,
-      threshold=cut_threshold,
+      threshold=shots.cut_threshold,
       clips=clips,
       shot_starts=[first(p) for p in starts],
       frames={cands[g.key].index: kept[g.key] for g in segs if g.key in kept},
@@ -208,8 +191,12 @@ def extract_video(
     plots.join()
   t_scan, c_scan = time.perf_counter() - t0, time.process_time() - c0
   cands, fps, num_frames = sel["candidates"], sel["fps"], sel["num_frames"]
-  settings = dict(
-    settings, model_size=None if model_size is None else tuple(model_size), write_clips=write_clips
+  rules = dataclasses.asdict(settings.get("shots") or ShotRules())  # recorded flat, as the config's keys
+  size = None if model_size is None else tuple(model_size)
+  settings = (
+    {k: v for k, v in settings.items() if k != "shots"}
+    | rules
+    | dict(model_size=size, write_clips=write_clips)
   )
   method = settings.get("method", "shots")
   if method == "shots":

@@ -42,6 +42,26 @@ CUT_WINDOW = 2  # sampled frames each side for the cut cue's local median
 DUPLICATE_THRESHOLD = 0.6
 
 
+@dataclasses.dataclass(frozen=True)
+class ShotRules:
+  """The settings of shot-aware selection, shared by `select_shots` and the scan's `PossibleKeys`
+  (which must follow the same rules): `cut_threshold`, `cut_ratio` (`find_cuts`), `min_shot`
+  (`short_shots`), `change_threshold`, `min_segment`, `duplicate_threshold` (`segment_shots`;
+  None: no near-duplicate test)."""
+
+  cut_threshold: float = 20.0
+  cut_ratio: float = 2.0
+  min_shot: float = 1.0
+  change_threshold: float = 0.5
+  min_segment: float = 3.0
+  duplicate_threshold: float | None = DUPLICATE_THRESHOLD
+
+  @classmethod
+  def pop_from(cls, settings: dict) -> ShotRules:
+    """The rules named in `settings` (a config section's keywords), removed from it."""
+    return cls(**{f.name: settings.pop(f.name) for f in dataclasses.fields(cls) if f.name in settings})
+
+
 def hsv_small(frame: np.ndarray, width: int = CUE_WIDTH) -> np.ndarray:
   """uint8 RGB [H, W, 3] -> float32 HSV [h, width, 3] (area-downscaled, OpenCV's ranges)."""
   h, w = frame.shape[:2]
@@ -183,18 +203,7 @@ def segment_shots(
 
 
 def select_shots(
-  times: np.ndarray,
-  cue: np.ndarray,
-  feats: np.ndarray,
-  sharp: np.ndarray,
-  end_time: float,
-  *,
-  cut_threshold: float,
-  cut_ratio: float,
-  min_shot: float,
-  change_threshold: float,
-  min_segment: float,
-  duplicate_threshold: float | None = None,
+  times: np.ndarray, cue: np.ndarray, feats: np.ndarray, sharp: np.ndarray, end_time: float, rules: ShotRules
 ) -> tuple[list[int], list[Segment]]:
   """Shot starts (sample positions) and segments of sampled frames (the whole module docstring).
 
@@ -204,14 +213,12 @@ def select_shots(
     feats: [n, ...] the samples' features (feature maps are `pooled`).
     sharp: [n] the samples' sharpness.
     end_time: the video's end (seconds).
-    cut_threshold, cut_ratio: see `find_cuts`.
-    min_shot: shots shorter than this (seconds) get no key frame (`short_shots`).
-    change_threshold, min_segment, duplicate_threshold: see `segment_shots`.
+    rules: the thresholds (`ShotRules`); shots shorter than `min_shot` seconds get no key frame.
   """
   if not len(times):
     return [], []
-  starts = [0, *find_cuts(cue, threshold=cut_threshold, ratio=cut_ratio)]
-  short = short_shots(starts, times, end_time, min_shot)
+  starts = [0, *find_cuts(cue, threshold=rules.cut_threshold, ratio=rules.cut_ratio)]
+  short = short_shots(starts, times, end_time, rules.min_shot)
   if all(short):  # a video shorter than `min_shot` still gets one key frame: its longest shot's
     ends = [times[s] for s in starts[1:]] + [end_time]
     short[int(np.argmax([e - times[s] for s, e in zip(starts, ends)]))] = False
@@ -220,10 +227,10 @@ def select_shots(
     pooled(feats),
     sharp,
     times,
-    change_threshold=change_threshold,
-    min_segment=min_segment,
+    change_threshold=rules.change_threshold,
+    min_segment=rules.min_segment,
     short=short,
-    duplicate_threshold=duplicate_threshold,
+    duplicate_threshold=rules.duplicate_threshold,
   )
 
 
@@ -245,23 +252,14 @@ class PossibleKeys:
   with `set_feature` (any time later), and `finish()` at the end.
 
   Args:
-    cut_threshold, cut_ratio, window: see `find_cuts`.
-    change_threshold, min_segment: see `segment_shots`.
+    rules: the `ShotRules` that `select_shots` will apply (cuts, `change_threshold`, `min_segment`).
+    window: see `find_cuts`.
     max_bytes: the most frame bytes kept.
   """
 
-  def __init__(
-    self,
-    *,
-    cut_threshold: float,
-    cut_ratio: float,
-    change_threshold: float,
-    min_segment: float,
-    window: int = CUT_WINDOW,
-    max_bytes: int = 512 << 20,
-  ):
-    self._cut = dict(threshold=cut_threshold, ratio=cut_ratio, window=window)
-    self._change, self._min_segment, self._max_bytes = change_threshold, min_segment, max_bytes
+  def __init__(self, rules: ShotRules = ShotRules(), *, window: int = CUT_WINDOW, max_bytes: int = 512 << 20):
+    self._cut = dict(threshold=rules.cut_threshold, ratio=rules.cut_ratio, window=window)
+    self._change, self._min_segment, self._max_bytes = rules.change_threshold, rules.min_segment, max_bytes
     self.cue: list[float] = []
     self.feats: dict[int, np.ndarray] = {}  # position -> pooled feature
     self.frames: dict[int, np.ndarray] = {}  # position -> frame of a possible key frame (insertion order)
