@@ -277,23 +277,14 @@ class VQAE3D(nn.Module):
     self.dec_conv2, self.dec_bn2 = convt(f2, f1, k, "dec_conv2"), bn("dec_bn2")
     self.dec_conv3 = convt(f1, self.out_channels, k, "dec_conv3")
     self.dec_bn3 = bn("dec_bn3", *self.output_init)
+    shared = dict(commitment_cost=self.commitment_cost, axis_name=self.axis_name)
     if self.quantizer == "scalar":
-      self.quant = ScalarQuantizer(
-        self.num_codes,
-        mode=self.quantizer_mode,
-        sigma=self.sigma,
-        commitment_cost=self.commitment_cost,
-        axis_name=self.axis_name,
-      )
+      self.quant = ScalarQuantizer(self.num_codes, mode=self.quantizer_mode, sigma=self.sigma, **shared)
     elif self.quantizer == "vq":
-      self.quant = VectorQuantizer(
-        self.num_codes,
-        num_codebooks=self.num_codebooks,
-        commitment_cost=self.commitment_cost,
-        decay=self.ema_decay,
-        restart_threshold=self.restart_threshold,
-        axis_name=self.axis_name,
+      vq = dict(
+        num_codebooks=self.num_codebooks, decay=self.ema_decay, restart_threshold=self.restart_threshold
       )
+      self.quant = VectorQuantizer(self.num_codes, **vq, **shared)
 
   def encode(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     """Clips [B, T, H, W, C] in [0, 1] -> continuous latent z [B, T, H/8, W/8, latent]."""
