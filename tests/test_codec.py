@@ -147,7 +147,8 @@ def test_quality_at_rate_and_rows_round_trip(tmp_path):
   rows = [{"method": "jpeg", "setting": f"q{i}", "bpp": b, "psnr": 30 + 10 * np.log2(b)} for i, b in curve]
   rows.append({"method": "jpeg", "setting": "worse", "bpp": 2.0, "psnr": 1.0})  # off the Pareto front
   assert quality_at_rate(rows, 0.5) == pytest.approx(20.0)  # halfway in log bpp
-  assert np.isnan(quality_at_rate(rows, 0.1)) and np.isnan(quality_at_rate(rows, 2.0))
+  assert quality_at_rate(rows, 2.0) == pytest.approx(30.0)  # within 2 bpp the best is q1's 30 dB
+  assert np.isnan(quality_at_rate(rows, 0.1)) and np.isnan(quality_at_rate(rows, 2.5))  # not measured
   write_rows(rows, tmp_path / "r.csv")
   back = read_rows(tmp_path / "r.csv")
   assert [r["setting"] for r in back] == ["q0", "q1", "worse"]

@@ -12,6 +12,7 @@ import numpy as np
 from aejax.codec.convert import convert_frames
 from aejax.codec.latent import LatentCodec
 from aejax.codec.online import OnlineConfig, run_online
+from aejax.codec.report import quality_at_rate
 from aejax.data.video import VideoReader, camera_frames, iter_frames
 from aejax.io import write_json
 from aejax.models.oval import OVAL
@@ -117,8 +118,8 @@ def online_vs_frozen(
   the frozen model's rate–distortion curve over `frozen_codecs` (e.g. finer quantiser steps).
 
   Returns the online summary's rate and quality (`bpp` from total bytes sent), the frozen curve's
-  rows, and `frozen_psnr_at_equal_bytes`: the frozen PSNR interpolated (in log bpp) at the online
-  run's total bpp (NaN outside the curve's range; the curve is clipped, not extrapolated), with
+  rows, and `frozen_psnr_at_equal_bytes`: the best frozen PSNR within the online run's total bpp
+  (`report.quality_at_rate`: the curve's Pareto front in log bpp; NaN outside its rates), with
   `gain_db` = online PSNR - that.
   """
   s = run_online(iter(frames), model, params, cfg, latent, fps=fps)
@@ -128,13 +129,7 @@ def online_vs_frozen(
       model, params, frames, color_space=cfg.color_space, batch_size=batch_size, latent=c, with_ms_ssim=False
     )["summary"]
     curve.append({"setting": c.name, "bpp": f["bpp"], "psnr": f["psnr"]})
-  pts = sorted((np.log(r["bpp"]), r["psnr"]) for r in curve)
-  x = np.log(s["bpp"])
-  at = (
-    float(np.interp(x, [p[0] for p in pts], [p[1] for p in pts]))
-    if pts[0][0] <= x <= pts[-1][0]
-    else float("nan")
-  )
+  at = quality_at_rate(curve, s["bpp"])
   keys = (
     "frames",
     "updates",

@@ -213,11 +213,14 @@ def _bd(anchor: list[dict], test: list[dict], key: str, rate_axis: bool) -> floa
 
 
 def quality_at_rate(rows: list[dict], bpp: float, key: str = "psnr") -> float:
-  """`key` of the rows' Pareto front interpolated piecewise linearly in log(bpp) at `bpp` (NaN
-  outside the front's rate range: clipped, never extrapolated)."""
-  front = pareto([r for r in rows if key in r and r["bpp"] > 0], key)
+  """The best `key` the rows reach within `bpp`: their Pareto front interpolated piecewise linearly
+  in log(bpp), held at its last value between the front's highest rate and the highest rate
+  measured (a setting off the front spends more for less). NaN below the lowest rate or above the
+  highest measured: never extrapolated."""
+  rows = [r for r in rows if key in r and r["bpp"] > 0]
+  front = pareto(rows, key)
   x, y = np.log([r["bpp"] for r in front]), [r[key] for r in front]
-  if not front or not x[0] <= np.log(bpp) <= x[-1]:
+  if not front or not x[0] <= np.log(bpp) <= np.log(max(r["bpp"] for r in rows)):
     return float("nan")
   return float(np.interp(np.log(bpp), x, y))
 
