@@ -33,28 +33,57 @@ def _spatial_shape(key: str, x: np.ndarray) -> tuple[int, int]:
   return x.shape[-3:-1]
 
 
-def _apply_stack(key: str, x: np.ndarray, fn) -> np.ndarray:
-  """Applies fn(frame, is_mask) to every 2-D frame of x (keeping leading axes)."""
+def _apply_stack(key: str, x: np.ndarray, fns: Sequence) -> np.ndarray:
+  """Applies fn(frame, is_mask, dst) to every 2-D frame of x (keeping leading axes).
+
+  The frames are split into len(fns) equal consecutive groups, group k using fns[k]. Results go
+  straight into one new array (`dst` is its slot for the frame; a fn that returns another array
+  has it copied there): no per-frame array and no stacking copy.
+  """
   is_mask = key in MASK_KEYS
   lead = x.shape[:-2] if is_mask else x.shape[:-3]
   flat = x.reshape((-1, *x.shape[len(lead) :]))
-  out = np.stack([fn(f, is_mask) for f in flat])
-  return out.reshape((*lead, *out.shape[1:]))
+  per = len(flat) // len(fns)
+  first = fns[0](flat[0], is_mask, None)
+  out = np.empty((len(flat), *first.shape), first.dtype)
+  for i, f in enumerate(flat):
+    d = out[i]
+    r = first if i == 0 else fns[i // per](f, is_mask, d)
+    if r is not d:
+      d[...] = r.reshape(d.shape)
+  return out.reshape((*lead, *first.shape))
 
 
 def _crop_resize(y0: int, x0: int, h: int, w: int, out_hw: tuple[int, int] | None):
-  def fn(f: np.ndarray, is_mask: bool) -> np.ndarray:
+  def fn(f: np.ndarray, is_mask: bool, dst: np.ndarray | None = None) -> np.ndarray:
     f = f[y0 : y0 + h, x0 : x0 + w]
     if out_hw is None or (h, w) == out_hw:
-      return np.ascontiguousarray(f)
+      return np.ascontiguousarray(f) if dst is None else f  # copied into dst by the caller
     if is_mask:
       interp = cv2.INTER_NEAREST
     else:
       interp = cv2.INTER_AREA if out_hw[0] < h and out_hw[1] < w else cv2.INTER_LINEAR
-    r = cv2.resize(np.ascontiguousarray(f), (out_hw[1], out_hw[0]), interpolation=interp)
-    return r.reshape((*out_hw, *f.shape[2:]))
+    r = cv2.resize(f, (out_hw[1], out_hw[0]), dst=dst, interpolation=interp)  # reads the view: no copy
+    return r if dst is not None else r.reshape((*out_hw, *f.shape[2:]))
 
   return fn
+
+
+_CV_DEPTHS = (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float32, np.float64)
+
+
+def _hflip(f: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
+  """`f[:, ::-1]` ([H, W] or [H, W, C]) as a new contiguous array, or written into `dst`.
+
+  OpenCV's flip where it takes the dtype (the same values): NumPy's reversed copy of a 224² RGB
+  frame costs ~0.2 ms, `cv2.flip` ~0.007 ms.
+  """
+  if f.dtype.type in _CV_DEPTHS and f.ndim in (2, 3) and (f.ndim == 2 or f.shape[2] <= 4):
+    return cv2.flip(f, 1, dst=dst) if dst is not None else cv2.flip(f, 1).reshape(f.shape)
+  if dst is None:
+    return np.ascontiguousarray(f[:, ::-1])
+  dst[...] = f[:, ::-1]
+  return dst
 
 
 def _groups(element: dict) -> int:
@@ -71,9 +100,10 @@ def _spatial(element: dict, make_fn) -> dict:
       continue
     x = np.asarray(element[key])
     if key == "frames" and g > 1:
-      out[key] = np.stack([_apply_stack(key, x[i], make_fn(i, _spatial_shape(key, x[i]))) for i in range(g)])
+      fns = [make_fn(i, _spatial_shape(key, x[i])) for i in range(g)]
     else:
-      out[key] = _apply_stack(key, x, make_fn(0, _spatial_shape(key, x)))
+      fns = [make_fn(0, _spatial_shape(key, x))]
+    out[key] = _apply_stack(key, x, fns)
   return out
 
 
@@ -178,7 +208,7 @@ class RandomFlip(grain.transforms.RandomMap):
       if g not in flips:
         flips[g] = bool(rng.uniform() < self.p)
       flip = flips[g]
-      return lambda f, is_mask: np.ascontiguousarray(f[:, ::-1]) if flip else f
+      return lambda f, is_mask, dst=None: _hflip(f, dst) if flip else f
 
     return _spatial(element, make)
 
