@@ -4,7 +4,9 @@ For each video: OVAL with the authors' released `offline8.pt` (faithful model, R
 `.aejx` files (`aejax.codec.files.encode_video`; every OVAL rate is a file's size, header
 included) with the original float16 latent, zlib over int8/int4/fixed-step latents, and the range
 coder with a per-channel Laplace model (intra, and temporal: symbols predicted from the previous
-frame); optionally the same for a trained checkpoint (`--checkpoint DIR --label NAME`); per-frame
+frame); optionally the same for a trained checkpoint (`--checkpoint DIR --label NAME`; a model with
+a learned latent density, the v2 preset, is range coded under that density at quantiser steps
+0.7-2.8, `LEARNED_SETTINGS`); per-frame
 JPEG (OpenCV, whole files), H.264 (libx264), H.265 (libx265) and AV1 (SVT-AV1) at a CRF sweep
 through PyAV (whole MP4 files). PSNR and MS-SSIM are RGB, per frame, averaged. Writes per video
 `rd_<video>.csv/.md/.png` and `bd.md`: BD-rate (%; negative = fewer bits at equal quality) and
@@ -78,6 +80,11 @@ TRAINED_SETTINGS = {
   "Laplace temporal": [
     LatentCodec("int16", step=s, entropy="laplace", temporal=True) for s in (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
   ],
+}
+# a trained model with a learned latent density (the v2 preset): the range coder under that density
+# (its table in the file header) at a few quantiser steps (1: the step it was trained for)
+LEARNED_SETTINGS = {
+  "learned": [LatentCodec("int16", step=s, entropy="learned") for s in (0.7, 1.0, 1.4, 2.0, 2.8)]
 }
 JPEG_QUALITIES = (1, 2, 3, 5, 8, 12, 20, 30, 50, 75, 90)
 
@@ -279,7 +286,8 @@ def main(argv=None) -> None:
     m2, p2, c2, _ = oval.load(
       oval.get_config(), None, argparse.Namespace(weights=None, checkpoint=args.checkpoint)
     )
-    models.append((args.label, m2, p2, c2.model.to_dict(), c2.data.color_space, TRAINED_SETTINGS))
+    settings = LEARNED_SETTINGS if m2.density_filters else TRAINED_SETTINGS
+    models.append((args.label, m2, p2, c2.model.to_dict(), c2.data.color_space, settings))
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   report = ["# Learned-codec files vs classic codecs (bench/codec_rd.py)", ""]

@@ -82,9 +82,17 @@ def demo() -> ml_collections.ConfigDict:
 
 
 def v2() -> ml_collections.ConfigDict:
-  """The wider model (same geometry and 10-channel latent: the same rate)."""
+  """Ours: a Balle-2018-style transform with a learned latent density (`V2`) trained on random
+  128x128 photo crops (`--config.data.images`; scale jitter, flips) with MSE ([0, 1]) + rate_lambda
+  * bpp; encode with `--config.codec.entropy=learned` (the range coder under the learned density)."""
   c = get_config()
   c.model.update(V2)
+  c.data.update(size=(128, 128), batch_size=4, per_image=48, scales=(1.0, 3.0))
+  c.loss.name = "mse"
+  c.optim.update(schedule="warmup_cosine", warmup_steps=100, total_steps=5000, end_lr=2e-5, grad_clip=1.0)
+  c.codec.update(precision="int16", step=1.0)  # float16 in eval; `entropy=learned` for files
+  c.train.update(num_steps=5000, log_every=50, eval_every=100_000, checkpoint_every=250)
+  c.eval.update(max_frames=8, batch_size=4)
   return c
 
 

@@ -23,6 +23,7 @@ from aejax.codec.bitstream import (
   read_header,
   tree_from_bytes,
 )
+from aejax.codec.entropy import cdf_table, pack_table
 from aejax.codec.frames import FrameCodec, chunks, peek, video_sink
 from aejax.codec.latent import LatentCodec, bits_per_pixel, compression_ratio
 from aejax.codec.report import quality, write_csv
@@ -45,6 +46,18 @@ def file_header(
     "codec": dataclasses.asdict(latent),
     **extra,
   }
+
+
+def learned_codec(latent: LatentCodec, model: OVAL, params) -> LatentCodec:
+  """`latent` with entropy "learned" and no table: its table filled from the model's learned density
+  (`OVAL.latent_pmf` at the codec's step, `aejax.codec.entropy.cdf_table`); any other codec as is."""
+  if latent.entropy != "learned" or latent.table:
+    return latent
+  if not model.density_filters:
+    raise ValueError("entropy 'learned' needs a model with a learned density (density_filters)")
+  pmf, below, above = model.apply({"params": params}, float(latent.step), method=OVAL.latent_pmf)
+  table = pack_table(*cdf_table(np.asarray(pmf), np.asarray(below), np.asarray(above)))
+  return dataclasses.replace(latent, table=table)
 
 
 def _hash_frames(sha, frames: np.ndarray) -> None:
@@ -80,7 +93,8 @@ def encode_video(
     model, params: the OVAL model and its parameters.
     frames: RGB uint8 frames [H, W, 3] (any iterable, e.g. `aejax.data.video.iter_frames`).
     out_path: the `.aejx` file.
-    color_space, batch_size, latent, fps: as `aejax.codec.convert.convert_frames`.
+    color_space, batch_size, latent, fps: as `aejax.codec.convert.convert_frames` (a "learned"
+      latent codec without a table gets the model's, `learned_codec`).
     model_config: the model's config dict (stored in the header, rebuilt by the decoder).
     source: where the weights came from ({"checkpoint": path} or {"weights": path}), a hint.
     recon_video: also write the reconstruction as a video (None: not written).
@@ -91,6 +105,7 @@ def encode_video(
   """
   first, frames = peek(frames, "encode: the video")
   h, w = first.shape[:2]
+  latent = learned_codec(latent, model, params)
   codec = FrameCodec(model, params, color_space, (h, w), batch_size)
   header = file_header(
     model_config,

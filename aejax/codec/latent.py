@@ -17,10 +17,17 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from aejax.codec.entropy import FAMILIES, decode_symbols, encode_symbols
+from aejax.codec.entropy import (
+  FAMILIES,
+  decode_symbols,
+  decode_with_table,
+  encode_symbols,
+  encode_with_table,
+  table_models,
+)
 
 PRECISIONS = ("float32", "float16", "int16", "int8", "int4")
-ENTROPY = ("none", "zlib", "laplace", "gaussian")
+ENTROPY = ("none", "zlib", "laplace", "gaussian", "learned")
 
 
 def raw_frame_bytes(height: int, width: int) -> int:
@@ -74,11 +81,15 @@ class LatentCodec:
       values `round(z / step)` clipped to the signed range, no side information.
     entropy: "none"; "zlib" (level 9) over the whole payload; or "laplace" / "gaussian": the
       integer symbols range coded under a per-channel factorized model (`aejax.codec.entropy`;
-      integer precisions only, the side information stays as above).
+      integer precisions only, the side information stays as above); or "learned": the symbols
+      round(z / step), clipped to each channel's range in `table`, range coded under the model's
+      learned density tabulated in `table` (no side information; needs a fixed step).
     temporal: with a fixed `step` and a range-coded `entropy`, code each frame's symbols as the
       difference from the previous frame's (lossless prediction on the quantisation grid, so the
       distortion is unchanged); the first frame of a stream is coded alone. Stateful: use
       `stream()` (or `roundtrip`), which hold the previous frame's symbols at each end.
+    table: with entropy "learned", the packed frequency table (`aejax.codec.entropy.pack_table`;
+      `aejax.codec.files.learned_codec` fills it from a model); it travels in the file header.
   """
 
   precision: str = "float16"
@@ -86,17 +97,20 @@ class LatentCodec:
   step: float | None = None
   entropy: str = "none"
   temporal: bool = False
+  table: str | None = None
 
   def __post_init__(self):
     if self.precision not in PRECISIONS:
       raise ValueError(f"LatentCodec: precision {self.precision!r} is not one of {PRECISIONS}")
     if self.entropy not in ENTROPY:
       raise ValueError(f"LatentCodec: entropy {self.entropy!r} is not one of {ENTROPY}")
-    if self.entropy in FAMILIES and not self.precision.startswith("int"):
+    if self.entropy in (*FAMILIES, "learned") and not self.precision.startswith("int"):
       raise ValueError(
         f"LatentCodec: entropy {self.entropy!r} codes integer symbols; use an int "
         f"precision, not {self.precision!r}"
       )
+    if self.entropy == "learned" and (self.step is None or self.temporal):
+      raise ValueError("LatentCodec: entropy 'learned' needs a fixed step and no temporal prediction")
     if self.temporal and (self.step is None or self.entropy not in FAMILIES):
       raise ValueError(
         "LatentCodec: temporal prediction needs a fixed step and entropy 'laplace' or 'gaussian'"
@@ -154,6 +168,11 @@ class LatentCodec:
       q = np.frombuffer(data, np.uint8 if self.precision == "int8" else "<u2")[:n]
     return q.astype(np.float32).reshape(shape)
 
+  def _table(self) -> str:
+    if not self.table:
+      raise ValueError("LatentCodec: entropy 'learned' needs the model's table (codec.files.learned_codec)")
+    return self.table
+
   def _kept(self, c: int) -> int:
     return c if self.channels is None else min(self.channels, c)
 
@@ -173,6 +192,12 @@ class LatentCodec:
       parts.append(keep.astype(self.precision).tobytes())
     else:
       levels = self._levels()
+      if self.entropy == "learned":
+        los, his, _ = table_models(self._table())
+        q = np.clip(np.rint(keep / self.step), los[:k], his[:k]).astype(np.int64)
+        parts.append(encode_with_table(q, self.table))
+        payload = b"".join(parts)
+        return payload, q
       if self.step is None:
         lo = keep.min(axis=(0, 1)).astype(np.float16)
         hi = keep.max(axis=(0, 1))
@@ -204,6 +229,9 @@ class LatentCodec:
     fill = np.frombuffer(buf[:off], np.float16).astype(np.float32)
     if self.precision in ("float32", "float16"):
       keep = np.frombuffer(buf[off:], self.precision).astype(np.float32).reshape(h, w, k)
+    elif self.entropy == "learned":
+      q = decode_with_table(buf[off:], (h, w, k), self._table()).astype(np.int64)
+      keep = q.astype(np.float32) * np.float32(self.step)
     else:
       levels = self._levels()
       if self.step is None:

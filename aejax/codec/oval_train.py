@@ -14,6 +14,7 @@ from aejax.data.sources import ArraySource, VideoClipSource
 from aejax.data.transforms import convert_color, convert_color_inverse
 from aejax.metrics import psnr
 from aejax.models.oval import reconstruction_loss
+from aejax.models.rd_layers import rate_bits
 from aejax.train import apply_model
 
 COLOR_SPACES = ("rgb", "bgr", "hsv", "ycbcr", "lab")
@@ -44,10 +45,11 @@ class InterleavedClips:
     return f"InterleavedClips({self.source!r})"
 
 
-def photo_clips(folder, size, per_image: int = 12, seed: int = 0) -> ArraySource:
-  """One-frame clips (`video` [1, H, W, 3] uint8) cut from the photos of `folder`: each photo is
-  scaled so its short side is twice the crop's, then `per_image` random crops of `size` (H, W),
-  every other one mirrored."""
+def photo_clips(folder, size, per_image: int = 12, seed: int = 0, scales=(2.0, 2.0)) -> ArraySource:
+  """One-frame clips (`video` [1, H, W, 3] uint8) cut from the photos of `folder`: `per_image`
+  random crops of `size` (H, W) per photo, every other one mirrored, each from the photo scaled so
+  its short side is a random multiple in `scales` (lo, hi) of the crop's (never above the
+  photo's own size when lo < hi: scale jitter without upsampling)."""
   import cv2
 
   from aejax.data.images import ImageFolderSource
@@ -56,13 +58,14 @@ def photo_clips(folder, size, per_image: int = 12, seed: int = 0) -> ArraySource
   rng, clips = np.random.default_rng(seed), []
   for i in range(len(src)):
     img = src[i]["image"]
-    k = 2 * max(h / img.shape[0], w / img.shape[1])
-    img = cv2.resize(img, (round(img.shape[1] * k), round(img.shape[0] * k)), interpolation=cv2.INTER_AREA)
     for j in range(per_image):
-      y, x = rng.integers(0, img.shape[0] - h + 1), rng.integers(0, img.shape[1] - w + 1)
-      crop = img[y : y + h, x : x + w]
+      k = rng.uniform(*scales) * max(h / img.shape[0], w / img.shape[1])
+      k = k if scales[0] == scales[1] else max(min(k, 1.0), max(h / img.shape[0], w / img.shape[1]))
+      im = cv2.resize(img, (round(img.shape[1] * k), round(img.shape[0] * k)), interpolation=cv2.INTER_AREA)
+      y, x = rng.integers(0, im.shape[0] - h + 1), rng.integers(0, im.shape[1] - w + 1)
+      crop = im[y : y + h, x : x + w]
       clips.append(crop[:, ::-1] if j % 2 else crop)
-  name = f"oval-photos-{Path(folder).name}-{per_image}-{h}x{w}"
+  name = f"oval-photos-{Path(folder).name}-{per_image}-{h}x{w}-{scales[0]:g}-{scales[1]:g}"
   return ArraySource({"video": np.stack(clips)[:, None]}, name=name)
 
 
@@ -76,7 +79,8 @@ def train_source(data):
   from aejax.data import roots
 
   if not data.root and data.get("images"):
-    return photo_clips(data.images, tuple(data.size), seed=0), 1
+    kw = dict(per_image=data.get("per_image", 12), scales=tuple(data.get("scales", (2.0, 2.0))))
+    return photo_clips(data.images, tuple(data.size), seed=0, **kw), 1
   clip_len = min(data.clip_len or data.batch_size, data.batch_size)
   if data.root:
     return InterleavedClips(
@@ -98,7 +102,9 @@ def make_loss_fn(name: str, color_space: str, noise_std: float, use_lstm: bool):
 
   Frames go to `color_space`, get Gaussian noise of `noise_std` in training only, and the loss
   `name` (`aejax.models.oval.reconstruction_loss`) is taken on the logits; metrics: the BCE, MSE
-  and MAE in the model's space, MAE and per-frame PSNR in RGB.
+  and MAE in the model's space, MAE and per-frame PSNR in RGB. A model with a learned latent
+  density (`OVAL.density_filters`) adds its rate term: loss += `model.rate_lambda` * bpp, bpp the
+  ideal code length of the noisy latent (-sum log2 likelihood) per input pixel (metric `bpp`).
   """
 
   def loss_fn(model, variables, batch, rngs, train):
@@ -109,6 +115,10 @@ def make_loss_fn(name: str, color_space: str, noise_std: float, use_lstm: bool):
     inp = x + noise_std * jax.random.normal(rngs["noise"], x.shape) if train and noise_std else x
     (y, aux), new_state = apply_model(model, variables, inp, rngs=rngs, train=train)
     loss = reconstruction_loss(name, aux["logits"], x)
+    rate = {}
+    if "likelihoods" in aux:
+      rate["bpp"] = rate_bits(aux["likelihoods"]) / np.prod(x.shape[:-1])
+      loss = loss + model.rate_lambda * rate["bpp"]
     y_rgb = jnp.clip(convert_color_inverse(y, color_space), 0.0, 1.0)
     frames = lambda a: a.reshape(-1, *a.shape[-3:])  # [N, H, W, 3]
     metrics = {
@@ -118,6 +128,7 @@ def make_loss_fn(name: str, color_space: str, noise_std: float, use_lstm: bool):
       "mae": jnp.mean(jnp.abs(y - x)),
       "mae_rgb": jnp.mean(jnp.abs(y_rgb - rgb)),
       "psnr_rgb": jnp.mean(psnr(frames(y_rgb), frames(rgb))),
+      **rate,
     }  # mean per frame
     return loss, metrics, new_state
 

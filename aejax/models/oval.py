@@ -30,6 +30,11 @@ axes are swapped relative to ours and its first / last layers' channels are in B
 `exact_output=False` the result equals the original to ~2e-6 (tests/test_original_weights.py); with
 the default `exact_output=True` only the bottom and right 18 rows and columns of a 360x480 frame
 differ (the added output padding).
+
+`V2` is ours, not the original's: the same class as a Balle-2018-style transform codec (4x 5x5
+stride-2 layers, GDN / IGDN from `aejax.models.rd_layers`, edge-padded exact output) with a learned
+factorized latent density (`density_filters`) and a rate term (`rate_lambda`). The ConvLSTM is
+`aejax.models.convlstm`.
 """
 
 from __future__ import annotations
@@ -42,12 +47,24 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from aejax.models.convlstm import ConvLSTM
 from aejax.models.layers import torch_uniform_init
+from aejax.models.rd_layers import GDN, FactorizedDensity
 from aejax.models.torch_weights import load_state_dict, map_state_dict
 
 FAITHFUL = dict(features=(6, 8, 9, 10, 10), kernels=(3, 3, 4, 3, 3), strides=(1, 2, 1, 3, 2))
-# Wider hidden layers, same geometry and the same 10-channel latent: the same rate, more quality.
-V2 = dict(features=(32, 48, 64, 64, 10), kernels=(3, 3, 4, 3, 3), strides=(1, 2, 1, 3, 2))
+# Ours, not the original's: a Balle-2018-style transform (four 5x5 stride-2 convolutions, GDN /
+# IGDN, 48 hidden channels, a 64-channel latent at stride 16) with a learned factorized latent
+# density, trained with additive uniform noise and loss = MSE + rate_lambda * bits per pixel.
+V2 = dict(
+  features=(48, 48, 48, 64),
+  kernels=(5, 5, 5, 5),
+  strides=(2, 2, 2, 2),
+  activation="gdn",
+  pad_mode="edge",
+  density_filters=(3, 3, 3),
+  rate_lambda=0.008,
+)
 PRESETS = {"faithful": FAITHFUL, "v2": V2}
 
 
@@ -84,84 +101,6 @@ def latent_shape(
   return (*layer_sizes(size, kernels, strides)[-1], features[-1])
 
 
-class ConvLSTMCell(nn.Module):
-  """One ConvLSTM step (Shi et al., NeurIPS 2015, as ndrplz/ConvLSTM_pytorch): carry (h, c), x.
-
-  gates = conv([x, h]) split into i, f, o, g; c' = sigmoid(f) c + sigmoid(i) tanh(g);
-  h' = sigmoid(o) tanh(c'). Returns ((h', c'), h').
-  """
-
-  features: int = 10
-  kernel_size: int = 3
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, carry, x):
-    """One ConvLSTM step: (carry (h, c), x [B, H, W, C]) -> (new carry, h)."""
-    h, c = carry
-    k = self.kernel_size
-    fan_in = (x.shape[-1] + self.features) * k * k
-    gates = nn.Conv(
-      4 * self.features,
-      (k, k),
-      padding="SAME",
-      dtype=self.dtype,
-      param_dtype=self.param_dtype,
-      kernel_init=torch_uniform_init(fan_in),
-      bias_init=torch_uniform_init(fan_in),
-      name="gates",
-    )(jnp.concatenate([x, h.astype(x.dtype)], axis=-1))
-    i, f, o, g = jnp.split(gates.astype(jnp.float32), 4, axis=-1)
-    c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
-    h = nn.sigmoid(o) * jnp.tanh(c)
-    return (h, c), h
-
-
-class _TBPTTCell(nn.Module):
-  """A ConvLSTM step that cuts the gradient through the incoming carry every `tbptt` frames."""
-
-  features: int
-  tbptt: int
-  dtype: jnp.dtype
-  param_dtype: jnp.dtype
-
-  @nn.compact
-  def __call__(self, carry, inputs):
-    x, t = inputs
-    if self.tbptt > 0:
-      cut = (t % self.tbptt) == 0
-      carry = jax.tree.map(lambda a: jnp.where(cut, jax.lax.stop_gradient(a), a), carry)
-    return ConvLSTMCell(self.features, dtype=self.dtype, param_dtype=self.param_dtype, name="cell")(carry, x)
-
-
-class ConvLSTM(nn.Module):
-  """A ConvLSTM over [B, T, h, w, C] with one `lax.scan` over T; returns (h for every T, carry)."""
-
-  features: int = 10
-  tbptt: int = 0
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, carry=None):
-    """Runs the cell over x [B, T, H, W, C] (scan over T): (hidden states, final carry)."""
-    b, t, h, w, _ = x.shape
-    if carry is None:
-      carry = self.initial_carry(b, (h, w))
-    scan = nn.scan(
-      _TBPTTCell, variable_broadcast="params", split_rngs={"params": False}, in_axes=1, out_axes=1
-    )
-    steps = jnp.broadcast_to(jnp.arange(t), (b, t))  # [B, T]
-    carry, hs = scan(self.features, self.tbptt, self.dtype, self.param_dtype, name="scan")(carry, (x, steps))
-    return hs, carry
-
-  def initial_carry(self, batch: int, size: Sequence[int]):
-    """Zero (h, c) state for `batch` frames of spatial `size`."""
-    zeros = jnp.zeros((batch, *size, self.features), jnp.float32)
-    return zeros, zeros
-
-
 def _init(fan_in: int) -> dict:
   return dict(kernel_init=torch_uniform_init(fan_in), bias_init=torch_uniform_init(fan_in))
 
@@ -177,6 +116,14 @@ class OVAL(nn.Module):
       smaller output, e.g. 351x471 for 360x480).
     use_lstm: the ConvLSTM option; inputs are then [B, T, H, W, C] sequences.
     tbptt: with `use_lstm`, cut the gradient through the carry every this many frames (0: never).
+    activation: "relu" (the original's) or "gdn" (GDN in the encoder, IGDN in the decoder).
+    pad_mode: with `exact_output`, the decoder's added rows and columns hold the layer's bias
+      ("bias", as PyTorch's `output_padding`) or repeat the last ones ("edge").
+    density_filters: non-empty: a learned factorized density of the latent (`FactorizedDensity`
+      with these hidden widths); the forward pass then adds uniform noise U(-1/2, 1/2) to the
+      latent in training (rounds it otherwise) and returns its likelihoods.
+    rate_lambda: the rate term's weight in training: loss = distortion + rate_lambda * bits per
+      pixel (`aejax.codec.oval_train.make_loss_fn`; MSE on the [0, 1] scale for the v2 preset).
   """
 
   features: Sequence[int] = FAITHFUL["features"]
@@ -186,6 +133,10 @@ class OVAL(nn.Module):
   exact_output: bool = True
   use_lstm: bool = False
   tbptt: int = 0
+  activation: str = "relu"
+  pad_mode: str = "bias"
+  density_filters: Sequence[int] = ()
+  rate_lambda: float = 0.0
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -220,6 +171,14 @@ class OVAL(nn.Module):
       )
       for j, (f, k, s) in enumerate(zip(outs, self.dec_kernels, self.dec_strides))
     ]
+    if self.activation not in ("relu", "gdn") or self.pad_mode not in ("bias", "edge"):
+      raise ValueError(f"OVAL: activation {self.activation!r} / pad_mode {self.pad_mode!r} unknown")
+    if self.activation == "gdn":
+      n = len(self.features) - 1
+      self.enc_gdn = [GDN(name=f"enc_gdn{i}") for i in range(n)]
+      self.dec_gdn = [GDN(inverse=True, name=f"dec_igdn{j}") for j in range(n)]
+    if self.density_filters:
+      self.density = FactorizedDensity(self.features[-1], tuple(self.density_filters), name="density")
     if self.use_lstm:
       lk = dict(features=self.features[-1], tbptt=self.tbptt, dtype=self.dtype, param_dtype=self.param_dtype)
       self.enc_lstm = ConvLSTM(**lk, name="enc_lstm")
@@ -241,7 +200,7 @@ class OVAL(nn.Module):
     for i, conv in enumerate(self.enc):
       h = conv(h)
       if i < len(self.enc) - 1:
-        h = nn.relu(h)
+        h = self.enc_gdn[i](h) if self.activation == "gdn" else nn.relu(h)
     h = h.reshape(*lead, *h.shape[1:])
     if self.use_lstm:
       h, carry = self.enc_lstm(h, carry)
@@ -271,11 +230,13 @@ class OVAL(nn.Module):
         # Output padding on the bottom/right, as PyTorch's `output_padding`: rows and columns
         # past the kernel's reach, so they hold the bias alone (later layers mix them in).
         eh, ew = (sizes[j + 1][a] - h.shape[1 + a] for a in range(2))
-        if eh or ew:
+        if (eh or ew) and self.pad_mode == "edge":
+          h = jnp.pad(h, ((0, 0), (0, eh), (0, ew), (0, 0)), mode="edge")
+        elif eh or ew:
           bias = deconv.variables["params"]["bias"].astype(h.dtype)
           h = jnp.pad(h - bias, ((0, 0), (0, eh), (0, ew), (0, 0))) + bias
       if j < len(self.dec) - 1:
-        h = nn.relu(h)
+        h = self.dec_gdn[j](h) if self.activation == "gdn" else nn.relu(h)
     logits = h.astype(jnp.float32).reshape(*lead, *h.shape[1:])
     return (logits if return_logits else nn.sigmoid(logits)), carry
 
@@ -284,20 +245,32 @@ class OVAL(nn.Module):
 
     Args:
       x: [N, H, W, C] frames in [0, 1] (with `use_lstm`: [B, T, H, W, C] sequences).
-      train: unused (no dropout or normalisation); kept for the shared signature.
+      train: with `density_filters`, add uniform noise to the latent (an rng stream "noise"
+        must be given) instead of rounding it; otherwise unused.
       carry: with `use_lstm`, `(encoder carry, decoder carry)` from the previous call.
 
     Returns:
       (y of x's shape (or the original's smaller size when not `exact_output`),
-       aux dict: `z` the latent, `logits` the pre-sigmoid output, `carry` the new carries or None).
+       aux dict: `z` the latent, `logits` the pre-sigmoid output, `carry` the new carries or None;
+       with `density_filters` also `likelihoods` of the noisy / rounded latent that was decoded).
     """
-    del train
     enc_carry, dec_carry = carry if carry is not None else (None, None)
     x = self._frames(x)
     z, enc_carry = self.encode(x, carry=enc_carry)
+    aux = {"z": z}
+    if self.density_filters:
+      if train:
+        z = z + jax.random.uniform(self.make_rng("noise"), z.shape, z.dtype, -0.5, 0.5)
+      else:
+        z = jnp.round(z)
+      aux["likelihoods"] = self.density(z)
     logits, dec_carry = self.decode(z, x.shape[-3:-1], carry=dec_carry, return_logits=True)
     new_carry = (enc_carry, dec_carry) if self.use_lstm else None
-    return nn.sigmoid(logits), {"z": z, "logits": logits, "carry": new_carry}
+    return nn.sigmoid(logits), {**aux, "logits": logits, "carry": new_carry}
+
+  def latent_pmf(self, step: float = 1.0, radius: int = 255):
+    """The learned density tabulated for a quantiser `step` (`FactorizedDensity.pmf_grid`)."""
+    return self.density.pmf_grid(step, radius)
 
 
 def split_params(params: dict) -> tuple[dict, dict]:
