@@ -7,17 +7,20 @@ Work per output pair, as SiamMAE's loader does it: a gap of 4–48 frames at 30 
 sampling 2 (two pairs from one opened video), one random resized crop (scale 0.5–1) to 224×224
 and one flip per pair. Rows, for each `--clips` folder:
 
-- raw H.264, OpenCV grabbing forward from frame 0 (the reader before issue 14), in-process;
+- raw H.264, OpenCV grabbing forward from frame 0 with one decoder thread (the reader before issue
+  14; a fixed single-threaded reference workload), in-process;
 - raw H.264, the seeking PyAV `VideoReader` (`VideoFiles`), in-process, and through
   `make_loader` with 2 worker processes;
 - the same with `VideoPairSource(seek_window=W)` (`--seek-window`, default 7): first frames drawn
   at most W frames after a key frame (a documented change of the start distribution), in-process;
 - the same clips prepared (`prepare_videos`, JPEG at its default quality), in-process, and
-  through `make_loader` with 2 worker processes.
+  through `make_loader` with 2 worker processes, at `--batch` and `--big-batch` elements per batch
+  (a batch has a fixed transfer cost; training batches hold hundreds of elements).
 
 In-process rows call `source.random_getitem` and the two transforms in a plain loop (CPU time of
-this process); loader rows take the CPU time of this process and its workers over a timed window
-after a first untimed one (start-up and read-ahead excluded). CPU-ms per pair is the work done
+this process); loader rows (one read thread per process) take the CPU time of this process and
+its workers over two timed windows after a first untimed one (start-up and read-ahead excluded);
+prepared rows time 4x `--pairs` (their pairs are ~10x cheaper). CPU-ms per pair is the work done
 whatever else shares the cores; pairs/s (wall) depends on the machine's load, printed with it.
 The scan rows time `scan_videos(..., cache_path=False)` per file, metadata only and exact.
 Appends a dated section to `bench/RESULTS.md` (`--no-write` to skip).
@@ -47,8 +50,7 @@ def _default_videos() -> Path:
 
 def cpu_seconds() -> float:
   """CPU seconds used so far by this process (all threads) and its live child processes."""
-  t = os.times()
-  total = t.user + t.system
+  total = time.process_time()  # this process: nanosecond clock (children: clock ticks)
   tick = os.sysconf("SC_CLK_TCK")
   me = os.getpid()
   for pid in os.listdir("/proc"):
@@ -64,7 +66,11 @@ def cpu_seconds() -> float:
 
 
 class OpenCVFromStart:
-  """The reader before issue 14, as a video collection: OpenCV, grabbing from frame 0 each read."""
+  """The reader before issue 14, as a video collection: OpenCV, grabbing from frame 0 each read.
+
+  One decoder thread (OpenCV's default is one per core, whose CPU cost depends on how often the
+  threads overlap, i.e. on the machine's load): a fixed single-threaded reference workload.
+  """
 
   def __init__(self, infos):
     self.infos, self.root = list(infos), ""
@@ -76,7 +82,7 @@ class OpenCVFromStart:
     return self.infos[i]
 
   def read(self, i: int, indices) -> np.ndarray:
-    cap = cv2.VideoCapture(self.infos[i].path)
+    cap = cv2.VideoCapture(self.infos[i].path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
     pos, got = 0, {}
     for idx in sorted(set(int(j) for j in indices)):
       while pos < idx:
@@ -112,8 +118,9 @@ def source_run(source, num_pairs: int, seed: int = 0) -> tuple[float, float]:
   return (time.process_time() - c0) / pairs, (time.perf_counter() - t0) / pairs
 
 
-def grain_run(source, num_pairs: int, batch: int, workers: int, threads: int, seed: int, windows: int = 2):
-  """(start-up s, best wall s per pair, best CPU s per pair) through `make_loader`."""
+def grain_run(source, num_pairs: int, batch: int, workers: int, seed: int, windows=2, threads=1):
+  """(start-up s, wall s per pair, CPU s per pair) through `make_loader` with `threads` read threads
+  per process; CPU and wall over `windows` timed windows of `num_pairs` after an untimed one."""
   from aejax.data.pipeline import make_loader
 
   repeats = getattr(source, "repeats", 1)
@@ -125,20 +132,20 @@ def grain_run(source, num_pairs: int, batch: int, workers: int, threads: int, se
     first = next(it)
     assert first["frames"].shape[-3:] == (SIZE, SIZE, 3) and len(first["frames"]) == batch
     start = time.perf_counter() - t0
-    best, best_cpu = float("inf"), float("inf")
+    n = 0
     for w in range(windows + 1):  # window 0 drains the read-ahead buffers: not timed
-      t1, c1 = time.perf_counter(), cpu_seconds()
-      n = 0
-      while n < num_pairs:
+      if w == 1:
+        t1, c1 = time.perf_counter(), cpu_seconds()
+      k = 0
+      while k < num_pairs:
         next(it)
-        n += batch * repeats
-      if w:
-        best = min(best, (time.perf_counter() - t1) / n)
-        best_cpu = min(best_cpu, (cpu_seconds() - c1) / n)
+        k += batch * repeats
+      n += k if w else 0
+    wall, cpu = (time.perf_counter() - t1) / n, (cpu_seconds() - c1) / n
   finally:
     if hasattr(it, "close"):
       it.close()
-  return start, best, best_cpu
+  return start, wall, cpu
 
 
 def scan_run(folder: Path, exact_count) -> tuple[float, int]:
@@ -166,6 +173,9 @@ def main(argv=None) -> int:
   p.add_argument("--synthetic", type=Path, default=None, help="a folder of many tiny clips (scan)")
   p.add_argument("--pairs", type=int, default=96, help="output pairs per timed run")
   p.add_argument("--batch", type=int, default=4, help="loader batch (elements of 2 pairs)")
+  p.add_argument(
+    "--big-batch", type=int, default=32, help="a second prepared loader row (training batches are larger)"
+  )
   p.add_argument("--seek-window", type=int, default=7, help="raw rows with seek_window=W (-1: none)")
   p.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
   p.add_argument("--no-write", action="store_true")
@@ -189,12 +199,12 @@ def main(argv=None) -> int:
       return VideoPairSource(videos, gap=(4, 48), repeats=2, seed=0, **kw)
 
     for label, videos in (
-      ("raw H.264, OpenCV from frame 0", OpenCVFromStart(infos)),
+      ("raw H.264, OpenCV from frame 0, 1 thread (reference)", OpenCVFromStart(infos)),
       ("raw H.264, seeking reader", VideoFiles(infos)),
     ):
       cpu, wall = source_run(pairs(videos), a.pairs)
       pair_rows.append((name, label, "in-process", cpu, 1 / wall))
-    _, wall, cpu = grain_run(pairs(VideoFiles(infos)), a.pairs, a.batch, 2, 1, 0)
+    _, wall, cpu = grain_run(pairs(VideoFiles(infos)), a.pairs, a.batch, 2, 0)
     pair_rows.append((name, "raw H.264, seeking reader", "make_loader, 2 workers", cpu, 1 / wall))
     if a.seek_window >= 0:
       cpu, wall = source_run(pairs(VideoFiles(infos), seek_window=a.seek_window), a.pairs)
@@ -207,10 +217,12 @@ def main(argv=None) -> int:
         (sub / Path(i.path).name).symlink_to(i.path)
       prepare_videos(sub, tmp, workers=1, progress=None)
       prepared = pairs(PreparedVideos(tmp))
-      cpu, wall = source_run(prepared, a.pairs)
+      cpu, wall = source_run(prepared, 4 * a.pairs)  # ~2 ms per pair: longer windows
       pair_rows.append((name, f"prepared (JPEG q{QUALITY})", "in-process", cpu, 1 / wall))
-      _, wall, cpu = grain_run(prepared, a.pairs, a.batch, 2, 1, 0)
-      pair_rows.append((name, f"prepared (JPEG q{QUALITY})", "make_loader, 2 workers", cpu, 1 / wall))
+      for batch in (a.batch, a.big_batch):
+        _, wall, cpu = grain_run(prepared, 4 * a.pairs, batch, 2, 0)
+        pipe = f"make_loader, 2 workers, batch {batch} ({batch * 2} pairs)"
+        pair_rows.append((name, f"prepared (JPEG q{QUALITY})", pipe, cpu, 1 / wall))
     for exact in (None, True):
       ms, n = scan_run(folder, exact)
       scan_rows.append((f"`{folder}` ({n} files)", "metadata" if exact is None else "exact", ms))
