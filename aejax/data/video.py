@@ -284,10 +284,10 @@ class VideoReader:
       if t in got:
         continue
       # After t's packet, the decoder holds t back until later packets arrive (B-frame reordering).
-      # When the next wanted frame starts from a later key frame, those packets are not needed:
-      # drain the decoder instead (same frames out, fewer decoded), and seek for the next one.
+      # When t is the last frame wanted, or the next one starts from a later key frame, those
+      # packets are not needed: drain the decoder instead (same frames out, fewer decoded).
       nxt = next((u for u in wanted[k + 1 :] if u not in got), None)
-      drain_after = ix.dec[t] if nxt is not None and ix.start[nxt] > ix.dec[t] + 1 else None
+      drain_after = ix.dec[t] if nxt is None or ix.start[nxt] > ix.dec[t] + 1 else None
       key = ix.start[t]
       ahead = self._fed <= ix.dec[t] or ix.pts[t] in self._coming  # fed in full, not out yet
       if not (self._demux is not None and key <= self._fed and ahead):
@@ -295,8 +295,11 @@ class VideoReader:
         cc = self._s.codec_context
         if self._demux is None:
           self._demux, self._fed = self._c.demux(self._s), 0
-      for pkt in self._demux:
-        flush = not pkt.size
+      packets = self._demux
+      if drain_after is not None and self._fed > drain_after:  # t was fed before: drain at once
+        packets = iter([None])
+      for pkt in packets:
+        flush = pkt is None or not pkt.size
         if not flush:
           self._fed += 1
           full = pkt.pts in todo
