@@ -55,6 +55,8 @@ def get_config() -> ml_collections.ConfigDict:
   # without root: images (a folder of photos: one-frame crops), else synthetic videos
   c.data.update(images=None, noise_std=0.0, num_synthetic=6, synthetic_frames=64, worker_count=0)
   c.model = dict(**FAITHFUL, exact_output=True, use_lstm=False, tbptt=0)
+  c.model.update(activation="relu", pad_mode="bias", density_filters=(), rate_lambda=0.0)  # v2 keys
+  c.model.update(transform_init="torch", transform_gain=4.0, output="sigmoid")
   c.loss = dict(name="bce")
   c.codec = dict(precision="float16", channels=None, step=None, entropy="none", temporal=False)  # LatentCodec
   c.optim = dict(name="adam", lr=1e-3)
@@ -82,16 +84,16 @@ def demo() -> ml_collections.ConfigDict:
 
 
 def v2() -> ml_collections.ConfigDict:
-  """Ours: a Balle-2018-style transform with a learned latent density (`V2`) trained on random
-  128x128 photo crops (`--config.data.images`; scale jitter, flips) with MSE ([0, 1]) + rate_lambda
-  * bpp; encode with `--config.codec.entropy=learned` (the range coder under the learned density)."""
+  """Ours: a learned 8x8 block transform codec with a learned latent density (`V2`) trained on
+  random 128x128 photo crops (`--config.data.images`; scale jitter, flips) with MSE ([0, 1]) +
+  rate_lambda * bpp; encode with `--config.codec.entropy=learned` (range coded under the density)."""
   c = get_config()
   c.model.update(V2)
-  c.data.update(size=(128, 128), batch_size=4, per_image=48, scales=(1.0, 3.0))
+  c.data.update(size=(128, 128), batch_size=8, per_image=48, scales=(1.0, 3.0))
   c.loss.name = "mse"
-  c.optim.update(schedule="warmup_cosine", warmup_steps=100, total_steps=5000, end_lr=2e-5, grad_clip=1.0)
+  c.optim.update(schedule="warmup_cosine", warmup_steps=100, total_steps=6000, end_lr=2e-5, grad_clip=1.0)
   c.codec.update(precision="int16", step=1.0)  # float16 in eval; `entropy=learned` for files
-  c.train.update(num_steps=5000, log_every=50, eval_every=100_000, checkpoint_every=250)
+  c.train.update(num_steps=6000, log_every=100, eval_every=100_000, checkpoint_every=500)
   c.eval.update(max_frames=8, batch_size=4)
   return c
 

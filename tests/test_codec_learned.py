@@ -13,7 +13,16 @@ from aejax.codec.latent import LatentCodec
 from aejax.models.oval import OVAL, V2, split_params
 from aejax.models.rd_layers import FactorizedDensity
 
-TINY = {**V2, "features": (6, 6, 6, 4)}  # the v2 design, narrow: 64x80 frames give a 1x2x4 latent
+TINY = {**V2, "features": (48,), "kernels": (4,), "strides": (4,)}  # v2 with 4x4 blocks: 16x20x48 latents
+# the deep variant of the same options: GDN / IGDN stacks, edge-padded exact output, 5x7x4 latents
+DEEP = dict(
+  features=(6, 6, 4),
+  kernels=(5, 5, 5),
+  strides=(2, 2, 2),
+  activation="gdn",
+  pad_mode="edge",
+  density_filters=(3,),
+)
 
 
 def _density(channels=3, seed=0):
@@ -52,7 +61,7 @@ def test_rate_term_is_lambda_times_the_noisy_latents_bits_per_pixel():
 
   video = np.random.default_rng(0).integers(0, 256, (2, 1, 64, 80, 3), dtype=np.uint8)
   rngs = {"noise": jax.random.key(3)}
-  m0, m1 = OVAL(**{**TINY, "rate_lambda": 0.0}), OVAL(**{**TINY, "rate_lambda": 0.5})
+  m0, m1 = OVAL(**{**DEEP, "rate_lambda": 0.0}), OVAL(**{**DEEP, "rate_lambda": 0.5})
   v = m1.init({"params": jax.random.key(0), "noise": jax.random.key(1)}, jnp.zeros((1, 64, 80, 3)))
   fn = make_loss_fn("mse", "rgb", 0.0, False)
   l0, met0, _ = fn(m0, v, {"video": video}, rngs, True)
@@ -70,6 +79,23 @@ def test_rate_term_is_lambda_times_the_noisy_latents_bits_per_pixel():
   # the rate term's gradient reaches the encoder and the density
   g = jax.grad(lambda p: fn(m1, {"params": p}, {"video": video}, rngs, True)[0])(v["params"])
   assert float(jnp.abs(g["density"]["bias0"]).sum()) > 0 and float(jnp.abs(g["enc0"]["kernel"]).sum()) > 0
+  assert float(jnp.abs(g["enc_gdn0"]["gamma"]).sum()) > 0 and float(jnp.abs(g["dec_igdn1"]["beta"]).sum()) > 0
+
+
+def test_v2_block_transform_starts_as_an_exact_orthonormal_inverse():
+  from aejax.models.rd_layers import block_transform
+
+  b = block_transform(4).reshape(48, 48)
+  np.testing.assert_allclose(b.T @ b, np.eye(48), atol=1e-6)
+  m = OVAL(**TINY)
+  x = jnp.asarray(np.random.default_rng(0).random((2, 64, 80, 3)), jnp.float32)
+  v = m.init(jax.random.key(0), x[:1])
+  z, _ = m.apply(v, x, method=OVAL.encode)
+  y, _ = m.apply(v, z, (64, 80), method=OVAL.decode)
+  np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=1e-5)  # linear output, no sigmoid
+  grey = m.apply(v, jnp.full((1, 64, 80, 3), 0.5), method=OVAL.encode)[0]
+  assert float(jnp.abs(grey).max()) < 1e-4  # centred: a grey-1/2 frame has an all-zero latent
+  assert float(jnp.abs(z[..., 0]).mean()) > 0.1  # the gain puts the luma DC on the integer grid
 
 
 def test_v2_file_under_the_learned_density_decodes_bit_exactly_and_its_size_is_the_rate(tmp_path):

@@ -108,3 +108,27 @@ class FactorizedDensity(nn.Module):
 def rate_bits(likelihoods) -> jax.Array:
   """-sum log2 of the likelihoods: the ideal code length in bits."""
   return -jnp.sum(jnp.log2(likelihoods))
+
+
+def block_transform(k: int) -> np.ndarray:
+  """An orthonormal k x k block transform of RGB [k, k, 3, 3 k^2]: the 2-D DCT-II of each channel of
+  an opponent colour transform ((R + G + B) / sqrt 3, (R - B) / sqrt 2, (R - 2 G + B) / sqrt 6);
+  output channel index = colour * k^2 + u k + v (u, v the vertical / horizontal frequency)."""
+  n = np.arange(k)
+  norm = np.sqrt(np.where(n == 0, 1.0, 2.0) / k)[:, None]
+  dct = norm * np.cos(np.pi * (2 * n[None] + 1) * n[:, None] / (2 * k))
+  colour = np.array([[1, 1, 1] / np.sqrt(3), [1, 0, -1] / np.sqrt(2), [1, -2, 1] / np.sqrt(6)])
+  return np.einsum("ua,vb,kc->abckuv", dct, dct, colour).reshape(k, k, 3, 3 * k * k)
+
+
+def block_transform_inits(k: int, gain: float) -> tuple[dict, dict]:
+  """(encoder conv, decoder conv-transpose) `kernel_init` / `bias_init` that make a k x k stride-k
+  layer pair start as `block_transform(k)` scaled by `gain` and its exact inverse, on inputs in
+  [0, 1] centred at 1/2 (the decoder's output is then linear, `OVAL.output="linear"`)."""
+  b = block_transform(k).astype(np.float32)
+  dc = np.zeros(3 * k * k, np.float32)
+  dc[0] = -gain * 0.5 * k * np.sqrt(3.0)  # the luma DC of a grey-1/2 block
+  const = lambda a: lambda key, shape, dtype=jnp.float32: jnp.asarray(a, dtype).reshape(shape)
+  enc = dict(kernel_init=const(gain * b), bias_init=const(dc))
+  dec = dict(kernel_init=const(b.transpose(0, 1, 3, 2)[::-1, ::-1] / gain), bias_init=const(np.full(3, 0.5)))
+  return enc, dec
