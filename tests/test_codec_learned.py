@@ -53,6 +53,14 @@ def test_learned_cdf_table_round_trips_bit_exactly_and_costs_its_cross_entropy()
   assert bits / 8 <= len(payload) <= 1.02 * bits / 8 + 8
   with pytest.raises(ValueError, match="outside"):
     entropy.encode_with_table(q + 10_000, table)
+  # a channel the model never uses (all its mass on one symbol) still gets a codable range
+  point = np.zeros((2, 11))
+  point[0, 5] = point[1, 10] = 1.0
+  los, freqs = entropy.cdf_table(point, np.zeros(2), np.zeros(2))
+  assert [len(f) for f in freqs] == [2, 2] and list(los) == [0, 4]
+  q = np.stack([np.zeros((3, 4), int), np.full((3, 4), 5)], -1)
+  t = entropy.pack_table(los, freqs)
+  np.testing.assert_array_equal(entropy.decode_with_table(entropy.encode_with_table(q, t), q.shape, t), q)
 
 
 def test_rate_term_is_lambda_times_the_noisy_latents_bits_per_pixel():

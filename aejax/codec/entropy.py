@@ -119,7 +119,8 @@ def cdf_table(pmf, below, above, tail: float = 2.0**-16) -> tuple[np.ndarray, li
     pmf: [C, 2R + 1] probabilities of the symbols -R..R.
     below, above: [C] mass below -R - 1/2 and above R + 1/2.
     tail: each channel's range drops the symbols beyond which less than this mass lies; the
-      dropped mass goes to the end symbols (the encoder clips to the range).
+      dropped mass goes to the end symbols (the encoder clips to the range); every range keeps
+      at least two symbols.
   """
   pmf = np.maximum(np.asarray(pmf, np.float64), 0.0)
   radius = (pmf.shape[1] - 1) // 2
@@ -129,7 +130,8 @@ def cdf_table(pmf, below, above, tail: float = 2.0**-16) -> tuple[np.ndarray, li
     right = a + np.cumsum(p[::-1])[::-1] - p  # mass above each symbol
     i = int(np.argmax(left + p > tail))  # first symbol with more than `tail` at or below it
     j = len(p) - 1 - int(np.argmax((right + p)[::-1] > tail))
-    j = max(i, j)
+    j = min(max(i + 1, j), len(p) - 1)  # at least two symbols (the coder needs them)
+    i = min(i, j - 1)
     q = p[i : j + 1].copy()
     q[0] += left[i]
     q[-1] += right[j]
