@@ -16,11 +16,34 @@ from absl import flags
 
 
 def _worker_init(worker_index: int, worker_count: int) -> None:
-  """Worker processes: one OpenCV thread each, so N workers use N cores, not N × cores."""
+  """Worker processes: one OpenCV thread each, so N workers use N cores, not N × cores; memory
+  freed by one batch kept for the next (`_keep_freed_memory`)."""
   del worker_index, worker_count
   import cv2
 
   cv2.setNumThreads(1)
+  _keep_freed_memory()
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc `mallopt` parameters
+
+
+def _keep_freed_memory() -> None:
+  """glibc's malloc in a loader worker: frames and batches from the heap, freed memory kept.
+
+  By default arrays over 128 kB (a threshold that moves) are mapped and unmapped per allocation and
+  freed heap tops go back to the system, so each batch faults its pages in again: ~190 page faults
+  per 224² pair in a worker, ~0.2 CPU-ms (measured: 2.2 -> 2.0 CPU-ms per prepared pair). The
+  worker's footprint stays at its peak instead. Does nothing without glibc.
+  """
+  import ctypes
+
+  try:
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # the largest threshold glibc accepts
+    libc.mallopt(_M_TRIM_THRESHOLD, 512 << 20)
+  except (OSError, AttributeError):
+    pass
 
 
 @dataclasses.dataclass
