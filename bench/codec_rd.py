@@ -6,7 +6,7 @@ included) with the original float16 latent, zlib over int8/int4/fixed-step laten
 coder with a per-channel Laplace model (intra, and temporal: symbols predicted from the previous
 frame); optionally the same for a trained checkpoint (`--checkpoint DIR --label NAME`; a model with
 a learned latent density, the v2 preset, is range coded under that density at quantiser steps
-0.7-2.8, `LEARNED_SETTINGS`); per-frame
+1-5.6, `LEARNED_SETTINGS`); per-frame
 JPEG (OpenCV, whole files), H.264 (libx264), H.265 (libx265) and AV1 (SVT-AV1) at a CRF sweep
 through PyAV (whole MP4 files). PSNR and MS-SSIM are RGB, per frame, averaged. Writes per video
 `rd_<video>.csv/.md/.png` and `bd.md`: BD-rate (%; negative = fewer bits at equal quality) and
@@ -84,7 +84,7 @@ TRAINED_SETTINGS = {
 # a trained model with a learned latent density (the v2 preset): the range coder under that density
 # (its table in the file header) at a few quantiser steps (1: the step it was trained for)
 LEARNED_SETTINGS = {
-  "learned": [LatentCodec("int16", step=s, entropy="learned") for s in (0.7, 1.0, 1.4, 2.0, 2.8)]
+  "learned": [LatentCodec("int16", step=s, entropy="learned") for s in (1.0, 1.5, 2.0, 2.8, 4.0, 5.6)]
 }
 JPEG_QUALITIES = (1, 2, 3, 5, 8, 12, 20, 30, 50, 75, 90)
 

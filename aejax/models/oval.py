@@ -67,6 +67,7 @@ V2 = dict(
   transform_init="dct",
   transform_gain=4.0,
   output="linear",
+  pad_mode="edge",
   density_filters=(3, 3, 3),
   rate_lambda=0.005,
 )
