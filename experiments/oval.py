@@ -12,6 +12,7 @@ MS-SSIM), Adam 1e-3, batch 16; without `--config.data.root` it trains on synthet
   python -m experiments.oval online --checkpoint /tmp/oval --video IN # or --camera 0
   python -m experiments.oval encode --weights offline8.pt --video IN --out OUT.aejx  # or --checkpoint
   python -m experiments.oval decode OUT.aejx --out OUT.mp4   # bit-exact; the weights named in the file
+  python -m experiments.oval train --preset v2 --config.data.images=DIR  # ours; files: codec.entropy=learned
   python -m aejax.sweep experiments.oval --grid optim.lr=1e-3,3e-3 data.batch_size=8,16
 
 The apps live in `aejax.codec` (config glue: `aejax.codec.app`). Expected: the smoke preset runs in
