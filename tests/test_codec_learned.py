@@ -146,3 +146,14 @@ def test_learned_entropy_needs_an_int_precision_and_a_fixed_step():
   for bad in bads:
     with pytest.raises(ValueError):
       LatentCodec(entropy="learned", **bad)
+
+
+def test_v2_returns_any_frame_size_with_replicated_edges():
+  m = OVAL(**TINY)
+  x = jnp.asarray(np.random.default_rng(1).random((1, 61, 77, 3)), jnp.float32)
+  v = m.init(jax.random.key(0), x)
+  y = np.asarray(m.apply(v, x)[0])
+  assert y.shape == x.shape
+  # 4x4 blocks cover 60 x 76: the last row and column repeat the ones before (pad_mode "edge")
+  np.testing.assert_array_equal(y[:, -1], y[:, -2])
+  np.testing.assert_array_equal(y[:, :, -1], y[:, :, -2])
