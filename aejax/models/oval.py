@@ -54,12 +54,9 @@ from aejax.models.rd_layers import GDN, FactorizedDensity, block_transform_inits
 from aejax.models.torch_weights import load_state_dict, map_state_dict
 
 FAITHFUL = dict(features=(6, 8, 9, 10, 10), kernels=(3, 3, 4, 3, 3), strides=(1, 2, 1, 3, 2))
-# Ours, not the original's: a learned 8x8 block transform codec. One 8x8 stride-8 layer each way
-# (192 channels: the latent is the block's 3 x 64 coefficients), started as an orthonormal DCT of
-# opponent colours (`transform_init="dct"`, gain 4) with a linear output, and a learned factorized
-# latent density, trained with additive uniform noise and loss = MSE + rate_lambda * bits per pixel.
-# (The deeper Balle-style stack, e.g. features (48, 48, 48, 64), kernels 5, strides 2,
-# activation "gdn", pad_mode "edge", reached only ~17 dB in the CPU-minutes we had.)
+# Ours: a learned 8x8 block transform (one 8x8 stride-8 layer each way, 192 channels, started as a
+# DCT of opponent colours, linear output) + a learned latent density, loss MSE + rate_lambda * bpp.
+# (A deep GDN stack, activation="gdn", reached only ~17 dB in the CPU-minutes we had.)
 V2 = dict(
   features=(192,),
   kernels=(8,),
