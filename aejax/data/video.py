@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import itertools
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -142,11 +143,21 @@ class _Index:
   start: list[int]  # [n] decode number of the key frame to decode frame i from (-1: file start)
   seek_ts: dict[int, int]  # key frame decode number -> its pts (the timestamp to seek to)
   dnum: dict[int, int]  # packet pts -> decode number
+  packets: list | None = dataclasses.field(default=None, repr=False)  # demuxed, decode order
+
+  def without_packets(self) -> _Index:
+    """The index alone (picklable; reads then seek and demux the file again)."""
+    return dataclasses.replace(self, packets=None)
 
   @classmethod
   def build(cls, c, s) -> _Index | None:
-    """Demuxes every packet (no decoding); None when timestamps cannot place the frames."""
-    rows = [(p.pts, p.dts, p.is_keyframe, p.is_discard) for p in c.demux(s) if p.size]
+    """Demuxes every packet (no decoding); None when timestamps cannot place the frames.
+
+    The packets are kept (up to `KEEP_PACKET_BYTES`): reads decode from them instead of seeking
+    the file and demuxing again.
+    """
+    packets = [p for p in c.demux(s) if p.size]
+    rows = [(p.pts, p.dts, p.is_keyframe, p.is_discard) for p in packets]
     pts = [r[0] for r in rows]
     if not rows or None in pts or len(set(pts)) != len(pts):
       return None
@@ -165,7 +176,17 @@ class _Index:
       [start[k] for k in keep],
       {d: rows[d][0] for d in keys},
       {p: d for d, p in enumerate(pts)},
+      packets if sum(p.size for p in packets) <= KEEP_PACKET_BYTES else None,
     )
+
+
+KEEP_PACKET_BYTES = 64 << 20  # a reader keeps the demuxed packets of files up to this size
+
+
+def _from(packets: list, start: int):
+  """Packets `start`, `start + 1`, ... then None (end of stream: drain the decoder)."""
+  yield from itertools.islice(packets, start, None)
+  yield None
 
 
 class VideoReader:
@@ -252,11 +273,19 @@ class VideoReader:
     )
 
   def _seek(self, ix: _Index, key: int) -> None:
-    """Positions the demuxer on key frame `key` (a decode number; -1: the file start)."""
+    """Positions the input on key frame `key` (a decode number; -1: the file start): the kept
+    packets when the index holds them, else the demuxer."""
     if key < 0 or self._c is None:
       self._reopen()
       if key < 0:
+        if ix.packets is not None:
+          self._demux, self._fed = _from(ix.packets, 0), 0
         return
+    if ix.packets is not None:
+      self._s.codec_context.flush_buffers()
+      self._coming = set()
+      self._demux, self._fed = _from(ix.packets, key), key
+      return
     self._c.seek(ix.seek_ts[key], stream=self._s, backward=True)
     self._s.codec_context.flush_buffers()
     self._coming = set()
@@ -358,6 +387,8 @@ class VideoReader:
     if self._c is not None:
       self._c.close()
     self._c, self._s, self._demux = None, None, None
+    if isinstance(self._index, _Index):
+      self._index = self._index.without_packets()
 
   def __enter__(self) -> VideoReader:
     return self
@@ -368,6 +399,8 @@ class VideoReader:
   def __getstate__(self):  # picklable for Grain workers: the decoder is reopened on demand
     state = self.__dict__.copy()
     state.update(_c=None, _s=None, _demux=None, _fed=0, _pos=0, _coming=set())
+    if isinstance(self._index, _Index):
+      state["_index"] = self._index.without_packets()
     return state
 
   def seek_points(self) -> np.ndarray:
