@@ -157,3 +157,21 @@ def test_v2_returns_any_frame_size_with_replicated_edges():
   # 4x4 blocks cover 60 x 76: the last row and column repeat the ones before (pad_mode "edge")
   np.testing.assert_array_equal(y[:, -1], y[:, -2])
   np.testing.assert_array_equal(y[:, :, -1], y[:, :, -2])
+
+
+def test_the_v2_preset_apps_code_the_latent_under_the_models_density():
+  from aejax.codec import app
+  from experiments import oval as ex
+
+  config = ex.v2()
+  config.model.update(features=TINY["features"], kernels=TINY["kernels"], strides=TINY["strides"])
+  model = ex.build_model(config)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 64, 80, 3)))["params"]
+  frames = np.random.default_rng(4).integers(0, 256, (3, 64, 80, 3), dtype=np.uint8)
+  learned = app.convert(model, params, config, frames, batch_size=2)["summary"]
+  assert learned["latent"] == "int16-step2-learned"
+  with config.unlocked():
+    config.codec.entropy = "none"
+  plain = app.convert(model, params, config, frames, batch_size=2)["summary"]
+  assert learned["psnr"] == pytest.approx(plain["psnr"], abs=1e-6)  # same quantised latent
+  assert learned["bpp"] < 0.5 * plain["bpp"]  # range coded under the density, not raw int16

@@ -10,25 +10,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from aejax.codec.convert import convert_frames, rd_study
-from aejax.codec.files import encode_video
+from aejax.codec.files import encode_video, learned_codec
 from aejax.codec.latent import LatentCodec
 from aejax.codec.online import OnlineConfig
 from aejax.codec.online_study import run_online_mode
 from aejax.data.video import VideoReader, iter_frames
 
 
-def latent_codec(config) -> LatentCodec:
-  """The `LatentCodec` of `config.codec`."""
-  return LatentCodec(**config.codec)
+def latent_codec(config, model, params) -> LatentCodec:
+  """The `LatentCodec` of `config.codec` for this model (entropy "learned": its density's table,
+  `learned_codec`)."""
+  return learned_codec(LatentCodec(**config.codec), model, params)
 
 
 def convert(model, params, config, frames, **kw) -> dict:
   """`convert_frames` with the config's colour space, latent codec and (unless given)
   `convert.batch_size`; `kw` as `convert_frames`."""
   kw.setdefault("batch_size", config.convert.batch_size)
-  return convert_frames(
-    model, params, frames, color_space=config.data.color_space, latent=latent_codec(config), **kw
-  )
+  latent = latent_codec(config, model, params)
+  return convert_frames(model, params, frames, color_space=config.data.color_space, latent=latent, **kw)
 
 
 def rd(model, params, config, frames, out_dir, *, batch_size: int | None = None, title: str = "") -> dict:
@@ -61,7 +61,7 @@ def encode(model, params, config, video, out: Path, source: dict) -> dict:
     out,
     color_space=config.data.color_space,
     batch_size=config.convert.batch_size,
-    latent=latent_codec(config),
+    latent=latent_codec(config, model, params),
     fps=fps,
     model_config=config.model.to_dict(),
     source=source,
@@ -80,7 +80,7 @@ def online(model, params, config, out_dir, *, video=None, camera: int | None = N
     params,
     out_dir,
     cfg=OnlineConfig(**settings, color_space=config.data.color_space),
-    latent=latent_codec(config),
+    latent=latent_codec(config, model, params),
     video=video,
     camera=camera,
     max_frames=config.online.max_frames,
