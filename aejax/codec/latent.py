@@ -190,14 +190,12 @@ class LatentCodec:
     parts = [drop.mean(axis=(0, 1)).astype(np.float16).tobytes()] if drop.shape[-1] else []
     if self.precision in ("float32", "float16"):
       parts.append(keep.astype(self.precision).tobytes())
+    elif self.entropy == "learned":
+      los, his, _ = table_models(self._table())
+      q = np.clip(np.rint(keep / self.step), los[:k], his[:k]).astype(np.int64)
+      parts.append(encode_with_table(q, self.table))
     else:
       levels = self._levels()
-      if self.entropy == "learned":
-        los, his, _ = table_models(self._table())
-        q = np.clip(np.rint(keep / self.step), los[:k], his[:k]).astype(np.int64)
-        parts.append(encode_with_table(q, self.table))
-        payload = b"".join(parts)
-        return payload, q
       if self.step is None:
         lo = keep.min(axis=(0, 1)).astype(np.float16)
         hi = keep.max(axis=(0, 1))
