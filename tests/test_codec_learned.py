@@ -175,3 +175,18 @@ def test_the_v2_preset_apps_code_the_latent_under_the_models_density():
   plain = app.convert(model, params, config, frames, batch_size=2)["summary"]
   assert learned["psnr"] == pytest.approx(plain["psnr"], abs=1e-6)  # same quantised latent
   assert learned["bpp"] < 0.5 * plain["bpp"]  # range coded under the density, not raw int16
+
+
+def test_a_linear_output_models_losses_are_taken_on_its_frames():
+  from aejax.codec.oval_train import make_loss_fn
+
+  model = OVAL(**{**TINY, "rate_lambda": 0.0})  # output "linear": the frames are the logits
+  v = model.init(jax.random.key(0), jnp.zeros((1, 64, 80, 3)))
+  video = np.random.default_rng(5).integers(0, 256, (2, 1, 64, 80, 3), dtype=np.uint8)
+  x = jnp.asarray(video[:, 0], jnp.float32) / 255.0
+  y, _ = model.apply(v, x)
+  want = {"mse": jnp.mean((y - x) ** 2), "mae": jnp.mean(jnp.abs(y - x))}
+  batch, rngs = {"video": video}, {"noise": jax.random.key(1)}
+  for name, loss in want.items():
+    got = make_loss_fn(name, "rgb", 0.0, False)(model, v, batch, rngs, False)[0]
+    assert float(got) == pytest.approx(float(loss), rel=1e-6)  # not on sigmoid(frames)

@@ -150,7 +150,7 @@ class Trainer:
 
       def loss_fn(p):
         logits = model.apply({"params": p}, x)[1]["logits"]
-        return reconstruction_loss(cfg.loss, logits, crop(x, logits))
+        return reconstruction_loss(cfg.loss, logits, crop(x, logits), model.output)
 
       loss, grads = jax.value_and_grad(loss_fn)(params)
       updates, opt_state = self.tx.update(grads, opt_state, params)

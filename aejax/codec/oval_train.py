@@ -114,8 +114,7 @@ def make_loss_fn(name: str, color_space: str, noise_std: float, use_lstm: bool):
     x = convert_color(rgb, color_space)
     inp = x + noise_std * jax.random.normal(rngs["noise"], x.shape) if train and noise_std else x
     (y, aux), new_state = apply_model(model, variables, inp, rngs=rngs, train=train)
-    linear = getattr(model, "output", "sigmoid") == "linear"
-    loss = jnp.mean((y - x) ** 2) if linear and name == "mse" else reconstruction_loss(name, aux["logits"], x)
+    loss = reconstruction_loss(name, aux["logits"], x, model.output)
     rate = {}
     if "likelihoods" in aux:
       rate["bpp"] = rate_bits(aux["likelihoods"]) / np.prod(x.shape[:-1])

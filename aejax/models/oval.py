@@ -302,11 +302,12 @@ def split_params(params: dict) -> tuple[dict, dict]:
 LOSSES = ("bce", "mse", "mae", "ms_ssim")
 
 
-def reconstruction_loss(name: str, logits, target) -> jax.Array:
+def reconstruction_loss(name: str, logits, target, output: str = "sigmoid") -> jax.Array:
   """The training loss on the decoder's logits against targets in [0, 1] (float32, mean).
 
   "bce" (the original's; from logits, numerically stable), "mse", "mae" or "ms_ssim"
-  (1 - MS-SSIM on the sigmoid output; NHWC, or [B, T, H, W, C] flattened over B and T).
+  (1 - MS-SSIM; NHWC, or [B, T, H, W, C] flattened over B and T) on the frames the model outputs:
+  sigmoid(logits), or the logits themselves for `output="linear"` (`OVAL.output`).
   """
   from aejax import losses, metrics
 
@@ -314,7 +315,7 @@ def reconstruction_loss(name: str, logits, target) -> jax.Array:
   target = jnp.asarray(target, jnp.float32)
   if name == "bce":
     return losses.bce_with_logits(logits, target)
-  y = nn.sigmoid(logits)
+  y = logits if output == "linear" else nn.sigmoid(logits)
   if name == "mse":
     return losses.mse(y, target)
   if name == "mae":
