@@ -92,8 +92,8 @@ JPEG_QUALITIES = (1, 2, 3, 5, 8, 12, 20, 30, 50, 75, 90)
 def oval_rows(label, model, params, model_config, frames, fps, color_space="rgb", batch=16, settings=None):
   """R–D rows of `label` + each family of `settings` (default `OVAL_SETTINGS`), rates from the
   written .aejx files."""
-  rows, kw = [], dict(color_space=color_space, batch_size=batch, fps=fps, model_config=model_config)
-  kw.update(with_ms_ssim=True)
+  rows = []
+  kw = dict(color_space=color_space, batch_size=batch, fps=fps, model_config=model_config, with_ms_ssim=True)
   with tempfile.TemporaryDirectory() as tmp:
     for family, codecs in (settings or OVAL_SETTINGS).items():
       for codec in codecs:
