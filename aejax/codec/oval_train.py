@@ -58,9 +58,10 @@ def photo_clips(folder, size, per_image: int = 12, seed: int = 0, scales=(2.0, 2
   rng, clips = np.random.default_rng(seed), []
   for i in range(len(src)):
     img = src[i]["image"]
+    fit = max(h / img.shape[0], w / img.shape[1])  # the scale at which the crop just fits
     for j in range(per_image):
-      k = rng.uniform(*scales) * max(h / img.shape[0], w / img.shape[1])
-      k = k if scales[0] == scales[1] else max(min(k, 1.0), max(h / img.shape[0], w / img.shape[1]))
+      k = rng.uniform(*scales) * fit
+      k = k if scales[0] == scales[1] else max(min(k, 1.0), fit)
       im = cv2.resize(img, (round(img.shape[1] * k), round(img.shape[0] * k)), interpolation=cv2.INTER_AREA)
       y, x = rng.integers(0, im.shape[0] - h + 1), rng.integers(0, im.shape[1] - w + 1)
       crop = im[y : y + h, x : x + w]
