@@ -1,6 +1,7 @@
 """Kinetics-like test clips cut from the real footage: 10 s, 30 fps, 340×256, H.264 (libx264).
 
     python -m bench.clips --out /tmp/kinetics_like [--clips 16] [--synthetic 0] [--gop N]
+    python -m bench.clips --out /tmp/long --long 10   # one 10-minute 1080p25 video (codec RSS bench)
 
 The real videos in `../shared/realdata/videos` are short (68 frames at 15 fps, 79 at 25 fps), so
 each clip plays one of them back and forth (ping-pong) at a random speed, through a window that
@@ -9,8 +10,10 @@ as in hand-held footage), sometimes mirrored. Clips are written Kinetics-style,
 `OUT/<source>/<source>_NNN.mp4`, with libx264's defaults (crf 23, preset medium, key frames at
 most every 250 frames plus scene cuts, 3 B-frames), which is what a plain `ffmpeg -c:v libx264`
 cut of Kinetics produces; `--gop` sets a fixed key-frame interval instead. `--synthetic N` adds N
-tiny (64×48) 10 s synthetic clips under `OUT/synthetic/` for the folder-scan figure. Media are
-written where asked (use /tmp), never into the repository.
+tiny (64×48) 10 s synthetic clips under `OUT/synthetic/` for the folder-scan figure. `--long M`
+instead writes one M-minute 1920×1080 25 fps H.264 video, `OUT/long_1080p_<M>min.mp4`: 4-second
+shots of the same kind (alternating sources, a new zoom and pan each), streamed to the file so
+that memory stays flat. Media are written where asked (use /tmp), never into the repository.
 """
 
 from __future__ import annotations
@@ -88,6 +91,30 @@ def make_clips(
   return paths
 
 
+def make_long(
+  out: str | Path, minutes: float = 10.0, size=(1080, 1920), fps: float = 25.0, seed: int = 0
+) -> Path:
+  """Writes one long H.264 video of 4-second Kinetics-like shots (see module); returns its path."""
+  from aejax.data.scan import find_videos
+  from aejax.data.video import VideoWriter, read_frames
+
+  loaded = [read_frames(p) for p in find_videos(realdata_videos())]
+  shots = int(np.ceil(minutes * 60 / 4))
+  path = Path(out) / f"long_{size[0]}p_{minutes:g}min.mp4"
+  w = VideoWriter(path, fps, size, options={"preset": "veryfast", "crf": "23"})
+  try:
+    for k in range(shots):
+      frames, src_fps = loaded[k % len(loaded)]
+      for f in kinetics_like(frames, src_fps, seed=seed * 1000 + k, seconds=4.0, fps=fps, size=size):
+        w.write(f)
+      print(f"\r{path.name}: shot {k + 1}/{shots}", end="", flush=True)
+  except BaseException:
+    w.abort()
+    raise
+  print()
+  return w.close()
+
+
 def make_synthetic(
   out: str | Path, n: int = 300, seconds: float = 10.0, size=(48, 64), seed: int = 0
 ) -> list[Path]:
@@ -115,10 +142,14 @@ def main(argv=None) -> int:
   p.add_argument("--gop", type=int, default=None, help="fixed key-frame interval (default: x264's)")
   p.add_argument("--seconds", type=float, default=10.0)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--long", type=float, default=0, help="instead: one video of this many minutes, 1080p25")
   a = p.parse_args(argv)
   if a.out.resolve().is_relative_to(ROOT):
     print(f"error: {a.out}: write clips outside the repository (e.g. /tmp)", file=sys.stderr)
     return 1
+  if a.long:
+    print(f"wrote {make_long(a.out, a.long, seed=a.seed)}")
+    return 0
   n = len(make_clips(a.out, a.clips, seed=a.seed, seconds=a.seconds, gop=a.gop))
   if a.synthetic:
     n += len(make_synthetic(a.out, a.synthetic))

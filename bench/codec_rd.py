@@ -27,7 +27,9 @@ video (buffer 20 of which the newest `--holdout` 4 judge the send rule and are n
 Adam 2.5e-3, BCE, one step per 9 frames as the original managed, send threshold 1 %, decoder
 updates charged at float16) against the frozen model at equal total bytes (its curve over finer
 quantiser steps); writes `online.md` and `online.json`. `--rss N` instead encodes N synthetic 1080p frames and
-prints the resident memory as the stream goes (flat in the length) and its peak.
+prints the resident memory as the stream goes (flat in the length) and its peak; `--rss-video V`
+runs the user's command `python -m experiments.oval encode --video V` and samples its memory
+(make a 10-minute 1080p input with `python -m bench.clips --out /tmp/long --long 10`).
 """
 
 from __future__ import annotations
@@ -251,6 +253,40 @@ def rss_study(args) -> None:
   )
 
 
+def rss_cli_study(args) -> None:
+  """Peak RSS of the user's command, `experiments.oval encode --video V` (a child process, sampled
+  from /proc every `--rss-every` seconds; the peak is the child's `ru_maxrss`)."""
+  import resource
+  import subprocess
+  import sys
+  import time
+
+  out = Path(args.out)
+  aejx = out / (Path(args.rss_video).stem + ".aejx")
+  src = ["--weights", args.weights] if args.weights else ["--checkpoint", args.checkpoint]
+  cmd = [sys.executable, "-m", "experiments.oval", "encode", *src, "--video", args.rss_video]
+  cmd += ["--out", str(aejx)]
+  print(" ".join(cmd), flush=True)
+  t0, samples = time.perf_counter(), []
+  child = subprocess.Popen([*cmd, "--overwrite"])
+  while child.poll() is None:
+    try:
+      with open(f"/proc/{child.pid}/status") as f:
+        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+      samples.append((time.perf_counter() - t0, rss / 1024))
+    except (OSError, StopIteration):
+      pass
+    time.sleep(args.rss_every)
+  code, peak = child.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+  lines = [
+    f"`{' '.join(cmd)}`: exit {code}, {time.perf_counter() - t0:.0f} s, peak RSS {peak:.0f} MiB",
+    "RSS (MiB) over time: "
+    + ", ".join(f"{t:.0f}s {r:.0f}" for t, r in samples[:: max(1, len(samples) // 20)]),
+  ]
+  (out / "rss_cli.md").write_text("\n".join(lines) + "\n")
+  print("\n".join(lines))
+
+
 def main(argv=None) -> None:
   """Runs the study (see the module docstring)."""
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -266,13 +302,15 @@ def main(argv=None) -> None:
   p.add_argument("--threshold", type=float, default=0.01, help="online: send threshold")
   p.add_argument("--holdout", type=int, default=4, help="online: newest frames that judge the send rule")
   p.add_argument("--rss", type=int, default=0, help="instead: peak RSS encoding this many 1080p frames")
+  p.add_argument("--rss-video", default=None, help="instead: peak RSS of `experiments.oval encode` on it")
+  p.add_argument("--rss-every", type=float, default=5.0, help="--rss-video: seconds between RSS samples")
   p.add_argument("--reuse", default=None, help="the other methods' rows from this earlier --out")
   args = p.parse_args(argv)
   if not args.weights and not (args.checkpoint and (args.online or args.reuse)):
     p.error("--weights is needed (--online and --reuse also work from --checkpoint alone)")
-  if args.rss:
+  if args.rss or args.rss_video:
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    return rss_study(args)
+    return rss_cli_study(args) if args.rss_video else rss_study(args)
   if args.online:
     return online_study(args)
   from experiments import oval

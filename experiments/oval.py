@@ -40,7 +40,7 @@ from aejax.codec.oval_train import COLOR_SPACES, make_loss_fn, train_source
 from aejax.data import synthetic
 from aejax.data.pipeline import make_loader
 from aejax.data.transforms import Resize
-from aejax.data.video import read_frames
+from aejax.data.video import iter_frames, read_frames
 from aejax.io import check_output, naming
 from aejax.models.oval import FAITHFUL, OVAL, V2, load_original_weights
 from aejax.train import fit, init_state, make_optimizer, train_section
@@ -230,9 +230,11 @@ def evaluate(config, workdir: Path, args) -> dict:
 def convert_video(config, workdir: Path, args) -> dict:
   """Encode + decode a video file: decoded (or side-by-side) mp4, per-frame CSV and plot."""
   model, params, config, _, out = video_job(config, workdir, args, "convert", ".mp4")
-  frames, fps = read_frames(args.video, config.convert.max_frames)
+  fps, total = app.video_info(args.video, config.convert.max_frames)
+  frames = iter_frames(args.video, config.convert.max_frames)  # streamed: memory flat in the length
   kw = dict(side_by_side=args.side_by_side, with_ms_ssim=config.convert.ms_ssim, report_dir=out.parent)
-  res = app.convert(model, params, config, frames, fps=fps, out_video=out, name=out.stem, **kw)
+  kw.update(fps=fps, out_video=out, name=out.stem, total_frames=total)
+  res = app.convert(model, params, config, frames, **kw)
   return {**res["summary"], "video": str(out), "checkpoint": str(args.checkpoint or workdir)}
 
 

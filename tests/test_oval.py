@@ -198,6 +198,36 @@ def test_host_quality_matches_metrics():
   np.testing.assert_allclose(q["mae"], np.abs(a - b).mean((1, 2, 3)), atol=1e-6)
 
 
+def test_host_quality_of_uint8_frames_is_exact():
+  # uint8 frames take an integer path (exact sums, one frame at a time): the float metrics agree,
+  # identical frames are infinitely good, and MS-SSIM still works
+  from aejax import metrics
+
+  rng = np.random.default_rng(1)
+  a = rng.integers(0, 256, (3, 30, 41, 3), dtype=np.uint8)
+  b = np.clip(a.astype(int) + rng.integers(-20, 21, a.shape), 0, 255).astype(np.uint8)
+  b[1] = a[1]
+  q = report.quality(a, b)
+  fa, fb = a / 255.0, b / 255.0
+  mse = ((fa - fb) ** 2).mean((1, 2, 3))
+  np.testing.assert_allclose(q["psnr"][[0, 2]], 10 * np.log10(1 / mse[[0, 2]]), rtol=1e-12)
+  assert q["psnr"][1] == np.inf and q["mae"][1] == 0 and q["ms_ssim"][1] == pytest.approx(1.0)
+  np.testing.assert_allclose(q["mae"], np.abs(fa - fb).mean((1, 2, 3)), rtol=1e-12)
+  np.testing.assert_allclose(q["psnr"][[0, 2]], np.asarray(metrics.psnr(fa, fb))[[0, 2]], atol=1e-4)
+
+
+def test_frame_progress_line(capsys):
+  from aejax.codec.frames import FrameProgress
+
+  p = FrameProgress("encode x.aejx", (10, 20), total=40, every=0.0)
+  p.update(10, 10 * 25, 10 * 30.0)  # 25 bytes per 200-pixel frame: 1 bpp
+  line = capsys.readouterr().err
+  assert line.startswith("encode x.aejx: frame 10/40 (25%)")
+  assert "1.000 bpp, PSNR 30.00 dB, ETA 0:00:0" in line
+  FrameProgress("convert", (10, 20), every=3600.0).update(10, 250, 300.0)  # not due yet: silent
+  assert capsys.readouterr().err == ""
+
+
 # ------------------------------------------------------------------------------------- online
 
 

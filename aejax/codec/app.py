@@ -23,6 +23,14 @@ def latent_codec(config, model, params) -> LatentCodec:
   return learned_codec(LatentCodec(**config.codec), model, params)
 
 
+def video_info(video, max_frames: int | None = None) -> tuple[float, int]:
+  """(fps, expected frame count) of a video file from its header (fps 25 when it states none; the
+  count, a progress hint, is 0 when unknown and at most `max_frames`)."""
+  with VideoReader(video) as r:
+    fps, n = r.fps or 25.0, r.container_frames
+  return fps, min(n, max_frames) if max_frames and n else (max_frames or n)
+
+
 def convert(model, params, config, frames, **kw) -> dict:
   """`convert_frames` with the config's colour space, latent codec and (unless given)
   `convert.batch_size`; `kw` as `convert_frames`."""
@@ -52,8 +60,7 @@ def report(model, params, config, frames, out: Path) -> dict:
 def encode(model, params, config, video, out: Path, source: dict) -> dict:
   """Encodes the video file `video` into the `.aejx` file `out` (`encode_video`, streamed), with a
   per-frame CSV and summary beside it."""
-  with VideoReader(video) as r:
-    fps = r.fps or 25.0
+  fps, total = video_info(video, config.convert.max_frames)
   return encode_video(
     model,
     params,
@@ -68,6 +75,7 @@ def encode(model, params, config, video, out: Path, source: dict) -> dict:
     with_ms_ssim=config.convert.ms_ssim,
     report_dir=Path(out).parent,
     name=Path(out).stem,
+    total_frames=total,
   )
 
 

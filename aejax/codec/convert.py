@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from aejax.codec.baselines import baseline_rows, jpeg_at_bytes
-from aejax.codec.frames import FrameCodec, chunks, peek, video_sink
+from aejax.codec.frames import FrameCodec, FrameProgress, chunks, peek, video_sink
 from aejax.codec.latent import LatentCodec, bits_per_pixel, compression_ratio
 from aejax.codec.report import error_heatmap, plot_frames, plot_rd, quality, rd_row, write_csv, write_rows
 from aejax.io import write_json
@@ -37,6 +37,7 @@ def convert_frames(
   with_ms_ssim: bool = True,
   report_dir=None,
   name: str = "convert",
+  total_frames: int = 0,
 ) -> dict:
   """Streams frames through encoder → latent codec → decoder; writes video, CSV and plot.
 
@@ -50,6 +51,7 @@ def convert_frames(
     with_ms_ssim: also measure MS-SSIM per frame.
     report_dir, name: where `<name>_frames.csv`, `<name>_frames.png` and `<name>_summary.json` go
       (None: not written).
+    total_frames: the expected frame count, for the progress line's ETA (0: unknown).
 
   Returns:
     {"summary": means and timings, "rows": per-frame dicts}.
@@ -59,6 +61,7 @@ def convert_frames(
   codec = FrameCodec(model, params, color_space, (h, w), batch_size)
   rows, sender, receiver = [], latent.stream(), latent.stream()  # temporal prediction runs across batches
   t_codec, t_all, n_timed = 0.0, time.perf_counter(), 0
+  progress, sent, psnr_sum = FrameProgress(name, (h, w), total_frames), 0, 0.0
   with video_sink(out_video, fps, (h, w * 3) if side_by_side else (h, w)) as sink:
     for bi, batch in enumerate(chunks(frames, batch_size)):
       t0 = time.perf_counter()
@@ -81,6 +84,8 @@ def convert_frames(
         }
         for j in range(len(batch))
       ]
+      sent, psnr_sum = sent + int(np.sum(nbytes)), psnr_sum + float(q["psnr"].sum())
+      progress.update(len(rows), sent, psnr_sum)
   total = time.perf_counter() - t_all
   mean = lambda k: float(np.mean([r[k] for r in rows]))
   summary = {

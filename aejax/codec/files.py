@@ -24,7 +24,7 @@ from aejax.codec.bitstream import (
   tree_from_bytes,
 )
 from aejax.codec.entropy import cdf_table, pack_table
-from aejax.codec.frames import FrameCodec, chunks, peek, video_sink
+from aejax.codec.frames import FrameCodec, FrameProgress, chunks, peek, video_sink
 from aejax.codec.latent import LatentCodec, bits_per_pixel, compression_ratio
 from aejax.codec.report import quality, write_csv
 from aejax.io import write_json
@@ -81,6 +81,7 @@ def encode_video(
   with_ms_ssim: bool = False,
   report_dir=None,
   name: str = "encode",
+  total_frames: int = 0,
 ) -> dict:
   """Streams frames into an `.aejx` file (`aejax.codec.bitstream`), decoding as the receiver will.
 
@@ -99,6 +100,7 @@ def encode_video(
     source: where the weights came from ({"checkpoint": path} or {"weights": path}), a hint.
     recon_video: also write the reconstruction as a video (None: not written).
     with_ms_ssim: also measure MS-SSIM; report_dir, name: per-frame CSV and summary JSON.
+    total_frames: the expected frame count, for the progress line's ETA (0: unknown).
 
   Returns:
     The summary (frames, bytes = file size, header bytes, bpp, ratio, PSNR, ..., recon_sha256).
@@ -120,6 +122,7 @@ def encode_video(
   )
   rows, sender, receiver, sha = [], latent.stream(), latent.stream(), hashlib.sha256()
   t0 = time.perf_counter()
+  progress, psnr_sum = FrameProgress(f"encode {Path(out_path).name}", (h, w), total_frames), 0.0
   writer = BitstreamWriter(out_path, header)
   try:
     with video_sink(recon_video, fps, (h, w)) as sink:
@@ -139,6 +142,8 @@ def encode_video(
           {"frame": len(rows) + j, "record_bytes": int(nbytes[j]), **{k: float(v[j]) for k, v in q.items()}}
           for j in range(len(batch))
         ]
+        psnr_sum += float(q["psnr"].sum())
+        progress.update(len(rows), writer.nbytes, psnr_sum)
   except BaseException:
     writer.abort()
     raise

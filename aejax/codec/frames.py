@@ -2,13 +2,16 @@
 
 `frame_codec_fns` jits a model's encoder and decoder for one frame size and colour space (each end
 of a link holds only its half of the parameters); `FrameCodec` runs them over batches, carrying the
-ConvLSTM state; `chunks` / `peek` stream frames; `video_sink` writes the output videos.
+ConvLSTM state; `chunks` / `peek` stream frames; `video_sink` writes the output videos;
+`FrameProgress` prints the progress line of a long conversion.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import sys
+import time
 from collections.abc import Iterable, Iterator, Sequence
 
 import jax
@@ -39,6 +42,32 @@ def video_sink(path, fps: float, size, *, keep_partial: bool = False):
       sink.abort()
     raise
   sink.close()
+
+
+class FrameProgress:
+  """A progress line on stderr at most every `every` seconds while a video is coded: frames done
+  (of `total` when known), frames/s, the mean bpp and PSNR so far and the ETA (plain lines, so logs
+  stay clean)."""
+
+  def __init__(self, what: str, size: tuple[int, int], total: int = 0, every: float = 10.0):
+    self.what, self.pixels, self.total, self.every = what, size[0] * size[1], int(total or 0), every
+    self.t0 = self.last = time.perf_counter()
+
+  def update(self, frames: int, nbytes: float, psnr_sum: float) -> None:
+    """Running totals so far: frames coded, bytes sent, the sum of their PSNRs."""
+    now = time.perf_counter()
+    if now - self.last < self.every or not frames:
+      return
+    self.last, rate = now, frames / (now - self.t0)
+    done = f"{frames}/{self.total} ({100 * frames / self.total:.0f}%)" if self.total else f"{frames}"
+    left = (self.total - frames) / rate if self.total > frames else 0
+    eta = f", ETA {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}" if self.total else ""
+    print(
+      f"{self.what}: frame {done}, {rate:.2f} frames/s, {8 * nbytes / (frames * self.pixels):.3f} bpp, "
+      f"PSNR {psnr_sum / frames:.2f} dB{eta}",
+      file=sys.stderr,
+      flush=True,
+    )
 
 
 def peek(frames: Iterable[np.ndarray], what: str = "the video") -> tuple[np.ndarray, Iterator[np.ndarray]]:
