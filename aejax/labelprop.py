@@ -116,6 +116,9 @@ def neighbourhood_mask(h: int, w: int, radius: int | None, kind: str = "square")
   return di * di + dj * dj < radius * radius
 
 
+AFFINITY_BLOCK = 1 << 26  # affinity elements per block of queries (`_propagate`)
+
+
 @functools.partial(
   jax.jit, static_argnames=("h", "w", "context", "topk", "radius", "kind", "precision", "ties")
 )
@@ -132,26 +135,40 @@ def _propagate(feats, labels0, temperature, *, h, w, context, topk, radius, kind
   bank_f = jnp.zeros((c, p, d), feats.dtype).at[0].set(feats[0])  # [C, P, D]
   bank_l = jnp.zeros((c, p, k_cls), jnp.float32).at[0].set(labels0)  # [C, P, K]
 
+  # Queries go in blocks of `b` rows so that the [b, C, P] affinities stay under ~2^26 elements
+  # (256 MB): a patch-8 ViT at 480x880 has P = 6,600 and one [P, C, P] block would take ~15 GB.
+  b = max(1, min(p, AFFINITY_BLOCK // (c * p)))
+  nblk = -(-p // b)
+  nb = jnp.pad(nb, ((0, nblk * b - p), (0, 0)), constant_values=True).reshape(nblk, b, p)
+
+  def rows(bank_f, bank_l, valid, qb, nbb):
+    """Predicted labels [b, K] of the queries qb [b, D] (neighbourhoods nbb [b, P])."""
+    # One [b, C*P] matmul against the flattened bank: no transpose before the joint top-k.
+    s = jnp.dot(qb, bank_f.reshape(c * p, d).T, precision=precision).reshape(-1, c, p)
+    allowed = valid[None, :, None] & (nbb[:, None, :] | ~restrict[None, :, None])
+    if ties:  # DINO: exp(cos / T), zero outside; keep every position >= the k-th largest
+      a = jnp.where(allowed, jnp.exp(s.astype(jnp.float32) / temperature), 0.0).reshape(-1, c * p)
+      kth = jax.lax.top_k(a, topk)[0][:, -1:]  # [b, 1]
+      a = jnp.where(a >= kth, a, 0.0)
+      a = a / jnp.sum(a, axis=-1, keepdims=True)
+      return jnp.dot(a, bank_l.reshape(c * p, k_cls), precision=precision)  # [b, K]
+    # exactly k (CRW's torch.topk), softmax over them
+    s = jnp.where(allowed, s.astype(jnp.float32) / temperature, -jnp.inf)
+    vals, idx = jax.lax.top_k(s.reshape(-1, c * p), topk)  # [b, k]: joint over all positions
+    wts = jax.nn.softmax(vals, axis=-1)
+    wts = jnp.where(jnp.isfinite(vals), wts, 0.0)  # fewer than k allowed positions
+    return jnp.einsum("pk,pkl->pl", wts, bank_l.reshape(c * p, k_cls)[idx])  # [b, K]
+
   def step(carry, inputs):
     bank_f, bank_l = carry
     q, t = inputs  # q [P, D], t = 1..T-1
     filled = jnp.minimum(t - 1, context)  # predicted frames in the queue
     valid = jnp.arange(c) <= filled  # [C]
-    # One [P, C*P] matmul against the flattened bank: no transpose before the joint top-k.
-    s = jnp.dot(q, bank_f.reshape(c * p, d).T, precision=precision).reshape(p, c, p)
-    allowed = valid[None, :, None] & (nb[:, None, :] | ~restrict[None, :, None])
-    if ties:  # DINO: exp(cos / T), zero outside; keep every position >= the k-th largest
-      a = jnp.where(allowed, jnp.exp(s.astype(jnp.float32) / temperature), 0.0).reshape(p, c * p)
-      kth = jax.lax.top_k(a, topk)[0][:, -1:]  # [P, 1]
-      a = jnp.where(a >= kth, a, 0.0)
-      a = a / jnp.sum(a, axis=-1, keepdims=True)
-      pred = jnp.dot(a, bank_l.reshape(c * p, k_cls), precision=precision)  # [P, K]
-    else:  # exactly k (CRW's torch.topk), softmax over them
-      s = jnp.where(allowed, s.astype(jnp.float32) / temperature, -jnp.inf)
-      vals, idx = jax.lax.top_k(s.reshape(p, c * p), topk)  # [P, k]: joint over all positions
-      wts = jax.nn.softmax(vals, axis=-1)
-      wts = jnp.where(jnp.isfinite(vals), wts, 0.0)  # fewer than k allowed positions
-      pred = jnp.einsum("pk,pkl->pl", wts, bank_l.reshape(c * p, k_cls)[idx])  # [P, K]
+    if nblk == 1:
+      pred = rows(bank_f, bank_l, valid, q, nb[0])
+    else:
+      qs = jnp.pad(q, ((0, nblk * b - p), (0, 0))).reshape(nblk, b, d)
+      pred = jax.lax.map(lambda x: rows(bank_f, bank_l, valid, *x), (qs, nb)).reshape(-1, k_cls)[:p]
     slot = 1 + (t - 1) % context
     bank_f = jax.lax.dynamic_update_index_in_dim(bank_f, q, slot, 0)
     bank_l = jax.lax.dynamic_update_index_in_dim(bank_l, pred, slot, 0)
@@ -193,7 +210,8 @@ def propagate(
       False: exactly k (`lax.top_k`, CRW), softmax over them; the same unless affinities tie.
 
   Memory: the affinities of one target frame are float32 [h*w, (context + 1)*h*w] (229 MB for
-  a 30×55 grid and 20 context frames).
+  a 30×55 grid and 20 context frames), computed in blocks of target rows of at most
+  `AFFINITY_BLOCK` elements (256 MB) for larger grids (a patch-8 ViT at 480×880: 60×110).
 
   Returns:
     Soft labels float32 [T, h, w, K]; frame 0 is the (one-hot) first-frame labels.

@@ -257,6 +257,7 @@ def rss_cli_study(args) -> None:
   """Peak RSS of the user's command, `experiments.oval encode --video V` (a child process, sampled
   from /proc every `--rss-every` seconds; the peak is the child's `ru_maxrss`)."""
   import resource
+  import shlex
   import subprocess
   import sys
   import time
@@ -265,7 +266,7 @@ def rss_cli_study(args) -> None:
   aejx = out / (Path(args.rss_video).stem + ".aejx")
   src = ["--weights", args.weights] if args.weights else ["--checkpoint", args.checkpoint]
   cmd = [sys.executable, "-m", "experiments.oval", "encode", *src, "--video", args.rss_video]
-  cmd += ["--out", str(aejx)]
+  cmd += ["--out", str(aejx), *shlex.split(args.encode_args)]
   print(" ".join(cmd), flush=True)
   t0, samples = time.perf_counter(), []
   child = subprocess.Popen([*cmd, "--overwrite"])
@@ -303,6 +304,7 @@ def main(argv=None) -> None:
   p.add_argument("--holdout", type=int, default=4, help="online: newest frames that judge the send rule")
   p.add_argument("--rss", type=int, default=0, help="instead: peak RSS encoding this many 1080p frames")
   p.add_argument("--rss-video", default=None, help="instead: peak RSS of `experiments.oval encode` on it")
+  p.add_argument("--encode-args", default="", help="--rss-video: more encode flags, e.g. config overrides")
   p.add_argument("--rss-every", type=float, default=5.0, help="--rss-video: seconds between RSS samples")
   p.add_argument("--reuse", default=None, help="the other methods' rows from this earlier --out")
   args = p.parse_args(argv)

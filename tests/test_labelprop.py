@@ -64,6 +64,31 @@ def test_matches_numpy_reference(kind):
   np.testing.assert_allclose(hot, reference_propagate(feats, lab0, kind=kind, **kw), atol=1e-5)
 
 
+@pytest.mark.parametrize("ties", [False, True])
+def test_queries_in_blocks_give_the_same_labels(monkeypatch, ties):
+  # Large grids (a patch-8 ViT at 480x880: P = 6,600) propagate their queries in blocks to bound
+  # the [b, C, P] affinities; blocks of 4 rows over P = 35 (the last one padded) change nothing.
+  import jax
+
+  rng = np.random.default_rng(3)
+  feats = rng.normal(size=(6, 5, 7, 8)).astype(np.float32)
+  lab0 = rng.integers(0, 3, size=(5, 7))
+  kw = dict(context=3, topk=5, radius=2, temperature=0.3, neighbourhood="square", ties=ties)
+  whole = np.asarray(labelprop.propagate(feats, lab0, **kw))
+  monkeypatch.setattr(labelprop, "AFFINITY_BLOCK", 4 * 4 * 35)  # C = 4 slots: 4 query rows
+  jax.clear_caches()
+  try:
+    blocks = np.asarray(labelprop.propagate(feats, lab0, **kw))
+  finally:
+    jax.clear_caches()
+  np.testing.assert_allclose(blocks, whole, atol=1e-6)
+  if not ties:
+    want = reference_propagate(
+      feats, lab0, kind="square", **{k: kw[k] for k in ("context", "topk", "radius")}, temperature=0.3
+    )
+    np.testing.assert_allclose(blocks, want, atol=1e-5)
+
+
 def test_causal_zero_padding_keeps_earlier_frames():
   # The runner appends zero frames to bucket sequence lengths; frame t must not see later ones.
   rng = np.random.default_rng(1)

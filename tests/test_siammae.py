@@ -278,7 +278,10 @@ def test_schedule_from_epochs(capsys):
   c.train.num_steps, c.optim.warmup_steps = 77, 5
   assert exp.schedule(c, 240_000, log=None).optim.warmup_steps == 5
   c.optim.warmup_steps = None
-  assert exp.schedule(c, 240_000, log=None).optim.warmup_steps == 77
+  capsys.readouterr()
+  assert exp.schedule(c, 240_000).optim.warmup_steps == 77
+  note = "note: the warm-up (40 effective epochs, as in the paper) is 100% of this run"
+  assert note in capsys.readouterr().out
   # The optimiser alone (benchmarks) falls back to Kinetics-400's size.
   c = exp.paper()
   lr_at = exp.optimiser(c)[0]

@@ -88,6 +88,12 @@ def schedule(config, num_videos: int, log=print) -> ml_collections.ConfigDict:
       f"{config.optim.warmup_steps} steps ({how('warmup_steps')}; "
       f"{config.optim.warmup_steps / per_epoch:.4g} effective epochs)"
     )
+    if "warmup_steps" in derived and config.optim.warmup_steps > t.num_steps // 2:
+      log(
+        f"note: the warm-up ({t.warmup_epochs} effective epochs, as in the paper) is "
+        f"{100 * config.optim.warmup_steps / t.num_steps:.0f}% of this run; "
+        "--config.optim.warmup_steps=N sets it in steps"
+      )
   return config
 
 
