@@ -117,6 +117,7 @@ def neighbourhood_mask(h: int, w: int, radius: int | None, kind: str = "square")
 
 
 AFFINITY_BLOCK = 1 << 26  # affinity elements per block of queries (`_propagate`)
+ATTENTION_PAIRS = 1 << 26  # token pairs per `feature_fn` call (`propagate_davis`)
 
 
 @functools.partial(
@@ -360,7 +361,8 @@ def propagate_davis(
     patch: feature stride in pixels.
     context, topk, radius, temperature, neighbourhood: see `propagate`.
     split, sequences: which sequences (default: `ImageSets/2017/<split>.txt`, or all given).
-    frames_per_call: call `feature_fn` on chunks of this many frames (None: whole sequence).
+    frames_per_call: call `feature_fn` on chunks of this many frames (None: whole sequence),
+      fewer when a frame has many tokens (at most `ATTENTION_PAIRS` (h w)^2 per call).
     norm_mask: DINO's per-channel min-max rescaling before the argmax (off by default).
     ties: DINO's top-k rule (see `propagate`).
     pixel_std: the colour std the protocol normalises with, for a `feature_fn` that applies
@@ -399,7 +401,9 @@ def propagate_davis(
     x = x.astype(np.float32) / 255.0  # [T, H, W, 3]
     if pixel_std is not None:  # feature_fn's (x - mean) / 0.229 becomes (x - mean) / pixel_std
       x = _IMAGENET_MEAN + (x - _IMAGENET_MEAN) * (_IMAGENET_STD / np.asarray(pixel_std, np.float32))
-    step = frames_per_call or len(x)
+    # A ViT's attention holds [frames, heads, (h w)^2] scores: at most ~2^26 token pairs per call
+    # (a patch-8 ViT at 480x880: one frame per call; ViT-S/16 there: 24).
+    step = min(frames_per_call or len(x), max(1, ATTENTION_PAIRS // (h * w) ** 2))
     # Features stay where feature_fn puts them (the accelerator) until propagation.
     feats = jnp.concatenate([jnp.asarray(feature_fn(x[i : i + step])) for i in range(0, len(x), step)])
     if feats.shape[:3] != (len(x), h, w):

@@ -335,6 +335,32 @@ def _dino_case(seed=0, t_len=11, grid=(16, 24), dim=16):
   return seq, feats
 
 
+def test_many_token_frames_go_to_the_features_fewer_at_a_time(tmp_path, monkeypatch):
+  # A ViT's attention grows with (h w)^2: frames with many tokens are passed in smaller calls
+  # than `frames_per_call` (here room for 3 frames of 16 x 24 tokens), and the masks are the same.
+  seq, feats = _dino_case()
+  proto = {**labelprop.PROTOCOLS["dino"], "size": 128}
+  calls = {}
+
+  def run(out):
+    seen = calls.setdefault(out, [])
+
+    def feature_fn(x):
+      seen.append(len(x))
+      return feats[sum(seen) - len(x) : sum(seen)]
+
+    labelprop.propagate_davis(
+      feature_fn, [seq], tmp_path / out, patch=8, frames_per_call=8, log=None, **proto
+    )
+    return [davis.read_indexed_png(p)[0] for p in sorted((tmp_path / out / seq["name"]).glob("*.png"))]
+
+  whole = run("a")
+  monkeypatch.setattr(labelprop, "ATTENTION_PAIRS", 3 * (16 * 24) ** 2)
+  parts = run("b")
+  assert calls == {"a": [8, 3], "b": [3, 3, 3, 2]}
+  np.testing.assert_array_equal(np.stack(parts), np.stack(whole))
+
+
 def test_dino_protocol_reproduces_dino_masks(tmp_path):
   """`--protocol dino` = DINO's script on given features: input sizing, first-frame labels, queue
   of 7, square window 12, top-k 5 with ties, temperature 0.1, bilinear x patch, norm_mask, argmax,
