@@ -265,7 +265,7 @@ def rd(config, workdir: Path, args) -> dict:
     raise ValueError("rd needs --video IN")
   out = check_output(Path(workdir) / "rd", inputs=[args.video], overwrite=args.overwrite)
   model, params, config, _ = load(config, workdir, args)
-  frames, _ = read_frames(args.video, config.rd.max_frames)
+  frames = lambda: iter_frames(args.video, config.rd.max_frames)  # noqa: E731  (read once per pass)
   return app.rd(model, params, config, frames, out, title=Path(args.video).name)
 
 

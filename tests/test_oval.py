@@ -186,6 +186,50 @@ def test_baselines_closed_forms():
   assert rows[0]["ratio"] == pytest.approx(2.0) and rows[0]["bpp"] == pytest.approx(12.0)
 
 
+def test_rd_study_reads_a_video_once_per_pass(tmp_path, monkeypatch):
+  # `rd` on a video file re-reads it for every codec instead of holding it: same table and picture
+  import cv2
+
+  from aejax.codec import convert
+
+  m = OVAL()
+  p = jax.device_get(m.init(jax.random.key(0), jnp.zeros((1, 36, 48, 3)))["params"])
+  rng = np.random.default_rng(2)
+  frames = rng.integers(0, 256, (7, 36, 48, 3), dtype=np.uint8)
+  monkeypatch.setattr(convert, "RD_CHUNK", 3)  # baselines in batches of 3, 3, 1; middle frame 3
+  opened = []
+
+  def reread():
+    opened.append(1)
+    return iter(list(frames))
+
+  kw = dict(color_space="rgb", batch_size=4, bits=(2,), factors=(2,), jpeg_qualities=(50,))
+  convert.rd_study(m, p, frames, tmp_path / "a", **kw)
+  convert.rd_study(m, p, reread, tmp_path / "b", **kw)
+  assert len(opened) == len(convert.RD_CODECS) + 1
+  assert (tmp_path / "a" / "rd.md").read_text() == (tmp_path / "b" / "rd.md").read_text()
+  a, b = (cv2.imread(str(tmp_path / d / "compare_int8_vs_jpeg.png")) for d in "ab")
+  assert a.shape == (72, 96, 3)
+  np.testing.assert_array_equal(a, b)
+
+
+def test_baseline_rows_of_a_video_in_batches_equal_the_whole():
+  # A long video goes through the baselines batch by batch (memory flat in its length): the same
+  # rows, the JPEG-at-bytes quality range taken over all batches.
+  rng = np.random.default_rng(1)
+  f = rng.integers(0, 256, (5, 24, 32, 3), dtype=np.uint8)
+  f[3:] //= 4  # darker frames compress to fewer bytes at the same quality
+  kw = dict(bits=(2, 5), factors=(2, 3), jpeg_qualities=(20, 80), jpeg_targets=(900.0,))
+  whole = baselines.baseline_rows(f, **kw)
+  parts = baselines.baseline_rows(iter([f[:2], f[2:4], f[4:]]), **kw)
+  assert [(r["method"], r["setting"]) for r in parts] == [(r["method"], r["setting"]) for r in whole]
+  for a, b in zip(parts, whole):
+    assert a.keys() == b.keys()
+    for k in ("bytes_per_frame", "ratio", "bpp", "psnr", "mae", "ms_ssim"):
+      assert a[k] == pytest.approx(b[k], rel=1e-9), (a["setting"], k)
+  assert len({r["setting"] for r in whole if r["method"] == "jpeg@bytes"}) == 1
+
+
 def test_host_quality_matches_metrics():
   from aejax import metrics
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from aejax.codec.latent import bits_per_pixel, compression_ratio
 from aejax.codec.report import summarize
 
 
@@ -91,7 +92,7 @@ def jpeg_at_bytes(frames: np.ndarray, target) -> tuple[np.ndarray, np.ndarray, n
 
 
 def baseline_rows(
-  frames: np.ndarray,
+  frames,
   *,
   bits=(1, 2, 3, 4, 6),
   factors=(2, 3, 4, 6, 8),
@@ -99,25 +100,49 @@ def baseline_rows(
   jpeg_targets: Sequence[float] = (),
   with_ms_ssim: bool = True,
 ) -> list[dict]:
-  """R–D rows for every baseline on uint8 RGB frames (JPEG also at each byte target)."""
+  """R–D rows for every baseline on uint8 RGB frames (JPEG also at each byte target).
+
+  `frames`: [N, H, W, 3], or an iterable of such batches (a long video chunk by chunk: memory stays
+  flat in its length); each row is the mean over all the frames either way.
+  """
+  totals: dict = {}  # row key -> [first row, frames, weighted sums]
+  qrange: dict = {}  # jpeg@bytes target -> (lowest, highest) quality used
+  for batch in [frames] if isinstance(frames, np.ndarray) else frames:
+    batch = np.asarray(batch, np.uint8)
+    h, w = batch.shape[1:3]
+
+    def add(key, method, setting, rec, nb, batch=batch):
+      row = summarize(method, setting, batch, rec, nb, with_ms_ssim)
+      t = totals.setdefault(key, [row, 0, dict.fromkeys(_MEANS, 0.0)])
+      t[1] += len(batch)
+      for k in _MEANS:
+        if k in row:
+          t[2][k] += row[k] * len(batch)
+
+    for b in bits:
+      add(("bit", b), "bit_cut", f"{b} bits", *bit_cut(batch, b))
+    for f in factors:
+      rec, nb = resize_codec(batch, f)
+      add(("resize", f), "resize", f"1/{f:g} per side ({h * w / (nb[0] / 3):.1f}x fewer pixels)", rec, nb)
+    for q in jpeg_qualities:
+      add(("jpeg", q), "jpeg", f"q{q}", *jpeg_codec(batch, q))
+    for t in jpeg_targets:
+      rec, nb, qs = jpeg_at_bytes(batch, t)
+      lo, hi = qrange.get(t, (qs.min(), qs.max()))
+      qrange[t] = (min(lo, qs.min()), max(hi, qs.max()))
+      add(("jpeg@bytes", t), "jpeg@bytes", "", rec, nb)
   rows = []
-  for b in bits:
-    rows.append(summarize("bit_cut", f"{b} bits", frames, *bit_cut(frames, b), with_ms_ssim))
-  for f in factors:
-    rec, nb = resize_codec(frames, f)
-    h, w = frames.shape[1:3]
-    pix = h * w / (nb[0] / 3)
-    rows.append(
-      summarize("resize", f"1/{f:g} per side ({pix:.1f}x fewer pixels)", frames, rec, nb, with_ms_ssim)
-    )
-  for q in jpeg_qualities:
-    rows.append(summarize("jpeg", f"q{q}", frames, *jpeg_codec(frames, q), with_ms_ssim))
-  for t in jpeg_targets:
-    rec, nb, qs = jpeg_at_bytes(frames, t)
-    rows.append(
-      summarize("jpeg@bytes", f"~{t:.0f} B (q {qs.min()}-{qs.max()})", frames, rec, nb, with_ms_ssim)
-    )
+  for key, (row, n, sums) in totals.items():
+    row = {**row, **{k: v / n for k, v in sums.items() if k in row}}
+    row["ratio"] = float(compression_ratio(row["bytes_per_frame"], h, w))
+    row["bpp"] = float(bits_per_pixel(row["bytes_per_frame"], h, w))
+    if key[0] == "jpeg@bytes":
+      row["setting"] = f"~{key[1]:.0f} B (q {qrange[key[1]][0]}-{qrange[key[1]][1]})"
+    rows.append(row)
   return rows
+
+
+_MEANS = ("bytes_per_frame", "psnr", "mae", "ms_ssim")  # summarize's per-frame means
 
 
 # Inter-frame codecs through PyAV (FFmpeg): name -> (encoder, options besides the CRF).

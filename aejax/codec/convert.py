@@ -110,6 +110,7 @@ def convert_frames(
   return {"summary": summary, "rows": rows}
 
 
+RD_CHUNK = 64  # frames per batch of the baselines in `rd_study`
 RD_CODECS = (
   LatentCodec("float32"),
   LatentCodec("float16"),
@@ -135,7 +136,7 @@ def _rd_method(codec: LatentCodec) -> str:
 def rd_study(
   model: OVAL,
   params,
-  frames: np.ndarray,
+  frames,
   out_dir,
   *,
   color_space: str,
@@ -150,27 +151,38 @@ def rd_study(
 
   The baselines are bit cutting to each of `bits`, resizing by each of `factors` per side, JPEG at
   each of `jpeg_qualities` and JPEG at the bytes of the float16, int8 and int4-zlib latents.
+  `frames`: uint8 [N, H, W, 3], or a function returning a fresh iterator over the frames (e.g.
+  `lambda: iter_frames(path)`): every pass then reads the video again, in batches, so memory
+  stays flat in its length.
   """
   out_dir = Path(out_dir)
-  rows = []
+  passes = frames if callable(frames) else (lambda: iter(frames))
+  rows, n = [], 0
   for codec in RD_CODECS:
     s = convert_frames(
-      model, params, frames, color_space=color_space, batch_size=batch_size, latent=codec, with_ms_ssim=True
+      model, params, passes(), color_space=color_space, batch_size=batch_size, latent=codec, with_ms_ssim=True
     )["summary"]
     rows.append(rd_row(_rd_method(codec), codec.name, s))
+    n, (h, w) = s["frames"], s["size"]
   targets = [r["bytes_per_frame"] for r in rows if r["setting"] in ("float16", "int8", "int4-zlib")]
+  mid = []  # the middle frame, for the picture
+
+  def batches():
+    for i, batch in enumerate(chunks(passes(), RD_CHUNK)):
+      if i * RD_CHUNK <= n // 2 < i * RD_CHUNK + len(batch):
+        mid.append(batch[n // 2 - i * RD_CHUNK][None])
+      yield batch
+
   rows += baseline_rows(
-    frames,
+    batches(),
     bits=tuple(bits),
     factors=tuple(factors),
     jpeg_qualities=tuple(jpeg_qualities),
     jpeg_targets=targets,
   )
   write_rows(rows, out_dir / "rd.csv", out_dir / "rd.md", title=f"rate-distortion: {title}")
-  plot_rd(
-    rows, out_dir / "rd.png", title=f"{title} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]})"
-  )
-  mid = frames[len(frames) // 2 : len(frames) // 2 + 1]
+  plot_rd(rows, out_dir / "rd.png", title=f"{title} ({n} frames, {w}x{h})")
+  mid = mid[0]
   fcodec = FrameCodec(model, params, color_space, mid.shape[1:3], 1)
   zhat, nb = LatentCodec("int8").roundtrip(fcodec.encode(mid))
   oval = fcodec.decode(zhat)
