@@ -40,7 +40,8 @@ def convert(model, params, config, frames, **kw) -> dict:
 
 
 def rd(model, params, config, frames, out_dir, *, batch_size: int | None = None, title: str = "") -> dict:
-  """`rd_study` against the baselines of `config.rd` (bit cuts, resize factors, JPEG qualities)."""
+  """`rd_study` against the baselines of `config.rd` (bit cuts, resize factors, JPEG qualities);
+  `frames` an array or a function that reads the video again (streamed)."""
   kw = {k: v for k, v in config.rd.items() if k != "max_frames"}  # the baselines
   kw.update(color_space=config.data.color_space, batch_size=batch_size or config.convert.batch_size)
   return rd_study(model, params, frames, out_dir, title=title, **kw)
