@@ -171,6 +171,12 @@ def write_json(path, obj, **kw) -> Path:
   return write_text(path, json.dumps(obj, **kw))
 
 
+def clock(seconds: float) -> str:
+  """A duration as H:MM:SS (the ETA of progress lines)."""
+  m, s = divmod(int(seconds), 60)
+  return f"{m // 60}:{m % 60:02d}:{s:02d}"
+
+
 def describe_os_error(e: BaseException, path=None) -> str:
   """`'<path>: <reason>'` for an OSError (no space, read-only, ...) in one line."""
   where = getattr(e, "filename", None) or path or "?"

@@ -268,6 +268,9 @@ def test_frame_progress_line(capsys):
   line = capsys.readouterr().err
   assert line.startswith("encode x.aejx: frame 10/40 (25%)")
   assert "1.000 bpp, PSNR 30.00 dB, ETA 0:00:0" in line
+  from aejax.io import clock  # the ETA's format, shared with `prepare videos`
+
+  assert (clock(3725.9), clock(59), clock(36000)) == ("1:02:05", "0:00:59", "10:00:00")
   FrameProgress("convert", (10, 20), every=3600.0).update(10, 250, 300.0)  # not due yet: silent
   assert capsys.readouterr().err == ""
 

@@ -21,6 +21,7 @@ import numpy as np
 from aejax.data.transforms import convert_color, convert_color_inverse
 from aejax.data.video import VideoWriter
 from aejax.evaluate import map_batches
+from aejax.io import clock
 from aejax.models.oval import OVAL, latent_shape, split_params
 
 
@@ -60,8 +61,7 @@ class FrameProgress:
       return
     self.last, rate = now, frames / (now - self.t0)
     done = f"{frames}/{self.total} ({100 * frames / self.total:.0f}%)" if self.total else f"{frames}"
-    left = (self.total - frames) / rate if self.total > frames else 0
-    eta = f", ETA {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}" if self.total else ""
+    eta = f", ETA {clock(max(self.total - frames, 0) / rate)}" if self.total else ""
     print(
       f"{self.what}: frame {done}, {rate:.2f} frames/s, {8 * nbytes / (frames * self.pixels):.3f} bpp, "
       f"PSNR {psnr_sum / frames:.2f} dB{eta}",

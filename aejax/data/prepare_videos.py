@@ -24,7 +24,7 @@ from aejax.data import sources as S
 from aejax.data.prepare import QUALITY, VERSION, encode_frame, resize_short
 from aejax.data.scan import VideoInfo, find_videos, write_report
 from aejax.data.video import VideoReader
-from aejax.io import write_json
+from aejax.io import clock, write_json
 
 _PLAN = "prepare_plan.json"
 _PLAN_KEYS = (
@@ -159,10 +159,7 @@ class _Progress:
       self.last = now
       rate = self.videos / max(now - self.t0, 1e-9)
       left = self.total - self.done - self.videos
-      eta = "?"
-      if rate > 0:
-        m, sec = divmod(int(left / rate), 60)
-        eta = f"{m // 60}:{m % 60:02d}:{sec:02d}"
+      eta = clock(left / rate) if rate > 0 else "?"
       print(
         f"prepare videos: {self.done + self.videos}/{self.total} ({self.skipped} skipped), "
         f"{rate:.1f} videos/s, ETA {eta}",
